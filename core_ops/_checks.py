@@ -1,0 +1,124 @@
+"""Input validation shared by every operator.
+
+Each check raises one typed error whose message names the argument, what was expected
+and what was given. The checks only read metadata (shape, dtype), never tensor values,
+so they cost nothing on the hot path and never synchronise with a device; messages are
+formatted only when a check fails.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+BORDER_TYPES = ("constant", "reflect", "replicate", "circular")
+
+
+def check_tensor(x: object, name: str) -> None:
+    """Raise ``TypeError`` unless ``x`` is a ``torch.Tensor``."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
+
+
+def check_floating(x: torch.Tensor, name: str) -> None:
+    """Raise ``TypeError`` unless ``x`` has a floating dtype."""
+    if not x.is_floating_point():
+        raise TypeError(f"{name}: expected a floating tensor (float16/bfloat16/float32/float64), got {x.dtype}")
+
+
+def check_shape(x: object, dims: Sequence[str | int], name: str) -> None:
+    """Check ``x`` against a symbolic shape, in the manner of Kornia's ``KORNIA_CHECK_SHAPE``.
+
+    ``dims`` lists one entry per dimension: a string is a free symbol (``"B"``, ``"H"``),
+    an int is a required size. A leading ``"*"`` admits any number of leading dimensions.
+
+    Raises:
+        TypeError: ``x`` is not a tensor.
+        ValueError: the rank or a fixed size differs.
+    """
+    check_tensor(x, name)
+    assert isinstance(x, torch.Tensor)
+    dims = list(dims)
+    shape = tuple(x.shape)
+    if dims and dims[0] == "*":
+        fixed = dims[1:]
+        ok = len(shape) >= len(fixed)
+        tail = shape[len(shape) - len(fixed):] if ok else shape
+    else:
+        fixed = dims
+        ok = len(shape) == len(fixed)
+        tail = shape
+    if ok:
+        for want, got in zip(fixed, tail):
+            if isinstance(want, int) and want != got:
+                ok = False
+                break
+    if not ok:
+        expected = "(" + ", ".join(str(d) for d in dims) + ")"
+        raise ValueError(f"{name}: expected shape {expected}, got {tuple(shape)}")
+
+
+def check_image(x: object, name: str = "input", channels: int | None = None) -> None:
+    """Check a floating ``(B, C, H, W)`` image, optionally with a fixed channel count."""
+    check_shape(x, ["B", "C" if channels is None else channels, "H", "W"], name)
+    assert isinstance(x, torch.Tensor)
+    check_floating(x, name)
+
+
+def check_kernel_size(kernel_size: object, name: str = "kernel_size", *, odd: bool = True) -> tuple[int, int]:
+    """Normalise an int or pair to ``(ky, kx)`` and check that both are positive (and odd).
+
+    Kornia's order is kept: a pair is ``(height, width)``.
+    """
+    if isinstance(kernel_size, bool):
+        raise TypeError(f"{name}: expected an int or a pair of ints, got bool")
+    if isinstance(kernel_size, int):
+        pair = (kernel_size, kernel_size)
+    elif isinstance(kernel_size, (tuple, list)) and len(kernel_size) == 2 and all(
+        isinstance(k, int) and not isinstance(k, bool) for k in kernel_size
+    ):
+        pair = (int(kernel_size[0]), int(kernel_size[1]))
+    else:
+        raise TypeError(f"{name}: expected an int or a pair of ints, got {kernel_size!r}")
+    for k in pair:
+        if k < 1 or (odd and k % 2 == 0):
+            what = "positive odd" if odd else "positive"
+            raise ValueError(f"{name}: expected {what} sizes, got {kernel_size!r}")
+    return pair
+
+
+def check_sigma(sigma: object, name: str = "sigma") -> tuple[float, float] | torch.Tensor:
+    """Normalise a positive float or pair of floats to ``(sigma_y, sigma_x)``.
+
+    A tensor (per-sample sigma, shape ``(B, 2)`` or ``(B,)``) is passed through
+    unchanged; its values are not inspected, to avoid a device sync.
+    """
+    if isinstance(sigma, torch.Tensor):
+        if not sigma.is_floating_point():
+            raise TypeError(f"{name}: expected a floating tensor, got {sigma.dtype}")
+        return sigma
+    if isinstance(sigma, (int, float)) and not isinstance(sigma, bool):
+        pair = (float(sigma), float(sigma))
+    elif isinstance(sigma, (tuple, list)) and len(sigma) == 2 and all(
+        isinstance(s, (int, float)) and not isinstance(s, bool) for s in sigma
+    ):
+        pair = (float(sigma[0]), float(sigma[1]))
+    else:
+        raise TypeError(f"{name}: expected a positive float or a pair of floats, got {sigma!r}")
+    if not all(s > 0 for s in pair):  # also rejects NaN
+        raise ValueError(f"{name}: expected positive values, got {sigma!r}")
+    return pair
+
+
+def check_border_type(border_type: object, name: str = "border_type") -> str:
+    """Check a border type against ``BORDER_TYPES``; returns it."""
+    if border_type not in BORDER_TYPES:
+        raise ValueError(f"{name}: expected one of {BORDER_TYPES}, got {border_type!r}")
+    return border_type  # type: ignore[return-value]
+
+
+def check_choice(value: object, choices: Sequence[object], name: str) -> None:
+    """Raise ``ValueError`` unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name}: expected one of {tuple(choices)}, got {value!r}")

@@ -1,0 +1,1 @@
+"""Multi-view depth estimation by gradient descent from calibrated views (see DESIGN.md)."""

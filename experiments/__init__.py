@@ -1,0 +1,1 @@
+"""Hydra apps that run each study and benchmark gradcv against the reference libraries."""

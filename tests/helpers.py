@@ -1,0 +1,53 @@
+"""Helpers shared by the tests: conversions between numpy images and tensors, and the
+standard checks every operator goes through (batch consistency, non-contiguous input,
+no in-place change of the input)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+
+
+def to_tensor(img: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """HxW or HxWxC numpy image -> (1, C, H, W) tensor."""
+    t = torch.from_numpy(np.ascontiguousarray(img))
+    if t.ndim == 2:
+        t = t[None]
+    else:
+        t = t.permute(2, 0, 1)
+    return t[None].to(dtype).contiguous()
+
+
+def to_numpy(t: torch.Tensor) -> np.ndarray:
+    """(1, C, H, W) or (C, H, W) tensor -> HxW (C == 1) or HxWxC numpy array."""
+    t = t.detach().cpu()
+    if t.ndim == 4:
+        t = t[0]
+    if t.shape[0] == 1:
+        return t[0].numpy()
+    return t.permute(1, 2, 0).numpy()
+
+
+
+def noncontiguous(x: torch.Tensor) -> torch.Tensor:
+    """The same values as ``x`` in a non-contiguous layout (every other column of a wider tensor)."""
+    wide = torch.zeros(*x.shape[:-1], 2 * x.shape[-1], dtype=x.dtype, device=x.device)
+    wide[..., ::2] = x
+    out = wide[..., ::2]
+    assert not out.is_contiguous() or x.shape[-1] <= 1
+    return out
+
+
+def assert_standard(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, atol: float = 1e-6) -> None:
+    """Batched equals per-sample, non-contiguous equals contiguous, empty batch works,
+    and the input is left unchanged."""
+    before = x.clone()
+    out = fn(x)
+    assert torch.equal(x, before), "the operator changed its input in place"
+    per_sample = torch.cat([fn(x[i : i + 1]) for i in range(x.shape[0])])
+    torch.testing.assert_close(out, per_sample, atol=atol, rtol=0)
+    torch.testing.assert_close(fn(noncontiguous(x)), out, atol=atol, rtol=0)
+    empty = fn(x[:0])
+    assert empty.shape[0] == 0 and empty.shape[1:] == out.shape[1:]
