@@ -1,0 +1,40 @@
+"""Linear and non-linear filters: correlation, blurs, derivatives, Laplacian.
+
+Every fixed-kernel filter runs on the slice engine in ``_engine`` (no ``conv2d``: see
+that module for why); filters with tensor kernels use plain autograd.
+"""
+
+from core_ops.filters._engine import pad2d
+from core_ops.filters.blur import BoxBlur, GaussianBlur2d, box_blur, gaussian_blur2d
+from core_ops.filters.filter import filter2d, filter2d_separable
+from core_ops.filters.kernels import (
+    get_box_kernel2d,
+    get_gaussian_kernel1d,
+    get_gaussian_kernel2d,
+    get_sobel_kernel2d,
+)
+from core_ops.filters.laplacian import Laplacian, laplacian
+from core_ops.filters.median import MedianBlur, median_blur
+from core_ops.filters.sobel import Sobel, SpatialGradient, sobel, spatial_gradient
+
+__all__ = [
+    "BoxBlur",
+    "GaussianBlur2d",
+    "Laplacian",
+    "MedianBlur",
+    "Sobel",
+    "SpatialGradient",
+    "box_blur",
+    "filter2d",
+    "filter2d_separable",
+    "gaussian_blur2d",
+    "get_box_kernel2d",
+    "get_gaussian_kernel1d",
+    "get_gaussian_kernel2d",
+    "get_sobel_kernel2d",
+    "laplacian",
+    "median_blur",
+    "pad2d",
+    "sobel",
+    "spatial_gradient",
+]

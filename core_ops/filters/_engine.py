@@ -1,0 +1,249 @@
+"""The correlation engine behind every fixed-kernel filter: padding and separable
+correlation written as shifted slices, with hand-written adjoints.
+
+Why not ``conv2d``: on CPU, PyTorch's oneDNN convolution allocates a temporary several
+times the input on every call for single-channel inputs from batch 8 up, and the page
+faults make it 5-20x slower than shifted slices (../shared/PERFORMANCE.md). Why custom
+autograd functions: autograd through shifted slices allocates a zero tensor of the full
+padded size for every tap in backward; the adjoint of a correlation is the correlation
+with the flipped taps, which costs what the forward costs. Each function's backward is
+the other function, so gradients of any order exist and stay cheap.
+
+Taps are Python floats, so each tap is one fused multiply-add (``add_(..., alpha=t)``)
+and zero taps cost nothing. Filters whose kernel is a tensor that may require grad
+(``filter2d`` with a user kernel, a learnable sigma) use plain autograd instead.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+Taps = tuple[float, ...]
+# One output channel: taps along y (rows) and along x (columns).
+Bank = tuple[tuple[Taps, Taps], ...]
+
+
+# --------------------------------------------------------------------------- padding
+def _source_index(n: int, before: int, after: int, border_type: str, device: torch.device) -> torch.Tensor:
+    """Index into a length-``n`` axis for each position of the padded axis (not for 'constant')."""
+    i = torch.arange(-before, n + after, device=device)
+    if border_type == "replicate":
+        return i.clamp(0, n - 1)
+    if border_type == "circular":
+        return i.remainder(n)
+    # reflect without repeating the edge (OpenCV's BORDER_REFLECT_101), any pad width
+    if n == 1:
+        return torch.zeros_like(i)
+    period = 2 * (n - 1)
+    i = i.remainder(period)
+    return torch.where(i >= n, period - i, i)
+
+
+def _pad_forward(x: torch.Tensor, pad: tuple[int, int, int, int], border_type: str) -> torch.Tensor:
+    top, bottom, left, right = pad
+    h, w = x.shape[-2:]
+    if border_type == "constant":
+        return F.pad(x, (left, right, top, bottom), mode="constant", value=0.0)
+    native = x.ndim in (3, 4) and x.numel() > 0 and x.dtype != torch.bfloat16
+    if border_type == "reflect":
+        native = native and max(top, bottom) < h and max(left, right) < w
+    elif border_type == "circular":
+        native = native and max(top, bottom) <= h and max(left, right) <= w
+    if native:
+        return F.pad(x, (left, right, top, bottom), mode=border_type)
+    iy = _source_index(h, top, bottom, border_type, x.device)
+    ix = _source_index(w, left, right, border_type, x.device)
+    return x.index_select(-2, iy).index_select(-1, ix)
+
+
+def _pad_adjoint(g: torch.Tensor, pad: tuple[int, int, int, int], border_type: str) -> torch.Tensor:
+    """Adjoint of ``_pad_forward``: fold the border strips back onto the pixels they copy."""
+    top, bottom, left, right = pad
+    hp, wp = g.shape[-2:]
+    h, w = hp - top - bottom, wp - left - right
+    if border_type == "constant":
+        return g[..., top : top + h, left : left + w].clone()
+    rows = g[..., top : top + h, :]
+    if top or bottom:
+        iy = _source_index(h, top, bottom, border_type, g.device)
+        rows = rows.clone()
+        if top:
+            rows.index_add_(-2, iy[:top], g[..., :top, :])
+        if bottom:
+            rows.index_add_(-2, iy[top + h :], g[..., top + h :, :])
+    out = rows[..., left : left + w].clone()
+    if left or right:
+        ix = _source_index(w, left, right, border_type, g.device)
+        if left:
+            out.index_add_(-1, ix[:left], rows[..., :left])
+        if right:
+            out.index_add_(-1, ix[left + w :], rows[..., left + w :])
+    return out
+
+
+class _Pad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, pad, border_type):  # type: ignore[override]
+        ctx.pad, ctx.border_type = pad, border_type
+        return _pad_forward(x, pad, border_type)
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        return _PadAdjoint.apply(g, ctx.pad, ctx.border_type), None, None
+
+
+class _PadAdjoint(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, g, pad, border_type):  # type: ignore[override]
+        ctx.pad, ctx.border_type = pad, border_type
+        return _pad_adjoint(g, pad, border_type)
+
+    @staticmethod
+    def backward(ctx, h):  # type: ignore[override]
+        return _Pad.apply(h, ctx.pad, ctx.border_type), None, None
+
+
+def pad2d(x: torch.Tensor, pad: tuple[int, int, int, int], border_type: str) -> torch.Tensor:
+    """Pad the last two dimensions by ``(top, bottom, left, right)`` pixels.
+
+    Unlike ``F.pad``, any pad width works for every border type (reflection repeats as
+    OpenCV's ``BORDER_REFLECT_101`` does), and any number of leading dimensions.
+    """
+    pad = (int(pad[0]), int(pad[1]), int(pad[2]), int(pad[3]))
+    if not any(pad):
+        return x
+    return _Pad.apply(x, pad, border_type)
+
+
+# ------------------------------------------------------------- separable correlation
+def _taps_view(x: torch.Tensor, dim: int, start: int, n: int, stride: int) -> torch.Tensor:
+    """``n`` elements of ``x`` along ``dim`` (-1 or -2) from ``start``, every ``stride``-th."""
+    if stride == 1:
+        return x.narrow(dim, start, n)
+    s = slice(start, start + (n - 1) * stride + 1, stride)
+    return x[..., s] if dim == -1 else x[..., s, :]
+
+
+def _correlate_axis(
+    x: torch.Tensor, taps: Taps, dim: int, out: torch.Tensor | None = None, stride: int = 1
+) -> torch.Tensor:
+    """'valid' correlation of ``x`` with ``taps`` along ``dim`` (-1 or -2), every ``stride``-th output."""
+    n = (x.shape[dim] - len(taps)) // stride + 1
+    nz = [(i, t) for i, t in enumerate(taps) if t != 0.0]
+    if not nz:
+        shape = list(x.shape)
+        shape[dim] = n
+        return x.new_zeros(shape) if out is None else out.zero_()
+
+    def tap(i: int) -> torch.Tensor:
+        return _taps_view(x, dim, i, n, stride)
+
+    (i0, t0), rest = nz[0], nz[1:]
+    if out is not None:
+        torch.mul(tap(i0), t0, out=out)
+        y = out
+    elif rest and t0 == 1.0:
+        (i1, t1), rest = rest[0], rest[1:]
+        y = torch.add(tap(i0), tap(i1), alpha=t1)
+    elif rest and rest[0][1] == 1.0:
+        (i1, _), rest = rest[0], rest[1:]
+        y = torch.add(tap(i1), tap(i0), alpha=t0)
+    else:
+        y = tap(i0) * t0
+    for i, t in rest:
+        y.add_(tap(i), alpha=t)
+    return y
+
+
+def _correlate_bank(xp: torch.Tensor, bank: Bank, stride: int = 1) -> torch.Tensor:
+    """Correlate ``(*, Hp, Wp)`` with each separable kernel of ``bank`` ('valid').
+
+    Returns ``(*, K, Ho, Wo)``, keeping every ``stride``-th output in both axes; each
+    output channel is written in place into the result, so stacking costs no extra
+    copy. The pass along x is shared between kernels that have the same x taps.
+    """
+    ky, kx = len(bank[0][0]), len(bank[0][1])
+    ho, wo = (xp.shape[-2] - ky) // stride + 1, (xp.shape[-1] - kx) // stride + 1
+    out = xp.new_empty(*xp.shape[:-2], len(bank), ho, wo)
+    along_x: dict[Taps, torch.Tensor] = {}
+    for k, (ty, tx) in enumerate(bank):
+        if tx not in along_x:
+            along_x[tx] = _correlate_axis(xp, tx, -1, stride=stride)
+        _correlate_axis(along_x[tx], ty, -2, out=out.select(-3, k), stride=stride)
+    return out
+
+
+def _correlate_bank_adjoint(g: torch.Tensor, bank: Bank, stride: int, in_hw: tuple[int, int]) -> torch.Tensor:
+    """Adjoint of ``_correlate_bank``: ``(*, K, Ho, Wo) -> (*, Hp, Wp)``."""
+    ho, wo = g.shape[-2:]
+    hp, wp = in_hw
+    # Group kernels by x taps: sum the y-adjoints first, then one x-adjoint per group.
+    by_x: dict[Taps, torch.Tensor] = {}
+    for k, (ty, tx) in enumerate(bank):
+        gk = g.select(-3, k)
+        acc = by_x.get(tx)
+        if acc is None:
+            acc = g.new_zeros(*g.shape[:-3], hp, wo)
+            by_x[tx] = acc
+        for i, t in enumerate(ty):
+            if t != 0.0:
+                _taps_view(acc, -2, i, ho, stride).add_(gk, alpha=t)
+    result = g.new_zeros(*g.shape[:-3], hp, wp)
+    for tx, acc in by_x.items():
+        for i, t in enumerate(tx):
+            if t != 0.0:
+                _taps_view(result, -1, i, wo, stride).add_(acc, alpha=t)
+    return result
+
+
+class _CorrelateBank(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, xp, bank, stride):  # type: ignore[override]
+        ctx.bank, ctx.stride, ctx.in_hw = bank, stride, tuple(xp.shape[-2:])
+        return _correlate_bank(xp, bank, stride)
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        return _CorrelateBankAdjoint.apply(g, ctx.bank, ctx.stride, ctx.in_hw), None, None
+
+
+class _CorrelateBankAdjoint(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, g, bank, stride, in_hw):  # type: ignore[override]
+        ctx.bank, ctx.stride = bank, stride
+        return _correlate_bank_adjoint(g, bank, stride, in_hw)
+
+    @staticmethod
+    def backward(ctx, h):  # type: ignore[override]
+        return _CorrelateBank.apply(h, ctx.bank, ctx.stride), None, None, None
+
+
+def correlate_separable(
+    x: torch.Tensor,
+    bank: Sequence[tuple[Sequence[float], Sequence[float]]],
+    border_type: str = "reflect",
+    padding: str = "same",
+    stride: int = 1,
+) -> torch.Tensor:
+    """Correlate ``(*, H, W)`` with K separable kernels of Python-float taps.
+
+    Args:
+        x: input, any number of leading dimensions.
+        bank: K pairs ``(taps_y, taps_x)``; all kernels have the same (odd) size.
+        border_type: how ``x`` is extended for ``padding='same'``.
+        padding: ``'same'`` (output ``H x W``) or ``'valid'`` (no padding).
+        stride: keep every ``stride``-th output pixel in both axes (the others are never computed).
+
+    Returns:
+        ``(*, K, Ho, Wo)``; with ``'same'``, ``Ho = ceil(H / stride)``.
+    """
+    frozen: Bank = tuple((tuple(float(t) for t in ty), tuple(float(t) for t in tx)) for ty, tx in bank)
+    ky, kx = len(frozen[0][0]), len(frozen[0][1])
+    if any(len(ty) != ky or len(tx) != kx for ty, tx in frozen):
+        raise ValueError(f"bank: expected kernels of one size, got sizes {[(len(a), len(b)) for a, b in frozen]}")
+    if padding == "same":
+        x = pad2d(x, ((ky - 1) // 2, ky // 2, (kx - 1) // 2, kx // 2), border_type)
+    return _CorrelateBank.apply(x, frozen, stride)

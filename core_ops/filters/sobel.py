@@ -1,0 +1,155 @@
+"""First and second image derivatives (Sobel and central differences), and the Sobel magnitude."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from core_ops._checks import check_border_type, check_choice, check_image, check_kernel_size
+from core_ops.filters._engine import correlate_separable
+from core_ops.filters.kernels import sobel_taps
+
+_DIFF = {0: (0.0, 1.0, 0.0), 1: (-1.0, 0.0, 1.0), 2: (1.0, -2.0, 1.0)}
+
+
+def _moment(taps: tuple[float, ...], order: int) -> float:
+    """Response of a correlation with ``taps`` to ``t^order / order!`` at the centre tap."""
+    c = (len(taps) - 1) / 2
+    return math.fsum(t * (i - c) ** order for i, t in enumerate(taps)) / math.factorial(order)
+
+
+def derivative_bank(
+    mode: str, order: int, normalized: bool, kernel_size: int = 3
+) -> list[tuple[tuple[float, ...], tuple[float, ...]]]:
+    """The separable kernels ``(taps_y, taps_x)`` behind :func:`spatial_gradient`.
+
+    Order 1 gives ``[d/dx, d/dy]``; order 2 gives ``[d2/dx2, d2/dxdy, d2/dy2]``.
+    Unnormalised, they are OpenCV's ``getDerivKernels`` numbers (mode ``'sobel'``) or
+    plain central differences (mode ``'diff'``). Normalised, each is divided by its
+    response to the monomial it estimates, so it returns the derivative itself, exactly
+    on polynomials of that order, with the right sign (``f = x y`` gives ``d2/dxdy = 1``).
+    """
+    taps = (lambda o: sobel_taps(o, kernel_size)) if mode == "sobel" else _DIFF.__getitem__
+    pairs = [(0, 1), (1, 0)] if order == 1 else [(0, 2), (1, 1), (2, 0)]  # (order in y, order in x)
+    bank = []
+    for oy, ox in pairs:
+        ty, tx = taps(oy), taps(ox)
+        if normalized:
+            scale = 1.0 / (_moment(ty, oy) * _moment(tx, ox))
+            ty = tuple(t * scale for t in ty)
+        bank.append((ty, tx))
+    return bank
+
+
+def spatial_gradient(
+    input: torch.Tensor,
+    mode: str = "sobel",
+    order: int = 1,
+    normalized: bool = True,
+    *,
+    kernel_size: int = 3,
+    border_type: str = "replicate",
+) -> torch.Tensor:
+    """First or second derivatives of every channel in x and y.
+
+    Args:
+        input: image ``(B, C, H, W)``.
+        mode: ``'sobel'`` or ``'diff'`` (central differences).
+        order: 1 or 2.
+        normalized: scale every kernel so that it returns the derivative itself (exact on
+            linear surfaces for order 1 and on quadratics for order 2). ``False`` gives
+            OpenCV's raw Sobel numbers: 8 times the slope for order 1, as ``cv2.Sobel``.
+        kernel_size: Sobel aperture (1, 3, 5, 7), as ``cv2.Sobel``'s ``ksize``; ``'sobel'`` only.
+        border_type: ``'replicate'`` (Kornia's behaviour, the default) or any other border
+            type; ``'reflect'`` is ``cv2.Sobel``'s default border.
+
+    Returns:
+        ``(B, C, 2, H, W)`` holding ``[d/dx, d/dy]`` for order 1, or ``(B, C, 3, H, W)``
+        holding ``[d2/dx2, d2/dxdy, d2/dy2]`` for order 2.
+
+    Convention:
+        x runs along columns (to the right), y along rows (down), so ``d/dx`` of an image
+        that brightens to the right is positive. Second derivatives have the sign of the
+        true derivative; Kornia before 0.9 had ``d2/dxdy`` negated (Kornia issue #4710).
+
+    Example:
+        >>> ramp = torch.arange(5.0).repeat(5, 1)[None, None]  # f = x
+        >>> spatial_gradient(ramp)[0, 0, :, 2, 2]
+        tensor([1., 0.])
+    """
+    check_image(input)
+    check_choice(mode, ("sobel", "diff"), "mode")
+    check_choice(order, (1, 2), "order")
+    check_border_type(border_type)
+    check_kernel_size(kernel_size, "kernel_size")
+    if mode == "sobel" and kernel_size not in (1, 3, 5, 7):
+        raise ValueError(f"kernel_size: expected one of (1, 3, 5, 7), got {kernel_size}")
+    if mode == "sobel" and kernel_size <= order and kernel_size != 1:
+        raise ValueError(f"kernel_size: expected more than {order} for order {order}, got {kernel_size}")
+    return correlate_separable(input, derivative_bank(mode, order, normalized, kernel_size), border_type)
+
+
+def sobel(
+    input: torch.Tensor, normalized: bool = True, eps: float = 1e-6, *, border_type: str = "replicate"
+) -> torch.Tensor:
+    """Sobel gradient magnitude ``sqrt(dx^2 + dy^2 + eps)`` of every channel.
+
+    Args:
+        input: image ``(B, C, H, W)``.
+        normalized: use normalised derivatives (see :func:`spatial_gradient`).
+        eps: added under the square root, so the gradient is finite on flat regions.
+        border_type: as :func:`spatial_gradient`.
+
+    Returns:
+        ``(B, C, H, W)``.
+
+    Example:
+        >>> ramp = torch.arange(5.0).repeat(5, 1)[None, None]
+        >>> sobel(ramp)[0, 0, 2, 2]
+        tensor(1.0000)
+    """
+    grad = spatial_gradient(input, "sobel", 1, normalized, border_type=border_type)
+    gx, gy = grad.unbind(-3)
+    # One temporary, updated in place: each op on it is safe for autograd (mul and
+    # addcmul keep their inputs, sqrt_ keeps its own result).
+    magnitude = gx * gx
+    return magnitude.addcmul_(gy, gy).add_(eps).sqrt_()
+
+
+class SpatialGradient(nn.Module):
+    """Module form of :func:`spatial_gradient`."""
+
+    def __init__(
+        self,
+        mode: str = "sobel",
+        order: int = 1,
+        normalized: bool = True,
+        *,
+        kernel_size: int = 3,
+        border_type: str = "replicate",
+    ) -> None:
+        super().__init__()
+        check_choice(mode, ("sobel", "diff"), "mode")
+        check_choice(order, (1, 2), "order")
+        check_border_type(border_type)
+        self.mode, self.order, self.normalized = mode, order, normalized
+        self.kernel_size, self.border_type = kernel_size, border_type
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return spatial_gradient(
+            input, self.mode, self.order, self.normalized, kernel_size=self.kernel_size, border_type=self.border_type
+        )
+
+
+class Sobel(nn.Module):
+    """Module form of :func:`sobel`."""
+
+    def __init__(self, normalized: bool = True, eps: float = 1e-6, *, border_type: str = "replicate") -> None:
+        super().__init__()
+        check_border_type(border_type)
+        self.normalized, self.eps, self.border_type = normalized, eps, border_type
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return sobel(input, self.normalized, self.eps, border_type=self.border_type)

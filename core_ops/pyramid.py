@@ -1,0 +1,240 @@
+"""Image pyramids: OpenCV's ``pyrDown``/``pyrUp``, ``build_pyramid`` and a Gaussian scale space.
+
+Convention:
+    Level ``l + 1`` of a pyramid built by :func:`pyrdown` is an exact decimation of the
+    blurred level ``l``: its pixel ``(x', y')`` *is* pixel ``(2 x', 2 y')`` of level ``l``
+    (pixel centres at integer coordinates), so a point at pixel ``p`` of level ``l``
+    lies at ``p / 2**l`` in level ``l``'s own pixels. A level of an image ``W`` pixels
+    wide is ``ceil(W / 2)`` wide, as ``cv2.pyrDown``. In the normalised coordinates of
+    ``DESIGN.md`` (``[-1, 1]`` edge to edge) the decimated grid sits half a level-``l``
+    pixel left of where a half-pixel-centred resize would put it: level-``(l+1)``
+    normalised coordinate ``u'`` is level-``l`` normalised ``u' - 1/W`` for even ``W``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from core_ops._checks import check_border_type, check_image
+from core_ops.filters._engine import correlate_separable, pad2d
+from core_ops.filters.kernels import default_kernel_size, gaussian_taps
+
+_BINOMIAL5 = (1 / 16, 4 / 16, 6 / 16, 4 / 16, 1 / 16)
+# pyrUp: the 5-tap binomial on the zero-stuffed image, times 2 per axis for the zeros.
+_BINOMIAL5_UP = tuple(2 * t for t in _BINOMIAL5)
+
+
+def pyrdown(input: torch.Tensor, border_type: str = "reflect") -> torch.Tensor:
+    """Blur with the 5x5 binomial kernel and keep every other pixel, as ``cv2.pyrDown``.
+
+    Only the kept pixels are computed. Kornia's ``align_corners`` and ``factor`` are not
+    offered: the result is OpenCV's exact decimation (see the module's Convention).
+
+    Args:
+        input: image ``(B, C, H, W)``.
+        border_type: ``'reflect'`` (REFLECT_101, OpenCV's default), ``'constant'``,
+            ``'replicate'`` or ``'circular'``.
+
+    Returns:
+        ``(B, C, ceil(H / 2), ceil(W / 2))``.
+
+    Convention:
+        Output pixel ``(x', y')`` is the blurred input at pixel ``(2 x', 2 y')``.
+
+    Example:
+        >>> pyrdown(torch.rand(1, 3, 5, 8)).shape
+        torch.Size([1, 3, 3, 4])
+    """
+    check_image(input)
+    check_border_type(border_type)
+    return correlate_separable(input, [(_BINOMIAL5, _BINOMIAL5)], border_type, stride=2).squeeze(-3)
+
+
+def pyrup(input: torch.Tensor, border_type: str = "reflect", *, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Upsample by two and blur, as ``cv2.pyrUp``.
+
+    Args:
+        input: image ``(B, C, H, W)``.
+        border_type: border of the upsampled image (OpenCV: REFLECT_101, ``'reflect'``).
+        size: output ``(H', W')`` with ``|H' - 2H| <= H' % 2`` (and the same for W), as
+            ``cv2.pyrUp``'s ``dstsize``; ``None`` for ``(2H, 2W)``. Use it to undo
+            :func:`pyrdown` on odd sizes: ``pyrup(pyrdown(x), size=x.shape[-2:])``.
+
+    Returns:
+        ``(B, C, H', W')``.
+
+    Convention:
+        Input pixel ``(x, y)`` lands on output pixel ``(2 x, 2 y)``: the inverse of
+        :func:`pyrdown`'s mapping.
+
+    Example:
+        >>> pyrup(torch.ones(1, 1, 3, 3))[0, 0, 0]
+        tensor([1., 1., 1., 1., 1., 1.])
+    """
+    check_image(input)
+    check_border_type(border_type)
+    h, w = input.shape[-2:]
+    if size is None:
+        size = (2 * h, 2 * w)
+    ho, wo = int(size[0]), int(size[1])
+    if abs(ho - 2 * h) > ho % 2 or abs(wo - 2 * w) > wo % 2:
+        raise ValueError(f"size: expected (2H or 2H-1, 2W or 2W-1) = ({2 * h}, {2 * w}) or one less, got {tuple(size)}")
+    # OpenCV makes an odd size by cropping the even one, border pixels included.
+    up = correlate_separable(_stuff(input), [(_BINOMIAL5_UP, _BINOMIAL5_UP)], border_type).squeeze(-3)
+    return up[..., :ho, :wo]
+
+
+def _stuff(input: torch.Tensor) -> torch.Tensor:
+    """Zero image ``(*, 2H, 2W)`` with ``input`` at the even rows and columns (differentiable)."""
+    # Interleave with zeros by stacking and reshaping: autograd-friendly, two copies.
+    rows = torch.stack([input, torch.zeros_like(input)], dim=-1).flatten(-2)
+    return torch.stack([rows, torch.zeros_like(rows)], dim=-2).flatten(-3, -2)
+
+
+def build_pyramid(input: torch.Tensor, max_level: int, border_type: str = "reflect") -> list[torch.Tensor]:
+    """The Gaussian pyramid ``[input, pyrdown(input), ...]`` with ``max_level`` images.
+
+    Args:
+        input: image ``(B, C, H, W)``.
+        max_level: number of levels returned, the input included (Kornia's meaning); >= 1.
+        border_type: passed to :func:`pyrdown`.
+
+    Returns:
+        ``max_level`` tensors, level ``l`` of size ``ceil(H / 2**l) x ceil(W / 2**l)``.
+
+    Example:
+        >>> [tuple(p.shape[-2:]) for p in build_pyramid(torch.rand(1, 1, 9, 16), 3)]
+        [(9, 16), (5, 8), (3, 4)]
+    """
+    check_image(input)
+    if not isinstance(max_level, int) or isinstance(max_level, bool) or max_level < 1:
+        raise ValueError(f"max_level: expected a positive int, got {max_level!r}")
+    levels = [input]
+    for _ in range(max_level - 1):
+        levels.append(pyrdown(levels[-1], border_type))
+    return levels
+
+
+class PyrDown(nn.Module):
+    """Module form of :func:`pyrdown`."""
+
+    def __init__(self, border_type: str = "reflect") -> None:
+        super().__init__()
+        self.border_type = check_border_type(border_type)
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return pyrdown(input, self.border_type)
+
+
+class PyrUp(nn.Module):
+    """Module form of :func:`pyrup`."""
+
+    def __init__(self, border_type: str = "reflect") -> None:
+        super().__init__()
+        self.border_type = check_border_type(border_type)
+
+    def forward(self, input: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+        return pyrup(input, self.border_type, size=size)
+
+
+class ScalePyramid(nn.Module):
+    """Gaussian scale space for blob detectors: octaves of ``n_levels + extra_levels`` levels.
+
+    Level ``i`` of every octave has blur ``init_sigma * 2**(i / n_levels)`` in that
+    octave's pixels; a DoG detector needs ``extra_levels = 3`` (two for the differences
+    above and below, one for the extra difference). The first level of octave ``o + 1``
+    is level ``n_levels`` of octave ``o`` decimated (blur ``2 init_sigma`` there, so
+    exactly ``init_sigma`` after), as in Lowe's SIFT.
+
+    Args:
+        n_levels: levels per octave that detections come from.
+        init_sigma: blur of the first level, in its octave's pixels.
+        min_size: no octave smaller than this (in either dimension) is made.
+        double_image: start from the image upsampled twice (OpenCV's SIFT does).
+        extra_levels: levels beyond ``n_levels`` in each octave.
+        input_sigma: blur assumed present in the input (0.5 for a camera image).
+
+    Returns:
+        From ``forward``: ``(pyramid, sigmas, pixel_dists)``, one entry per octave:
+        ``pyramid[o]`` is ``(B, C, L, H_o, W_o)`` with ``L = n_levels + extra_levels``,
+        ``sigmas[o]`` and ``pixel_dists[o]`` are ``(B, L)`` (Kornia's format): the blur
+        in octave pixels, and the octave's pixel spacing in input pixels.
+
+    Convention:
+        Pixel ``(x', y')`` of octave ``o`` is input pixel ``d_o (x', y')`` exactly, with
+        ``d_o = pixel_dists[o] = 2**o`` (``2**(o-1)`` with ``double_image``): octaves are
+        exact decimations, and the doubled image puts input pixel ``(x, y)`` at ``(2x, 2y)``.
+
+    Example:
+        >>> pyr, sigmas, dists = ScalePyramid(3, 1.6, 15)(torch.rand(2, 1, 64, 64))
+        >>> [tuple(p.shape) for p in pyr]
+        [(2, 1, 6, 64, 64), (2, 1, 6, 32, 32), (2, 1, 6, 16, 16)]
+    """
+
+    def __init__(
+        self,
+        n_levels: int = 3,
+        init_sigma: float = 1.6,
+        min_size: int = 15,
+        double_image: bool = False,
+        extra_levels: int = 3,
+        input_sigma: float = 0.5,
+    ) -> None:
+        super().__init__()
+        if not isinstance(n_levels, int) or n_levels < 1:
+            raise ValueError(f"n_levels: expected a positive int, got {n_levels!r}")
+        if not init_sigma > 0:
+            raise ValueError(f"init_sigma: expected a positive float, got {init_sigma!r}")
+        if not isinstance(extra_levels, int) or extra_levels < 0:
+            raise ValueError(f"extra_levels: expected a non-negative int, got {extra_levels!r}")
+        if not isinstance(min_size, int) or min_size < 1:
+            raise ValueError(f"min_size: expected a positive int, got {min_size!r}")
+        self.n_levels, self.init_sigma, self.min_size = n_levels, float(init_sigma), min_size
+        self.double_image, self.extra_levels, self.input_sigma = double_image, extra_levels, float(input_sigma)
+        n = n_levels + extra_levels
+        self.sigmas = [self.init_sigma * 2.0 ** (i / n_levels) for i in range(n)]
+        # The blur that takes level i - 1 to level i (Gaussian blurs add in variance).
+        self._steps = [self._taps(math.sqrt(self.sigmas[i] ** 2 - self.sigmas[i - 1] ** 2)) for i in range(1, n)]
+
+    @staticmethod
+    def _taps(sigma: float) -> tuple[float, ...]:
+        return gaussian_taps(default_kernel_size(sigma), sigma)
+
+    def _blur(self, x: torch.Tensor, taps: tuple[float, ...]) -> torch.Tensor:
+        return correlate_separable(x, [(taps, taps)], "reflect").squeeze(-3)
+
+    def forward(self, input: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+        check_image(input)
+        b = input.shape[0]
+        x, dist, sigma = input, 1.0, self.input_sigma
+        if self.double_image:
+            x, dist, sigma = _double(input), 0.5, 2 * self.input_sigma
+        if self.init_sigma > sigma:
+            x = self._blur(x, self._taps(math.sqrt(self.init_sigma**2 - sigma**2)))
+        pyramid, sigmas, dists = [], [], []
+        while True:
+            levels = [x]
+            for taps in self._steps:
+                levels.append(self._blur(levels[-1], taps))
+            pyramid.append(torch.stack(levels, dim=2))
+            sigmas.append(input.new_tensor(self.sigmas).expand(b, -1))
+            dists.append(input.new_full((b, len(levels)), dist))
+            nxt = levels[self.n_levels][..., ::2, ::2]
+            if min(nxt.shape[-2:]) < self.min_size:
+                break
+            x, dist = nxt, dist * 2
+        return pyramid, sigmas, dists
+
+
+def _double(x: torch.Tensor) -> torch.Tensor:
+    """Upsample twice by linear interpolation with input pixel ``(x, y)`` at ``(2x, 2y)``.
+
+    The odd pixels average their two neighbours; the last row and column repeat the edge.
+    """
+    right = pad2d(x, (0, 0, 0, 1), "replicate")[..., 1:]
+    cols = torch.stack([x, 0.5 * (x + right)], dim=-1).flatten(-2)
+    down = pad2d(cols, (0, 1, 0, 0), "replicate")[..., 1:, :]
+    return torch.stack([cols, 0.5 * (cols + down)], dim=-2).flatten(-3, -2)

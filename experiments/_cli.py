@@ -1,0 +1,291 @@
+"""Running a Hydra app as a well-behaved command-line tool, and writing its outputs atomically.
+
+Every experiment's ``__main__`` calls :func:`run_app`. On top of ``hydra.main`` it adds:
+
+- one line on stderr and a non-zero exit, never a traceback, for a bad override (unknown
+  key, value of the wrong type, parse error), an unknown flag, a missing or unreadable
+  file, or any error the task raises; the line starts with the app's name
+  (``bench_sobel: error: ...``). Set ``HYDRA_FULL_ERROR=1`` to get Hydra's full stack
+  traces instead, as with any Hydra app;
+- exit status 2 for a command-line mistake, 1 for a failed task, 130 for Ctrl-C;
+- ``--device cuda`` (and ``--device=cuda``) accepted as a spelling of ``device=cuda``.
+
+The writers (:func:`atomic_write_text`, :func:`atomic_write_bytes`, :func:`save_figure`)
+write to a temporary file in the destination's folder and ``os.replace`` it into place,
+so an interrupted run leaves either the old file or the complete new one, never half a
+file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, Callable, Iterator, NoReturn, Sequence
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+    from omegaconf import DictConfig
+
+#: The repository's top-level ``conf/`` folder, found from this file so that apps work
+#: from any working directory.
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+#: Exit statuses: the shell's convention for usage errors, failures and SIGINT.
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class ExperimentError(Exception):
+    """A failure the user can act on; its message is printed as is, without a type name."""
+
+
+class UsageError(ExperimentError):
+    """A mistake on the command line (bad flag or override)."""
+
+
+# --------------------------------------------------------------------------------------
+# Running an app
+# --------------------------------------------------------------------------------------
+
+
+def run_app(
+    task: Callable[[DictConfig], object],
+    *,
+    config_name: str,
+    app_name: str | None = None,
+    flag_keys: Sequence[str] = ("device",),
+    argv: Sequence[str] | None = None,
+) -> NoReturn:
+    """Run ``task`` as the Hydra app configured by ``conf/<config_name>.yaml``, then exit.
+
+    Args:
+        task: the job; receives the composed config. Raise :class:`ExperimentError` for
+            failures whose message is meant for the user.
+        config_name: name of the primary config in :data:`CONF_DIR`.
+        app_name: prefix of error lines and Hydra's job name; defaults to ``config_name``.
+        flag_keys: config keys that may also be given as ``--key value`` or ``--key=value``.
+        argv: the arguments (without the program name); defaults to ``sys.argv[1:]``.
+
+    Exits with 0 on success, 1 when the task failed, 2 for a command-line mistake and
+    130 on ``KeyboardInterrupt``.
+    """
+    import hydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    app = app_name or config_name
+    full_errors = bool(os.environ.get("HYDRA_FULL_ERROR"))
+    failed = False
+
+    def job(cfg: DictConfig) -> None:
+        # Errors are reported here, inside the job, rather than left to Hydra: Hydra would
+        # print "Error executing job with overrides: ..." and a stripped traceback.
+        nonlocal failed
+        try:
+            task(cfg)
+        except Exception as ex:
+            if full_errors:
+                raise
+            failed = True
+            _print_error(app, describe_error(ex))
+
+    # The job name sets the log file's name; without it Hydra would name the job after
+    # this module.
+    main = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)(job)
+    saved_argv, saved_env = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
+    try:
+        args = rewrite_flags(list(sys.argv[1:] if argv is None else argv), flag_keys)
+        check_hydra_flags(args)
+        sys.argv = [sys.argv[0] if sys.argv else app, f"hydra.job.name={app}", *args]
+        # Hydra prints composition errors as several lines and exits; with HYDRA_FULL_ERROR
+        # set (its documented switch) it raises them instead, and we print one line.
+        os.environ["HYDRA_FULL_ERROR"] = "1"
+        main()
+    except KeyboardInterrupt:
+        _print_error(app, "interrupted", kind=None)
+        sys.exit(EXIT_INTERRUPTED)
+    except Exception as ex:
+        if full_errors:
+            raise
+        _print_error(app, describe_error(ex))
+        usage = isinstance(ex, (UsageError, HydraException, OmegaConfBaseException))
+        sys.exit(EXIT_USAGE if usage else EXIT_FAILURE)
+    finally:
+        sys.argv = saved_argv
+        if saved_env is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = saved_env
+    sys.exit(EXIT_FAILURE if failed else 0)
+
+
+def rewrite_flags(args: list[str], flag_keys: Sequence[str]) -> list[str]:
+    """Turn ``--key value`` and ``--key=value`` into the override ``key=value``.
+
+    Only keys in ``flag_keys`` are rewritten; every other argument is left for Hydra.
+
+    >>> rewrite_flags(["--device", "cuda", "repetitions=3", "--device=cpu"], ["device"])
+    ['device=cuda', 'repetitions=3', 'device=cpu']
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        name, eq, value = arg.partition("=")
+        key = name[2:] if name.startswith("--") else None
+        if key in flag_keys:
+            if not eq:
+                if i + 1 >= len(args) or args[i + 1].startswith("-"):
+                    raise UsageError(f"option --{key} needs a value")
+                value = args[i + 1]
+                i += 1
+            out.append(f"{key}={value}")
+        else:
+            out.append(arg)
+        i += 1
+    return out
+
+
+def check_hydra_flags(args: list[str]) -> None:
+    """Raise :class:`UsageError` for a flag Hydra's own parser would reject.
+
+    Hydra's argparse parser prints a usage block and exits on an unknown flag; parsing
+    the arguments first with the same parser, told to raise, keeps the report to one line.
+    """
+    from hydra._internal.utils import get_args_parser
+
+    if "--version" in args:  # argparse prints the version and exits: let Hydra do it.
+        return
+    parser = get_args_parser()
+
+    def error(message: str) -> NoReturn:
+        raise UsageError(message)
+
+    parser.error = error  # type: ignore[method-assign]
+    parser.parse_args(args)
+
+
+def describe_error(ex: BaseException) -> str:
+    """One line describing ``ex`` for the user.
+
+    Messages written for users (ours, Hydra's and OmegaConf's) are printed without the
+    exception type; OS errors as ``<reason>: '<file>'``; anything else as
+    ``<Type>: <message>`` because there the type is the useful part (``KeyError: 'x'``).
+    """
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if isinstance(ex, OSError) and ex.strerror:
+        message = ex.strerror
+        names = [n for n in (ex.filename, ex.filename2) if n is not None]
+        if names:
+            message += ": " + " -> ".join(repr(os.fsdecode(n)) if not isinstance(n, int) else str(n) for n in names)
+        return message
+    message = _condense(str(ex))
+    if isinstance(ex, (ExperimentError, HydraException, OmegaConfBaseException)):
+        # Hydra wraps the OmegaConf error that says what is wrong with a value
+        # ("Error merging override repetitions=abc" <- "Value 'abc' ... Integer").
+        cause = ex.__cause__
+        if isinstance(cause, (HydraException, OmegaConfBaseException)):
+            detail = _condense(str(cause))
+            if detail and detail not in message:
+                message = f"{message.rstrip('.')}: {detail}" if message else detail
+        return message or type(ex).__name__
+    return f"{type(ex).__name__}: {message}" if message else type(ex).__name__
+
+
+def _condense(message: str) -> str:
+    # OmegaConf appends indented "full_key: ...", "object_type=..." lines; they repeat
+    # what the first line says, so they are dropped rather than joined.
+    lines = [line.strip() for line in message.splitlines()]
+    kept = [line for line in lines if line and not line.startswith(("full_key:", "object_type=", "reference_type="))]
+    return " ".join(kept)
+
+
+def _print_error(app: str, message: str, kind: str | None = "error") -> None:
+    prefix = f"{app}: {kind}: " if kind else f"{app}: "
+    print(prefix + message, file=sys.stderr, flush=True)
+
+
+def run_dir() -> Path:
+    """The current Hydra run's output folder (valid inside a running job)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+# --------------------------------------------------------------------------------------
+# Atomic writes
+# --------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike[str], mode: str = "w", *, encoding: str = "utf-8") -> Iterator[IO[Any]]:
+    """Context manager giving a file that appears at ``path`` only once fully written.
+
+    The data goes to a hidden temporary file in the same folder (so that the final
+    ``os.replace`` is a rename within one file system, which is atomic), is flushed to
+    disk, then renamed over ``path``. If the block raises, or the process is
+    interrupted, the temporary file is removed and ``path`` is left as it was.
+
+    Args:
+        path: the destination; its folder must exist.
+        mode: ``"w"`` for text, ``"wb"`` for bytes.
+        encoding: text encoding (text mode only).
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"mode must be 'w' or 'wb', got {mode!r}")
+    target = Path(path)
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        # mkstemp creates the file readable by its owner only; give it the permissions a
+        # plain open() would have.
+        os.fchmod(fd, 0o666 & ~_umask())
+        with os.fdopen(fd, mode, **({"encoding": encoding} if mode == "w" else {})) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_name, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str, *, encoding: str = "utf-8") -> None:
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_write`)."""
+    with atomic_write(path, "w", encoding=encoding) as f:
+        f.write(text)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_write`)."""
+    with atomic_write(path, "wb") as f:
+        f.write(data)
+
+
+def save_figure(fig: Figure, path: str | os.PathLike[str], **savefig_kwargs: Any) -> None:
+    """Save a matplotlib figure to ``path`` atomically (see :func:`atomic_write`).
+
+    The format comes from ``path``'s suffix unless ``format=`` is given, because the
+    temporary file's name does not carry it.
+    """
+    fmt = savefig_kwargs.pop("format", None) or Path(path).suffix.lstrip(".") or None
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format=fmt, **savefig_kwargs)
+
+
+def _umask() -> int:
+    # The umask can only be read by setting it; do it once, on first use.
+    global _UMASK
+    if _UMASK is None:
+        _UMASK = os.umask(0o022)
+        os.umask(_UMASK)
+    return _UMASK
+
+
+_UMASK: int | None = None

@@ -1,0 +1,127 @@
+"""Wall-clock timing for the benchmarks: per-call medians, copy bandwidth, thread counts.
+
+Medians rather than means, because on a shared 2-core machine a few calls land behind a
+neighbour's time slice and would drag a mean up (see ``/work/shared/PERFORMANCE.md``).
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from typing import Callable
+
+import torch
+
+#: Bytes per copy in :func:`measure_copy_bandwidth`: large enough to spill out of every
+#: cache level, small enough to be polite on a machine shared with others.
+COPY_BYTES = 64 * 2**20
+
+
+def _synchronizer(device: torch.device | str | None) -> Callable[[], None]:
+    """A function that waits for ``device``'s queued work (a no-op off CUDA)."""
+    dev = torch.device(device) if device is not None else None
+    if dev is not None and dev.type == "cuda":
+        return lambda: torch.cuda.synchronize(dev)
+    return lambda: None
+
+
+def time_calls_ms(
+    fn: Callable[[], object],
+    repetitions: int,
+    warmup: int = 3,
+    *,
+    device: torch.device | str | None = None,
+    max_seconds: float | None = None,
+    min_repetitions: int = 3,
+) -> list[float]:
+    """Time ``repetitions`` calls of ``fn`` one by one; return each call's milliseconds.
+
+    Args:
+        fn: the work to time, called without arguments.
+        repetitions: number of timed calls (fewer if ``max_seconds`` runs out).
+        warmup: untimed calls first (allocator, caches, lazy initialisation, autotuning).
+        device: where ``fn`` runs; on CUDA the device is synchronised after every call,
+            since kernels are queued asynchronously and the clock would otherwise stop
+            before they ran.
+        max_seconds: budget for warm-up and timed calls together. Warm-up stops once a
+            quarter of it is spent (after at least one call); timing stops once all of
+            it is spent, after at least ``min_repetitions`` calls. ``None``: no limit.
+        min_repetitions: timed calls made however long they take.
+
+    Returns:
+        One duration in milliseconds per timed call, in call order.
+    """
+    if repetitions < 1:
+        raise ValueError(f"repetitions must be at least 1, got {repetitions}")
+    sync = _synchronizer(device)
+    start = time.perf_counter()
+    warm_deadline = None if max_seconds is None else start + max_seconds / 4
+    deadline = None if max_seconds is None else start + max_seconds
+    for _ in range(warmup):
+        fn()
+        sync()
+        if warm_deadline is not None and time.perf_counter() > warm_deadline:
+            break
+    # A collection inside the timed loop would be charged to whichever call it hit.
+    gc_was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    times: list[float] = []
+    try:
+        for _ in range(repetitions):
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            t1 = time.perf_counter()
+            times.append((t1 - t0) * 1e3)
+            if deadline is not None and t1 > deadline and len(times) >= min_repetitions:
+                break
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return times
+
+
+def median_ms(
+    fn: Callable[[], object],
+    repetitions: int,
+    warmup: int = 3,
+    *,
+    device: torch.device | str | None = None,
+    max_seconds: float | None = None,
+) -> float:
+    """Median milliseconds per call of ``fn`` (see :func:`time_calls_ms` for the arguments)."""
+    return statistics.median(time_calls_ms(fn, repetitions, warmup, device=device, max_seconds=max_seconds))
+
+
+def measure_copy_bandwidth(
+    nbytes: int = COPY_BYTES,
+    repetitions: int = 10,
+    *,
+    device: torch.device | str = "cpu",
+) -> float:
+    """Memory bandwidth in bytes per second, from the median time of a large tensor copy.
+
+    A copy of ``nbytes`` reads ``nbytes`` and writes ``nbytes``; both count, so that the
+    result divides the bytes an operator reads plus writes into a time floor. It runs
+    with the current ``torch.get_num_threads()``: call it after :func:`set_threads`.
+    """
+    n = max(nbytes // 4, 1)
+    src = torch.ones(n, dtype=torch.float32, device=device)
+    # Written once before timing so that page faults on fresh memory are not measured.
+    dst = torch.zeros_like(src)
+    seconds = median_ms(lambda: dst.copy_(src), repetitions, warmup=2, device=device) / 1e3
+    return 2 * n * 4 / seconds
+
+
+def set_threads(n: int) -> None:
+    """Use ``n`` intra-op threads in PyTorch and, when it is installed, in OpenCV."""
+    if n < 1:
+        raise ValueError(f"thread count must be at least 1, got {n}")
+    torch.set_num_threads(n)
+    try:
+        import cv2
+    except ImportError:
+        return
+    cv2.setNumThreads(n)
