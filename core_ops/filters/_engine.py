@@ -16,6 +16,7 @@ and zero taps cost nothing. Filters whose kernel is a tensor that may require gr
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import torch
@@ -24,6 +25,11 @@ import torch.nn.functional as F
 Taps = tuple[float, ...]
 # One output channel: taps along y (rows) and along x (columns).
 Bank = tuple[tuple[Taps, Taps], ...]
+
+
+def _needs_grad(x: torch.Tensor) -> bool:
+    # autograd.Function.apply costs tens of microseconds; skip it when nothing records.
+    return (x.requires_grad and torch.is_grad_enabled()) or torch.compiler.is_compiling()
 
 
 # --------------------------------------------------------------------------- padding
@@ -115,6 +121,8 @@ def pad2d(x: torch.Tensor, pad: tuple[int, int, int, int], border_type: str) -> 
     pad = (int(pad[0]), int(pad[1]), int(pad[2]), int(pad[3]))
     if not any(pad):
         return x
+    if not _needs_grad(x):
+        return _pad_forward(x, pad, border_type)
     return _Pad.apply(x, pad, border_type)
 
 
@@ -163,16 +171,42 @@ def _correlate_bank(xp: torch.Tensor, bank: Bank, stride: int = 1) -> torch.Tens
 
     Returns ``(*, K, Ho, Wo)``, keeping every ``stride``-th output in both axes; each
     output channel is written in place into the result, so stacking costs no extra
-    copy. The pass along x is shared between kernels that have the same x taps.
+    copy. The pass along y goes first (its taps are whole rows, contiguous even when
+    strided) and is shared between kernels that have the same y taps. With a stride,
+    the x pass reads the even and odd columns from two deinterleaved copies, so that
+    every tap is a contiguous run rather than a strided gather.
     """
     ky, kx = len(bank[0][0]), len(bank[0][1])
     ho, wo = (xp.shape[-2] - ky) // stride + 1, (xp.shape[-1] - kx) // stride + 1
     out = xp.new_empty(*xp.shape[:-2], len(bank), ho, wo)
-    along_x: dict[Taps, torch.Tensor] = {}
+    along_y: dict[Taps, torch.Tensor] = {}
     for k, (ty, tx) in enumerate(bank):
-        if tx not in along_x:
-            along_x[tx] = _correlate_axis(xp, tx, -1, stride=stride)
-        _correlate_axis(along_x[tx], ty, -2, out=out.select(-3, k), stride=stride)
+        if ty not in along_y:
+            along_y[ty] = _correlate_axis(xp, ty, -2, stride=stride)
+        rows = along_y[ty]
+        if stride == 2:
+            _correlate_axis_stride2(rows, tx, out.select(-3, k))
+        else:
+            _correlate_axis(rows, tx, -1, out=out.select(-3, k), stride=stride)
+    return out
+
+
+def _correlate_axis_stride2(x: torch.Tensor, taps: Taps, out: torch.Tensor) -> torch.Tensor:
+    """``_correlate_axis(x, taps, -1, out, stride=2)`` on deinterleaved columns."""
+    n = out.shape[-1]
+    phases = (x[..., 0::2].contiguous(), x[..., 1::2].contiguous())
+    first = True
+    for i, t in enumerate(taps):
+        if t == 0.0:
+            continue
+        view = phases[i % 2].narrow(-1, i // 2, n)
+        if first:
+            torch.mul(view, t, out=out)
+            first = False
+        else:
+            out.add_(view, alpha=t)
+    if first:
+        out.zero_()
     return out
 
 
@@ -180,22 +214,22 @@ def _correlate_bank_adjoint(g: torch.Tensor, bank: Bank, stride: int, in_hw: tup
     """Adjoint of ``_correlate_bank``: ``(*, K, Ho, Wo) -> (*, Hp, Wp)``."""
     ho, wo = g.shape[-2:]
     hp, wp = in_hw
-    # Group kernels by x taps: sum the y-adjoints first, then one x-adjoint per group.
-    by_x: dict[Taps, torch.Tensor] = {}
+    # Group kernels by y taps: sum the x-adjoints first, then one y-adjoint per group.
+    by_y: dict[Taps, torch.Tensor] = {}
     for k, (ty, tx) in enumerate(bank):
         gk = g.select(-3, k)
-        acc = by_x.get(tx)
+        acc = by_y.get(ty)
         if acc is None:
-            acc = g.new_zeros(*g.shape[:-3], hp, wo)
-            by_x[tx] = acc
-        for i, t in enumerate(ty):
-            if t != 0.0:
-                _taps_view(acc, -2, i, ho, stride).add_(gk, alpha=t)
-    result = g.new_zeros(*g.shape[:-3], hp, wp)
-    for tx, acc in by_x.items():
+            acc = g.new_zeros(*g.shape[:-3], ho, wp)
+            by_y[ty] = acc
         for i, t in enumerate(tx):
             if t != 0.0:
-                _taps_view(result, -1, i, wo, stride).add_(acc, alpha=t)
+                _taps_view(acc, -1, i, wo, stride).add_(gk, alpha=t)
+    result = g.new_zeros(*g.shape[:-3], hp, wp)
+    for ty, acc in by_y.items():
+        for i, t in enumerate(ty):
+            if t != 0.0:
+                _taps_view(result, -2, i, ho, stride).add_(acc, alpha=t)
     return result
 
 
@@ -221,6 +255,15 @@ class _CorrelateBankAdjoint(torch.autograd.Function):
         return _CorrelateBank.apply(h, ctx.bank, ctx.stride), None, None, None
 
 
+@functools.lru_cache(maxsize=256)
+def _freeze(bank: tuple[tuple[tuple[float, ...], tuple[float, ...]], ...]) -> Bank:
+    frozen = tuple((tuple(float(t) for t in ty), tuple(float(t) for t in tx)) for ty, tx in bank)
+    ky, kx = len(frozen[0][0]), len(frozen[0][1])
+    if any(len(ty) != ky or len(tx) != kx for ty, tx in frozen):
+        raise ValueError(f"bank: expected kernels of one size, got sizes {[(len(a), len(b)) for a, b in frozen]}")
+    return frozen
+
+
 def correlate_separable(
     x: torch.Tensor,
     bank: Sequence[tuple[Sequence[float], Sequence[float]]],
@@ -240,10 +283,10 @@ def correlate_separable(
     Returns:
         ``(*, K, Ho, Wo)``; with ``'same'``, ``Ho = ceil(H / stride)``.
     """
-    frozen: Bank = tuple((tuple(float(t) for t in ty), tuple(float(t) for t in tx)) for ty, tx in bank)
+    frozen = _freeze(tuple((tuple(ty), tuple(tx)) for ty, tx in bank))
     ky, kx = len(frozen[0][0]), len(frozen[0][1])
-    if any(len(ty) != ky or len(tx) != kx for ty, tx in frozen):
-        raise ValueError(f"bank: expected kernels of one size, got sizes {[(len(a), len(b)) for a, b in frozen]}")
     if padding == "same":
         x = pad2d(x, ((ky - 1) // 2, ky // 2, (kx - 1) // 2, kx // 2), border_type)
+    if not _needs_grad(x):
+        return _correlate_bank(x, frozen, stride)
     return _CorrelateBank.apply(x, frozen, stride)

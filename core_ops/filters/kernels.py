@@ -7,6 +7,7 @@ is what the fixed-kernel filters feed to the slice engine.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -26,6 +27,7 @@ def default_kernel_size(sigma: float) -> int:
     return int(round(sigma * 4 * 2 + 1)) | 1
 
 
+@functools.lru_cache(maxsize=256)
 def gaussian_taps(kernel_size: int, sigma: float) -> tuple[float, ...]:
     """Normalised Gaussian samples ``exp(-n^2 / 2 sigma^2)`` at integer offsets ``n`` from the centre."""
     c = (kernel_size - 1) / 2

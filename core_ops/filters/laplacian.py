@@ -44,7 +44,7 @@ def laplacian(
     if ky != kx or ky not in (1, 3, 5, 7):
         raise ValueError(f"kernel_size: expected 1, 3, 5 or 7, got {kernel_size!r}")
     xx, _, yy = derivative_bank("sobel", 2, normalized, ky)
-    both = correlate_separable(input, [xx, yy], border_type)
+    both = correlate_separable(input, (xx, yy), border_type)
     return both.sum(-3)
 
 

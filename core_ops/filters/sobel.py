@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -20,9 +21,10 @@ def _moment(taps: tuple[float, ...], order: int) -> float:
     return math.fsum(t * (i - c) ** order for i, t in enumerate(taps)) / math.factorial(order)
 
 
+@functools.lru_cache(maxsize=64)
 def derivative_bank(
     mode: str, order: int, normalized: bool, kernel_size: int = 3
-) -> list[tuple[tuple[float, ...], tuple[float, ...]]]:
+) -> tuple[tuple[tuple[float, ...], tuple[float, ...]], ...]:
     """The separable kernels ``(taps_y, taps_x)`` behind :func:`spatial_gradient`.
 
     Order 1 gives ``[d/dx, d/dy]``; order 2 gives ``[d2/dx2, d2/dxdy, d2/dy2]``.
@@ -33,14 +35,14 @@ def derivative_bank(
     """
     taps = (lambda o: sobel_taps(o, kernel_size)) if mode == "sobel" else _DIFF.__getitem__
     pairs = [(0, 1), (1, 0)] if order == 1 else [(0, 2), (1, 1), (2, 0)]  # (order in y, order in x)
-    bank = []
+    bank: list[tuple[tuple[float, ...], tuple[float, ...]]] = []
     for oy, ox in pairs:
         ty, tx = taps(oy), taps(ox)
         if normalized:
             scale = 1.0 / (_moment(ty, oy) * _moment(tx, ox))
             ty = tuple(t * scale for t in ty)
         bank.append((ty, tx))
-    return bank
+    return tuple(bank)
 
 
 def spatial_gradient(
