@@ -15,7 +15,13 @@ import torch
 from torch import nn
 
 from core_ops.color._validation import check_any_image, check_color_image, clamp_unit_
-from core_ops.color.hsv import _SEXTANTS_PER_RADIAN, _hue_sextants, _rgb_from_hue, _saturation, _value_and_chroma
+from core_ops.color.hsv import (
+    _SEXTANTS_PER_RADIAN,
+    _hue_sextants,
+    _rgb_from_hue,
+    _saturation,
+    _value_and_chroma,
+)
 
 Factor = Union[float, torch.Tensor]
 
@@ -41,7 +47,9 @@ def _factor(factor: object, image: torch.Tensor, name: str, *, per_channel: bool
         expected = "(B,) or one that broadcasts to the image from the left"
         if not per_channel:
             expected += " with size 1 at the channel dimension"
-        raise ValueError(f"{name}: expected a float or a tensor of shape {expected}; got {shape} for image {image_shape}")
+        raise ValueError(
+            f"{name}: expected a float or a tensor of shape {expected}; got {shape} for image {image_shape}"
+        )
     factor = factor.to(device=image.device, dtype=image.dtype)
     return factor.reshape(shape + (1,) * (len(image_shape) - len(shape)))
 

@@ -50,7 +50,9 @@ def _check_weights(rgb_weights: object) -> None:
         and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in rgb_weights)
     ):
         return
-    raise TypeError(f"rgb_weights: expected None, a tensor of shape (3,) or three floats, got {rgb_weights!r}")
+    raise TypeError(
+        f"rgb_weights: expected None, a tensor of shape (3,) or three floats, got {rgb_weights!r}"
+    )
 
 
 def rgb_to_grayscale(image: torch.Tensor, rgb_weights: Optional[Weights] = None) -> torch.Tensor:

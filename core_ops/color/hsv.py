@@ -4,7 +4,9 @@ Hue is undefined for grey pixels (``r == g == b``) and saturation for black ones
 are computed with the double-``where`` pattern: the divisor is replaced by one wherever
 it is zero *before* dividing, and the result is then selected away, so neither the value
 nor the gradient ever sees ``0 / 0``. That keeps gradients finite everywhere without
-adding a tiny constant that would itself make gradients explode near zero.
+relying on a tiny constant in the denominator, whose reciprocal would make gradients
+explode near zero (``eps`` in :func:`rgb_to_hsv` is Kornia's, kept for compatibility;
+``eps=0`` is safe).
 """
 
 from __future__ import annotations
