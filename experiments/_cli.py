@@ -19,15 +19,19 @@ file.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Callable, Iterator, NoReturn, Sequence
+from typing import IO, TYPE_CHECKING, Any, Callable, Iterator, NoReturn, Sequence, TypeVar
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from omegaconf import DictConfig
+
+T = TypeVar("T")
 
 #: The repository's top-level ``conf/`` folder, found from this file so that apps work
 #: from any working directory.
@@ -66,7 +70,7 @@ def run_app(
         task: the job; receives the composed config. Raise :class:`ExperimentError` for
             failures whose message is meant for the user.
         config_name: name of the primary config in :data:`CONF_DIR`.
-        app_name: prefix of error lines and Hydra's job name; defaults to ``config_name``.
+        app_name: prefix of the error lines; defaults to ``config_name``.
         flag_keys: config keys that may also be given as ``--key value`` or ``--key=value``.
         argv: the arguments (without the program name); defaults to ``sys.argv[1:]``.
 
@@ -79,28 +83,29 @@ def run_app(
 
     app = app_name or config_name
     full_errors = bool(os.environ.get("HYDRA_FULL_ERROR"))
-    failed = False
+    status = 0
 
+    # functools.wraps: Hydra unwraps the job to find the task's file or module, which
+    # names the job (and its log file) as with a plain @hydra.main app.
+    @functools.wraps(task)
     def job(cfg: DictConfig) -> None:
         # Errors are reported here, inside the job, rather than left to Hydra: Hydra would
         # print "Error executing job with overrides: ..." and a stripped traceback.
-        nonlocal failed
+        nonlocal status
         try:
             task(cfg)
         except Exception as ex:
             if full_errors:
                 raise
-            failed = True
+            status = max(status, EXIT_USAGE if isinstance(ex, UsageError) else EXIT_FAILURE)
             _print_error(app, describe_error(ex))
 
-    # The job name sets the log file's name; without it Hydra would name the job after
-    # this module.
     main = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)(job)
     saved_argv, saved_env = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
     try:
         args = rewrite_flags(list(sys.argv[1:] if argv is None else argv), flag_keys)
         check_hydra_flags(args)
-        sys.argv = [sys.argv[0] if sys.argv else app, f"hydra.job.name={app}", *args]
+        sys.argv = [sys.argv[0] if sys.argv else app, *args]
         # Hydra prints composition errors as several lines and exits; with HYDRA_FULL_ERROR
         # set (its documented switch) it raises them instead, and we print one line.
         os.environ["HYDRA_FULL_ERROR"] = "1"
@@ -120,7 +125,7 @@ def run_app(
             os.environ.pop("HYDRA_FULL_ERROR", None)
         else:
             os.environ["HYDRA_FULL_ERROR"] = saved_env
-    sys.exit(EXIT_FAILURE if failed else 0)
+    sys.exit(status)
 
 
 def rewrite_flags(args: list[str], flag_keys: Sequence[str]) -> list[str]:
@@ -176,7 +181,7 @@ def describe_error(ex: BaseException) -> str:
     exception type; OS errors as ``<reason>: '<file>'``; anything else as
     ``<Type>: <message>`` because there the type is the useful part (``KeyError: 'x'``).
     """
-    from hydra.errors import HydraException
+    from hydra.errors import HydraException, OverrideParseException
     from omegaconf.errors import OmegaConfBaseException
 
     if isinstance(ex, OSError) and ex.strerror:
@@ -186,6 +191,10 @@ def describe_error(ex: BaseException) -> str:
             message += ": " + " -> ".join(repr(os.fsdecode(n)) if not isinstance(n, int) else str(n) for n in names)
         return message
     message = _condense(str(ex))
+    if isinstance(ex, OverrideParseException):
+        # Hydra's parser message ("no viable alternative at input '[1,'") does not say
+        # which argument it was.
+        message = f"cannot parse override {ex.override!r}: {message}"
     if isinstance(ex, (ExperimentError, HydraException, OmegaConfBaseException)):
         # Hydra wraps the OmegaConf error that says what is wrong with a value
         # ("Error merging override repetitions=abc" <- "Value 'abc' ... Integer").
@@ -209,6 +218,39 @@ def _condense(message: str) -> str:
 def _print_error(app: str, message: str, kind: str | None = "error") -> None:
     prefix = f"{app}: {kind}: " if kind else f"{app}: "
     print(prefix + message, file=sys.stderr, flush=True)
+
+
+def config_to_object(cfg: DictConfig, schema: type[T]) -> T:
+    """``cfg`` as an instance of the dataclass ``schema``, refusing keys it does not have.
+
+    ``OmegaConf.to_object`` silently drops keys that an override added with ``+key=...``
+    to a structured config; a misspelt ``+repititions=3`` would then be ignored without
+    a word, so such keys are reported as a :class:`UsageError` instead.
+    """
+    from omegaconf import DictConfig as _DictConfig
+    from omegaconf import OmegaConf
+
+    def unknown(node: Any, prefix: str) -> list[str]:
+        if not isinstance(node, _DictConfig):
+            return []
+        node_type = OmegaConf.get_type(node)
+        allowed = {f.name for f in dataclasses.fields(node_type)} if dataclasses.is_dataclass(node_type) else None
+        found = []
+        for key, value in node.items_ex(resolve=False):
+            name = f"{prefix}{key}"
+            if allowed is not None and key not in allowed:
+                found.append(name)
+            else:
+                found += unknown(value, f"{name}.")
+        return found
+
+    extra = unknown(cfg, "")
+    if extra:
+        raise UsageError(f"unknown config key{'s' if len(extra) > 1 else ''}: {', '.join(extra)}")
+    obj = OmegaConf.to_object(cfg)
+    if not isinstance(obj, schema):
+        raise TypeError(f"config is a {type(obj).__name__}, expected {schema.__name__} (is the schema in the config's defaults?)")
+    return obj
 
 
 def run_dir() -> Path:

@@ -23,6 +23,7 @@ import io
 import json
 import platform
 import statistics
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -32,7 +33,7 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from experiments._cli import ExperimentError, atomic_write_text, run_app, run_dir, save_figure
+from experiments._cli import ExperimentError, atomic_write_text, config_to_object, run_app, run_dir, save_figure
 from experiments._timing import measure_copy_bandwidth, set_threads, time_calls_ms
 
 APP = "bench_sobel"
@@ -179,8 +180,6 @@ def _pillow() -> Column:
 
     def prepare(images: Images, b: int) -> Callable[[], object]:
         batch = images.pil[:b]
-        if not batch:
-            raise ImportError("Pillow could not make the input images")
         mid = Image.new("L", batch[0].size, 128)
 
         def run() -> None:
@@ -262,25 +261,20 @@ def gradcv_column(fn: Callable[[torch.Tensor], torch.Tensor]) -> Column:
     return Column("gradcv", prepare, on_device=True)
 
 
-def compiled_column(fn: Callable[[torch.Tensor], torch.Tensor], compile_seconds: dict[str, float]) -> Column:
+def compiled_column(fn: Callable[[torch.Tensor], torch.Tensor]) -> Column:
     """gradcv under ``torch.compile(fullgraph=True, dynamic=False)``, compiled per shape.
 
     Dynamo's caches are reset before each shape: with ``dynamic=False`` every batch size
     is a recompilation of the same function, and past the recompile limit (8) Dynamo
-    would silently fall back to eager, timing the wrong thing. The first (compiling)
-    call is made here, outside the timed calls, and its duration recorded.
+    would fall back to eager, timing the wrong thing. The first (compiling) call is made
+    while preparing, outside the timed calls.
     """
-    import time
 
     def prepare(images: Images, b: int) -> Callable[[], object]:
         x = images.tensor[:b]
         torch.compiler.reset()
         compiled = torch.compile(fn, fullgraph=True, dynamic=False)
-        t0 = time.perf_counter()
         compiled(x)
-        if x.device.type == "cuda":
-            torch.cuda.synchronize(x.device)
-        compile_seconds[str(b)] = time.perf_counter() - t0
         return lambda: compiled(x)
 
     return Column(COMPILED, prepare, on_device=True)
@@ -293,25 +287,83 @@ def compiled_column(fn: Callable[[torch.Tensor], torch.Tensor], compile_seconds:
 
 @dataclass
 class Results:
-    """Median milliseconds and number of timed calls per thread count, column and batch size."""
+    """Per thread count, column and batch size: median ms, timed calls, preparation time."""
 
     median_ms: dict[int, dict[str, dict[int, float]]] = field(default_factory=dict)
     calls: dict[int, dict[str, dict[int, int]]] = field(default_factory=dict)
+    prepare_seconds: dict[int, dict[str, dict[int, float]]] = field(default_factory=dict)
     bandwidth: dict[int, float] = field(default_factory=dict)  # bytes/s per thread count
-    compile_seconds: dict[int, dict[str, float]] = field(default_factory=dict)
 
-    def record(self, threads: int, column: str, batch: int, ms: float, calls: int | None) -> None:
+    def record(self, threads: int, column: str, batch: int, ms: float, calls: int | None = None, prepare_s: float | None = None) -> None:
         self.median_ms.setdefault(threads, {}).setdefault(column, {})[batch] = ms
         if calls is not None:
             self.calls.setdefault(threads, {}).setdefault(column, {})[batch] = calls
+        if prepare_s is not None:
+            self.prepare_seconds.setdefault(threads, {}).setdefault(column, {})[batch] = prepare_s
 
-    def columns(self, threads: int) -> list[str]:
-        return list(self.median_ms.get(threads, {}))
+
+class _CompileFailed(Exception):
+    """torch.compile could not build the compiled column (no C++ compiler, a graph break
+    under fullgraph=True): that column is skipped, the others keep their numbers."""
+
+
+def run_cells(columns: list[Column], images: Images, conf: BenchSobelConfig, thread_counts: list[int], batch_sizes: list[int], device: torch.device, notes: list[str]) -> Results:
+    """Time every (thread count, batch size, column) cell, printing one line per cell."""
+    results = Results()
+    cells = len(thread_counts) * len(batch_sizes) * len(columns)
+    done = 0
+    skipped: set[str] = set()
+    for threads in thread_counts:
+        set_threads(threads)
+        # Measured per thread count: two threads move more bytes per second than one.
+        results.bandwidth[threads] = measure_copy_bandwidth(device=device)
+        print(f"threads={threads}: copy bandwidth {results.bandwidth[threads] / 1e9:.1f} GB/s ({device.type})", flush=True)
+        for b in batch_sizes:
+            results.record(threads, FLOOR, b, b * conf.image_size**2 * BYTES_PER_PIXEL / results.bandwidth[threads] * 1e3)
+            for column in columns:
+                done += 1
+                if column.name in skipped:
+                    continue
+                print(f"[{done:>{len(str(cells))}}/{cells}] threads={threads} batch={b:<4d} {column.name:<24s}", end="", flush=True)
+                try:
+                    ms, calls, prepare_s = _time_cell(column, images, b, conf, device)
+                except _CompileFailed as ex:
+                    skipped.add(column.name)
+                    notes.append(f"{column.name} column skipped: {ex}")
+                    print(f" skipped: {ex}", flush=True)
+                    continue
+                except BaseException:
+                    print(flush=True)  # end the open progress line before the error line
+                    raise
+                results.record(threads, column.name, b, ms, calls, prepare_s)
+                print(f" {ms:10.3f} ms  ({calls} calls)", flush=True)
+    return results
+
+
+def _time_cell(column: Column, images: Images, b: int, conf: BenchSobelConfig, device: torch.device) -> tuple[float, int, float]:
+    """Median ms, number of timed calls and preparation seconds of one column at one batch size."""
+    t0 = time.perf_counter()
+    try:
+        call = column.prepare(images, b)
+    except Exception as ex:
+        if column.name != COMPILED:
+            raise
+        first_line = str(ex).splitlines()[0] if str(ex) else ""
+        raise _CompileFailed(f"{type(ex).__name__}: {first_line}") from ex
+    prepare_s = time.perf_counter() - t0
+    times = time_calls_ms(
+        call,
+        conf.repetitions,
+        conf.warmup,
+        device=device if column.on_device else None,
+        max_seconds=conf.max_seconds_per_cell,
+    )
+    return statistics.median(times), len(times), prepare_s
 
 
 def bench_sobel(cfg: DictConfig) -> None:
     """The Hydra task: validate the config, time every cell, write and print the results."""
-    conf: BenchSobelConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+    conf = config_to_object(cfg, BenchSobelConfig)
     thread_counts = _thread_counts(conf.threads)
     batch_sizes = _validate(conf)
     device = _device(conf.device)
@@ -319,60 +371,18 @@ def bench_sobel(cfg: DictConfig) -> None:
 
     notes: list[str] = []
     sobel_magnitude = gradcv_sobel()
-    columns = reference_columns(notes)
-    columns.append(gradcv_column(sobel_magnitude))
-    compile_seconds: dict[str, float] = {}
+    columns = [*reference_columns(notes), gradcv_column(sobel_magnitude)]
     if conf.compile:
-        columns.append(compiled_column(sobel_magnitude, compile_seconds))
+        columns.append(compiled_column(sobel_magnitude))
     notes.extend(c.note for c in columns if c.note)
-
     images = make_images(max(batch_sizes), conf.image_size, conf.seed, device)
     notes.append(f"images: {images.source}")
     for note in notes:
         print(f"note: {note}", flush=True)
     agreement = _check_agreement(sobel_magnitude, images, columns)
-
     device_name = describe_device(device)
-    results = Results()
-    cells = len(thread_counts) * len(batch_sizes) * len(columns)
-    done = 0
-    skipped: set[str] = set()
-    for threads in thread_counts:
-        set_threads(threads)
-        results.bandwidth[threads] = measure_copy_bandwidth(device=device)
-        print(f"threads={threads}: copy bandwidth {results.bandwidth[threads] / 1e9:.1f} GB/s on {device_name}", flush=True)
-        compile_seconds.clear()
-        for b in batch_sizes:
-            floor_ms = b * conf.image_size**2 * BYTES_PER_PIXEL / results.bandwidth[threads] * 1e3
-            results.record(threads, FLOOR, b, floor_ms, None)
-            for column in columns:
-                done += 1
-                if column.name in skipped:
-                    continue
-                print(f"[{done:>{len(str(cells))}}/{cells}] threads={threads} batch={b:<4d} {column.name:<24s}", end="", flush=True)
-                try:
-                    call = column.prepare(images, b)
-                except Exception as ex:
-                    # Only torch.compile can fail here (no C++ compiler, a graph break under
-                    # fullgraph=True); the other columns still deserve their numbers.
-                    if column.name != COMPILED:
-                        raise
-                    skipped.add(column.name)
-                    notes.append(f"{column.name} column skipped: {type(ex).__name__}: {str(ex).splitlines()[0] if str(ex) else ''}")
-                    print(f" skipped: {notes[-1]}", flush=True)
-                    continue
-                times = time_calls_ms(
-                    call,
-                    conf.repetitions,
-                    conf.warmup,
-                    device=device if column.on_device else None,
-                    max_seconds=conf.max_seconds_per_cell,
-                )
-                ms = statistics.median(times)
-                results.record(threads, column.name, b, ms, len(times))
-                print(f" {ms:10.3f} ms  ({len(times)} calls)", flush=True)
-        if compile_seconds:
-            results.compile_seconds[threads] = dict(compile_seconds)
+
+    results = run_cells(columns, images, conf, thread_counts, batch_sizes, device, notes)
 
     title = f"Grayscale + Sobel magnitude, RGB float32 {conf.image_size}×{conf.image_size}"
     csv_path, png_path, json_path = out / "sobel_benchmark.csv", out / "sobel_benchmark.png", out / "metrics.json"
@@ -387,17 +397,17 @@ def bench_sobel(cfg: DictConfig) -> None:
         "config": OmegaConf.to_container(cfg, resolve=True),
         "versions": library_versions(),
         "copy_bandwidth_bytes_per_s": {str(t): bw for t, bw in results.bandwidth.items()},
-        "bytes_per_pixel_floor": BYTES_PER_PIXEL,
+        "floor_bytes_per_pixel": BYTES_PER_PIXEL,
         "median_ms": _str_keys(results.median_ms),
         "calls": _str_keys(results.calls),
         "ratios": _str_keys(ratios(results)),
-        "compile_seconds": _str_keys(results.compile_seconds),
+        "compile_seconds": _str_keys({t: by[COMPILED] for t, by in results.prepare_seconds.items() if COMPILED in by}),
         "gradcv_vs_kornia_max_abs_diff": agreement,
         "notes": notes,
     }
     atomic_write_text(json_path, json.dumps(metrics, indent=2) + "\n")
     print()
-    print(format_table(results, device_name))
+    print(format_table(results, device_name, device))
     print(f"outputs: {csv_path.name}, {png_path.name} and {json_path.name} in {out}", flush=True)
 
 
@@ -511,7 +521,7 @@ def results_csv(results: Results) -> str:
     return buffer.getvalue()
 
 
-def format_table(results: Results, device_name: str) -> str:
+def format_table(results: Results, device_name: str, device: torch.device) -> str:
     """One table per thread count: batch sizes down, libraries across, in ms, then ratios."""
     blocks = []
     all_ratios = ratios(results)
@@ -526,7 +536,8 @@ def format_table(results: Results, device_name: str) -> str:
             row += [f"{all_ratios[threads][r][b]:.2f}x" if b in all_ratios[threads][r] else "-" for r in ratio_names]
             rows.append(row)
         widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-        lines = [f"median ms per batch, {threads} thread{'s' if threads > 1 else ''}, {device_name}"]
+        where = f"Kornia and gradcv on {device_name}, the others on the CPU" if device.type != "cpu" else device_name
+        lines = [f"median ms per batch, {threads} thread{'s' if threads > 1 else ''}, {where}"]
         lines.append("  ".join(h.rjust(w) for h, w in zip(headers, widths)))
         lines += ["  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in rows]
         blocks.append("\n".join(lines))

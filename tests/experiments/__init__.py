@@ -1,0 +1,1 @@
+"""Tests of the Hydra experiments and their shared utilities."""
