@@ -149,46 +149,89 @@ def _correlate_axis(
     def tap(i: int) -> torch.Tensor:
         return _taps_view(x, dim, i, n, stride)
 
+    # The first two taps in one op when either weight is 1 (Sobel and difference taps).
     (i0, t0), rest = nz[0], nz[1:]
-    if out is not None:
-        torch.mul(tap(i0), t0, out=out)
-        y = out
-    elif rest and t0 == 1.0:
+    kw = {} if out is None else {"out": out}
+    if rest and t0 == 1.0:
         (i1, t1), rest = rest[0], rest[1:]
-        y = torch.add(tap(i0), tap(i1), alpha=t1)
+        y = torch.add(tap(i0), tap(i1), alpha=t1, **kw)
     elif rest and rest[0][1] == 1.0:
         (i1, _), rest = rest[0], rest[1:]
-        y = torch.add(tap(i1), tap(i0), alpha=t0)
+        y = torch.add(tap(i1), tap(i0), alpha=t0, **kw)
     else:
-        y = tap(i0) * t0
+        y = torch.mul(tap(i0), t0, **kw)
     for i, t in rest:
         y.add_(tap(i), alpha=t)
     return y
 
 
-def _correlate_bank(xp: torch.Tensor, bank: Bank, stride: int = 1) -> torch.Tensor:
-    """Correlate ``(*, Hp, Wp)`` with each separable kernel of ``bank`` ('valid').
+# Cache blocking on CPU: a pass over a whole batch streams every temporary through main
+# memory, and a filter makes 5-10 passes. Working on groups of image planes that fit in
+# the L2 cache (2 MiB per core here), padding included, a block at a time,
+# was measured 1.7-2x faster for a 5x5 blur of 8x3x256x256. Not done on GPUs, nor under
+# torch.compile (which fuses the passes itself).
+_CPU_BLOCK_BYTES = 1 << 21
 
-    Returns ``(*, K, Ho, Wo)``, keeping every ``stride``-th output in both axes; each
-    output channel is written in place into the result, so stacking costs no extra
-    copy. The pass along y goes first (its taps are whole rows, contiguous even when
-    strided) and is shared between kernels that have the same y taps. With a stride,
-    the x pass reads the even and odd columns from two deinterleaved copies, so that
-    every tap is a contiguous run rather than a strided gather.
-    """
+
+def _blocks(n: int, plane_bytes: int, device: torch.device) -> range:
+    block = n
+    if device.type == "cpu" and not torch.compiler.is_compiling():
+        block = max(1, min(n, _CPU_BLOCK_BYTES // max(plane_bytes, 1)))
+    return range(0, n, max(block, 1))
+
+
+def _out_size(n: int, k: int, stride: int) -> int:
+    return (n - k) // stride + 1
+
+
+def _filter_forward(x: torch.Tensor, spec: "Spec") -> torch.Tensor:
+    """Pad then correlate ``(*, H, W)`` with every kernel of the bank: ``(*, K, Ho, Wo)``."""
+    bank, stride, pad, border_type = spec
     ky, kx = len(bank[0][0]), len(bank[0][1])
-    ho, wo = (xp.shape[-2] - ky) // stride + 1, (xp.shape[-1] - kx) // stride + 1
-    out = xp.new_empty(*xp.shape[:-2], len(bank), ho, wo)
+    h, w = x.shape[-2:]
+    ho = _out_size(h + pad[0] + pad[1], ky, stride)
+    wo = _out_size(w + pad[2] + pad[3], kx, stride)
+    out = x.new_empty(*x.shape[:-2], len(bank), ho, wo)
+    planes = x.reshape(-1, h, w)
+    out_planes = out.view(-1, len(bank), ho, wo)
+    step = _blocks(planes.shape[0], (h + 4) * (w + 4) * x.element_size() * (2 + len(bank)), x.device)
+    for start in step:
+        block = planes[start : start + step.step]
+        if any(pad):
+            block = _pad_forward(block, pad, border_type)
+        _correlate_bank_into(block, bank, stride, out_planes[start : start + step.step])
+    return out
+
+
+def _filter_adjoint(g: torch.Tensor, spec: "Spec", in_hw: tuple[int, int]) -> torch.Tensor:
+    """Adjoint of ``_filter_forward``: ``(*, K, Ho, Wo) -> (*, H, W)``."""
+    bank, stride, pad, border_type = spec
+    h, w = in_hw
+    hp, wp = h + pad[0] + pad[1], w + pad[2] + pad[3]
+    k, ho, wo = g.shape[-3:]
+    out = g.new_empty(*g.shape[:-3], h, w)
+    g_planes = g.reshape(-1, k, ho, wo)
+    out_planes = out.view(-1, h, w)
+    step = _blocks(g_planes.shape[0], hp * wp * g.element_size() * (2 + k), g.device)
+    for start in step:
+        gp = _correlate_bank_adjoint(g_planes[start : start + step.step], bank, stride, (hp, wp))
+        out_planes[start : start + step.step] = _pad_adjoint(gp, pad, border_type) if any(pad) else gp
+    return out
+
+
+def _correlate_bank_into(xp: torch.Tensor, bank: Bank, stride: int, out: torch.Tensor) -> None:
     along_y: dict[Taps, torch.Tensor] = {}
     for k, (ty, tx) in enumerate(bank):
         if ty not in along_y:
             along_y[ty] = _correlate_axis(xp, ty, -2, stride=stride)
         rows = along_y[ty]
-        if stride == 2:
+        if torch.compiler.is_compiling():
+            # Dynamo refuses an out= tensor that is not contiguous, as a channel of ``out`` is.
+            out.select(-3, k).copy_(_correlate_axis(rows, tx, -1, stride=stride))
+        elif stride == 2:
             _correlate_axis_stride2(rows, tx, out.select(-3, k))
         else:
             _correlate_axis(rows, tx, -1, out=out.select(-3, k), stride=stride)
-    return out
 
 
 def _correlate_axis_stride2(x: torch.Tensor, taps: Taps, out: torch.Tensor) -> torch.Tensor:
@@ -233,26 +276,30 @@ def _correlate_bank_adjoint(g: torch.Tensor, bank: Bank, stride: int, in_hw: tup
     return result
 
 
-class _CorrelateBank(torch.autograd.Function):
+# (bank, stride, (top, bottom, left, right) padding, border type)
+Spec = tuple[Bank, int, tuple[int, int, int, int], str]
+
+
+class _Filter(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, xp, bank, stride):  # type: ignore[override]
-        ctx.bank, ctx.stride, ctx.in_hw = bank, stride, tuple(xp.shape[-2:])
-        return _correlate_bank(xp, bank, stride)
+    def forward(ctx, x, spec):  # type: ignore[override]
+        ctx.spec, ctx.in_hw = spec, tuple(x.shape[-2:])
+        return _filter_forward(x, spec)
 
     @staticmethod
     def backward(ctx, g):  # type: ignore[override]
-        return _CorrelateBankAdjoint.apply(g, ctx.bank, ctx.stride, ctx.in_hw), None, None
+        return _FilterAdjoint.apply(g, ctx.spec, ctx.in_hw), None
 
 
-class _CorrelateBankAdjoint(torch.autograd.Function):
+class _FilterAdjoint(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, g, bank, stride, in_hw):  # type: ignore[override]
-        ctx.bank, ctx.stride = bank, stride
-        return _correlate_bank_adjoint(g, bank, stride, in_hw)
+    def forward(ctx, g, spec, in_hw):  # type: ignore[override]
+        ctx.spec = spec
+        return _filter_adjoint(g, spec, in_hw)
 
     @staticmethod
     def backward(ctx, h):  # type: ignore[override]
-        return _CorrelateBank.apply(h, ctx.bank, ctx.stride), None, None, None
+        return _Filter.apply(h, ctx.spec), None, None
 
 
 @functools.lru_cache(maxsize=256)
@@ -285,8 +332,8 @@ def correlate_separable(
     """
     frozen = _freeze(tuple((tuple(ty), tuple(tx)) for ty, tx in bank))
     ky, kx = len(frozen[0][0]), len(frozen[0][1])
-    if padding == "same":
-        x = pad2d(x, ((ky - 1) // 2, ky // 2, (kx - 1) // 2, kx // 2), border_type)
+    pad = ((ky - 1) // 2, ky // 2, (kx - 1) // 2, kx // 2) if padding == "same" else (0, 0, 0, 0)
+    spec: Spec = (frozen, int(stride), pad, border_type)
     if not _needs_grad(x):
-        return _correlate_bank(x, frozen, stride)
-    return _CorrelateBank.apply(x, frozen, stride)
+        return _filter_forward(x, spec)
+    return _Filter.apply(x, spec)

@@ -18,7 +18,7 @@ _DIFF = {0: (0.0, 1.0, 0.0), 1: (-1.0, 0.0, 1.0), 2: (1.0, -2.0, 1.0)}
 def _moment(taps: tuple[float, ...], order: int) -> float:
     """Response of a correlation with ``taps`` to ``t^order / order!`` at the centre tap."""
     c = (len(taps) - 1) / 2
-    return math.fsum(t * (i - c) ** order for i, t in enumerate(taps)) / math.factorial(order)
+    return math.fsum([t * (i - c) ** order for i, t in enumerate(taps)]) / math.factorial(order)
 
 
 @functools.lru_cache(maxsize=64)
@@ -112,12 +112,15 @@ def sobel(
         >>> sobel(ramp)[0, 0, 2, 2]
         tensor(1.0000)
     """
-    grad = spatial_gradient(input, "sobel", 1, normalized, border_type=border_type)
+    # Raw Sobel taps have weights of 1, which the engine fuses; the normalisation (1/8 on
+    # each derivative) goes into the magnitude instead, for free.
+    grad = spatial_gradient(input, "sobel", 1, False, border_type=border_type)
     gx, gy = grad.unbind(-3)
-    # One temporary, updated in place: each op on it is safe for autograd (mul and
-    # addcmul keep their inputs, sqrt_ keeps its own result).
-    magnitude = gx * gx
-    return magnitude.addcmul_(gy, gy).add_(eps).sqrt_()
+    scale = 1.0 / 64.0 if normalized else 1.0
+    # eps + scale gx^2 in one op, then in place: safe for autograd (addcmul keeps its
+    # inputs, sqrt_ keeps its own result).
+    magnitude = torch.addcmul(gx.new_full((), eps), gx, gx, value=scale)
+    return magnitude.addcmul_(gy, gy, value=scale).sqrt_()
 
 
 class SpatialGradient(nn.Module):

@@ -1,0 +1,163 @@
+"""Filter and pyramid benchmark: Gaussian blur (forward, forward with autograd, forward +
+backward) and pyrDown on a batch of RGB images, gradcv against OpenCV and Kornia.
+
+    python -m experiments.bench_filters                     # 8x3x256x256, threads 1 and 2
+    python -m experiments.bench_filters batch=32 repetitions=50
+
+The solvers run with autograd on, where Kornia's blur falls off a second cliff
+(PERFORMANCE.md), so the backward columns matter as much as the forward ones. OpenCV has
+no autograd: its columns are forward only, looping over the images of the batch.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+from experiments._cli import ExperimentError, atomic_write_text, config_to_object, run_app, run_dir
+from experiments._timing import set_threads, time_calls_ms
+
+APP = "bench_filters"
+
+
+@dataclass
+class BenchFiltersConfig:
+    """Types of ``conf/bench_filters.yaml`` (values and documentation live there)."""
+
+    batch: int = 8
+    channels: int = 3
+    image_size: int = 256
+    kernel_size: int = 5
+    sigma: float = 1.0
+    repetitions: int = 100
+    backward_repetitions: int = 20
+    warmup: int = 3
+    threads: list[int] = field(default_factory=lambda: [1, 2])
+    seed: int = 0
+
+
+ConfigStore.instance().store(name="bench_filters_schema", node=BenchFiltersConfig)
+
+
+@dataclass
+class Row:
+    task: str
+    library: str
+    mode: str
+    fn: Callable[[], object]
+    repetitions_key: str = "repetitions"
+
+
+def _rows(conf: BenchFiltersConfig, x: torch.Tensor, notes: list[str]) -> list[Row]:
+    from core_ops.filters import gaussian_blur2d
+    from core_ops.pyramid import pyrdown
+
+    k, s = conf.kernel_size, conf.sigma
+    xg = x.clone().requires_grad_(True)
+    gauss = f"gaussian_blur2d {k}x{k} sigma {s}"
+    rows: list[Row] = []
+    try:
+        import cv2
+    except ImportError:
+        notes.append("OpenCV not installed: no OpenCV rows")
+    else:
+        nhwc = np.ascontiguousarray(x.permute(0, 2, 3, 1).numpy())
+        rows.append(Row(gauss, "OpenCV", "forward", lambda: [cv2.GaussianBlur(i, (k, k), s) for i in nhwc]))
+        rows.append(Row("pyrdown", "OpenCV", "forward", lambda: [cv2.pyrDown(i) for i in nhwc]))
+    try:
+        import kornia
+    except ImportError:
+        notes.append("Kornia not installed: no Kornia rows")
+    else:
+        kb = kornia.filters.gaussian_blur2d
+        rows += [
+            Row(gauss, "Kornia", "forward", lambda: kb(x, (k, k), (s, s))),
+            Row(gauss, "Kornia", "forward, input requires grad", lambda: kb(xg, (k, k), (s, s)), "backward_repetitions"),
+            Row(gauss, "Kornia", "forward + backward", lambda: kb(xg, (k, k), (s, s)).sum().backward(), "backward_repetitions"),
+            Row("pyrdown", "Kornia", "forward", lambda: kornia.geometry.transform.pyrdown(x)),
+            Row("pyrdown", "Kornia", "forward + backward", lambda: kornia.geometry.transform.pyrdown(xg).sum().backward(), "backward_repetitions"),
+        ]
+    rows += [
+        Row(gauss, "gradcv", "forward", lambda: gaussian_blur2d(x, (k, k), (s, s))),
+        Row(gauss, "gradcv", "forward, input requires grad", lambda: gaussian_blur2d(xg, (k, k), (s, s)), "backward_repetitions"),
+        Row(gauss, "gradcv", "forward + backward", lambda: gaussian_blur2d(xg, (k, k), (s, s)).sum().backward(), "backward_repetitions"),
+        Row("pyrdown", "gradcv", "forward", lambda: pyrdown(x)),
+        Row("pyrdown", "gradcv", "forward + backward", lambda: pyrdown(xg).sum().backward(), "backward_repetitions"),
+    ]
+    return rows
+
+
+def _ratios(results: dict[tuple[int, str, str, str], float]) -> list[str]:
+    lines = []
+    for (threads, task, library, mode), ms in sorted(results.items()):
+        if library != "gradcv":
+            continue
+        parts = []
+        for ref in ("OpenCV", "Kornia"):
+            ref_mode = "forward" if ref == "OpenCV" else mode
+            ref_ms = results.get((threads, task, ref, ref_mode))
+            if ref_ms and (ref == "Kornia" or mode == "forward"):
+                parts.append(f"{ms / ref_ms:.2f}x {ref}")
+        if parts:
+            lines.append(f"  threads={threads} {task}, {mode}: gradcv = " + ", ".join(parts))
+    return lines
+
+
+def bench_filters(cfg: DictConfig) -> None:
+    """The Hydra task: time every row at every thread count, write CSV and JSON, print a table."""
+    conf = config_to_object(cfg, BenchFiltersConfig)
+    if conf.batch < 1 or conf.channels < 1 or conf.image_size < 8 or conf.repetitions < 1:
+        raise ExperimentError("batch, channels and repetitions must be positive and image_size at least 8")
+    if conf.kernel_size < 1 or conf.kernel_size % 2 == 0 or conf.sigma <= 0:
+        raise ExperimentError(f"kernel_size must be odd and sigma positive, got {conf.kernel_size} and {conf.sigma}")
+    if not conf.threads or any(t < 1 for t in conf.threads):
+        raise ExperimentError(f"threads must be a non-empty list of positive ints, got {conf.threads}")
+    gen = torch.Generator().manual_seed(conf.seed)
+    x = torch.rand(conf.batch, conf.channels, conf.image_size, conf.image_size, generator=gen)
+    notes: list[str] = []
+    rows = _rows(conf, x, notes)
+    results: dict[tuple[int, str, str, str], float] = {}
+    for threads in conf.threads:
+        set_threads(threads)
+        for row in rows:
+            reps = getattr(conf, row.repetitions_key)
+            ms = statistics.median(time_calls_ms(row.fn, reps, conf.warmup))
+            results[(threads, row.task, row.library, row.mode)] = ms
+            print(f"threads={threads}  {row.task:<30s} {row.library:<7s} {row.mode:<30s} {ms:9.3f} ms", flush=True)
+    out = run_dir()
+    csv = "threads,task,library,mode,median_ms\n" + "".join(
+        f'{t},"{task}",{lib},"{mode}",{ms:.6f}\n' for (t, task, lib, mode), ms in results.items()
+    )
+    atomic_write_text(out / "filters_benchmark.csv", csv)
+    metrics = {
+        "input": list(x.shape),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "torch": torch.__version__,
+        "median_ms": [
+            {"threads": t, "task": task, "library": lib, "mode": mode, "median_ms": ms}
+            for (t, task, lib, mode), ms in results.items()
+        ],
+        "notes": notes,
+    }
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    print(f"\nratios (median ms, same run, input {tuple(x.shape)}):")
+    print("\n".join(_ratios(results)))
+    for note in notes:
+        print(f"note: {note}")
+    print(f"outputs: filters_benchmark.csv and metrics.json in {out}", flush=True)
+
+
+def main() -> None:
+    """Entry point: ``python -m experiments.bench_filters [overrides]``."""
+    run_app(bench_filters, config_name=APP)
+
+
+if __name__ == "__main__":
+    main()
