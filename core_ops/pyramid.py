@@ -59,8 +59,9 @@ def pyrup(input: torch.Tensor, border_type: str = "reflect", *, size: tuple[int,
     Args:
         input: image ``(B, C, H, W)``.
         border_type: border of the upsampled image (OpenCV: REFLECT_101, ``'reflect'``).
-        size: output ``(H', W')`` with ``|H' - 2H| <= H' % 2`` (and the same for W), as
-            ``cv2.pyrUp``'s ``dstsize``; ``None`` for ``(2H, 2W)``. Use it to undo
+        size: output ``(H', W')`` with ``H'`` either ``2H`` or ``2H - 1`` (and the same for
+            W), as ``cv2.pyrUp``'s ``dstsize`` (which also admits ``2H + 1``; not offered
+            here); ``None`` for ``(2H, 2W)``. Use it to undo
             :func:`pyrdown` on odd sizes: ``pyrup(pyrdown(x), size=x.shape[-2:])``.
 
     Returns:
@@ -80,10 +81,17 @@ def pyrup(input: torch.Tensor, border_type: str = "reflect", *, size: tuple[int,
     if size is None:
         size = (2 * h, 2 * w)
     ho, wo = int(size[0]), int(size[1])
-    if abs(ho - 2 * h) > ho % 2 or abs(wo - 2 * w) > wo % 2:
+    if ho not in (2 * h, 2 * h - 1) or wo not in (2 * w, 2 * w - 1):
         raise ValueError(f"size: expected (2H or 2H-1, 2W or 2W-1) = ({2 * h}, {2 * w}) or one less, got {tuple(size)}")
     # OpenCV makes an odd size by cropping the even one, border pixels included.
-    up = correlate_separable(_stuff(input), [(_BINOMIAL5_UP, _BINOMIAL5_UP)], border_type).squeeze(-3)
+    if border_type == "replicate":
+        # Replicating the zero-stuffed image would copy a row of samples where a row of
+        # zeros belongs (a constant image would brighten at the border): replicate the
+        # input by one pixel instead, then stuff and keep the 'valid' part.
+        stuffed = _stuff(pad2d(input, (1, 1, 1, 1), "replicate"))
+        up = correlate_separable(stuffed, [(_BINOMIAL5_UP, _BINOMIAL5_UP)], padding="valid").squeeze(-3)
+    else:
+        up = correlate_separable(_stuff(input), [(_BINOMIAL5_UP, _BINOMIAL5_UP)], border_type).squeeze(-3)
     return up[..., :ho, :wo]
 
 
@@ -110,6 +118,7 @@ def build_pyramid(input: torch.Tensor, max_level: int, border_type: str = "refle
         [(9, 16), (5, 8), (3, 4)]
     """
     check_image(input)
+    check_border_type(border_type)
     if not isinstance(max_level, int) or isinstance(max_level, bool) or max_level < 1:
         raise ValueError(f"max_level: expected a positive int, got {max_level!r}")
     levels = [input]

@@ -16,10 +16,11 @@ and zero taps cost nothing. Filters whose kernel is a tensor that may require gr
 
 from __future__ import annotations
 
-import functools
 from typing import Sequence
 
 import torch
+
+from core_ops._cache import memo
 import torch.nn.functional as F
 
 Taps = tuple[float, ...]
@@ -302,7 +303,7 @@ class _FilterAdjoint(torch.autograd.Function):
         return _Filter.apply(h, ctx.spec), None, None
 
 
-@functools.lru_cache(maxsize=256)
+@memo
 def _freeze(bank: tuple[tuple[tuple[float, ...], tuple[float, ...]], ...]) -> Bank:
     frozen = tuple((tuple(float(t) for t in ty), tuple(float(t) for t in tx)) for ty, tx in bank)
     ky, kx = len(frozen[0][0]), len(frozen[0][1])

@@ -7,10 +7,11 @@ is what the fixed-kernel filters feed to the slice engine.
 
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
+
+from core_ops._cache import memo
 
 from core_ops._checks import check_kernel_size, check_sigma
 
@@ -27,7 +28,7 @@ def default_kernel_size(sigma: float) -> int:
     return int(round(sigma * 4 * 2 + 1)) | 1
 
 
-@functools.lru_cache(maxsize=256)
+@memo
 def gaussian_taps(kernel_size: int, sigma: float) -> tuple[float, ...]:
     """Normalised Gaussian samples ``exp(-n^2 / 2 sigma^2)`` at integer offsets ``n`` from the centre."""
     c = (kernel_size - 1) / 2

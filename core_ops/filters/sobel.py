@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
+
+from core_ops._cache import memo
 from torch import nn
 
 from core_ops._checks import check_border_type, check_choice, check_image, check_kernel_size
@@ -21,7 +22,7 @@ def _moment(taps: tuple[float, ...], order: int) -> float:
     return math.fsum([t * (i - c) ** order for i, t in enumerate(taps)]) / math.factorial(order)
 
 
-@functools.lru_cache(maxsize=64)
+@memo
 def derivative_bank(
     mode: str, order: int, normalized: bool, kernel_size: int = 3
 ) -> tuple[tuple[tuple[float, ...], tuple[float, ...]], ...]:
@@ -43,6 +44,12 @@ def derivative_bank(
             ty = tuple(t * scale for t in ty)
         bank.append((ty, tx))
     return tuple(bank)
+
+
+def _check_aperture(mode: str, kernel_size: int) -> None:
+    check_kernel_size(kernel_size, "kernel_size")
+    if mode == "sobel" and kernel_size not in (1, 3, 5, 7):
+        raise ValueError(f"kernel_size: expected one of (1, 3, 5, 7), got {kernel_size}")
 
 
 def spatial_gradient(
@@ -85,11 +92,7 @@ def spatial_gradient(
     check_choice(mode, ("sobel", "diff"), "mode")
     check_choice(order, (1, 2), "order")
     check_border_type(border_type)
-    check_kernel_size(kernel_size, "kernel_size")
-    if mode == "sobel" and kernel_size not in (1, 3, 5, 7):
-        raise ValueError(f"kernel_size: expected one of (1, 3, 5, 7), got {kernel_size}")
-    if mode == "sobel" and kernel_size <= order and kernel_size != 1:
-        raise ValueError(f"kernel_size: expected more than {order} for order {order}, got {kernel_size}")
+    _check_aperture(mode, kernel_size)
     return correlate_separable(input, derivative_bank(mode, order, normalized, kernel_size), border_type)
 
 
@@ -139,6 +142,7 @@ class SpatialGradient(nn.Module):
         check_choice(mode, ("sobel", "diff"), "mode")
         check_choice(order, (1, 2), "order")
         check_border_type(border_type)
+        _check_aperture(mode, kernel_size)
         self.mode, self.order, self.normalized = mode, order, normalized
         self.kernel_size, self.border_type = kernel_size, border_type
 
