@@ -46,3 +46,16 @@ def photo_gray(photos) -> list[np.ndarray]:
 def _seed():
     torch.manual_seed(0)
     np.random.seed(0)
+
+
+@pytest.fixture(params=["gray", "rgb"])
+def images(request, photos, photo_gray) -> list[np.ndarray]:
+    """The four photographs, grayscale (HxW) or RGB (HxWx3), float32 in [0, 1]; two have
+    odd sizes (300x449, 257x233)."""
+    return photo_gray if request.param == "gray" else photos
+
+
+@pytest.fixture(scope="module")
+def batch(photos) -> torch.Tensor:
+    """Three RGB crops of different photographs, odd sizes: (3, 3, 19, 23)."""
+    return torch.cat([to_tensor(p[40:59, 60:83]) for p in photos[:3]])

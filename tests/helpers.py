@@ -51,3 +51,15 @@ def assert_standard(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
     torch.testing.assert_close(fn(noncontiguous(x)), out, atol=atol, rtol=0)
     empty = fn(x[:0])
     assert empty.shape[0] == 0 and empty.shape[1:] == out.shape[1:]
+
+
+def assert_max_abs_diff(ours: np.ndarray, ref: np.ndarray, atol: float) -> None:
+    """Same shape and ``max |ours - ref| <= atol``, computed in float64."""
+    assert ours.shape == ref.shape, (ours.shape, ref.shape)
+    diff = float(np.abs(ours.astype(np.float64) - ref.astype(np.float64)).max())
+    assert diff <= atol, f"max abs diff {diff:.3g} > {atol:.3g}"
+
+
+def small_input(c: int = 2, h: int = 6, w: int = 7, b: int = 1) -> torch.Tensor:
+    """A small float64 input that requires grad, for gradcheck."""
+    return torch.rand(b, c, h, w, dtype=torch.float64, requires_grad=True)

@@ -46,7 +46,7 @@ from core_ops.filters import (
 from core_ops.filters.kernels import default_kernel_size, sobel_taps
 from core_ops.filters.sobel import derivative_bank
 from core_ops.pyramid import pyrdown, pyrup
-from tests.helpers import assert_standard, to_numpy, to_tensor
+from tests.helpers import assert_max_abs_diff, assert_standard, small_input, to_numpy, to_tensor
 
 F32_EPS = float(np.finfo(np.float32).eps)
 BORDER_TYPES = ("constant", "reflect", "replicate", "circular")
@@ -64,29 +64,6 @@ def _abs_sum(taps: tuple[float, ...] | list[float]) -> float:
 def _bank_gain(bank) -> float:
     """Largest absolute sum over the separable kernels of a bank: the most an output can be per unit input."""
     return max(_abs_sum(ty) * _abs_sum(tx) for ty, tx in bank)
-
-
-def assert_max_abs_diff(ours: np.ndarray, ref: np.ndarray, atol: float) -> None:
-    assert ours.shape == ref.shape, (ours.shape, ref.shape)
-    diff = float(np.abs(ours.astype(np.float64) - ref.astype(np.float64)).max())
-    assert diff <= atol, f"max abs diff {diff:.3g} > {atol:.3g}"
-
-
-@pytest.fixture(params=["gray", "rgb"])
-def images(request, photos, photo_gray) -> list[np.ndarray]:
-    """The four photographs, grayscale (HxW) or RGB (HxWx3), float32 in [0, 1]."""
-    return photo_gray if request.param == "gray" else photos
-
-
-@pytest.fixture(scope="module")
-def batch(photos) -> torch.Tensor:
-    """Three RGB crops of different photographs, odd sizes: (3, 3, 19, 23)."""
-    return torch.cat([to_tensor(p[40:59, 60:83]) for p in photos[:3]])
-
-
-def small_input(c: int = 2, h: int = 6, w: int = 7, b: int = 1) -> torch.Tensor:
-    """A small float64 input for gradcheck."""
-    return torch.rand(b, c, h, w, dtype=torch.float64, requires_grad=True)
 
 
 # ====================================================================== OpenCV parity

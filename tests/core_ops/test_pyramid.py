@@ -21,34 +21,12 @@ from torch.autograd import gradcheck, gradgradcheck
 from core_ops.filters import filter2d, gaussian_blur2d, pad2d
 from core_ops.filters.kernels import default_kernel_size, gaussian_taps
 from core_ops.pyramid import PyrDown, PyrUp, ScalePyramid, build_pyramid, pyrdown, pyrup
-from tests.helpers import assert_standard, to_numpy, to_tensor
+from tests.helpers import assert_max_abs_diff, assert_standard, small_input, to_numpy, to_tensor
 
 BORDER_TYPES = ("constant", "reflect", "replicate", "circular")
 # cv2.pyrDown supports these (not BORDER_CONSTANT); cv2.pyrUp only BORDER_DEFAULT (REFLECT_101).
 CV_PYRDOWN_BORDERS = {"reflect": cv2.BORDER_REFLECT_101, "replicate": cv2.BORDER_REPLICATE, "circular": cv2.BORDER_WRAP}
 BINOMIAL5 = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0], dtype=torch.float64) / 16
-
-
-def assert_max_abs_diff(ours: np.ndarray, ref: np.ndarray, atol: float) -> None:
-    assert ours.shape == ref.shape, (ours.shape, ref.shape)
-    diff = float(np.abs(ours.astype(np.float64) - ref.astype(np.float64)).max())
-    assert diff <= atol, f"max abs diff {diff:.3g} > {atol:.3g}"
-
-
-@pytest.fixture(params=["gray", "rgb"])
-def images(request, photos, photo_gray) -> list[np.ndarray]:
-    """The four photographs, grayscale or RGB; two have odd sizes (300x449, 257x233)."""
-    return photo_gray if request.param == "gray" else photos
-
-
-@pytest.fixture(scope="module")
-def batch(photos) -> torch.Tensor:
-    """Three RGB crops of different photographs, odd sizes: (3, 3, 19, 23)."""
-    return torch.cat([to_tensor(p[40:59, 60:83]) for p in photos[:3]])
-
-
-def small_input(c: int = 2, h: int = 6, w: int = 7) -> torch.Tensor:
-    return torch.rand(1, c, h, w, dtype=torch.float64, requires_grad=True)
 
 
 def _grid(h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
