@@ -18,6 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 # app -> (tiny overrides, the CSV it writes)
 APPS = {
     "bench_filters": (["batch=1", "channels=1", "image_size=32", "repetitions=2", "backward_repetitions=2", "warmup=1", "threads=[1]"], "filters_benchmark.csv"),
+    "bench_warp": (["batch=1", "channels=1", "image_size=32", "repetitions=2", "backward_repetitions=2", "warmup=1", "threads=[1]"], "warp_benchmark.csv"),
     "bench_ransac": (["problems=2", "points=200", "repetitions=2", "warmup=1", "threads=[1]"], "ransac_benchmark.csv"),
 }
 

@@ -1,0 +1,188 @@
+"""Warp benchmark: ``warp_perspective`` of a batch of RGB images by one random homography
+per image, forward and forward + backward, gradcv against OpenCV and Kornia.
+
+    python -m experiments.bench_warp                        # 8x3x256x256, threads 1 and 2
+    python -m experiments.bench_warp batch=32 repetitions=50
+
+The registration solver differentiates the warp with respect to the homography, so the
+backward rows matter as much as the forward ones: "backward (image)" differentiates with
+respect to the image only, "backward (matrix)" with respect to the homographies only.
+OpenCV has no autograd: its row is forward only, looping over the images of the batch.
+
+Each row also records the minor page faults per call: on glibc, large temporaries that
+are handed back to the kernel after each call fault their pages in again on the next
+one (PERFORMANCE.md), which can dominate these timings; run with
+``MALLOC_MMAP_THRESHOLD_=1000000000 MALLOC_TRIM_THRESHOLD_=1000000000`` to see the
+times without that cost.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+from experiments._cli import ExperimentError, atomic_write_text, config_to_object, run_app, run_dir
+from experiments._timing import set_threads, time_calls_ms
+
+APP = "bench_warp"
+
+
+@dataclass
+class BenchWarpConfig:
+    """Types of ``conf/bench_warp.yaml`` (values and documentation live there)."""
+
+    batch: int = 8
+    channels: int = 3
+    image_size: int = 256
+    spread: float = 0.1
+    repetitions: int = 100
+    backward_repetitions: int = 20
+    warmup: int = 3
+    threads: list[int] = field(default_factory=lambda: [1, 2])
+    seed: int = 0
+
+
+ConfigStore.instance().store(name="bench_warp_schema", node=BenchWarpConfig)
+
+FORWARD = "forward"
+BACKWARD_IMAGE = "forward + backward (image)"
+BACKWARD_MATRIX = "forward + backward (matrix)"
+
+
+@dataclass
+class Row:
+    library: str
+    mode: str
+    fn: Callable[[], object]
+    repetitions_key: str = "repetitions"
+
+
+def random_homographies(conf: BenchWarpConfig, gen: torch.Generator) -> torch.Tensor:
+    """One homography per image, moving each image corner by up to ``spread`` of the size."""
+    from core_ops.geometry.transform import get_perspective_transform
+
+    n = conf.image_size - 1
+    corners = torch.tensor([[0.0, 0.0], [n, 0.0], [n, n], [0.0, n]], dtype=torch.float64).expand(conf.batch, 4, 2)
+    offsets = torch.rand(conf.batch, 4, 2, generator=gen, dtype=torch.float64) * 2 - 1
+    moved = corners + offsets * conf.spread * conf.image_size
+    return get_perspective_transform(corners, moved).float()
+
+
+def _rows(x: torch.Tensor, M: torch.Tensor, notes: list[str]) -> list[Row]:
+    from core_ops.geometry.transform import warp_perspective
+
+    dsize = tuple(x.shape[-2:])
+    xg = x.clone().requires_grad_(True)
+    Mg = M.clone().requires_grad_(True)
+    rows: list[Row] = []
+    try:
+        import cv2
+    except ImportError:
+        notes.append("OpenCV not installed: no OpenCV row")
+    else:
+        nhwc = np.ascontiguousarray(x.permute(0, 2, 3, 1).numpy())
+        mats = M.double().numpy()
+        size = (dsize[1], dsize[0])
+        rows.append(Row("OpenCV", FORWARD, lambda: [cv2.warpPerspective(i, m, size) for i, m in zip(nhwc, mats)]))
+    warps = [("gradcv", warp_perspective)]
+    try:
+        import kornia
+    except ImportError:
+        notes.append("Kornia not installed: no Kornia rows")
+    else:
+        warps.insert(0, ("Kornia", kornia.geometry.transform.warp_perspective))
+    for library, warp in warps:
+        rows += [
+            Row(library, FORWARD, lambda warp=warp: warp(x, M, dsize)),
+            Row(library, BACKWARD_IMAGE, lambda warp=warp: warp(xg, M, dsize).sum().backward(), "backward_repetitions"),
+            Row(library, BACKWARD_MATRIX, lambda warp=warp: warp(x, Mg, dsize).sum().backward(), "backward_repetitions"),
+        ]
+    return rows
+
+
+def _ratios(results: dict[tuple[int, str, str], float]) -> list[str]:
+    lines = []
+    for (threads, library, mode), ms in sorted(results.items()):
+        if library != "gradcv":
+            continue
+        parts = []
+        opencv = results.get((threads, "OpenCV", FORWARD))
+        if mode == FORWARD and opencv:
+            parts.append(f"{ms / opencv:.2f}x OpenCV")
+        kornia = results.get((threads, "Kornia", mode))
+        if kornia:
+            parts.append(f"{ms / kornia:.2f}x Kornia")
+        if parts:
+            lines.append(f"  threads={threads} {mode}: gradcv = " + ", ".join(parts))
+    return lines
+
+
+def _minor_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def bench_warp(cfg: DictConfig) -> None:
+    """The Hydra task: time every row at every thread count, write CSV and JSON, print a table."""
+    conf = config_to_object(cfg, BenchWarpConfig)
+    if conf.batch < 1 or conf.channels < 1 or conf.image_size < 8 or conf.repetitions < 1 or conf.backward_repetitions < 1:
+        raise ExperimentError("batch, channels and repetitions must be positive and image_size at least 8")
+    if not 0 <= conf.spread < 0.5:
+        raise ExperimentError(f"spread must be in [0, 0.5), got {conf.spread}")
+    if not conf.threads or any(t < 1 for t in conf.threads):
+        raise ExperimentError(f"threads must be a non-empty list of positive ints, got {conf.threads}")
+    gen = torch.Generator().manual_seed(conf.seed)
+    x = torch.rand(conf.batch, conf.channels, conf.image_size, conf.image_size, generator=gen)
+    M = random_homographies(conf, gen)
+    notes: list[str] = []
+    rows = _rows(x, M, notes)
+    results: dict[tuple[int, str, str], float] = {}
+    faults: dict[tuple[int, str, str], float] = {}
+    for threads in conf.threads:
+        set_threads(threads)
+        for row in rows:
+            reps = getattr(conf, row.repetitions_key)
+            before = _minor_faults()
+            ms = statistics.median(time_calls_ms(row.fn, reps, conf.warmup))
+            key = (threads, row.library, row.mode)
+            results[key] = ms
+            faults[key] = (_minor_faults() - before) / (reps + conf.warmup)
+            line = f"threads={threads}  {row.library:<7s} {row.mode:<28s} {ms:9.3f} ms  {faults[key]:7.0f} page faults/call"
+            print(line, flush=True)
+    out = run_dir()
+    csv = "threads,library,mode,median_ms,minor_faults_per_call\n" + "".join(
+        f'{t},{lib},"{mode}",{ms:.6f},{faults[(t, lib, mode)]:.1f}\n' for (t, lib, mode), ms in results.items()
+    )
+    atomic_write_text(out / "warp_benchmark.csv", csv)
+    metrics = {
+        "input": list(x.shape),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "torch": torch.__version__,
+        "median_ms": [
+            {"threads": t, "library": lib, "mode": mode, "median_ms": ms, "minor_faults_per_call": faults[(t, lib, mode)]}
+            for (t, lib, mode), ms in results.items()
+        ],
+        "notes": notes,
+    }
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    print(f"\nratios (median ms, same run, input {tuple(x.shape)}):")
+    print("\n".join(_ratios(results)))
+    for note in notes:
+        print(f"note: {note}")
+    print(f"outputs: warp_benchmark.csv and metrics.json in {out}", flush=True)
+
+
+def main() -> None:
+    """Entry point: ``python -m experiments.bench_warp [overrides]``."""
+    run_app(bench_warp, config_name=APP)
+
+
+if __name__ == "__main__":
+    main()
