@@ -1,2 +1,132 @@
-"""Geometry: conversions, rigid-transform linalg, 2-D transforms and warps, homography
-estimation (issue 3; being filled in)."""
+"""Geometry: conversions, rigid-transform linalg, pixel/normalised coordinates, 2-D
+transforms and warps, homography estimation (DLT, RANSAC), cameras and warpers.
+
+Convention (every function repeats the part it uses): pixel ``(x, y)`` with x to the
+right, y down and integer values at pixel centres; normalised coordinates span
+``[-1, 1]`` from edge to edge (``grid_sample``'s ``align_corners=False``), so
+``u = (2 x + 1) / W - 1``; quaternions are ``(w, x, y, z)``.
+"""
+
+from core_ops.geometry.conversions import (
+    angle_axis_to_quaternion,
+    angle_axis_to_rotation_matrix,
+    axis_angle_to_quaternion,
+    axis_angle_to_rotation_matrix,
+    convert_affinematrix_to_homography,
+    convert_points_from_homogeneous,
+    convert_points_to_homogeneous,
+    deg2rad,
+    normalize_quaternion,
+    quaternion_to_angle_axis,
+    quaternion_to_axis_angle,
+    quaternion_to_rotation_matrix,
+    rad2deg,
+    rotation_matrix_to_angle_axis,
+    rotation_matrix_to_axis_angle,
+    rotation_matrix_to_quaternion,
+)
+from core_ops.geometry.coordinates import (
+    denormal_transform_pixel,
+    denormalize_homography,
+    denormalize_pixel_coordinates,
+    denormalize_pixel_coordinates3d,
+    normal_transform_pixel,
+    normalize_homography,
+    normalize_pixel_coordinates,
+    normalize_pixel_coordinates3d,
+)
+from core_ops.geometry.homography import (
+    find_homography_dlt,
+    find_homography_dlt_iterated,
+    oneway_transfer_error,
+    symmetric_transfer_error,
+)
+from core_ops.geometry.linalg import (
+    compose_transformations,
+    inverse_transformation,
+    relative_transformation,
+    transform_points,
+)
+from core_ops.geometry.ransac import (
+    RANSAC,
+    ransac,
+)
+from core_ops.geometry.transform import (
+    Affine,
+    Resize,
+    Rotate,
+    Scale,
+    Shear,
+    Translate,
+    affine,
+    get_affine_matrix2d,
+    get_perspective_transform,
+    get_rotation_matrix2d,
+    get_shear_matrix2d,
+    get_translation_matrix2d,
+    invert_affine_transform,
+    resize,
+    rotate,
+    scale,
+    shear,
+    translate,
+    warp_affine,
+    warp_perspective,
+)
+
+__all__ = [
+    "Affine",
+    "RANSAC",
+    "Resize",
+    "Rotate",
+    "Scale",
+    "Shear",
+    "Translate",
+    "affine",
+    "angle_axis_to_quaternion",
+    "angle_axis_to_rotation_matrix",
+    "axis_angle_to_quaternion",
+    "axis_angle_to_rotation_matrix",
+    "compose_transformations",
+    "convert_affinematrix_to_homography",
+    "convert_points_from_homogeneous",
+    "convert_points_to_homogeneous",
+    "deg2rad",
+    "denormal_transform_pixel",
+    "denormalize_homography",
+    "denormalize_pixel_coordinates",
+    "denormalize_pixel_coordinates3d",
+    "find_homography_dlt",
+    "find_homography_dlt_iterated",
+    "get_affine_matrix2d",
+    "get_perspective_transform",
+    "get_rotation_matrix2d",
+    "get_shear_matrix2d",
+    "get_translation_matrix2d",
+    "inverse_transformation",
+    "invert_affine_transform",
+    "normal_transform_pixel",
+    "normalize_homography",
+    "normalize_pixel_coordinates",
+    "normalize_pixel_coordinates3d",
+    "normalize_quaternion",
+    "oneway_transfer_error",
+    "quaternion_to_angle_axis",
+    "quaternion_to_axis_angle",
+    "quaternion_to_rotation_matrix",
+    "rad2deg",
+    "ransac",
+    "relative_transformation",
+    "resize",
+    "rotate",
+    "rotation_matrix_to_angle_axis",
+    "rotation_matrix_to_axis_angle",
+    "rotation_matrix_to_quaternion",
+    "scale",
+    "shear",
+    "symmetric_transfer_error",
+    "transform_points",
+    "translate",
+    "warp_affine",
+    "warp_perspective",
+]
