@@ -116,7 +116,7 @@ Estimator = Callable[[Problem, int], tuple[np.ndarray, np.ndarray]]
 
 def _estimators(conf: BenchRansacConfig, notes: list[str]) -> dict[str, Estimator]:
     """Per library, a function ``(problem, seed) -> (H (3, 3) float64, inlier mask (N,))``."""
-    from core_ops.geometry.ransac import ransac
+    from core_ops.geometry.robust import ransac
 
     estimators: dict[str, Estimator] = {}
     try:
@@ -248,7 +248,7 @@ def _row(
 
 def _batched_rows(conf: BenchRansacConfig, problems: list[Problem], threads: int) -> list[dict[str, object]]:
     """All problems in one call of the batched functional form; time per problem."""
-    from core_ops.geometry.ransac import ransac
+    from core_ops.geometry.robust import ransac
 
     p1 = torch.from_numpy(np.stack([p.points1 for p in problems]))
     p2 = torch.from_numpy(np.stack([p.points2 for p in problems]))

@@ -47,7 +47,7 @@ from core_ops.geometry.linalg import (
     relative_transformation,
     transform_points,
 )
-from core_ops.geometry.ransac import (
+from core_ops.geometry.robust import (
     RANSAC,
     ransac,
 )

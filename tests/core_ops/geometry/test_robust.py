@@ -1,4 +1,4 @@
-"""Tests for core_ops.geometry.ransac: inlier F1 and accuracy against OpenCV's
+"""Tests for core_ops.geometry.robust: inlier F1 and accuracy against OpenCV's
 ``findHomography(.., cv2.RANSAC, 3.0)`` on DeTone-style synthetic problems, the threshold
 semantic, the closed-form minimal solvers and their degeneracy test, adaptive stopping,
 local optimisation, reproducibility, fixed-size batched outputs with padding, affine
@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 import torch
 
-from core_ops.geometry import ransac as ransac_module
+from core_ops.geometry import robust as ransac_module
 from core_ops.geometry.homography import _transform_points, find_homography_dlt, oneway_transfer_error
-from core_ops.geometry.ransac import RANSAC, _minimal_affine, _minimal_homography, _required_samples, ransac
+from core_ops.geometry.robust import RANSAC, _minimal_affine, _minimal_homography, _required_samples, ransac
 
 W, H = 640, 480
 CORNERS = np.array([[0, 0], [W - 1, 0], [W - 1, H - 1], [0, H - 1]], dtype=np.float64)
