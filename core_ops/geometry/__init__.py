@@ -73,9 +73,26 @@ from core_ops.geometry.transform import (
     warp_affine,
     warp_perspective,
 )
+from core_ops.geometry.camera import (
+    PinholeCamera,
+    dx_project_points_orthographic,
+    project_points,
+    project_points_orthographic,
+    unproject_points,
+    unproject_points_orthographic,
+)
+from core_ops.geometry.warpers import (
+    DepthWarper,
+    HomographyWarper,
+    depth_warp,
+    homography_warp,
+)
 
 __all__ = [
     "Affine",
+    "DepthWarper",
+    "HomographyWarper",
+    "PinholeCamera",
     "RANSAC",
     "Resize",
     "Rotate",
@@ -96,6 +113,8 @@ __all__ = [
     "denormalize_homography",
     "denormalize_pixel_coordinates",
     "denormalize_pixel_coordinates3d",
+    "depth_warp",
+    "dx_project_points_orthographic",
     "find_homography_dlt",
     "find_homography_dlt_iterated",
     "get_affine_matrix2d",
@@ -103,6 +122,7 @@ __all__ = [
     "get_rotation_matrix2d",
     "get_shear_matrix2d",
     "get_translation_matrix2d",
+    "homography_warp",
     "inverse_transformation",
     "invert_affine_transform",
     "normal_transform_pixel",
@@ -111,6 +131,8 @@ __all__ = [
     "normalize_pixel_coordinates3d",
     "normalize_quaternion",
     "oneway_transfer_error",
+    "project_points",
+    "project_points_orthographic",
     "quaternion_to_angle_axis",
     "quaternion_to_axis_angle",
     "quaternion_to_rotation_matrix",
@@ -127,6 +149,8 @@ __all__ = [
     "symmetric_transfer_error",
     "transform_points",
     "translate",
+    "unproject_points",
+    "unproject_points_orthographic",
     "warp_affine",
     "warp_perspective",
 ]
