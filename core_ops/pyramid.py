@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from core_ops._checks import check_border_type, check_image
-from core_ops.filters._engine import correlate_separable, pad2d
+from core_ops.filters import correlate_separable, pad2d
 from core_ops.filters.kernels import default_kernel_size, gaussian_taps
 
 _BINOMIAL5 = (1 / 16, 4 / 16, 6 / 16, 4 / 16, 1 / 16)

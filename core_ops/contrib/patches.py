@@ -17,7 +17,7 @@ from torch import nn
 
 from core_ops._checks import check_border_type, check_floating, check_shape
 from core_ops.contrib._options import int_tuple
-from core_ops.filters._engine import pad2d
+from core_ops.filters import pad2d
 
 IntPair = Union[int, tuple[int, int]]
 # int, (vertical, horizontal) or (top, bottom, left, right), as Kornia.

@@ -4,7 +4,7 @@ Every fixed-kernel filter runs on the slice engine in ``_engine`` (no ``conv2d``
 that module for why); filters with tensor kernels use plain autograd.
 """
 
-from core_ops.filters._engine import pad2d
+from core_ops.filters._engine import correlate_separable, pad2d
 from core_ops.filters.blur import BoxBlur, GaussianBlur2d, box_blur, gaussian_blur2d
 from core_ops.filters.filter import filter2d, filter2d_separable
 from core_ops.filters.kernels import (
@@ -25,6 +25,7 @@ __all__ = [
     "Sobel",
     "SpatialGradient",
     "box_blur",
+    "correlate_separable",
     "filter2d",
     "filter2d_separable",
     "gaussian_blur2d",
