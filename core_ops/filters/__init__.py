@@ -13,9 +13,9 @@ from core_ops.filters.kernels import (
     get_gaussian_kernel2d,
     get_sobel_kernel2d,
 )
-from core_ops.filters.laplacian import Laplacian, laplacian
+from core_ops.filters.laplace import Laplacian, laplacian
 from core_ops.filters.median import MedianBlur, median_blur
-from core_ops.filters.sobel import Sobel, SpatialGradient, sobel, spatial_gradient
+from core_ops.filters.derivatives import Sobel, SpatialGradient, sobel, spatial_gradient
 
 __all__ = [
     "BoxBlur",

@@ -44,7 +44,7 @@ from core_ops.filters import (
     spatial_gradient,
 )
 from core_ops.filters.kernels import default_kernel_size, sobel_taps
-from core_ops.filters.sobel import derivative_bank
+from core_ops.filters.derivatives import derivative_bank
 from core_ops.pyramid import pyrdown, pyrup
 from tests.helpers import assert_max_abs_diff, assert_standard, small_input, to_numpy, to_tensor
 

@@ -7,7 +7,7 @@ from torch import nn
 
 from core_ops._checks import check_border_type, check_image, check_kernel_size
 from core_ops.filters._engine import correlate_separable
-from core_ops.filters.sobel import derivative_bank
+from core_ops.filters.derivatives import derivative_bank
 
 
 def laplacian(
