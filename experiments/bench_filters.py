@@ -11,18 +11,15 @@ no autograd: its columns are forward only, looping over the images of the batch.
 
 from __future__ import annotations
 
-import json
-import statistics
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from experiments._cli import ExperimentError, atomic_write_text, config_to_object, run_app, run_dir
-from experiments._timing import set_threads, time_calls_ms
+from experiments._cli import ExperimentError, config_to_object, run_app, run_dir
+from experiments._rows import Row, report, time_rows, write_results
 
 APP = "bench_filters"
 
@@ -46,16 +43,8 @@ class BenchFiltersConfig:
 ConfigStore.instance().store(name="bench_filters_schema", node=BenchFiltersConfig)
 
 
-@dataclass
-class Row:
-    task: str
-    library: str
-    mode: str
-    fn: Callable[[], object]
-    repetitions_key: str = "repetitions"
-
-
 def _rows(conf: BenchFiltersConfig, x: torch.Tensor, notes: list[str]) -> list[Row]:
+    fwd, bwd = conf.repetitions, conf.backward_repetitions
     from core_ops.filters import gaussian_blur2d
     from core_ops.pyramid import pyrdown
 
@@ -69,8 +58,8 @@ def _rows(conf: BenchFiltersConfig, x: torch.Tensor, notes: list[str]) -> list[R
         notes.append("OpenCV not installed: no OpenCV rows")
     else:
         nhwc = np.ascontiguousarray(x.permute(0, 2, 3, 1).numpy())
-        rows.append(Row(gauss, "OpenCV", "forward", lambda: [cv2.GaussianBlur(i, (k, k), s) for i in nhwc]))
-        rows.append(Row("pyrdown", "OpenCV", "forward", lambda: [cv2.pyrDown(i) for i in nhwc]))
+        rows.append(Row(gauss, "OpenCV", "forward", lambda: [cv2.GaussianBlur(i, (k, k), s) for i in nhwc], fwd))
+        rows.append(Row("pyrdown", "OpenCV", "forward", lambda: [cv2.pyrDown(i) for i in nhwc], fwd))
     try:
         import kornia
     except ImportError:
@@ -78,42 +67,26 @@ def _rows(conf: BenchFiltersConfig, x: torch.Tensor, notes: list[str]) -> list[R
     else:
         kb = kornia.filters.gaussian_blur2d
         rows += [
-            Row(gauss, "Kornia", "forward", lambda: kb(x, (k, k), (s, s))),
-            Row(gauss, "Kornia", "forward, input requires grad", lambda: kb(xg, (k, k), (s, s)), "backward_repetitions"),
-            Row(gauss, "Kornia", "forward + backward", lambda: kb(xg, (k, k), (s, s)).sum().backward(), "backward_repetitions"),
-            Row("pyrdown", "Kornia", "forward", lambda: kornia.geometry.transform.pyrdown(x)),
-            Row("pyrdown", "Kornia", "forward + backward", lambda: kornia.geometry.transform.pyrdown(xg).sum().backward(), "backward_repetitions"),
+            Row(gauss, "Kornia", "forward", lambda: kb(x, (k, k), (s, s)), fwd),
+            Row(gauss, "Kornia", "forward, input requires grad", lambda: kb(xg, (k, k), (s, s)), bwd),
+            Row(gauss, "Kornia", "forward + backward", lambda: kb(xg, (k, k), (s, s)).sum().backward(), bwd),
+            Row("pyrdown", "Kornia", "forward", lambda: kornia.geometry.transform.pyrdown(x), fwd),
+            Row("pyrdown", "Kornia", "forward + backward", lambda: kornia.geometry.transform.pyrdown(xg).sum().backward(), bwd),
         ]
     rows += [
-        Row(gauss, "gradcv", "forward", lambda: gaussian_blur2d(x, (k, k), (s, s))),
-        Row(gauss, "gradcv", "forward, input requires grad", lambda: gaussian_blur2d(xg, (k, k), (s, s)), "backward_repetitions"),
-        Row(gauss, "gradcv", "forward + backward", lambda: gaussian_blur2d(xg, (k, k), (s, s)).sum().backward(), "backward_repetitions"),
-        Row("pyrdown", "gradcv", "forward", lambda: pyrdown(x)),
-        Row("pyrdown", "gradcv", "forward + backward", lambda: pyrdown(xg).sum().backward(), "backward_repetitions"),
+        Row(gauss, "gradcv", "forward", lambda: gaussian_blur2d(x, (k, k), (s, s)), fwd),
+        Row(gauss, "gradcv", "forward, input requires grad", lambda: gaussian_blur2d(xg, (k, k), (s, s)), bwd),
+        Row(gauss, "gradcv", "forward + backward", lambda: gaussian_blur2d(xg, (k, k), (s, s)).sum().backward(), bwd),
+        Row("pyrdown", "gradcv", "forward", lambda: pyrdown(x), fwd),
+        Row("pyrdown", "gradcv", "forward + backward", lambda: pyrdown(xg).sum().backward(), bwd),
     ]
     return rows
-
-
-def _ratios(results: dict[tuple[int, str, str, str], float]) -> list[str]:
-    lines = []
-    for (threads, task, library, mode), ms in sorted(results.items()):
-        if library != "gradcv":
-            continue
-        parts = []
-        for ref in ("OpenCV", "Kornia"):
-            ref_mode = "forward" if ref == "OpenCV" else mode
-            ref_ms = results.get((threads, task, ref, ref_mode))
-            if ref_ms and (ref == "Kornia" or mode == "forward"):
-                parts.append(f"{ms / ref_ms:.2f}x {ref}")
-        if parts:
-            lines.append(f"  threads={threads} {task}, {mode}: gradcv = " + ", ".join(parts))
-    return lines
 
 
 def bench_filters(cfg: DictConfig) -> None:
     """The Hydra task: time every row at every thread count, write CSV and JSON, print a table."""
     conf = config_to_object(cfg, BenchFiltersConfig)
-    if conf.batch < 1 or conf.channels < 1 or conf.image_size < 8 or conf.repetitions < 1:
+    if min(conf.batch, conf.channels, conf.repetitions, conf.backward_repetitions) < 1 or conf.image_size < 8:
         raise ExperimentError("batch, channels and repetitions must be positive and image_size at least 8")
     if conf.kernel_size < 1 or conf.kernel_size % 2 == 0 or conf.sigma <= 0:
         raise ExperimentError(f"kernel_size must be odd and sigma positive, got {conf.kernel_size} and {conf.sigma}")
@@ -123,35 +96,11 @@ def bench_filters(cfg: DictConfig) -> None:
     x = torch.rand(conf.batch, conf.channels, conf.image_size, conf.image_size, generator=gen)
     notes: list[str] = []
     rows = _rows(conf, x, notes)
-    results: dict[tuple[int, str, str, str], float] = {}
-    for threads in conf.threads:
-        set_threads(threads)
-        for row in rows:
-            reps = getattr(conf, row.repetitions_key)
-            ms = statistics.median(time_calls_ms(row.fn, reps, conf.warmup))
-            results[(threads, row.task, row.library, row.mode)] = ms
-            print(f"threads={threads}  {row.task:<30s} {row.library:<7s} {row.mode:<30s} {ms:9.3f} ms", flush=True)
+    results = time_rows(rows, conf.threads, conf.warmup)
     out = run_dir()
-    csv = "threads,task,library,mode,median_ms\n" + "".join(
-        f'{t},"{task}",{lib},"{mode}",{ms:.6f}\n' for (t, task, lib, mode), ms in results.items()
-    )
-    atomic_write_text(out / "filters_benchmark.csv", csv)
-    metrics = {
-        "input": list(x.shape),
-        "config": OmegaConf.to_container(cfg, resolve=True),
-        "torch": torch.__version__,
-        "median_ms": [
-            {"threads": t, "task": task, "library": lib, "mode": mode, "median_ms": ms}
-            for (t, task, lib, mode), ms in results.items()
-        ],
-        "notes": notes,
-    }
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    print(f"\nratios (median ms, same run, input {tuple(x.shape)}):")
-    print("\n".join(_ratios(results)))
-    for note in notes:
-        print(f"note: {note}")
-    print(f"outputs: filters_benchmark.csv and metrics.json in {out}", flush=True)
+    metrics = {"input": list(x.shape), "config": OmegaConf.to_container(cfg, resolve=True), "torch": torch.__version__, "notes": notes}
+    write_results(out, "filters_benchmark.csv", results, metrics)
+    report(out, "filters_benchmark.csv", results, notes, tuple(x.shape))
 
 
 def main() -> None:

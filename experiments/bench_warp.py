@@ -18,19 +18,15 @@ times without that cost.
 
 from __future__ import annotations
 
-import json
-import resource
-import statistics
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from experiments._cli import ExperimentError, atomic_write_text, config_to_object, run_app, run_dir
-from experiments._timing import set_threads, time_calls_ms
+from experiments._cli import ExperimentError, config_to_object, run_app, run_dir
+from experiments._rows import FORWARD, Row, report, time_rows, write_results
 
 APP = "bench_warp"
 
@@ -52,17 +48,9 @@ class BenchWarpConfig:
 
 ConfigStore.instance().store(name="bench_warp_schema", node=BenchWarpConfig)
 
-FORWARD = "forward"
+TASK = "warp_perspective"
 BACKWARD_IMAGE = "forward + backward (image)"
 BACKWARD_MATRIX = "forward + backward (matrix)"
-
-
-@dataclass
-class Row:
-    library: str
-    mode: str
-    fn: Callable[[], object]
-    repetitions_key: str = "repetitions"
 
 
 def random_homographies(conf: BenchWarpConfig, gen: torch.Generator) -> torch.Tensor:
@@ -76,7 +64,8 @@ def random_homographies(conf: BenchWarpConfig, gen: torch.Generator) -> torch.Te
     return get_perspective_transform(corners, moved).float()
 
 
-def _rows(x: torch.Tensor, M: torch.Tensor, notes: list[str]) -> list[Row]:
+def _rows(conf: BenchWarpConfig, x: torch.Tensor, M: torch.Tensor, notes: list[str]) -> list[Row]:
+    fwd, bwd = conf.repetitions, conf.backward_repetitions
     from core_ops.geometry.transform import warp_perspective
 
     dsize = tuple(x.shape[-2:])
@@ -91,7 +80,7 @@ def _rows(x: torch.Tensor, M: torch.Tensor, notes: list[str]) -> list[Row]:
         nhwc = np.ascontiguousarray(x.permute(0, 2, 3, 1).numpy())
         mats = M.double().numpy()
         size = (dsize[1], dsize[0])
-        rows.append(Row("OpenCV", FORWARD, lambda: [cv2.warpPerspective(i, m, size) for i, m in zip(nhwc, mats)]))
+        rows.append(Row(TASK, "OpenCV", FORWARD, lambda: [cv2.warpPerspective(i, m, size) for i, m in zip(nhwc, mats)], fwd))
     warps = [("gradcv", warp_perspective)]
     try:
         import kornia
@@ -101,32 +90,11 @@ def _rows(x: torch.Tensor, M: torch.Tensor, notes: list[str]) -> list[Row]:
         warps.insert(0, ("Kornia", kornia.geometry.transform.warp_perspective))
     for library, warp in warps:
         rows += [
-            Row(library, FORWARD, lambda warp=warp: warp(x, M, dsize)),
-            Row(library, BACKWARD_IMAGE, lambda warp=warp: warp(xg, M, dsize).sum().backward(), "backward_repetitions"),
-            Row(library, BACKWARD_MATRIX, lambda warp=warp: warp(x, Mg, dsize).sum().backward(), "backward_repetitions"),
+            Row(TASK, library, FORWARD, lambda warp=warp: warp(x, M, dsize), fwd),
+            Row(TASK, library, BACKWARD_IMAGE, lambda warp=warp: warp(xg, M, dsize).sum().backward(), bwd),
+            Row(TASK, library, BACKWARD_MATRIX, lambda warp=warp: warp(x, Mg, dsize).sum().backward(), bwd),
         ]
     return rows
-
-
-def _ratios(results: dict[tuple[int, str, str], float]) -> list[str]:
-    lines = []
-    for (threads, library, mode), ms in sorted(results.items()):
-        if library != "gradcv":
-            continue
-        parts = []
-        opencv = results.get((threads, "OpenCV", FORWARD))
-        if mode == FORWARD and opencv:
-            parts.append(f"{ms / opencv:.2f}x OpenCV")
-        kornia = results.get((threads, "Kornia", mode))
-        if kornia:
-            parts.append(f"{ms / kornia:.2f}x Kornia")
-        if parts:
-            lines.append(f"  threads={threads} {mode}: gradcv = " + ", ".join(parts))
-    return lines
-
-
-def _minor_faults() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def bench_warp(cfg: DictConfig) -> None:
@@ -142,41 +110,12 @@ def bench_warp(cfg: DictConfig) -> None:
     x = torch.rand(conf.batch, conf.channels, conf.image_size, conf.image_size, generator=gen)
     M = random_homographies(conf, gen)
     notes: list[str] = []
-    rows = _rows(x, M, notes)
-    results: dict[tuple[int, str, str], float] = {}
-    faults: dict[tuple[int, str, str], float] = {}
-    for threads in conf.threads:
-        set_threads(threads)
-        for row in rows:
-            reps = getattr(conf, row.repetitions_key)
-            before = _minor_faults()
-            ms = statistics.median(time_calls_ms(row.fn, reps, conf.warmup))
-            key = (threads, row.library, row.mode)
-            results[key] = ms
-            faults[key] = (_minor_faults() - before) / (reps + conf.warmup)
-            line = f"threads={threads}  {row.library:<7s} {row.mode:<28s} {ms:9.3f} ms  {faults[key]:7.0f} page faults/call"
-            print(line, flush=True)
+    rows = _rows(conf, x, M, notes)
+    results = time_rows(rows, conf.threads, conf.warmup)
     out = run_dir()
-    csv = "threads,library,mode,median_ms,minor_faults_per_call\n" + "".join(
-        f'{t},{lib},"{mode}",{ms:.6f},{faults[(t, lib, mode)]:.1f}\n' for (t, lib, mode), ms in results.items()
-    )
-    atomic_write_text(out / "warp_benchmark.csv", csv)
-    metrics = {
-        "input": list(x.shape),
-        "config": OmegaConf.to_container(cfg, resolve=True),
-        "torch": torch.__version__,
-        "median_ms": [
-            {"threads": t, "library": lib, "mode": mode, "median_ms": ms, "minor_faults_per_call": faults[(t, lib, mode)]}
-            for (t, lib, mode), ms in results.items()
-        ],
-        "notes": notes,
-    }
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    print(f"\nratios (median ms, same run, input {tuple(x.shape)}):")
-    print("\n".join(_ratios(results)))
-    for note in notes:
-        print(f"note: {note}")
-    print(f"outputs: warp_benchmark.csv and metrics.json in {out}", flush=True)
+    metrics = {"input": list(x.shape), "config": OmegaConf.to_container(cfg, resolve=True), "torch": torch.__version__, "notes": notes}
+    write_results(out, "warp_benchmark.csv", results, metrics)
+    report(out, "warp_benchmark.csv", results, notes, tuple(x.shape))
 
 
 def main() -> None:

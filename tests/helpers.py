@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
+import pytest
 import torch
 
 
@@ -63,3 +64,20 @@ def assert_max_abs_diff(ours: np.ndarray, ref: np.ndarray, atol: float) -> None:
 def small_input(c: int = 2, h: int = 6, w: int = 7, b: int = 1) -> torch.Tensor:
     """A small float64 input that requires grad, for gradcheck."""
     return torch.rand(b, c, h, w, dtype=torch.float64, requires_grad=True)
+
+
+# Warnings that torch.compile raises and that are not about this code:
+# - PyTorch's Dynamo instantiates torch.autograd.Function() when it traces a custom Function
+#   (torch/_dynamo/side_effects.py; pytorch/pytorch#128439, fixed upstream by #186421);
+# - Inductor imports torch.utils.mkldnn, which uses the deprecated torch.jit.script_method.
+COMPILE_WARNINGS = [
+    r"ignore:<class 'torch\.autograd\.function\.Function'> should not be instantiated:DeprecationWarning",
+    r"ignore:`torch\.jit\.script_method` is deprecated:DeprecationWarning",
+]
+
+
+def ignore_compile_warnings(test: Callable) -> Callable:
+    """Mark a torch.compile test to ignore PyTorch's own warnings (see COMPILE_WARNINGS)."""
+    for spec in COMPILE_WARNINGS:
+        test = pytest.mark.filterwarnings(spec)(test)
+    return test

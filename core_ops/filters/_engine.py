@@ -16,12 +16,12 @@ and zero taps cost nothing. Filters whose kernel is a tensor that may require gr
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
+import torch.nn.functional as F
 
 from core_ops._cache import memo
-import torch.nn.functional as F
 
 Taps = tuple[float, ...]
 # One output channel: taps along y (rows) and along x (columns).
@@ -185,22 +185,66 @@ def _out_size(n: int, k: int, stride: int) -> int:
     return (n - k) // stride + 1
 
 
-def _filter_forward(x: torch.Tensor, spec: "Spec") -> torch.Tensor:
-    """Pad then correlate ``(*, H, W)`` with every kernel of the bank: ``(*, K, Ho, Wo)``."""
+def _filter_blocks(
+    x: torch.Tensor, spec: "Spec", out: torch.Tensor | None = None
+) -> Iterator[tuple[slice, torch.Tensor]]:
+    """Pad and correlate ``x`` one cache-sized block of planes at a time.
+
+    Yields ``(planes, result)``: which planes of ``x.reshape(-1, H, W)`` the block holds,
+    and their ``(n, K, Ho, Wo)`` result, written into ``out`` (``(*, K, Ho, Wo)``) when
+    given. A caller that reduces each block at once (the Sobel magnitude) passes no
+    ``out`` and never holds the ``K``-times larger whole result.
+    """
     bank, stride, pad, border_type = spec
-    ky, kx = len(bank[0][0]), len(bank[0][1])
     h, w = x.shape[-2:]
-    ho = _out_size(h + pad[0] + pad[1], ky, stride)
-    wo = _out_size(w + pad[2] + pad[3], kx, stride)
-    out = x.new_empty(*x.shape[:-2], len(bank), ho, wo)
+    ho, wo = _filter_out_hw(h, w, spec)
     planes = x.reshape(-1, h, w)
-    out_planes = out.view(-1, len(bank), ho, wo)
+    out_planes = None if out is None else out.view(-1, len(bank), ho, wo)
     step = _blocks(planes.shape[0], (h + 4) * (w + 4) * x.element_size() * (2 + len(bank)), x.device)
     for start in step:
-        block = planes[start : start + step.step]
+        rows = slice(start, min(start + step.step, planes.shape[0]))
+        block = planes[rows]
         if any(pad):
             block = _pad_forward(block, pad, border_type)
-        _correlate_bank_into(block, bank, stride, out_planes[start : start + step.step])
+        result = block.new_empty(block.shape[0], len(bank), ho, wo) if out_planes is None else out_planes[rows]
+        _correlate_bank_into(block, bank, stride, result)
+        yield rows, result
+
+
+def _filter_out_hw(h: int, w: int, spec: "Spec") -> tuple[int, int]:
+    bank, stride, pad, _ = spec
+    return (
+        _out_size(h + pad[0] + pad[1], len(bank[0][0]), stride),
+        _out_size(w + pad[2] + pad[3], len(bank[0][1]), stride),
+    )
+
+
+def _filter_forward(x: torch.Tensor, spec: "Spec") -> torch.Tensor:
+    """Pad then correlate ``(*, H, W)`` with every kernel of the bank: ``(*, K, Ho, Wo)``."""
+    out = x.new_empty(*x.shape[:-2], len(spec[0]), *_filter_out_hw(*x.shape[-2:], spec))
+    for _ in _filter_blocks(x, spec, out):
+        pass
+    return out
+
+
+def filter_reduce(
+    x: torch.Tensor,
+    bank: Sequence[tuple[Sequence[float], Sequence[float]]],
+    reduce: Callable[[torch.Tensor], torch.Tensor],
+    border_type: str = "reflect",
+) -> torch.Tensor:
+    """``reduce(correlate_separable(x, bank, border_type))`` without autograd, block by block.
+
+    ``reduce`` maps a block's ``(n, K, H, W)`` responses to ``(n, H, W)``; the full
+    ``(*, K, H, W)`` stack is never held in memory. For callers that need no gradient.
+    """
+    frozen = _freeze(tuple((tuple(ty), tuple(tx)) for ty, tx in bank))
+    ky, kx = len(frozen[0][0]), len(frozen[0][1])
+    spec: Spec = (frozen, 1, ((ky - 1) // 2, ky // 2, (kx - 1) // 2, kx // 2), border_type)
+    out = x.new_empty(x.shape)
+    out_planes = out.view(-1, *x.shape[-2:])
+    for rows, block in _filter_blocks(x, spec):
+        out_planes[rows] = reduce(block)
     return out
 
 

@@ -10,7 +10,7 @@ from core_ops._cache import memo
 from torch import nn
 
 from core_ops._checks import check_border_type, check_choice, check_image, check_kernel_size
-from core_ops.filters._engine import correlate_separable
+from core_ops.filters._engine import _needs_grad, correlate_separable, filter_reduce
 from core_ops.filters.kernels import sobel_taps
 
 _DIFF = {0: (0.0, 1.0, 0.0), 1: (-1.0, 0.0, 1.0), 2: (1.0, -2.0, 1.0)}
@@ -117,11 +117,23 @@ def sobel(
     """
     # Raw Sobel taps have weights of 1, which the engine fuses; the normalisation (1/8 on
     # each derivative) goes into the magnitude instead, for free.
+    scale = 1.0 / 64.0 if normalized else 1.0
+    if not _needs_grad(input):
+        # Nothing records: reduce each cache-sized block to its magnitude at once, so the
+        # (B, C, 2, H, W) stack of derivatives is never held (it costs page faults on
+        # large batches).
+        check_image(input)
+        check_border_type(border_type)
+        bank = derivative_bank("sobel", 1, False, 3)
+        return filter_reduce(input, bank, lambda g: _magnitude(g[:, 0], g[:, 1], scale, eps), border_type)
     grad = spatial_gradient(input, "sobel", 1, False, border_type=border_type)
     gx, gy = grad.unbind(-3)
-    scale = 1.0 / 64.0 if normalized else 1.0
-    # eps + scale gx^2 in one op, then in place: safe for autograd (addcmul keeps its
-    # inputs, sqrt_ keeps its own result).
+    return _magnitude(gx, gy, scale, eps)
+
+
+def _magnitude(gx: torch.Tensor, gy: torch.Tensor, scale: float, eps: float) -> torch.Tensor:
+    """``sqrt(eps + scale (gx^2 + gy^2))`` in three passes; in place on its own temporary,
+    which is safe for autograd (addcmul keeps its inputs, sqrt_ keeps its result)."""
     magnitude = torch.addcmul(gx.new_full((), eps), gx, gx, value=scale)
     return magnitude.addcmul_(gy, gy, value=scale).sqrt_()
 

@@ -46,7 +46,7 @@ from core_ops.filters import (
 from core_ops.filters.kernels import default_kernel_size, sobel_taps
 from core_ops.filters.derivatives import derivative_bank
 from core_ops.pyramid import pyrdown, pyrup
-from tests.helpers import assert_max_abs_diff, assert_standard, small_input, to_numpy, to_tensor
+from tests.helpers import assert_max_abs_diff, assert_standard, ignore_compile_warnings, small_input, to_numpy, to_tensor
 
 F32_EPS = float(np.finfo(np.float32).eps)
 BORDER_TYPES = ("constant", "reflect", "replicate", "circular")
@@ -667,22 +667,6 @@ def _compiled_ops(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         pyrdown(x),
         pyrup(x, size=(2 * h - 1, 2 * w)),
     )
-
-
-# Warnings that torch.compile raises and that are not about this code:
-# - PyTorch's Dynamo instantiates torch.autograd.Function() when it traces a custom Function
-#   (torch/_dynamo/side_effects.py; pytorch/pytorch#128439, fixed upstream by #186421);
-# - Inductor imports torch.utils.mkldnn, which uses the deprecated torch.jit.script_method.
-COMPILE_WARNINGS = [
-    r"ignore:<class 'torch\.autograd\.function\.Function'> should not be instantiated:DeprecationWarning",
-    r"ignore:`torch\.jit\.script_method` is deprecated:DeprecationWarning",
-]
-
-
-def ignore_compile_warnings(test):
-    for spec in COMPILE_WARNINGS:
-        test = pytest.mark.filterwarnings(spec)(test)
-    return test
 
 
 @pytest.mark.slow

@@ -37,7 +37,7 @@ from core_ops.losses import (
     total_variation,
 )
 from core_ops.filters.kernels import gaussian_taps
-from tests.helpers import assert_standard, to_tensor
+from tests.helpers import assert_standard, ignore_compile_warnings, to_tensor
 
 
 def _skimage_ssim(a: np.ndarray, b: np.ndarray, sigma: float = 1.5, data_range: float = 1.0, **kw) -> float:
@@ -566,19 +566,8 @@ def test_ssim_chunked_equals_unchunked(monkeypatch):
         torch.testing.assert_close(a, b, atol=1e-14, rtol=0)
 
 
-# Warnings that torch.compile raises and that are not about this code (as in test_filters.py):
-# Dynamo instantiates torch.autograd.Function() when it traces a custom Function
-# (pytorch/pytorch#128439), and Inductor imports torch.utils.mkldnn, which uses the
-# deprecated torch.jit.script_method.
-COMPILE_WARNINGS = [
-    r"ignore:<class 'torch\.autograd\.function\.Function'> should not be instantiated:DeprecationWarning",
-    r"ignore:`torch\.jit\.script_method` is deprecated:DeprecationWarning",
-]
-
-
 @pytest.mark.slow
-@pytest.mark.filterwarnings(COMPILE_WARNINGS[0])
-@pytest.mark.filterwarnings(COMPILE_WARNINGS[1])
+@ignore_compile_warnings
 def test_ssim_loss_compiles_fullgraph():
     torch._dynamo.reset()
     x, y = _pair((2, 3, 20, 23), seed=5)

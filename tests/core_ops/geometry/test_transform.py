@@ -20,8 +20,6 @@ Tolerances (float32, images in [0, 1]):
 
 from __future__ import annotations
 
-import math
-import warnings
 
 import cv2
 import kornia
@@ -56,7 +54,7 @@ from core_ops.geometry.transform import (
     warp_affine,
     warp_perspective,
 )
-from tests.helpers import assert_standard, noncontiguous, to_numpy, to_tensor
+from tests.helpers import assert_standard, ignore_compile_warnings, noncontiguous, to_numpy, to_tensor
 
 F32_EPS = float(np.finfo(np.float32).eps)
 MODES = ("bilinear", "nearest", "bicubic")
@@ -778,16 +776,8 @@ def test_bad_input_raises(call, error, argument):
 
 
 # ==================================================================== torch.compile
-# Warnings that torch.compile raises and that are not about this code (see test_filters.py).
-COMPILE_WARNINGS = [
-    r"ignore:<class 'torch\.autograd\.function\.Function'> should not be instantiated:DeprecationWarning",
-    r"ignore:`torch\.jit\.script_method` is deprecated:DeprecationWarning",
-]
-
-
 @pytest.mark.slow
-@pytest.mark.filterwarnings(COMPILE_WARNINGS[0])
-@pytest.mark.filterwarnings(COMPILE_WARNINGS[1])
+@ignore_compile_warnings
 def test_compile_fullgraph_matches_eager(batch):
     torch._dynamo.reset()
     M = homography_batch(3, 19, 23, seed=95).requires_grad_(True)

@@ -29,7 +29,7 @@ from core_ops.geometry.conversions import angle_axis_to_rotation_matrix
 from core_ops.geometry.coordinates import normal_transform_pixel, normalize_homography
 from core_ops.geometry.imgwarp import warp_perspective
 from core_ops.geometry.warpers import DepthWarper, HomographyWarper, depth_warp, homography_warp
-from tests.helpers import noncontiguous, to_tensor
+from tests.helpers import ignore_compile_warnings, noncontiguous, to_tensor
 
 F64 = torch.float64
 PADDINGS = ["zeros", "border", "reflection"]
@@ -486,16 +486,8 @@ def test_bad_input_raises(call, error, argument):
 
 
 # ============================================================== torch.compile
-# Warnings that torch.compile raises and that are not about this code (see test_filters.py).
-COMPILE_WARNINGS = [
-    r"ignore:<class 'torch\.autograd\.function\.Function'> should not be instantiated:DeprecationWarning",
-    r"ignore:`torch\.jit\.script_method` is deprecated:DeprecationWarning",
-]
-
-
 @pytest.mark.slow
-@pytest.mark.filterwarnings(COMPILE_WARNINGS[0])
-@pytest.mark.filterwarnings(COMPILE_WARNINGS[1])
+@ignore_compile_warnings
 def test_compile_fullgraph_matches_eager(smooth_photo):
     torch._dynamo.reset()
     K_r, K_s, T, depth, H = _plane_scene()
