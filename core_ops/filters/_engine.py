@@ -230,13 +230,14 @@ def _filter_forward(x: torch.Tensor, spec: "Spec") -> torch.Tensor:
 def filter_reduce(
     x: torch.Tensor,
     bank: Sequence[tuple[Sequence[float], Sequence[float]]],
-    reduce: Callable[[torch.Tensor], torch.Tensor],
+    reduce: Callable[[torch.Tensor, torch.Tensor], object],
     border_type: str = "reflect",
 ) -> torch.Tensor:
-    """``reduce(correlate_separable(x, bank, border_type))`` without autograd, block by block.
+    """``reduce`` the responses to ``bank`` block by block, without autograd.
 
-    ``reduce`` maps a block's ``(n, K, H, W)`` responses to ``(n, H, W)``; the full
-    ``(*, K, H, W)`` stack is never held in memory. For callers that need no gradient.
+    ``reduce(responses, out)`` writes the ``(n, H, W)`` result of a block's ``(n, K, H, W)``
+    responses into ``out``; the full ``(*, K, H, W)`` stack is never held in memory. For
+    callers that need no gradient.
     """
     frozen = _freeze(tuple((tuple(ty), tuple(tx)) for ty, tx in bank))
     ky, kx = len(frozen[0][0]), len(frozen[0][1])
@@ -244,7 +245,7 @@ def filter_reduce(
     out = x.new_empty(x.shape)
     out_planes = out.view(-1, *x.shape[-2:])
     for rows, block in _filter_blocks(x, spec):
-        out_planes[rows] = reduce(block)
+        reduce(block, out_planes[rows])
     return out
 
 

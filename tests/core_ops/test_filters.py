@@ -691,3 +691,17 @@ def test_compile_fullgraph_gradients_match_eager(batch):
     (want,) = torch.autograd.grad(loss(x), x)
     torch.testing.assert_close(got, want, atol=1e-10, rtol=0)
 
+
+
+def test_sobel_blockwise_reduction_equals_stacked(monkeypatch, batch):
+    """Without autograd, large inputs take the block-by-block magnitude; same numbers."""
+    import core_ops.filters.derivatives as derivatives
+    import core_ops.filters._engine as engine
+
+    expected = sobel(batch.clone().requires_grad_(True)).detach()  # the stacked path
+    monkeypatch.setattr(derivatives, "_STACK_BYTES", 0)
+    monkeypatch.setattr(engine, "_CPU_BLOCK_BYTES", 1)  # one plane per block
+    for normalized in (True, False):
+        ref = expected if normalized else sobel(batch.clone().requires_grad_(True), False).detach()
+        torch.testing.assert_close(sobel(batch, normalized), ref, atol=1e-6, rtol=0)
+    assert sobel(batch[:0]).shape == (0, *batch.shape[1:])
