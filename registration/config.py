@@ -1,0 +1,128 @@
+"""Configuration of the homography registration solver (a plain dataclass; Hydra fills it
+at the experiment boundary, the library never imports Hydra)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+LOSSES = ("l1", "l2", "charbonnier", "ssim", "ncc")
+MOTIONS = ("homography", "affine", "similarity", "euclidean", "translation")
+SCHEDULES = ("constant", "cosine")
+
+
+@dataclass
+class RegistrationConfig:
+    """What :func:`registration.register_homography` does, level by level.
+
+    Attributes:
+        levels: pyramid levels (1 = full resolution only). Each coarser level halves the
+            size; the coarsest must keep at least ``min_size`` pixels on its short side.
+        iterations: optimiser steps per level (at most; pairs stop early by ``tolerance``).
+        optimizer: name of a ``torch.optim`` or ``torch_optimizer`` class.
+        optimizer_kwargs: extra keyword arguments of that class (``lr`` excluded). The
+            optimiser is stepped with a closure, so ``LBFGS`` works (its line search then
+            sees the sum over the batch, which couples the pairs' step lengths).
+        lr: learning rate. The parameters are corner displacements (or motion parameters)
+            in the isotropic normalised frame of the full image, where one unit is half the
+            long side, so with Adam a step of ``lr`` moves a corner by about
+            ``lr * max(H, W) / 2`` pixels.
+        schedule: ``'constant'`` (the paper's) or ``'cosine'``: the learning rate of every
+            level decays from ``lr`` to ``lr * final_lr_ratio`` along a half cosine, so
+            that the early steps travel far and the last ones settle to a few hundredths
+            of a pixel.
+        final_lr_ratio: end of the cosine schedule, as a fraction of ``lr``.
+        loss: photometric loss, one of ``'l1'``, ``'l2'``, ``'charbonnier'``, ``'ssim'``,
+            ``'ncc'``.
+        charbonnier_eps: ``eps`` of the Charbonnier penalty (intensity units).
+        symmetric: also warp ``dst`` back onto ``src`` and average the two losses.
+        motion: ``'homography'`` (8 parameters), ``'affine'`` (6), ``'similarity'`` (4),
+            ``'euclidean'`` (3) or ``'translation'`` (2).
+        tolerance: a pair stops (its parameters freeze) once its relative loss change
+            stays below this for ``patience`` consecutive steps; 0 never stops early.
+        step_tolerance: a pair also stops once its image corners move less than this
+            many (full-resolution) pixels per step for ``patience`` consecutive steps: at a
+            zero-residual optimum the relative loss change stays large (the loss itself
+            tends to 0) while the parameters have settled.
+        patience: consecutive steps below ``tolerance`` (or ``step_tolerance``) needed to stop.
+        blur_sigma: Gaussian pre-blur (pixels of each level) before the 2x2 box
+            downsampling that builds the next level.
+        min_size: smallest short side allowed at the coarsest level.
+        min_texture: a pair whose ``src`` or ``dst`` intensity standard deviation is below
+            this is textureless: it is registered without NaN but flagged not converged.
+        initial_homography: optional ``(3, 3)`` or ``(B, 3, 3)`` start, in pixel
+            coordinates, mapping ``src`` pixels to ``dst`` pixels.
+    """
+
+    levels: int = 3
+    iterations: int = 150
+    optimizer: str = "Adam"
+    optimizer_kwargs: dict[str, Any] = field(default_factory=dict)
+    lr: float = 1e-2
+    schedule: str = "cosine"
+    final_lr_ratio: float = 1e-2
+    loss: str = "l1"
+    charbonnier_eps: float = 1e-3
+    symmetric: bool = False
+    motion: str = "homography"
+    tolerance: float = 1e-6
+    step_tolerance: float = 1e-2
+    patience: int = 10
+    blur_sigma: float = 0.8
+    min_size: int = 16
+    min_texture: float = 1e-3
+    initial_homography: torch.Tensor | None = None
+
+    @classmethod
+    def paper(cls, **overrides: Any) -> "RegistrationConfig":
+        """Section 4.2 of the paper: Adam, lr 1e-3 (constant), 200 iterations per level, L1."""
+        base = dict(optimizer="Adam", lr=1e-3, schedule="constant", iterations=200, loss="l1", levels=3)
+        base.update(overrides)
+        return cls(**base)
+
+    @classmethod
+    def default(cls, **overrides: Any) -> "RegistrationConfig":
+        """The default: Adam, lr 1e-2 with a cosine decay per level, 150 iterations, L1."""
+        return cls(**overrides)
+
+    def replace(self, **overrides: Any) -> "RegistrationConfig":
+        """A copy with some fields changed; unknown names raise ``TypeError``."""
+        names = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise TypeError(f"config: unknown field(s) {', '.join(unknown)}")
+        return dataclasses.replace(self, **overrides)
+
+    def validate(self) -> None:
+        """Raise a typed error naming the first field that is out of range."""
+        if isinstance(self.levels, bool) or not isinstance(self.levels, int):
+            raise TypeError(f"levels: expected an int, got {type(self.levels).__name__}")
+        if self.levels < 1:
+            raise ValueError(f"levels: expected >= 1, got {self.levels}")
+        if isinstance(self.iterations, bool) or not isinstance(self.iterations, int):
+            raise TypeError(f"iterations: expected an int, got {type(self.iterations).__name__}")
+        if self.iterations < 1:
+            raise ValueError(f"iterations: expected >= 1, got {self.iterations}")
+        if "lr" in self.optimizer_kwargs:
+            raise ValueError("optimizer_kwargs: give the learning rate as lr, not inside optimizer_kwargs")
+        if not self.lr > 0:
+            raise ValueError(f"lr: expected > 0, got {self.lr}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss: expected one of {LOSSES}, got {self.loss!r}")
+        if self.motion not in MOTIONS:
+            raise ValueError(f"motion: expected one of {MOTIONS}, got {self.motion!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule: expected one of {SCHEDULES}, got {self.schedule!r}")
+        if not self.tolerance >= 0:
+            raise ValueError(f"tolerance: expected >= 0, got {self.tolerance}")
+        if not self.step_tolerance >= 0:
+            raise ValueError(f"step_tolerance: expected >= 0, got {self.step_tolerance}")
+        if self.patience < 1:
+            raise ValueError(f"patience: expected >= 1, got {self.patience}")
+        if not 0 < self.final_lr_ratio <= 1:
+            raise ValueError(f"final_lr_ratio: expected in (0, 1], got {self.final_lr_ratio}")
+        if self.min_size < 2:
+            raise ValueError(f"min_size: expected >= 2, got {self.min_size}")

@@ -1,0 +1,38 @@
+"""Helpers shared by the registration tests: real-photograph crops and known warps."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from core_ops.geometry import warp_perspective
+from tests.helpers import to_tensor
+
+
+def gray(photo: np.ndarray) -> torch.Tensor:
+    """HxWx3 float photograph -> (1, 1, H, W) BT.601 grey."""
+    w = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    return to_tensor(np.ascontiguousarray(photo @ w))
+
+
+def warped_pair(canvas: torch.Tensor, H: torch.Tensor, top: int, left: int, size: tuple[int, int]):
+    """``src`` = the ``size`` crop of ``canvas`` at ``(top, left)``; ``dst`` = the same crop of
+    the canvas warped so that ``H`` (pixel, crop frame) takes ``src`` to ``dst``. Both are
+    real content wherever ``H`` keeps the crop inside the canvas (no black border)."""
+    T = torch.tensor([[1.0, 0.0, left], [0.0, 1.0, top], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    H_canvas = T @ H.to(torch.float64) @ torch.linalg.inv(T)
+    warped = warp_perspective(canvas, H_canvas[None].to(canvas.dtype), tuple(canvas.shape[-2:]))
+    h, w = size
+    return canvas[..., top : top + h, left : left + w].contiguous(), warped[..., top : top + h, left : left + w].contiguous()
+
+
+def similarity(angle_deg: float, scale: float, tx: float, ty: float, centre: tuple[float, float]) -> torch.Tensor:
+    """Pixel similarity: rotate by ``angle_deg`` and scale about ``centre``, then translate."""
+    a = math.radians(angle_deg)
+    c, s = scale * math.cos(a), scale * math.sin(a)
+    cx, cy = centre
+    return torch.tensor(
+        [[c, -s, cx - c * cx + s * cy + tx], [s, c, cy - s * cx - c * cy + ty], [0.0, 0.0, 1.0]], dtype=torch.float64
+    )
