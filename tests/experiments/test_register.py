@@ -1,0 +1,109 @@
+"""``python -m experiments.register``: the bundled pair, every optimizer in conf/optimizer/,
+the user's own images, and one-line errors. Subprocess runs on tiny settings."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+OPTIMIZERS = sorted(p.stem for p in (REPO / "conf" / "optimizer").glob("*.yaml"))
+TINY = ["data.protocol=detone", "solver.levels=2", "solver.iterations=10"]
+
+
+def run(*args: str, out: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    env["MPLBACKEND"] = "Agg"
+    extra = [f"hydra.run.dir={out}"] if out is not None else []
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.register", *args, *extra],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+    )
+
+
+def test_bundled_pair_writes_metrics_homography_and_figure(tmp_path):
+    res = run(*TINY[:2], "solver.iterations=20", out=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "corner error (MACE)" in res.stdout
+    assert "level 2/2" in res.stderr  # the progress line of each level
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert math.isfinite(metrics["mace_px"]) and metrics["mace_px"] < metrics["mace_identity_px"]
+    assert len(metrics["final_loss_per_level"]) == 2
+    H = json.loads((tmp_path / "homography.json").read_text())
+    assert np.asarray(H["homography"]).shape == (3, 3) and np.asarray(H["homography_true"]).shape == (3, 3)
+    png = (tmp_path / "figure3.png").read_bytes()
+    assert png.startswith(b"\x89PNG")
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_optimizer_group_is_complete():
+    # torch.optim's Adam, SGD, LBFGS and several of torch_optimizer's (issue 5).
+    names = {Path(REPO / "conf" / "optimizer" / f"{o}.yaml").read_text().split("name:")[1].split()[0] for o in OPTIMIZERS}
+    assert {"Adam", "SGD", "LBFGS"} <= names
+    assert len(names - {"Adam", "SGD", "LBFGS", "AdamW"}) >= 3
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_each_optimizer_runs(tmp_path, optimizer):
+    res = run(f"optimizer={optimizer}", *TINY, "figure=false", "progress=false", out=tmp_path)
+    assert res.returncode == 0, res.stderr
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["config"]["optimizer"]["name"]
+    assert isinstance(metrics["final_loss"], float) and math.isfinite(metrics["final_loss"])
+
+
+def test_user_images(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    y, x = np.mgrid[0:72, 0:80].astype(np.float32)
+    img = 0.5 + 0.25 * np.sin(x / 5.0) * np.cos(y / 7.0) + 0.2 * np.exp(-((x - 40) ** 2 + (y - 30) ** 2) / 200.0)
+    shifted = np.roll(img, 2, axis=1)
+    plt.imsave(tmp_path / "a.png", np.stack([img, img * 0.9, 1 - img], -1).clip(0, 1))
+    plt.imsave(tmp_path / "b.png", np.stack([shifted, shifted * 0.9, 1 - shifted], -1).clip(0, 1))
+    out = tmp_path / "out"
+    res = run(f"src={tmp_path / 'a.png'}", f"dst={tmp_path / 'b.png'}", "solver.levels=2", "solver.iterations=20", out=out)
+    assert res.returncode == 0, res.stderr
+    assert "photometric error" in res.stdout and "MACE" not in res.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["size"] == [72, 80] and "mace_px" not in metrics
+    assert metrics["photometric_error"] < metrics["photometric_error_identity"]
+    assert (out / "figure3.png").is_file() and (out / "homography.json").is_file()
+
+
+def _one_line(res: subprocess.CompletedProcess[str]) -> str:
+    lines = res.stderr.splitlines()
+    assert len(lines) == 1, res.stderr
+    assert "Traceback" not in res.stderr
+    assert lines[0].startswith("register: error: ")
+    return lines[0]
+
+
+def test_missing_image_is_one_line(tmp_path):
+    res = run(f"src={tmp_path / 'nope.png'}", f"dst={tmp_path / 'nope.png'}", out=tmp_path / "out")
+    assert res.returncode == 1
+    assert "nope.png" in _one_line(res)
+
+
+def test_unreadable_image_is_one_line(tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image\n")
+    res = run(f"src={bad}", f"dst={bad}", out=tmp_path / "out")
+    assert res.returncode == 1
+    assert "cannot read image" in _one_line(res)
+
+
+@pytest.mark.parametrize("override", ["solver.levels=abc", "optimizer=nope"])
+def test_bad_override_is_one_line_exit_2(tmp_path, override):
+    res = run(override, out=tmp_path / "out")
+    assert res.returncode == 2
+    _one_line(res)
