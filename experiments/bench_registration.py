@@ -52,6 +52,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from experiments._cli import UsageError, atomic_write_text, config_to_object, run_app, run_dir
+from experiments._images import sample_photo, to_gray
 from experiments._timing import set_threads
 
 APP = "bench_registration"
@@ -102,13 +103,7 @@ class Estimate:
 # ------------------------------------------------------------------------ inputs
 def load_photograph() -> torch.Tensor:
     """matplotlib's ``grace_hopper.jpg`` as a ``(1, 1, H, W)`` float32 grayscale tensor in [0, 1]."""
-    import matplotlib.cbook as cbook
-    import matplotlib.image as mpimg
-
-    with cbook.get_sample_data("grace_hopper.jpg") as f:
-        rgb = np.ascontiguousarray(mpimg.imread(f, format="jpg")[..., :3], dtype=np.float32) / 255.0
-    gray = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    return torch.from_numpy(np.ascontiguousarray(gray))[None, None]
+    return to_gray(sample_photo())[None]
 
 
 def _check(conf: BenchRegistrationConfig) -> list[str]:

@@ -34,6 +34,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from experiments._cli import ExperimentError, atomic_write_text, config_to_object, run_app, run_dir, save_figure
+from experiments._images import sample_photo
 from experiments._timing import measure_copy_bandwidth, set_threads, time_calls_ms
 
 APP = "bench_sobel"
@@ -113,15 +114,10 @@ def make_images(count: int, size: int, seed: int, device: torch.device) -> Image
 def _sample_photo() -> tuple[torch.Tensor | None, str]:
     """Matplotlib's bundled grace_hopper.jpg as a (3, H, W) float32 tensor, or None."""
     try:
-        import matplotlib.cbook as cbook
-        import matplotlib.image as mpimg
-
-        with cbook.get_sample_data("grace_hopper.jpg") as f:
-            img = mpimg.imread(f, format="jpg")
+        photo = sample_photo()
     except Exception as ex:  # any failure (no file, no JPEG decoder) falls back to noise
         return None, f"uniform random noise (grace_hopper.jpg unavailable: {type(ex).__name__}: {ex})"
-    array = np.ascontiguousarray(img[..., :3], dtype=np.float32) / 255.0
-    return torch.from_numpy(array).permute(2, 0, 1).contiguous(), "random crops of matplotlib's grace_hopper.jpg"
+    return photo, "random crops of matplotlib's grace_hopper.jpg"
 
 
 # --------------------------------------------------------------------------------------

@@ -19,7 +19,6 @@ import json
 import math
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Optional
 
 import torch
@@ -27,6 +26,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from experiments._cli import ExperimentError, atomic_write_text, config_to_object, run_app, run_dir, save_figure
+from experiments._images import read_image, sample_photo, to_gray
 
 APP = "register"
 PRESETS = ("default", "paper")
@@ -107,46 +107,13 @@ def registration_config(conf: RegisterConfig):
     return config
 
 
-def read_image(path: str, name: str) -> torch.Tensor:
-    """``(C, H, W)`` float32 in [0, 1] (RGB or gray, alpha dropped) read by matplotlib."""
-    import matplotlib.image as mpimg
-    import numpy as np
-
-    p = Path(path)
-    if not p.is_file():
-        raise ExperimentError(f"{name}: no such image file: {path!r}")
-    try:
-        img = np.asarray(mpimg.imread(p))
-    except Exception as ex:  # PIL, OSError, ValueError...: all mean "cannot read it"
-        raise ExperimentError(f"{name}: cannot read image {path!r}: {type(ex).__name__}: {ex}") from None
-    if img.ndim not in (2, 3) or img.size == 0 or (img.ndim == 3 and img.shape[2] not in (1, 3, 4)):
-        raise ExperimentError(f"{name}: {path!r} is not a gray, RGB or RGBA image (shape {img.shape})")
-    if img.dtype.kind in "ui":
-        img = img.astype(np.float32) / float(np.iinfo(img.dtype).max)
-    img = img.astype(np.float32)
-    if img.ndim == 2:
-        img = img[..., None]
-    img = img[..., :3]
-    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).contiguous()
-
-
-def _gray(x: torch.Tensor) -> torch.Tensor:
-    if x.shape[-3] == 1:
-        return x
-    w = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device)
-    return (x * w[:, None, None]).sum(-3, keepdim=True)
-
-
 def bundled_pair(data: DataConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, str]:
     """``(src, dst, H_true, description)`` from ``grace_hopper.jpg``."""
-    import matplotlib.cbook as cbook
-
     from registration import make_pairs
 
-    path = cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
-    photo = read_image(str(path), "bundled photograph")
+    photo = sample_photo()
     if data.gray:
-        photo = _gray(photo)
+        photo = to_gray(photo)
     try:
         src, dst, H = make_pairs(photo[None], 1, protocol=data.protocol, rho=data.rho, seed=data.seed)
     except ValueError as ex:
@@ -276,7 +243,7 @@ def register(cfg: DictConfig) -> None:
     else:
         s, d = read_image(conf.src, "src"), read_image(conf.dst, "dst")
         if s.shape[0] != d.shape[0]:
-            s, d = _gray(s), _gray(d)
+            s, d = to_gray(s), to_gray(d)
         if s.shape != d.shape:
             raise ExperimentError(f"dst: expected the size of src {tuple(s.shape[1:])}, got {tuple(d.shape[1:])}")
         src, dst, H_true = s[None], d[None], None
