@@ -12,6 +12,7 @@ import torch
 LOSSES = ("l1", "l2", "charbonnier", "ssim", "ncc")
 MOTIONS = ("homography", "affine", "similarity", "euclidean", "translation")
 SCHEDULES = ("constant", "cosine")
+METHODS = ("first_order", "gauss_newton", "levenberg_marquardt")
 
 
 @dataclass
@@ -19,6 +20,14 @@ class RegistrationConfig:
     """What :func:`registration.register_homography` does, level by level.
 
     Attributes:
+        method: ``'first_order'`` (a ``torch.optim`` optimiser on ``loss``, the default),
+            ``'gauss_newton'`` or ``'levenberg_marquardt'``: second-order steps on the L2
+            photometric residuals (``registration.second_order``; ``loss``, ``symmetric``,
+            ``optimizer``, ``lr`` and ``schedule`` are then ignored, and 20-30
+            ``iterations`` per level suffice, see :meth:`second_order`). The default stays
+            first order: on 16 DeTone pairs (rho 16) LM is about 2x faster per pair on CPU
+            but a little less accurate (median 0.004 vs 0.003 px), and at rho 32 it falls
+            into wrong minima on 4 of 16 pairs where the first-order default recovers all.
         levels: pyramid levels (1 = full resolution only). Each coarser level halves the
             size; the coarsest must keep at least ``min_size`` pixels on its short side.
         iterations: optimiser steps per level (at most; pairs stop early by ``tolerance``).
@@ -57,6 +66,7 @@ class RegistrationConfig:
             coordinates, mapping ``src`` pixels to ``dst`` pixels.
     """
 
+    method: str = "first_order"
     levels: int = 3
     iterations: int = 150
     optimizer: str = "Adam"
@@ -84,6 +94,13 @@ class RegistrationConfig:
         return cls(**base)
 
     @classmethod
+    def second_order(cls, **overrides: Any) -> "RegistrationConfig":
+        """Levenberg–Marquardt on the L2 residuals, 30 iterations per level at most."""
+        base = dict(method="levenberg_marquardt", iterations=30, loss="l2")
+        base.update(overrides)
+        return cls(**base)
+
+    @classmethod
     def default(cls, **overrides: Any) -> "RegistrationConfig":
         """The default: Adam, lr 1e-2 with a cosine decay per level, 150 iterations, L1."""
         return cls(**overrides)
@@ -98,6 +115,8 @@ class RegistrationConfig:
 
     def validate(self) -> None:
         """Raise a typed error naming the first field that is out of range."""
+        if self.method not in METHODS:
+            raise ValueError(f"method: expected one of {METHODS}, got {self.method!r}")
         if isinstance(self.levels, bool) or not isinstance(self.levels, int):
             raise TypeError(f"levels: expected an int, got {type(self.levels).__name__}")
         if self.levels < 1:

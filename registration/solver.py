@@ -36,6 +36,7 @@ from core_ops.geometry import get_perspective_transform, normalize_homography
 from core_ops.geometry.warpers import _base_grid
 from core_ops.losses import charbonnier_loss, l1_loss, l2_loss, ncc_loss, ssim_loss
 from registration.config import RegistrationConfig
+from registration.second_order import solve_level_second_order
 
 Callback = Callable[[int, int, torch.Tensor], None]
 
@@ -134,6 +135,17 @@ class _Level:
         of 1e-7 whose L1 gradient (a sign) Adam scales up to a full step. This way the
         identity ``G`` reproduces ``image`` bit for bit (zero residual, zero gradient: an
         identity problem stays the identity at every level)."""
+        grid, inside = self.grid(G)
+        warped = F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        if at_centres is not None:
+            warped = image + (warped - at_centres)
+        return warped, inside.permute(0, 3, 1, 2).to(image.dtype)
+
+    def grid(self, G: torch.Tensor, masked: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``grid_sample`` grid ``(B, h, w, 2)`` of ``G p`` for every pixel ``p`` of this
+        level and the ``(B, h, w, 1)`` mask of the points inside the image (outside points
+        are moved to 0 when ``masked``; ``masked=False`` keeps the grid differentiable in
+        ``G`` everywhere, for the second-order solver's Jacobian)."""
         D = G - torch.eye(3, dtype=G.dtype, device=G.device)
         p = self.points
         # D (p, 1) for every pixel: (1, h, w, 2) @ (B, 1, 2, 3) + (B, 1, 1, 3).
@@ -144,11 +156,9 @@ class _Level:
         shift = (d[..., :2] - p * d[..., 2:]) / safe
         grid = self.base + shift * self.to_grid
         inside = positive & (grid.abs() <= 1.0).all(-1, keepdim=True)
-        grid = torch.where(inside, grid, torch.zeros_like(grid))
-        warped = F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
-        if at_centres is not None:
-            warped = image + (warped - at_centres)
-        return warped, inside.permute(0, 3, 1, 2).to(image.dtype)
+        if masked:
+            grid = torch.where(inside, grid, torch.zeros_like(grid))
+        return grid, inside
 
     def centres(self, image: torch.Tensor) -> torch.Tensor:
         """``image`` as ``grid_sample`` reads it at the pixel-centre grid (within 1e-7 of it)."""
@@ -334,7 +344,12 @@ class HomographyRegistration:
         for index, level in enumerate(range(cfg.levels - 1, -1, -1)):
             s_img, d_img = src_pyr[level], dst_pyr[level]
             grids = _Level(level, (H, W), tuple(s_img.shape[-2:]), dtype, device)
-            losses, steps, stopped = self._solve_level(theta, grids, s_img, d_img, corners, index, callback)
+            if cfg.method == "first_order":
+                losses, steps, stopped = self._solve_level(theta, grids, s_img, d_img, corners, index, callback)
+            else:
+                losses, steps, stopped = solve_level_second_order(
+                    cfg, theta, grids, s_img, d_img, corners, index, callback
+                )
             history.append(losses)
             used.append(steps)
             per_level.append(self._pixel_homography(theta.detach(), corners, A))
