@@ -20,17 +20,16 @@ class RegistrationConfig:
     """What :func:`registration.register_homography` does, level by level.
 
     Attributes:
-        method: ``'first_order'`` (a ``torch.optim`` optimiser on ``loss``, the default),
-            ``'gauss_newton'`` or ``'levenberg_marquardt'``: second-order steps on the L2
-            photometric residuals (``registration.second_order``; ``loss``, ``symmetric``,
-            ``optimizer``, ``lr`` and ``schedule`` are then ignored, and 20-30
-            ``iterations`` per level suffice, see :meth:`second_order`). The default stays
-            first order: on 16 DeTone pairs (rho 16) LM is about 2x faster per pair on CPU
-            but a little less accurate (median 0.004 vs 0.003 px), and at rho 32 it falls
-            into wrong minima on 4 of 16 pairs where the first-order default recovers all.
+        method: ``'levenberg_marquardt'`` (the default) or ``'gauss_newton'``:
+            second-order steps (ESM, compositional, robustly reweighted for ``'l1'`` and
+            ``'charbonnier'``; ``registration.second_order``) that need 5-30 iterations per
+            level; ``optimizer``, ``lr``, ``schedule`` and ``symmetric`` are then ignored.
+            ``'first_order'``: a ``torch.optim``/``torch_optimizer`` optimiser on ``loss``
+            (see :meth:`first_order` and :meth:`paper` for its presets).
         levels: pyramid levels (1 = full resolution only). Each coarser level halves the
             size; the coarsest must keep at least ``min_size`` pixels on its short side.
-        iterations: optimiser steps per level (at most; pairs stop early by ``tolerance``).
+        iterations: steps per level (at most; pairs stop early by ``tolerance``). The
+            default's 30 suit the second-order methods; first order wants 100-200.
         optimizer: name of a ``torch.optim`` or ``torch_optimizer`` class.
         optimizer_kwargs: extra keyword arguments of that class (``lr`` excluded). The
             optimiser is stepped with a closure, so ``LBFGS`` works (its line search then
@@ -62,19 +61,28 @@ class RegistrationConfig:
         min_size: smallest short side allowed at the coarsest level.
         min_texture: a pair whose ``src`` or ``dst`` intensity standard deviation is below
             this is textureless: it is registered without NaN but flagged not converged.
+        search_range: half-width, in full-resolution pixels, of the grid of translations
+            from which the coarsest level is started (see ``search_steps``).
+        search_steps: ``0`` starts the coarsest level once, from ``initial_homography``
+            (or the identity). ``n > 0`` starts it ``(2n + 1)²`` times, shifted by each
+            translation of a grid of ``2n + 1`` steps a side spanning ``±search_range``,
+            and keeps per pair the start that ends with the lowest loss (among those that
+            keep a quarter of the pixels inside): a global search where the problem is
+            cheapest, which lets pairs whose corners move by a quarter of the image
+            escape the local minima that a single start falls into.
         initial_homography: optional ``(3, 3)`` or ``(B, 3, 3)`` start, in pixel
             coordinates, mapping ``src`` pixels to ``dst`` pixels.
     """
 
-    method: str = "first_order"
-    levels: int = 3
-    iterations: int = 150
+    method: str = "levenberg_marquardt"
+    levels: int = 4
+    iterations: int = 30
     optimizer: str = "Adam"
     optimizer_kwargs: dict[str, Any] = field(default_factory=dict)
     lr: float = 1e-2
     schedule: str = "cosine"
     final_lr_ratio: float = 1e-2
-    loss: str = "l1"
+    loss: str = "charbonnier"
     charbonnier_eps: float = 1e-3
     symmetric: bool = False
     motion: str = "homography"
@@ -85,25 +93,43 @@ class RegistrationConfig:
     min_size: int = 16
     min_texture: float = 1e-3
     initial_homography: torch.Tensor | None = None
+    search_range: float = 16.0
+    search_steps: int = 1
+
+    @classmethod
+    def default(cls, **overrides: Any) -> "RegistrationConfig":
+        """The default (``RegistrationConfig()``): Levenberg–Marquardt with ESM steps on
+        Charbonnier-reweighted residuals, 4 levels of at most 30 iterations, the coarsest
+        started from 9 translations within ±16 px. Best of the presets on both protocols
+        of ``experiments.bench_registration`` in accuracy, success and time (README)."""
+        return cls(**overrides)
+
+    @classmethod
+    def second_order(cls, **overrides: Any) -> "RegistrationConfig":
+        """Levenberg–Marquardt without the coarse search, 3 levels: a local refinement
+        (from ``initial_homography``, or for motions of a few pixels)."""
+        base = dict(method="levenberg_marquardt", iterations=30, loss="charbonnier", levels=3, search_steps=0)
+        base.update(overrides)
+        return cls(**base)
+
+    @classmethod
+    def first_order(cls, **overrides: Any) -> "RegistrationConfig":
+        """Gradient descent: Adam, lr 1e-2 with a cosine decay per level, 150 iterations
+        per level, L1, 3 levels, one start (the default before the second-order solver;
+        also the base of any ``torch.optim``/``torch_optimizer`` experiment)."""
+        base = dict(method="first_order", levels=3, iterations=150, loss="l1", search_steps=0)
+        base.update(overrides)
+        return cls(**base)
 
     @classmethod
     def paper(cls, **overrides: Any) -> "RegistrationConfig":
         """Section 4.2 of the paper: Adam, lr 1e-3 (constant), 200 iterations per level, L1."""
-        base = dict(optimizer="Adam", lr=1e-3, schedule="constant", iterations=200, loss="l1", levels=3)
+        base = dict(
+            method="first_order", optimizer="Adam", lr=1e-3, schedule="constant", iterations=200, loss="l1",
+            levels=3, search_steps=0,
+        )
         base.update(overrides)
         return cls(**base)
-
-    @classmethod
-    def second_order(cls, **overrides: Any) -> "RegistrationConfig":
-        """Levenberg–Marquardt on the L2 residuals, 30 iterations per level at most."""
-        base = dict(method="levenberg_marquardt", iterations=30, loss="l2")
-        base.update(overrides)
-        return cls(**base)
-
-    @classmethod
-    def default(cls, **overrides: Any) -> "RegistrationConfig":
-        """The default: Adam, lr 1e-2 with a cosine decay per level, 150 iterations, L1."""
-        return cls(**overrides)
 
     def replace(self, **overrides: Any) -> "RegistrationConfig":
         """A copy with some fields changed; unknown names raise ``TypeError``."""
@@ -143,5 +169,14 @@ class RegistrationConfig:
             raise ValueError(f"patience: expected >= 1, got {self.patience}")
         if not 0 < self.final_lr_ratio <= 1:
             raise ValueError(f"final_lr_ratio: expected in (0, 1], got {self.final_lr_ratio}")
+        if isinstance(self.search_steps, bool) or not isinstance(self.search_steps, int) or self.search_steps < 0:
+            raise ValueError(f"search_steps: expected an int >= 0, got {self.search_steps!r}")
+        if not self.search_range >= 0:
+            raise ValueError(f"search_range: expected >= 0 (pixels), got {self.search_range}")
+        if self.method != "first_order" and self.loss in ("ssim", "ncc"):
+            raise ValueError(
+                f"loss: the {self.method} method needs a sum of (reweighted) squares: "
+                f"expected one of l1, l2, charbonnier, got {self.loss!r}"
+            )
         if self.min_size < 2:
             raise ValueError(f"min_size: expected >= 2, got {self.min_size}")

@@ -344,12 +344,10 @@ class HomographyRegistration:
         for index, level in enumerate(range(cfg.levels - 1, -1, -1)):
             s_img, d_img = src_pyr[level], dst_pyr[level]
             grids = _Level(level, (H, W), tuple(s_img.shape[-2:]), dtype, device)
-            if cfg.method == "first_order":
-                losses, steps, stopped = self._solve_level(theta, grids, s_img, d_img, corners, index, callback)
+            if index == 0 and cfg.search_steps > 0 and cfg.search_range > 0:
+                losses, steps, stopped = self._search(theta, grids, s_img, d_img, corners, callback)
             else:
-                losses, steps, stopped = solve_level_second_order(
-                    cfg, theta, grids, s_img, d_img, corners, index, callback
-                )
+                losses, steps, stopped = self._solve(theta, grids, s_img, d_img, corners, index, callback)
             history.append(losses)
             used.append(steps)
             per_level.append(self._pixel_homography(theta.detach(), corners, A))
@@ -371,6 +369,57 @@ class HomographyRegistration:
             converged=converged,
             wall_time=time.perf_counter() - start,
         )
+
+    def _solve(self, theta, grids, s_img, d_img, corners, level, callback):
+        if self.config.method == "first_order":
+            return self._solve_level(theta, grids, s_img, d_img, corners, level, callback)
+        return solve_level_second_order(self.config, theta, grids, s_img, d_img, corners, level, callback)
+
+    def _search(
+        self,
+        theta: torch.Tensor,
+        grids: _Level,
+        s_img: torch.Tensor,
+        d_img: torch.Tensor,
+        corners: torch.Tensor,
+        callback: Callback | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The coarsest level solved from ``K = (2 search_steps + 1)²`` starts per pair:
+        the start shifted by every translation of a grid spanning ``±search_range``
+        full-resolution pixels. Each pair keeps the start that ends with the lowest loss
+        among those whose warp keeps at least a quarter of the pixels inside the source
+        (a start that shrinks the overlap to a sliver can fit it trivially). The K
+        problems of a pair are solved as one batch, at the level where they are cheapest."""
+        cfg = self.config
+        B = theta.shape[0]
+        dtype, device = theta.dtype, theta.device
+        n = cfg.search_steps
+        ticks = torch.linspace(-1.0, 1.0, 2 * n + 1, dtype=torch.float64, device=device)
+        ticks = ticks * cfg.search_range / (max(grids.full) / 2.0)  # pixels -> frame units
+        ty, tx = torch.meshgrid(ticks, ticks, indexing="ij")
+        K = tx.numel()
+        shifts = torch.eye(3, dtype=torch.float64, device=device).repeat(K, 1, 1)
+        shifts[:, 0, 2], shifts[:, 1, 2] = tx.flatten(), ty.flatten()
+        with torch.no_grad():
+            G0 = _motion_matrix(cfg.motion, theta.detach(), corners).to(torch.float64)
+            starts = (shifts[None] @ G0[:, None]).reshape(B * K, 3, 3)
+            th = _motion_parameters(cfg.motion, starts, corners).to(dtype).contiguous()
+        th.requires_grad_(True)
+        s_rep, d_rep = s_img.repeat_interleave(K, 0), d_img.repeat_interleave(K, 0)
+        losses, steps, stopped = self._solve(th, grids, s_rep, d_rep, corners, 0, None)
+        with torch.no_grad():
+            _, inside = grids.sample(s_rep, _motion_matrix(cfg.motion, th.detach(), corners))
+            overlap = inside.flatten(1).mean(1).view(B, K)
+            final = losses[-1].view(B, K)
+            final = torch.where(torch.isfinite(final), final, torch.full_like(final, math.inf))
+            score = torch.where(overlap >= 0.25, final, final + 1e6)  # prefer any start that overlaps
+            pick = torch.arange(B, device=device) * K + score.argmin(1)
+            theta.copy_(th.detach()[pick])
+        losses = losses[:, pick]
+        if callback is not None:
+            for step, loss in enumerate(losses):
+                callback(0, step, loss)
+        return losses, steps[pick], stopped[pick]
 
     def _pixel_homography(self, theta: torch.Tensor, corners: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
         G = _motion_matrix(self.config.motion, theta, corners).to(torch.float64)

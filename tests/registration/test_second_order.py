@@ -1,5 +1,5 @@
-"""Second-order mode (Gauss–Newton / Levenberg–Marquardt on the L2 photometric residuals):
-the same problems as the first-order solver, in far fewer iterations."""
+"""Second-order mode (Gauss–Newton / Levenberg–Marquardt, ESM steps, robustly reweighted
+residuals): the same problems as the first-order solver, in far fewer iterations."""
 
 from __future__ import annotations
 
@@ -26,11 +26,25 @@ def small_pair(canvas):
 
 
 def test_config_method_and_preset():
-    assert RegistrationConfig().method == "first_order"
+    assert RegistrationConfig().method == "levenberg_marquardt"
     cfg = RegistrationConfig.second_order()
-    assert (cfg.method, cfg.iterations) == ("levenberg_marquardt", 30)
+    assert (cfg.method, cfg.iterations, cfg.search_steps) == ("levenberg_marquardt", 30, 0)
+    assert RegistrationConfig.first_order().method == RegistrationConfig.paper().method == "first_order"
     with pytest.raises(ValueError, match="method"):
         register_homography(torch.rand(1, 1, 64, 64), torch.rand(1, 1, 64, 64), method="newton", levels=2)
+
+
+@pytest.mark.parametrize("loss", ["ssim", "ncc"])
+def test_loss_that_is_not_least_squares_refused(loss):
+    x = torch.rand(1, 1, 64, 64)
+    with pytest.raises(ValueError, match="loss"):
+        register_homography(x, x, RegistrationConfig.second_order(loss=loss, levels=2))
+
+
+@pytest.mark.parametrize("loss", ["l1", "l2", "charbonnier"])
+def test_every_least_squares_loss(small_pair, loss):
+    res = register_homography(*small_pair, RegistrationConfig.second_order(loss=loss))
+    assert corner_error(res.homography, H_SMALL[None], SIZE).item() < 0.05
 
 
 @pytest.mark.parametrize("method", METHODS)

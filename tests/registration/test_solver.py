@@ -1,5 +1,7 @@
-"""register_homography: outcomes on small real-photograph problems (corner error in pixels),
-the result's convention, batching, per-pair stopping and bad input."""
+"""register_homography with the first-order method (``RegistrationConfig.first_order()``,
+any torch.optim / torch_optimizer optimiser): outcomes on small real-photograph problems
+(corner error in pixels), the result's convention, batching, per-pair stopping and bad
+input. The default (second-order) preset has its own tests in test_default.py."""
 
 from __future__ import annotations
 
@@ -9,8 +11,16 @@ import torch
 from core_ops.geometry import get_perspective_transform, warp_perspective
 from registration.config import RegistrationConfig
 from registration.data import corner_error, make_pairs
-from registration.solver import HomographyRegistration, register_homography
+from registration.solver import HomographyRegistration
+from registration.solver import register_homography as _register_default
 from tests.registration._pairs import gray, similarity, warped_pair
+
+
+
+def register_homography(src, dst, config=None, **overrides):
+    """The solver with the first-order preset unless a config is given."""
+    return _register_default(src, dst, RegistrationConfig.first_order() if config is None else config, **overrides)
+
 
 SIZE = (96, 112)  # non-square on purpose: the frame must stay isotropic
 
@@ -73,7 +83,7 @@ def test_result_convention_warp_perspective(small_pair, small_result):
 
 
 def test_result_bookkeeping(small_result):
-    cfg = RegistrationConfig()
+    cfg = RegistrationConfig.first_order()
     assert len(small_result.loss_history) == cfg.levels
     assert all(h.shape == (cfg.iterations, 1) for h in small_result.loss_history)
     used = small_result.iterations_used
@@ -85,7 +95,7 @@ def test_batch_equals_one_by_one(photos):
     """Three independent pairs in one call give what three calls give."""
     src, dst, H = make_pairs([gray(p)[0] for p in photos[:3]], 3, protocol="detone", rho=4, seed=2)
     src, dst = src[..., :96, :96].contiguous(), dst[..., :96, :96].contiguous()
-    cfg = RegistrationConfig(levels=2, iterations=60)
+    cfg = RegistrationConfig.first_order(levels=2, iterations=60)
     batched = register_homography(src, dst, cfg)
     singles = torch.cat([register_homography(src[i : i + 1], dst[i : i + 1], cfg).homography for i in range(3)])
     assert corner_error(batched.homography, singles, (96, 96)).max() < 1e-2
@@ -237,7 +247,7 @@ def test_stopped_pair_is_frozen(canvas):
     moved, _ = warped_pair(canvas, MOTION_CASES["translation"], 40, 40, (64, 64))
     res = register_homography(torch.cat([img, moved]), torch.cat([img, img]), levels=1, iterations=60)
     # The first step has no previous loss to compare with, then `patience` steps below tolerance.
-    assert res.iterations_used[0, 0] == RegistrationConfig().patience + 1
+    assert res.iterations_used[0, 0] == RegistrationConfig.first_order().patience + 1
     assert res.iterations_used[0, 1] > res.iterations_used[0, 0]
     assert torch.equal(res.homography[0], torch.eye(3))
 
