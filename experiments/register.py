@@ -1,7 +1,7 @@
 """Homography registration of one pair, coarse to fine, with the paper's Figure 3.
 
     python -m experiments.register                          # the bundled pair (known truth)
-    python -m experiments.register optimizer=radam solver.levels=4
+    python -m experiments.register solver.preset=first_order optimizer=radam solver.levels=4
     python -m experiments.register solver.preset=paper optimizer=paper
     python -m experiments.register src=a.png dst=b.png      # your own images
 
@@ -29,7 +29,8 @@ from experiments._cli import ExperimentError, atomic_write_text, config_to_objec
 from experiments._images import read_image, sample_photo, to_gray
 
 APP = "register"
-PRESETS = ("default", "paper")
+DEFAULT_OPTIMIZER = "adam"  # conf/register.yaml's choice in the optimizer group
+PRESETS = ("default", "second_order", "first_order", "paper")
 
 
 @dataclass
@@ -46,6 +47,7 @@ class SolverConfig:
     """Solver settings; ``None`` keeps the preset's value."""
 
     preset: str = "default"
+    method: Optional[str] = None
     levels: Optional[int] = None
     iterations: Optional[int] = None
     schedule: Optional[str] = None
@@ -55,6 +57,8 @@ class SolverConfig:
     tolerance: Optional[float] = None
     step_tolerance: Optional[float] = None
     patience: Optional[int] = None
+    search_range: Optional[float] = None
+    search_steps: Optional[int] = None
 
 
 @dataclass
@@ -85,19 +89,31 @@ ConfigStore.instance().store(name="register_schema", node=RegisterConfig)
 
 
 # ----------------------------------------------------------------------------- inputs
-def registration_config(conf: RegisterConfig):
+SOLVER_FIELDS = (
+    "method", "levels", "iterations", "schedule", "loss", "motion", "symmetric", "tolerance", "step_tolerance",
+    "patience", "search_range", "search_steps",
+)
+
+
+def registration_config(conf: RegisterConfig, optimizer_choice: str | None = None):
     """The library's :class:`RegistrationConfig`: the preset, then the solver fields set,
-    then the optimizer group."""
+    then the optimizer group. ``optimizer_choice`` is the group's option as Hydra chose it:
+    choosing one for a second-order preset is an error (it would be silently ignored)."""
     from registration import RegistrationConfig
 
     solver = conf.solver
     if solver.preset not in PRESETS:
         raise ExperimentError(f"solver.preset: expected one of {', '.join(PRESETS)}, got {solver.preset!r}")
-    fields = {k: getattr(solver, k) for k in ("levels", "iterations", "schedule", "loss", "motion", "symmetric", "tolerance", "step_tolerance", "patience")}
+    fields = {k: getattr(solver, k) for k in SOLVER_FIELDS}
     fields = {k: v for k, v in fields.items() if v is not None}
     fields.update(optimizer=conf.optimizer.name, lr=conf.optimizer.lr, optimizer_kwargs=dict(conf.optimizer.kwargs))
     try:
         config = getattr(RegistrationConfig, solver.preset)(**fields)
+        if config.method != "first_order" and optimizer_choice not in (None, DEFAULT_OPTIMIZER):
+            raise ValueError(
+                f"optimizer={optimizer_choice}: preset {solver.preset} uses the {config.method} method, which takes no "
+                f"optimizer; add solver.preset=first_order (or paper)"
+            )
         config.validate()
         from registration.solver import resolve_optimizer
 
@@ -125,13 +141,15 @@ def bundled_pair(data: DataConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Te
 # ---------------------------------------------------------------------------- progress
 class Progress:
     """One line per pyramid level on stderr: redrawn with ``\\r`` on a terminal, printed
-    once when the level ends otherwise."""
+    once when the level ends otherwise. A level ends when the next one starts (pairs may
+    stop before ``iterations``) or at :meth:`close`."""
 
     def __init__(self, levels: int, iterations: int, enabled: bool, stream=None) -> None:
         self.levels, self.iterations, self.enabled = levels, iterations, enabled
         self.stream = stream or sys.stderr
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.every = max(1, iterations // 40)
+        self.current: tuple[int, int, torch.Tensor] | None = None
 
     def _line(self, level: int, done: int, loss: float) -> str:
         width = 30
@@ -141,15 +159,21 @@ class Progress:
     def __call__(self, level: int, step: int, loss: torch.Tensor) -> None:
         if not self.enabled:
             return
-        last = step + 1 == self.iterations
-        if not last and not (self.tty and step % self.every == 0):
+        if self.current is not None and self.current[0] != level:
+            self.close()
+        self.current = (level, step, loss)
+        if self.tty and step % self.every == 0:
+            self.stream.write("\r" + self._line(level, step + 1, float(loss.mean())))  # one sync per redraw
+            self.stream.flush()
+
+    def close(self) -> None:
+        """End the current level's line."""
+        if not self.enabled or self.current is None:
             return
-        line = self._line(level, step + 1, float(loss.mean()))  # one sync per update, CPU-cheap
-        if self.tty:
-            self.stream.write("\r" + line + ("\n" if last else ""))
-        elif last:
-            self.stream.write(line + "\n")
+        level, step, loss = self.current
+        self.stream.write(("\r" if self.tty else "") + self._line(level, step + 1, float(loss.mean())) + "\n")
         self.stream.flush()
+        self.current = None
 
 
 # ----------------------------------------------------------------------------- figure
@@ -230,7 +254,9 @@ def _finite_or_null(value: Any) -> Any:
 def register(cfg: DictConfig) -> None:
     """The Hydra task: register one pair, print the error, write metrics, homography, figure."""
     conf = config_to_object(cfg, RegisterConfig)
-    config = registration_config(conf)
+    from hydra.core.hydra_config import HydraConfig
+
+    config = registration_config(conf, HydraConfig.get().runtime.choices.get("optimizer"))
     try:
         device = torch.device(conf.device)
     except RuntimeError as ex:
@@ -253,9 +279,10 @@ def register(cfg: DictConfig) -> None:
     from registration import HomographyRegistration, corner_error
 
     kw = ", ".join(f"{k}={v}" for k, v in config.optimizer_kwargs.items())
+    method = f"{config.optimizer}(lr={config.lr:g}{', ' + kw if kw else ''})" if config.method == "first_order" else config.method
     print(f"{APP}: {description}")
     print(
-        f"{APP}: {config.optimizer}(lr={config.lr:g}{', ' + kw if kw else ''}), preset {conf.solver.preset}, "
+        f"{APP}: {method}, preset {conf.solver.preset}, "
         f"{config.levels} levels x {config.iterations} iterations, loss {config.loss}, motion {config.motion}"
         f"{', symmetric' if config.symmetric else ''}",
         flush=True,
@@ -263,6 +290,7 @@ def register(cfg: DictConfig) -> None:
     progress = Progress(config.levels, config.iterations, conf.progress)
     try:
         result = HomographyRegistration(config).register(src, dst, callback=progress)
+        progress.close()
     except (TypeError, ValueError) as ex:
         raise ExperimentError(str(ex)) from None
 
@@ -308,7 +336,7 @@ def register(cfg: DictConfig) -> None:
 
         reference = warp_perspective(src, H_true.to(src.dtype), (h, w)) if H_true is not None else dst
         what = f"MACE {metrics['mace_px']:.3f} px" if H_true is not None else f"photometric error {metrics['photometric_error']:.4f}"
-        fig = figure3(src, dst, result, reference, config.levels, f"{config.optimizer}, {config.levels} levels: {what}")
+        fig = figure3(src, dst, result, reference, config.levels, f"{method}, {config.levels} levels: {what}")
         save_figure(fig, out / "figure3.png", dpi=100)
         plt.close(fig)
 

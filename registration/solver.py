@@ -3,8 +3,10 @@
 The problem: find, for each of ``B`` independent pairs, the homography ``H`` with
 ``warp_perspective(src, H, (h, w)) ≈ dst``. The solver warps ``src`` into ``dst``'s frame
 through a differentiable sampling grid, compares it to ``dst`` over the pixels whose source
-lies inside the image (a weight map, never ``masked_select``), and lets any ``torch.optim``
-or ``torch_optimizer`` optimiser move the motion parameters, coarse to fine.
+lies inside the image (a weight map, never ``masked_select``), and moves the motion
+parameters coarse to fine: by default with Levenberg–Marquardt (ESM steps,
+:mod:`registration.second_order`) after a 9-start search at the coarsest level; with
+``method='first_order'`` by any ``torch.optim`` or ``torch_optimizer`` optimiser.
 
 Convention:
     The parameters live in one *isotropic normalised frame of the full image*: a full-

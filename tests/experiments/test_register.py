@@ -52,7 +52,7 @@ def test_optimizer_group_is_complete():
 
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
 def test_each_optimizer_runs(tmp_path, optimizer):
-    res = run(f"optimizer={optimizer}", *TINY, "figure=false", "progress=false", out=tmp_path)
+    res = run("solver.preset=first_order", f"optimizer={optimizer}", *TINY, "figure=false", "progress=false", out=tmp_path)
     assert res.returncode == 0, res.stderr
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["config"]["optimizer"]["name"]
@@ -107,3 +107,22 @@ def test_bad_override_is_one_line_exit_2(tmp_path, override):
     res = run(override, out=tmp_path / "out")
     assert res.returncode == 2
     _one_line(res)
+
+
+def test_optimizer_with_a_second_order_preset_is_one_line(tmp_path):
+    """The optimizer group only drives first-order presets: naming one for the default
+    (second-order) preset would be silently ignored, so it is refused."""
+    res = run("optimizer=radam", *TINY, out=tmp_path / "out")
+    assert res.returncode == 1
+    line = _one_line(res)
+    assert "optimizer=radam" in line and "solver.preset=first_order" in line
+
+
+def test_default_preset_with_search(tmp_path):
+    """The default preset on the full-size bundled pair: MACE well under a pixel, one
+    progress line per level even though pairs stop before the iteration cap."""
+    res = run("figure=false", out=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "levenberg_marquardt" in res.stdout
+    assert [line.split()[1] for line in res.stderr.splitlines() if line.startswith("level ")] == ["1/4", "2/4", "3/4", "4/4"]
+    assert json.loads((tmp_path / "metrics.json").read_text())["mace_px"] < 0.05
