@@ -18,7 +18,9 @@ image. Three choices make it fast and wide-basined:
 - *One warp per iteration*: the normal equations ``(JᵀWJ + λ diag JᵀWJ) δ = -JᵀWr``
   are solved batched in float64; a pair's proposal is evaluated by the next iteration's
   warp, kept when it lowers that pair's loss and otherwise undone (its stored normal
-  equations re-solved with more damping), all by masks, with no host sync.
+  equations re-solved with more damping), all by masks. Every 4 iterations one look at
+  the host drops the pairs that have stopped from the working set (and ends the level
+  once none moves), so a batch costs what its moving pairs cost.
 
 The residual is least squares, made robust by iteratively reweighting for
 ``loss='l1'`` (weights ``1 / max(|r|, eps)``) and ``'charbonnier'`` (``1 / sqrt(r² +
@@ -109,12 +111,9 @@ def solve_level_second_order(
     corners: torch.Tensor,
     level: int,
     callback,
-    weight_mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Run at most ``config.iterations`` iterations on one level, updating ``theta`` in
     place (it is left at the best parameters found).
-
-    ``weight_mask`` is an optional ``(B, 1, h, w)`` weight of the destination pixels.
 
     Returns ``(losses (iterations, B), steps (B,), stopped (B,))`` as the first-order
     level solver does."""
@@ -161,7 +160,6 @@ def solve_level_second_order(
         "dst": d_img,
         "centres": grids.centres(s_img),
         "grad": torch.cat(_gradients(d_img), 1),
-        "mask": weight_mask,
     }
 
     def corners_of(G: torch.Tensor) -> torch.Tensor:
@@ -172,8 +170,6 @@ def solve_level_second_order(
         """Loss, and the normal equations (A (b, P, P), b (b, P)) of the working set at ``G``."""
         n = G.shape[0]
         warped, inside = grids.sample(work["src"], G, work["centres"])
-        if work["mask"] is not None:
-            inside = inside * work["mask"]
         r = warped - work["dst"]
         total = (inside.sum((1, 2, 3)) * C).clamp_min(1.0)
         loss = (inside * _penalty(cfg, r)).sum((1, 2, 3)) / total
@@ -246,7 +242,7 @@ def solve_level_second_order(
                     keep = active.nonzero().squeeze(1)
                     index = index[keep]
                     G, loss, A, b, lam, alpha, active = (x[keep] for x in (G, loss, A, b, lam, alpha, active))
-                    work = {k: None if v is None else v[keep] for k, v in work.items()}
+                    work = {k: v[keep] for k, v in work.items()}
         record += [loss_all.clone()] * (cfg.iterations - len(record))
         theta.copy_(_motion_parameters(cfg.motion, G_all, corners).to(dtype))
     return torch.stack(record), steps, ~active_all
