@@ -24,7 +24,7 @@ TINY = [
     "pairs=2", "protocol=detone", "iterations=3", "kornia_iterations=3", "ecc_iterations=5",
     "throughput_batch=3", "threads=1",
 ]
-METHODS = {"gradcv default", "gradcv paper", "OpenCV ECC 3-level", "OpenCV ECC single-scale", "Kornia ImageRegistrator"}
+METHODS = {"gradcv default", "gradcv first_order", "gradcv paper", "OpenCV ECC 3-level", "OpenCV ECC single-scale", "Kornia ImageRegistrator"}
 
 
 def run_module(*args: str) -> subprocess.CompletedProcess[str]:
