@@ -92,16 +92,6 @@ def _robust_weight(config: RegistrationConfig, r: torch.Tensor) -> torch.Tensor 
     return None
 
 
-def _penalty(config: RegistrationConfig, r: torch.Tensor) -> torch.Tensor:
-    """The per-pixel loss whose weighted mean is compared between iterations."""
-    if config.loss == "l1":
-        return r.abs()
-    if config.loss == "charbonnier":
-        eps = config.charbonnier_eps
-        return (r.square() + eps * eps).sqrt() - eps
-    return r.square()
-
-
 def solve_level_second_order(
     config: RegistrationConfig,
     theta: torch.Tensor,
@@ -117,7 +107,7 @@ def solve_level_second_order(
 
     Returns ``(losses (iterations, B), steps (B,), stopped (B,))`` as the first-order
     level solver does."""
-    from registration.solver import _motion_matrix, _motion_parameters  # no import cycle at load
+    from registration.solver import _motion_matrix, _motion_parameters, _pair_loss  # no import cycle at load
 
     cfg = config
     B, P = theta.shape
@@ -171,8 +161,7 @@ def solve_level_second_order(
         n = G.shape[0]
         warped, inside = grids.sample(work["src"], G, work["centres"])
         r = warped - work["dst"]
-        total = (inside.sum((1, 2, 3)) * C).clamp_min(1.0)
-        loss = (inside * _penalty(cfg, r)).sum((1, 2, 3)) / total
+        loss = _pair_loss(cfg, warped, work["dst"], inside)  # the first-order solver's, cancellation-free
         wgx, wgy = _gradients(warped)
         tgx, tgy = work["grad"].split(C, 1)
         gx, gy = 0.5 * (wgx + tgx), 0.5 * (wgy + tgy)  # ESM: the mean of both gradients

@@ -372,7 +372,17 @@ class HomographyRegistration:
             wall_time=time.perf_counter() - start,
         )
 
-    def _solve(self, theta, grids, s_img, d_img, corners, level, callback):
+    def _solve(
+        self,
+        theta: torch.Tensor,
+        grids: _Level,
+        s_img: torch.Tensor,
+        d_img: torch.Tensor,
+        corners: torch.Tensor,
+        level: int,
+        callback: Callback | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One level by the configured method; ``theta`` is updated in place."""
         if self.config.method == "first_order":
             return self._solve_level(theta, grids, s_img, d_img, corners, level, callback)
         return solve_level_second_order(self.config, theta, grids, s_img, d_img, corners, level, callback)
