@@ -118,6 +118,7 @@ class _Level:
         xs = (step * (torch.arange(w, dtype=torch.float64, device=device) + 0.5) - 0.5 - (wf - 1) / 2) / s
         ys = (step * (torch.arange(h, dtype=torch.float64, device=device) + 0.5) - 0.5 - (hf - 1) / 2) / s
         self.points = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)[None].to(dtype)  # (1, h, w, 2)
+        self.xs, self.ys = xs.to(dtype), ys.to(dtype)  # the frame is separable: x by column, y by row
         self.base = _base_grid(h, w, device, dtype)  # (1, h, w, 2), exact pixel centres
         # frame units -> grid_sample units: frame -> level pixels (s / 2^l) -> normalised (2 / w, 2 / h).
         self.to_grid = torch.tensor([2 * s / (step * w), 2 * s / (step * h)], dtype=dtype, device=device)
@@ -150,16 +151,18 @@ class _Level:
         ``G`` everywhere, for the second-order solver's Jacobian)."""
         D = G - torch.eye(3, dtype=G.dtype, device=G.device)
         p = self.points
-        # D (p, 1) for every pixel: (1, h, w, 2) @ (B, 1, 2, 3) + (B, 1, 1, 3).
-        d = p @ D[:, None, :, :2].transpose(-1, -2) + D[:, None, None, :, 2]  # (B, h, w, 3)
+        # D (p, 1) for every pixel, separably: a column term (x, 1) and a row term y,
+        # (B, 1, w, 3) + (B, h, 1, 3): one pass over the grid instead of a matrix product.
+        cols = self.xs[None, :, None] * D[:, None, :, 0] + D[:, None, :, 2]  # (B, w, 3)
+        rows = self.ys[None, :, None] * D[:, None, :, 1]  # (B, h, 3)
+        d = rows[:, :, None, :] + cols[:, None, :, :]  # (B, h, w, 3)
         den = 1.0 + d[..., 2:]
         positive = den > 1e-6
-        safe = torch.where(positive, den, torch.ones_like(den))
-        shift = (d[..., :2] - p * d[..., 2:]) / safe
-        grid = self.base + shift * self.to_grid
-        inside = positive & (grid.abs() <= 1.0).all(-1, keepdim=True)
+        shift = (d[..., :2] - p * d[..., 2:]) / torch.where(positive, den, 1.0)
+        grid = torch.addcmul(self.base, shift, self.to_grid)
+        inside = positive & (grid.abs().amax(-1, keepdim=True) <= 1.0)
         if masked:
-            grid = torch.where(inside, grid, torch.zeros_like(grid))
+            grid = torch.where(inside, grid, 0.0)
         return grid, inside
 
     def centres(self, image: torch.Tensor) -> torch.Tensor:
