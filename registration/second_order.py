@@ -22,7 +22,8 @@ image. Three choices make it fast and wide-basined:
   the host drops the pairs that have stopped from the working set (and ends the level
   once none moves), so a batch costs what its moving pairs cost.
 
-The residual is least squares, made robust by iteratively reweighting for
+On the levels above the finest the residual is ``coarse_loss`` (least squares by
+default); on the finest it is ``loss``: least squares, made robust by iteratively reweighting for
 ``loss='l1'`` (weights ``1 / max(|r|, eps)``) and ``'charbonnier'`` (``1 / sqrt(r² +
 eps²)``), with ``eps = charbonnier_eps``; ``'l2'`` is plain least squares. ``'ssim'`` and
 ``'ncc'`` are not sums of squares and are refused by :meth:`RegistrationConfig.validate`.
@@ -33,12 +34,15 @@ and halves its step on a rejection instead (doubling it back, up to the full ste
 an acceptance).
 
 The loss history records, per iteration, the per-pair loss of the parameters kept so
-far (it never rises). A pair stops once an accepted step moves the image corners less
-than ``step_tolerance`` px (or changes its loss by less than ``tolerance``, relatively),
-or once its damping or step length saturates.
+far (it never rises). A pair stops once a proposed step, kept or not, moves the image
+corners less than ``step_tolerance`` pixels of the level being solved (or a kept one
+changes its loss by less than ``tolerance``, relatively), or once its damping or step
+length saturates.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import torch
 import torch.nn.functional as F
@@ -109,7 +113,11 @@ def solve_level_second_order(
     level solver does."""
     from registration.solver import _motion_matrix, _motion_parameters, _pair_loss  # no import cycle at load
 
-    cfg = config
+    # Levels above the finest are blurred and resampled, so their residuals are not
+    # outliers but mismatch, and least squares converges there quadratically where the
+    # reweighted penalties crawl linearly; the finest level uses the configured loss.
+    final = tuple(grids.size) == tuple(grids.full)
+    cfg = config if final or config.coarse_loss == config.loss else dataclasses.replace(config, loss=config.coarse_loss)
     B, P = theta.shape
     dtype, device = theta.dtype, theta.device
     C = s_img.shape[1]

@@ -98,3 +98,14 @@ def test_textureless_pair_no_nan_not_converged(photos):
     assert torch.isfinite(res.homography).all()
     assert all(torch.isfinite(h).all() for h in res.loss_history)
     assert res.converged.tolist() == [True, False]
+
+
+def test_coarse_loss_is_validated_and_used(detone32):
+    x = torch.rand(1, 1, 128, 128)
+    with pytest.raises(ValueError, match="coarse_loss"):
+        register_homography(x, x, coarse_loss="ssim")
+    src, dst, H = detone32
+    same = register_homography(src[:2], dst[:2], coarse_loss="charbonnier")
+    default = register_homography(src[:2], dst[:2])
+    assert not torch.equal(same.loss_history[1], default.loss_history[1])  # the coarse levels differ
+    assert corner_error(same.homography, H[:2], (128, 128)).max() < 0.05
