@@ -61,7 +61,9 @@ def test_history_and_callback_with_search(detone32):
     res = register_homography(src[:2], dst[:2], callback=lambda level, step, loss: seen.append((level, step, tuple(loss.shape))))
     cfg = RegistrationConfig()
     assert [h.shape for h in res.loss_history] == [(cfg.iterations, 2)] * cfg.levels
-    assert all(bool((h[1:] <= h[:-1]).all()) for h in res.loss_history)  # LM keeps only decreases
+    # LM keeps only decreases; where the search hands its picked start on, the parameters
+    # pass through the corner parametrisation once (float32 rounding, 1e-7 relative).
+    assert all(bool((h[1:] <= h[:-1] * (1 + 1e-6)).all()) for h in res.loss_history)
     assert {shape for _, _, shape in seen} == {(2,)}
     assert sorted({level for level, _, _ in seen}) == list(range(cfg.levels))
     assert res.iterations_used.shape == (cfg.levels, 2)
