@@ -105,10 +105,11 @@ class RegistrationConfig:
 
     @classmethod
     def default(cls, **overrides: Any) -> "RegistrationConfig":
-        """The default (``RegistrationConfig()``): Levenberg–Marquardt with ESM steps on
-        Charbonnier-reweighted residuals, 4 levels of at most 30 iterations, the coarsest
-        started from 9 translations within ±16 px. Best of the presets on both protocols
-        of ``experiments.bench_registration`` in accuracy, success and time (README)."""
+        """The default (``RegistrationConfig()``): Levenberg–Marquardt with ESM steps,
+        least squares on the coarse levels and Charbonnier-reweighted residuals on the
+        finest, 4 levels of at most 30 iterations, the coarsest started from 9
+        translations within ±16 px. Best of the presets on both protocols of
+        ``experiments.bench_registration`` in accuracy, success and time (README)."""
         return cls(**overrides)
 
     @classmethod
