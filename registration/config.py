@@ -76,6 +76,10 @@ class RegistrationConfig:
             keep a quarter of the pixels inside): a global search where the problem is
             cheapest, which lets pairs whose corners move by a quarter of the image
             escape the local minima that a single start falls into.
+        src_mask, dst_mask: optional ``(B, 1, H, W)`` (or ``(1, 1, H, W)``) weights in
+            [0, 1] of the pixels to register (0: ignore, for instance a moving object or a
+            logo); ``src_mask`` travels with ``src`` through the warp. The pyramid carries
+            them down as box averages.
         initial_homography: optional ``(3, 3)`` or ``(B, 3, 3)`` start, in pixel
             coordinates, mapping ``src`` pixels to ``dst`` pixels.
     """
@@ -100,6 +104,8 @@ class RegistrationConfig:
     min_size: int = 16
     min_texture: float = 1e-3
     initial_homography: torch.Tensor | None = None
+    src_mask: torch.Tensor | None = None
+    dst_mask: torch.Tensor | None = None
     search_range: float = 16.0
     search_steps: int = 1
 

@@ -113,13 +113,15 @@ def solve_level_second_order(
     corners: torch.Tensor,
     level: int,
     callback,
+    masks: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Run at most ``config.iterations`` iterations on one level, updating ``theta`` in
-    place (it is left at the best parameters found).
+    place (it is left at the best parameters found). ``masks``: this level's
+    ``(src_mask, dst_mask)`` weights, or ``None``.
 
     Returns ``(losses (iterations, B), steps (B,), stopped (B,))`` as the first-order
     level solver does."""
-    from registration.solver import _motion_matrix, _motion_parameters, _pair_loss  # no import cycle at load
+    from registration.solver import _masked, _motion_matrix, _motion_parameters, _pair_loss  # no cycle at load
 
     # Levels above the finest are blurred and resampled, so their residuals are not
     # outliers but mismatch, and least squares converges there quadratically where the
@@ -182,6 +184,8 @@ def solve_level_second_order(
         "centres": grids.centres(s_img),
         "grad": torch.cat(_gradients(d_img), 1),
     }
+    if masks is not None:
+        work["src_mask"], work["dst_mask"] = masks
 
     def corners_of(G: torch.Tensor) -> torch.Tensor:
         q = corners_h @ G.transpose(-1, -2)
@@ -203,6 +207,8 @@ def solve_level_second_order(
     def linearise_block(G: torch.Tensor, work: dict[str, torch.Tensor]):
         n = G.shape[0]
         warped, inside = grids.sample(work["src"], G, work["centres"])
+        if "src_mask" in work:
+            inside = _masked(grids, inside, G, (work["src_mask"], work["dst_mask"]))
         r = warped - work["dst"]
         loss = _pair_loss(cfg, warped, work["dst"], inside)  # the first-order solver's, cancellation-free
         wgx, wgy = _gradients(warped)

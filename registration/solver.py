@@ -237,6 +237,25 @@ def _pair_loss(config: RegistrationConfig, warped: torch.Tensor, target: torch.T
     return err.sum((1, 2, 3)) / total.clamp_min(1.0)
 
 
+def _masked(
+    grids: "_Level", weight: torch.Tensor, G: torch.Tensor, masks: tuple[torch.Tensor, torch.Tensor] | None
+) -> torch.Tensor:
+    """``weight`` times the destination mask and the source mask carried by the warp ``G``
+    (``masks = (src_mask, dst_mask)`` at this level, as :func:`_mask_level` makes them, or
+    ``None``)."""
+    if masks is None:
+        return weight
+    src_mask, dst_mask = masks
+    return weight * dst_mask * _erode(grids.sample(src_mask, G)[0])
+
+
+def _erode(mask: torch.Tensor) -> torch.Tensor:
+    """Each pixel's least weight over its 3 x 3 neighbourhood: a pixel's residual and image
+    gradient read its neighbours (bilinear sampling, central differences, the pyramid's
+    blur), so next to a masked-out region it is not to be trusted either."""
+    return -F.max_pool2d(-mask, 3, stride=1, padding=1)
+
+
 # ------------------------------------------------------------------------ inputs
 def _check_images(src: object, dst: object, config: RegistrationConfig) -> None:
     check_shape(src, ["B", "C", "H", "W"], "src")
@@ -274,6 +293,20 @@ def _check_initial(H0: object, batch: int, like: torch.Tensor) -> torch.Tensor:
     if bool((det.abs() < 1e-9).any()):
         raise ValueError("initial_homography: singular (|det| of the max-normalised matrix < 1e-9)")
     return H0
+
+
+def _check_mask(mask: object, name: str, like: torch.Tensor) -> torch.Tensor:
+    """A ``(B, 1, H, W)`` or ``(1, 1, H, W)`` weight map in [0, 1] like ``like``'s batch and
+    size, expanded to ``(B, 1, H, W)`` in ``like``'s dtype."""
+    B, _, H, W = like.shape
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(mask).__name__}")
+    if mask.shape not in ((B, 1, H, W), (1, 1, H, W)):
+        raise ValueError(f"{name}: expected shape ({B}, 1, {H}, {W}) or (1, 1, {H}, {W}), got {tuple(mask.shape)}")
+    mask = mask.to(device=like.device, dtype=like.dtype)
+    if mask.numel() and not bool(((mask >= 0) & (mask <= 1)).all()):
+        raise ValueError(f"{name}: expected weights in [0, 1] (NaN excluded)")
+    return mask.expand(B, 1, H, W)
 
 
 def _spread(images: torch.Tensor) -> torch.Tensor:
@@ -343,6 +376,13 @@ class HomographyRegistration:
 
         src_pyr = _pyramid(src, cfg.levels, cfg.blur_sigma)
         dst_pyr = _pyramid(dst, cfg.levels, cfg.blur_sigma)
+        mask_pyr = None
+        if cfg.src_mask is not None or cfg.dst_mask is not None:
+            ones = torch.ones_like(src[:, :1])
+            src_mask = ones if cfg.src_mask is None else _check_mask(cfg.src_mask, "src_mask", src)
+            dst_mask = ones if cfg.dst_mask is None else _check_mask(cfg.dst_mask, "dst_mask", src)
+            # Box averages only: a mask level is the fraction of valid pixels under it.
+            mask_pyr = [(s, _erode(d)) for s, d in zip(_pyramid(src_mask, cfg.levels, 0.0), _pyramid(dst_mask, cfg.levels, 0.0))]
         history: list[torch.Tensor] = []
         used: list[torch.Tensor] = []
         per_level: list[torch.Tensor] = []
@@ -350,10 +390,11 @@ class HomographyRegistration:
         for index, level in enumerate(range(cfg.levels - 1, -1, -1)):
             s_img, d_img = src_pyr[level], dst_pyr[level]
             grids = _Level(level, (H, W), tuple(s_img.shape[-2:]), dtype, device)
+            masks = None if mask_pyr is None else mask_pyr[level]
             if index == 0 and cfg.search_steps > 0 and cfg.search_range > 0:
-                losses, steps, stopped = self._search(theta, grids, s_img, d_img, corners, callback)
+                losses, steps, stopped = self._search(theta, grids, s_img, d_img, corners, callback, masks)
             else:
-                losses, steps, stopped = self._solve(theta, grids, s_img, d_img, corners, index, callback)
+                losses, steps, stopped = self._solve(theta, grids, s_img, d_img, corners, index, callback, masks)
             history.append(losses)
             used.append(steps)
             per_level.append(self._pixel_homography(theta.detach(), corners, A))
@@ -385,12 +426,13 @@ class HomographyRegistration:
         corners: torch.Tensor,
         level: int,
         callback: Callback | None,
+        masks: tuple[torch.Tensor, torch.Tensor] | None = None,
         config: RegistrationConfig | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One level by the configured method; ``theta`` is updated in place."""
         if self.config.method == "first_order":
-            return self._solve_level(theta, grids, s_img, d_img, corners, level, callback)
-        return solve_level_second_order(config or self.config, theta, grids, s_img, d_img, corners, level, callback)
+            return self._solve_level(theta, grids, s_img, d_img, corners, level, callback, masks)
+        return solve_level_second_order(config or self.config, theta, grids, s_img, d_img, corners, level, callback, masks)
 
     def _search(
         self,
@@ -400,6 +442,7 @@ class HomographyRegistration:
         d_img: torch.Tensor,
         corners: torch.Tensor,
         callback: Callback | None,
+        masks: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The coarsest level solved from ``K = (2 search_steps + 1)²`` starts per pair:
         the start shifted by every translation of a grid spanning ``±search_range``
@@ -425,15 +468,17 @@ class HomographyRegistration:
             th = _motion_parameters(cfg.motion, starts, corners).to(dtype).contiguous()
         th.requires_grad_(True)
         s_rep, d_rep = s_img.repeat_interleave(K, 0), d_img.repeat_interleave(K, 0)
+        m_rep = None if masks is None else (masks[0].repeat_interleave(K, 0), masks[1].repeat_interleave(K, 0))
         # Second order: the starts race for a few iterations, then only each pair's best
         # goes on (measured on 200 DeTone pairs: the same picks as racing to the end, 10 %
         # less time a pair). First order keeps every start to the end.
         R = _SEARCH_RACE
         race = cfg.replace(iterations=R) if R < cfg.iterations and cfg.method != "first_order" else None
-        losses, steps, stopped = self._solve(th, grids, s_rep, d_rep, corners, 0, None, race)
+        losses, steps, stopped = self._solve(th, grids, s_rep, d_rep, corners, 0, None, m_rep, race)
         with torch.no_grad():
-            _, inside = grids.sample(s_rep, _motion_matrix(cfg.motion, th.detach(), corners))
-            overlap = inside.flatten(1).mean(1).view(B, K)
+            G_end = _motion_matrix(cfg.motion, th.detach(), corners)
+            _, inside = grids.sample(s_rep, G_end)
+            overlap = _masked(grids, inside, G_end, m_rep).flatten(1).mean(1).view(B, K)
             final = losses[-1].view(B, K)
             final = torch.where(torch.isfinite(final), final, torch.full_like(final, math.inf))
             score = torch.where(overlap >= 0.25, final, final + 1e6)  # prefer any start that overlaps
@@ -443,7 +488,7 @@ class HomographyRegistration:
         steps, stopped = steps[pick], stopped[pick]
         if race is not None:
             rest = cfg.replace(iterations=cfg.iterations - R)
-            more, more_steps, stopped = self._solve(theta, grids, s_img, d_img, corners, 0, None, rest)
+            more, more_steps, stopped = self._solve(theta, grids, s_img, d_img, corners, 0, None, masks, rest)
             losses, steps = torch.cat([losses, more]), steps + more_steps
         if callback is not None:
             for step, loss in enumerate(losses):
@@ -464,6 +509,7 @@ class HomographyRegistration:
         corners: torch.Tensor,
         level: int,
         callback: Callback | None,
+        masks: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         cfg = self.config
         B = theta.shape[0]
@@ -485,11 +531,13 @@ class HomographyRegistration:
             optimizer.zero_grad(set_to_none=False)
             G = _motion_matrix(cfg.motion, theta, corners)
             warped, weight = grids.sample(s_img, G, s_centres)
-            loss = _pair_loss(cfg, warped, d_img, weight)
+            loss = _pair_loss(cfg, warped, d_img, _masked(grids, weight, G, masks))
             if cfg.symmetric:
                 Ginv = torch.linalg.inv(G)
-                back, weight_back = grids.sample(d_img, Ginv / Ginv[:, 2:, 2:], d_centres)
-                loss = 0.5 * (loss + _pair_loss(cfg, back, s_img, weight_back))
+                Ginv = Ginv / Ginv[:, 2:, 2:]
+                back, weight_back = grids.sample(d_img, Ginv, d_centres)
+                back_masks = None if masks is None else masks[::-1]
+                loss = 0.5 * (loss + _pair_loss(cfg, back, s_img, _masked(grids, weight_back, Ginv, back_masks)))
             # Pairs are independent, so the sum's gradient is each pair's own gradient.
             loss.sum().backward()
             theta.grad.mul_(active[:, None].to(theta.dtype))
