@@ -4,6 +4,7 @@
     python -m experiments.register solver.preset=first_order optimizer=radam solver.levels=4
     python -m experiments.register solver.preset=paper optimizer=paper
     python -m experiments.register src=a.png dst=b.png      # your own images
+    python -m experiments.register src=a.png dst=b.png dst_mask=m.png   # white: use, black: ignore
 
 With no ``src``/``dst`` it registers a pair cut from matplotlib's ``grace_hopper.jpg`` by
 :func:`registration.make_pairs` (seeded, known homography) and prints the corner error
@@ -80,6 +81,8 @@ class RegisterConfig:
     data: DataConfig = field(default_factory=DataConfig)
     src: Optional[str] = None
     dst: Optional[str] = None
+    src_mask: Optional[str] = None
+    dst_mask: Optional[str] = None
     device: str = "cpu"
     figure: bool = True
     progress: bool = True
@@ -274,6 +277,16 @@ def register(cfg: DictConfig) -> None:
             raise ExperimentError(f"dst: expected the size of src {tuple(s.shape[1:])}, got {tuple(d.shape[1:])}")
         src, dst, H_true = s[None], d[None], None
         description = f"{conf.src} -> {conf.dst} ({s.shape[1]}x{s.shape[2]})"
+    masks = {}
+    for name in ("src_mask", "dst_mask"):
+        path = getattr(conf, name)
+        if path is not None:
+            m = to_gray(read_image(path, name))
+            if m.shape[-2:] != src.shape[-2:]:
+                raise ExperimentError(f"{name}: expected the size of src {tuple(src.shape[-2:])}, got {tuple(m.shape[-2:])}")
+            masks[name] = m[None].to(device)
+    if masks:
+        config = config.replace(**masks)
     src, dst = src.to(device), dst.to(device)
 
     from registration import HomographyRegistration, corner_error

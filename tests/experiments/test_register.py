@@ -126,3 +126,29 @@ def test_default_preset_with_search(tmp_path):
     assert "levenberg_marquardt" in res.stdout
     assert [line.split()[1] for line in res.stderr.splitlines() if line.startswith("level ")] == ["1/4", "2/4", "3/4", "4/4"]
     assert json.loads((tmp_path / "metrics.json").read_text())["mace_px"] < 0.05
+
+
+def test_masks_from_image_files(tmp_path):
+    """dst_mask=PATH: a bright occluder pasted into dst is ignored where the mask is black;
+    a mask of another size is one line and exit 1."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    y, x = np.mgrid[0:128, 0:128].astype(np.float32)
+    img = 0.5 + 0.25 * np.sin(x / 6.0) * np.cos(y / 9.0) + 0.2 * np.exp(-((x - 60) ** 2 + (y - 50) ** 2) / 300.0)
+    moved = np.roll(img, 3, axis=1)
+    moved[40:80, 20:60] = 1.0
+    mask = np.ones_like(img)
+    mask[36:84, 16:64] = 0.0
+    for name, arr in (("a.png", img), ("b.png", moved), ("m.png", mask), ("small.png", mask[:64])):
+        plt.imsave(tmp_path / name, np.stack([arr] * 3, -1).clip(0, 1))
+    args = [f"src={tmp_path / 'a.png'}", f"dst={tmp_path / 'b.png'}", "solver.levels=3", "figure=false"]
+    res = run(*args, f"dst_mask={tmp_path / 'm.png'}", out=tmp_path / "out")
+    assert res.returncode == 0, res.stderr
+    H = np.asarray(json.loads((tmp_path / "out" / "homography.json").read_text())["homography"])
+    assert abs(H[0, 2] - 3.0) < 0.05 and abs(H[1, 2]) < 0.05, H
+    res = run(*args, f"dst_mask={tmp_path / 'small.png'}", out=tmp_path / "out2")
+    assert res.returncode == 1
+    assert "dst_mask: expected the size of src" in _one_line(res)
