@@ -21,6 +21,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
+from core_ops import _native
 from core_ops._cache import memo
 
 Taps = tuple[float, ...]
@@ -221,7 +222,12 @@ def _filter_out_hw(h: int, w: int, spec: "Spec") -> tuple[int, int]:
 
 def _filter_forward(x: torch.Tensor, spec: "Spec") -> torch.Tensor:
     """Pad then correlate ``(*, H, W)`` with every kernel of the bank: ``(*, K, Ho, Wo)``."""
-    out = x.new_empty(*x.shape[:-2], len(spec[0]), *_filter_out_hw(*x.shape[-2:], spec))
+    out = _native.new_empty(x, *x.shape[:-2], len(spec[0]), *_filter_out_hw(*x.shape[-2:], spec))
+    if out.numel() == 0:
+        return out
+    bank, stride, pad, border_type = spec
+    if _native.separable_correlate(x, out, bank, pad[0], pad[2], stride, border_type):
+        return out
     for _ in _filter_blocks(x, spec, out):
         pass
     return out

@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 
 import torch
-
-from core_ops._cache import memo
 from torch import nn
 
+from core_ops import _native
+from core_ops._cache import memo
 from core_ops._checks import check_border_type, check_choice, check_image, check_kernel_size
 from core_ops.filters._engine import _needs_grad, correlate_separable, filter_reduce
 from core_ops.filters.kernels import sobel_taps
@@ -121,15 +121,19 @@ def sobel(
     # Raw Sobel taps have weights of 1, which the engine fuses; the normalisation (1/8 on
     # each derivative) goes into the magnitude instead, for free.
     scale = 1.0 / 64.0 if normalized else 1.0
-    if not _needs_grad(input) and 2 * input.numel() * input.element_size() > _STACK_BYTES:
-        # Nothing records and the (B, C, 2, H, W) stack of derivatives would be large:
-        # reduce each cache-sized block to its magnitude at once instead, so the stack is
-        # never held (measured 1.6x faster from 64 images of 256x256 up, where the stack's
-        # fresh pages cost more than the per-block Python overhead; slower below).
+    if not _needs_grad(input):
         check_image(input)
         check_border_type(border_type)
-        bank = derivative_bank("sobel", 1, False, 3)
-        return filter_reduce(input, bank, lambda g, out: _magnitude(g[:, 0], g[:, 1], scale, eps, out), border_type)
+        fused = _native.sobel_magnitude(input, border_type, scale, eps)
+        if fused is not None:
+            return fused
+        if 2 * input.numel() * input.element_size() > _STACK_BYTES:
+            # Nothing records and the (B, C, 2, H, W) stack of derivatives would be large:
+            # reduce each cache-sized block to its magnitude at once instead, so the stack is
+            # never held (measured 1.6x faster from 64 images of 256x256 up, where the stack's
+            # fresh pages cost more than the per-block Python overhead; slower below).
+            bank = derivative_bank("sobel", 1, False, 3)
+            return filter_reduce(input, bank, lambda g, out: _magnitude(g[:, 0], g[:, 1], scale, eps, out), border_type)
     grad = spatial_gradient(input, "sobel", 1, False, border_type=border_type)
     gx, gy = grad.unbind(-3)
     return _magnitude(gx, gy, scale, eps)
