@@ -125,3 +125,12 @@ def set_threads(n: int) -> None:
     except ImportError:
         return
     cv2.setNumThreads(n)
+
+
+def native_status() -> str:
+    """Whether gradcv's CPU operators run their fused C kernels, and why (or why not)."""
+    try:
+        from core_ops import _native
+    except ImportError as ex:
+        return f"unknown ({ex})"
+    return _native.status()

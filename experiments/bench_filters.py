@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments._cli import ExperimentError, config_to_object, run_app, run_dir
 from experiments._rows import Row, report, time_rows, write_results
+from experiments._timing import native_status
 
 APP = "bench_filters"
 
@@ -94,7 +95,7 @@ def bench_filters(cfg: DictConfig) -> None:
         raise ExperimentError(f"threads must be a non-empty list of positive ints, got {conf.threads}")
     gen = torch.Generator().manual_seed(conf.seed)
     x = torch.rand(conf.batch, conf.channels, conf.image_size, conf.image_size, generator=gen)
-    notes: list[str] = []
+    notes: list[str] = [f"gradcv's fused CPU kernels (core_ops._native): {native_status()}"]
     rows = _rows(conf, x, notes)
     results = time_rows(rows, conf.threads, conf.warmup)
     out = run_dir()

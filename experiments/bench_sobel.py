@@ -35,7 +35,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from experiments._cli import ExperimentError, atomic_write_text, config_to_object, run_app, run_dir, save_figure
 from experiments._images import sample_photo
-from experiments._timing import measure_copy_bandwidth, set_threads, time_calls_ms
+from experiments._timing import measure_copy_bandwidth, native_status, set_threads, time_calls_ms
 
 APP = "bench_sobel"
 FLOOR = "floor (memory bandwidth)"
@@ -367,6 +367,7 @@ def bench_sobel(cfg: DictConfig) -> None:
 
     notes: list[str] = []
     sobel_magnitude = gradcv_sobel()
+    notes.append(f"gradcv's fused CPU kernels (core_ops._native): {native_status()}")
     columns = [*reference_columns(notes), gradcv_column(sobel_magnitude)]
     if conf.compile:
         columns.append(compiled_column(sobel_magnitude))

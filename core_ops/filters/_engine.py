@@ -10,7 +10,10 @@ with the flipped taps, which costs what the forward costs. Each function's backw
 the other function, so gradients of any order exist and stay cheap.
 
 Taps are Python floats, so each tap is one fused multiply-add (``add_(..., alpha=t)``)
-and zero taps cost nothing. Filters whose kernel is a tensor that may require grad
+and zero taps cost nothing. On the CPU the forward pass runs as one fused C loop
+(``core_ops._native``) doing the same operations in the same order, when it is built;
+the slices below are the fallback, and the path for GPUs, ``torch.compile`` and the
+adjoints. Filters whose kernel is a tensor that may require grad
 (``filter2d`` with a user kernel, a learnable sigma) use plain autograd instead.
 """
 
