@@ -20,6 +20,7 @@ How it is built and when it is used:
   tracing, take this path; gradients, GPUs and other dtypes use PyTorch.
 - ``ctypes`` releases the GIL during a call, so large inputs are split between
   ``torch.get_num_threads()`` threads, as PyTorch's own ops are.
+- Results of 32 MiB and more come from reused memory (``_memory``), not fresh pages.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 import torch
+
+from core_ops._native import _memory
+from core_ops._native._memory import empty_cache
 
 _SOURCE = Path(__file__).with_name("kernels.c")
 _FLAGS = ("-O3", "-fPIC", "-shared", "-fno-math-errno", "-ffp-contract=off", "-std=c99")
@@ -223,40 +227,9 @@ def run(fn: Callable[..., int], src: torch.Tensor, dst: torch.Tensor, planes: in
         raise MemoryError("core_ops native kernel: out of memory for its row buffers")
 
 
-# glibc serves allocations from 32 MiB up (DEFAULT_MMAP_THRESHOLD_MAX on 64-bit) with fresh
-# pages from the kernel on every call, so a big result costs a page fault per 4 KiB:
-# 16,385 faults and 27 ms to fill a 64 MiB tensor here, 7 ms when the pages are huge.
-_HUGE_BYTES = 32 << 20
-_MADV_HUGEPAGE = 14
-
-
-def _madvise() -> Optional[Callable[..., int]]:
-    if "madvise" not in _state:
-        fn = None
-        if sys.platform.startswith("linux"):
-            try:
-                fn = ctypes.CDLL(None).madvise
-                fn.argtypes, fn.restype = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int], ctypes.c_int
-            except (OSError, AttributeError):
-                fn = None
-        _state["madvise"] = fn
-    return _state["madvise"]  # type: ignore[return-value]
-
-
 def new_empty(like: torch.Tensor, *shape: int) -> torch.Tensor:
-    """``like.new_empty(shape)``; on Linux CPU, a result of 32 MiB or more is advised to
-    live on transparent huge pages before anything touches it (a hint: where the kernel
-    declines, nothing changes)."""
-    out = like.new_empty(shape)
-    nbytes = out.numel() * out.element_size()
-    if nbytes >= _HUGE_BYTES and out.device.type == "cpu":
-        madvise = _madvise()
-        if madvise is not None:
-            start = (out.data_ptr() + (1 << 21) - 1) & ~((1 << 21) - 1)
-            end = (out.data_ptr() + nbytes) & ~((1 << 21) - 1)
-            if end > start:
-                madvise(start, end - start, _MADV_HUGEPAGE)
-    return out
+    """``like.new_empty(shape)``, with large CPU results from reused memory (``_memory``)."""
+    return _memory.empty(like, shape)
 
 
 _BORDERS = {"constant": 0, "reflect": 1, "replicate": 2, "circular": 3}

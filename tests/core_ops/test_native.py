@@ -250,3 +250,82 @@ def test_a_build_is_cached_and_reused(tmp_path):
     status, _ = _probe(env)
     assert status == f"loaded {library}"
     assert library.stat().st_mtime_ns == built
+
+
+# ------------------------------------------------------------------ reused large results
+_BIG = (128, 1, 256, 256)  # 32 MiB of float32: the smallest pooled result
+
+
+@pytest.fixture
+def empty_pool():
+    _native.empty_cache()
+    yield
+    _native.empty_cache()
+
+
+def test_a_released_large_result_is_reused(empty_pool):
+    from core_ops._native import _memory
+
+    x = torch.rand(_BIG)
+    first = sobel(x)
+    address = first.data_ptr()
+    held = sobel(x)  # the first is still alive: another block
+    assert held.data_ptr() != address
+    expected = first.clone()
+    del first
+    assert _memory.idle_bytes() >= 32 << 20
+    again = sobel(x)
+    assert again.data_ptr() == address  # no fresh pages, no faults, no zeroing
+    torch.testing.assert_close(again, expected, rtol=0, atol=0)
+    # a view keeps the block: it is not handed out while the view lives
+    view = again[3:5]
+    del again, held
+    fresh = sobel(x)  # takes the block `held` gave back
+    assert fresh.data_ptr() != address
+    assert view.data_ptr() == address + 3 * 256 * 256 * 4
+    assert torch.equal(view, expected[3:5])
+
+
+def test_the_pool_keeps_no_more_than_its_limit(empty_pool, monkeypatch):
+    from core_ops._native import _memory
+
+    monkeypatch.setenv("GRADCV_CPU_CACHE_MB", "40")
+    x = torch.rand(_BIG)
+    a, b = sobel(x), sobel(x)
+    del a, b
+    assert 32 << 20 <= _memory.idle_bytes() <= 40 << 20
+    assert _native.empty_cache() >= 32 << 20
+    assert _memory.idle_bytes() == 0
+    monkeypatch.setenv("GRADCV_CPU_CACHE_MB", "0")  # off: PyTorch's allocator
+    out = sobel(x)
+    assert out.untyped_storage().resizable()
+
+
+def test_small_or_unpoolable_results_come_from_pytorch(empty_pool):
+    for out in (sobel(torch.rand(2, 1, 64, 64)), torch.empty(0), sobel(torch.rand(_BIG, dtype=torch.float16))):
+        assert out.untyped_storage().resizable()
+
+
+def _child_writes_a_block(shape) -> None:
+    from core_ops._native import _memory
+
+    torch.set_num_threads(1)  # PyTorch's OpenMP threads are not fork-safe
+    block = _memory.empty(torch.empty(0), shape)
+    block.fill_(7.0)
+    os._exit(0)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="fork is a Linux start method here")
+def test_a_forked_child_does_not_write_into_its_parents_blocks(empty_pool):
+    from core_ops._native import _memory
+
+    shape = (8 << 20,)  # 32 MiB of float32
+    parent = _memory.empty(torch.empty(0), shape)
+    parent.fill_(1.0)
+    del parent  # idle in the pool, and in the child's copy of the pool
+    child = multiprocessing.get_context("fork").Process(target=_child_writes_a_block, args=(shape,))
+    child.start()
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    again = _memory.empty(torch.empty(0), shape)  # the same block, untouched by the child
+    assert float(again[0]) == 1.0 and float(again[-1]) == 1.0
