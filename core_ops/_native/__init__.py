@@ -207,22 +207,21 @@ def run(fn: Callable[..., int], src: torch.Tensor, dst: torch.Tensor, planes: in
     """``fn(src, dst, p0, p1, y0, y1, *args)`` over planes ``[0, planes)`` and rows
     ``[0, rows)``, split between up to ``torch.get_num_threads()`` threads when ``dst`` is
     large enough: by planes when there are enough of them, else by rows."""
-    threads = min(torch.get_num_threads(), max(1, dst.numel() // _PARALLEL_MIN_VALUES))
+    threads = min(torch.get_num_threads(), dst.numel() // _PARALLEL_MIN_VALUES)
     if threads <= 1 or planes * rows <= 1:
-        chunks = [(0, planes, 0, rows)]
-    elif planes >= threads:
+        if fn(src.data_ptr(), dst.data_ptr(), 0, planes, 0, rows, *args):
+            raise MemoryError("core_ops native kernel: out of memory for its row buffers")
+        return
+    if planes >= threads:
         cuts = [planes * i // threads for i in range(threads + 1)]
         chunks = [(a, b, 0, rows) for a, b in zip(cuts, cuts[1:]) if b > a]
     else:
         cuts = [rows * i // threads for i in range(threads + 1)]
         chunks = [(0, planes, a, b) for a, b in zip(cuts, cuts[1:]) if b > a]
     pointers = (src.data_ptr(), dst.data_ptr())
-    if len(chunks) == 1:
-        codes = [fn(*pointers, *chunks[0], *args)]
-    else:
-        pool = _executor(len(chunks) - 1)
-        futures = [pool.submit(fn, *pointers, *chunk, *args) for chunk in chunks[1:]]
-        codes = [fn(*pointers, *chunks[0], *args)] + [f.result() for f in futures]
+    pool = _executor(len(chunks) - 1)
+    futures = [pool.submit(fn, *pointers, *chunk, *args) for chunk in chunks[1:]]
+    codes = [fn(*pointers, *chunks[0], *args)] + [f.result() for f in futures]
     if any(codes):
         raise MemoryError("core_ops native kernel: out of memory for its row buffers")
 
