@@ -118,10 +118,17 @@ def _load() -> tuple[Optional[ctypes.CDLL], str]:
         return None, "no C compiler found ($CC, cc, gcc, clang)"
     source = _SOURCE.read_bytes()
     key = hashlib.sha256(b"\0".join([source, compiler.encode(), " ".join(_FLAGS).encode(), _cpu_signature().encode()]))
-    target = _cache_dir() / f"kernels-{key.hexdigest()[:16]}.so"
+    name = f"kernels-{key.hexdigest()[:16]}.so"
+    target = _cache_dir() / name
     try:
         if not target.exists():
-            _build(compiler, target)
+            try:
+                _build(compiler, target)
+            except OSError:
+                # an unwritable cache (a read-only home in a container): build per user in /tmp
+                target = Path(tempfile.gettempdir()) / f"gradcv-{os.getuid()}" / name
+                if not target.exists():
+                    _build(compiler, target)
         lib = ctypes.CDLL(str(target))
         if lib.gradcv_native_version() != 1:
             return None, f"{target} is a different version"
