@@ -26,8 +26,8 @@ How it is built and when it is used:
 from __future__ import annotations
 
 import contextlib
-import functools
 import ctypes
+import functools
 import hashlib
 import os
 import platform
@@ -43,7 +43,7 @@ from typing import Callable, Iterator, Optional
 import torch
 
 from core_ops._native import _memory
-from core_ops._native._memory import empty_cache
+from core_ops._native._memory import empty_cache  # noqa: F401  (public: frees the idle blocks)
 
 _SOURCE = Path(__file__).with_name("kernels.c")
 _FLAGS = ("-O3", "-fPIC", "-shared", "-fno-math-errno", "-ffp-contract=off", "-std=c99")
