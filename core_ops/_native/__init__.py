@@ -116,7 +116,10 @@ def _load() -> tuple[Optional[ctypes.CDLL], str]:
     compiler = _compiler()
     if compiler is None:
         return None, "no C compiler found ($CC, cc, gcc, clang)"
-    source = _SOURCE.read_bytes()
+    try:
+        source = _SOURCE.read_bytes()
+    except OSError as ex:
+        return None, f"no kernel source: {ex}"
     key = hashlib.sha256(b"\0".join([source, compiler.encode(), " ".join(_FLAGS).encode(), _cpu_signature().encode()]))
     name = f"kernels-{key.hexdigest()[:16]}.so"
     target = _cache_dir() / name
