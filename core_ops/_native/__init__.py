@@ -191,8 +191,13 @@ _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 
 
 def kernel(name: str, x: torch.Tensor) -> Optional[Callable[..., int]]:
-    """The native ``name`` for ``x``'s dtype, or ``None`` when ``x`` must take the PyTorch path."""
+    """The native ``name`` for ``x``'s dtype, or ``None`` when ``x`` must take the PyTorch
+    path: off the CPU, another dtype, under ``torch.compile``, or while autograd records
+    ``x`` (the kernels' results have no ``grad_fn``; inside an ``autograd.Function``'s
+    forward nothing records, so the filter engine's forward does use them)."""
     if x.device.type != "cpu" or x.dtype not in _SUFFIX or torch.compiler.is_compiling():
+        return None
+    if x.requires_grad and torch.is_grad_enabled():
         return None
     lib = library()
     if lib is None:
@@ -217,21 +222,20 @@ def run(fn: Callable[..., int], src: torch.Tensor, dst: torch.Tensor, planes: in
     """``fn(src, dst, p0, p1, y0, y1, *args)`` over planes ``[0, planes)`` and rows
     ``[0, rows)``, split between up to ``torch.get_num_threads()`` threads when ``dst`` is
     large enough: by planes when there are enough of them, else by rows."""
+    pointers = (src.data_ptr(), dst.data_ptr())
     threads = min(torch.get_num_threads(), dst.numel() // _PARALLEL_MIN_VALUES)
     if threads <= 1 or planes * rows <= 1:
-        if fn(src.data_ptr(), dst.data_ptr(), 0, planes, 0, rows, *args):
-            raise MemoryError("core_ops native kernel: out of memory for its row buffers")
-        return
-    if planes >= threads:
-        cuts = [planes * i // threads for i in range(threads + 1)]
-        chunks = [(a, b, 0, rows) for a, b in zip(cuts, cuts[1:]) if b > a]
+        codes = [fn(*pointers, 0, planes, 0, rows, *args)]
     else:
-        cuts = [rows * i // threads for i in range(threads + 1)]
-        chunks = [(0, planes, a, b) for a, b in zip(cuts, cuts[1:]) if b > a]
-    pointers = (src.data_ptr(), dst.data_ptr())
-    pool = _executor(len(chunks) - 1)
-    futures = [pool.submit(fn, *pointers, *chunk, *args) for chunk in chunks[1:]]
-    codes = [fn(*pointers, *chunks[0], *args)] + [f.result() for f in futures]
+        if planes >= threads:
+            cuts = [planes * i // threads for i in range(threads + 1)]
+            chunks = [(a, b, 0, rows) for a, b in zip(cuts, cuts[1:]) if b > a]
+        else:
+            cuts = [rows * i // threads for i in range(threads + 1)]
+            chunks = [(0, planes, a, b) for a, b in zip(cuts, cuts[1:]) if b > a]
+        pool = _executor(len(chunks) - 1)
+        futures = [pool.submit(fn, *pointers, *chunk, *args) for chunk in chunks[1:]]
+        codes = [fn(*pointers, *chunks[0], *args)] + [f.result() for f in futures]
     if any(codes):
         raise MemoryError("core_ops native kernel: out of memory for its row buffers")
 

@@ -82,7 +82,7 @@ def rgb_to_grayscale(image: torch.Tensor, rgb_weights: Optional[Weights] = None)
     """
     check_color_image(image, "image")
     _check_weights(rgb_weights)
-    if not isinstance(rgb_weights, torch.Tensor) and not (image.requires_grad and torch.is_grad_enabled()):
+    if not isinstance(rgb_weights, torch.Tensor):
         fused = _native.weighted_sum3(image, tuple(float(v) for v in (rgb_weights or BT601_WEIGHTS)))
         if fused is not None:
             return fused
@@ -109,10 +109,9 @@ def bgr_to_grayscale(image: torch.Tensor) -> torch.Tensor:
         tensor([[[[0.114]]]])
     """
     check_color_image(image, "image")
-    if not (image.requires_grad and torch.is_grad_enabled()):
-        fused = _native.weighted_sum3(image, BT601_WEIGHTS, reverse=True)
-        if fused is not None:
-            return fused
+    fused = _native.weighted_sum3(image, BT601_WEIGHTS, reverse=True)
+    if fused is not None:
+        return fused
     # Reading the channels in reverse avoids the copy that flipping to RGB first would make.
     blue, green, red = image.unbind(-3)
     return _luma(red, green, blue, None).unsqueeze(-3)
