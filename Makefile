@@ -14,18 +14,18 @@ $(VENV)/.torch: | $(PY)
 	bash scripts/install_torch.sh $(PY)
 	touch $@
 
-$(VENV)/.installed: pyproject.toml $(VENV)/.torch
+$(VENV)/.installed: pyproject.toml setup.py core_ops/_native/kernels.c $(VENV)/.torch
 	$(PY) -m pip install $(PIP_QUIET) -e .
 	touch $@
 
-$(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
+$(VENV)/.installed-test: pyproject.toml setup.py $(VENV)/.installed
 	$(PY) -m pip install $(PIP_QUIET) -e '.[test]'
 	touch $@
 
 venv: $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(PY) -m experiments.bench_sobel batch_sizes=[1,4,16] repetitions=30
+	$(PY) -m gradcv.experiments.bench_sobel batch_sizes=[1,4,16] repetitions=30
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest $(PYTEST_ARGS)

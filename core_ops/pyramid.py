@@ -18,9 +18,9 @@ import math
 import torch
 from torch import nn
 
-from core_ops._checks import check_border_type, check_image
-from core_ops.filters import correlate_separable, pad2d
-from core_ops.filters.kernels import default_kernel_size, gaussian_taps
+from gradcv.core_ops._checks import check_border_type, check_image
+from gradcv.core_ops.filters import correlate_separable, pad2d
+from gradcv.core_ops.filters.kernels import default_kernel_size, gaussian_taps
 
 _BINOMIAL5 = (1 / 16, 4 / 16, 6 / 16, 4 / 16, 1 / 16)
 # pyrUp: the 5-tap binomial on the zero-stuffed image, times 2 per axis for the zeros.

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from experiments._cli import ExperimentError
+from gradcv.experiments._cli import ExperimentError
 
 
 def read_image(path: str | Path, name: str) -> torch.Tensor:
@@ -44,7 +44,7 @@ def sample_photo() -> torch.Tensor:
 
 def to_gray(image: torch.Tensor) -> torch.Tensor:
     """``(..., C, H, W)`` to one channel with the BT.601 weights (``C == 1`` passes through)."""
-    from core_ops.color import rgb_to_grayscale
+    from gradcv.core_ops.color import rgb_to_grayscale
 
     if image.shape[-3] == 1:
         return image

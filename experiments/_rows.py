@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from experiments._cli import atomic_write_text
-from experiments._timing import set_threads, time_calls_ms
+from gradcv.experiments._cli import atomic_write_text
+from gradcv.experiments._timing import set_threads, time_calls_ms
 
 FORWARD = "forward"
 

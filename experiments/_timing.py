@@ -130,7 +130,7 @@ def set_threads(n: int) -> None:
 def native_status() -> str:
     """Whether gradcv's CPU operators run their fused C kernels, and why (or why not)."""
     try:
-        from core_ops import _native
+        from gradcv.core_ops import _native
     except ImportError as ex:
         return f"unknown ({ex})"
     return _native.status()

@@ -1,8 +1,8 @@
 """Filter and pyramid benchmark: Gaussian blur (forward, forward with autograd, forward +
 backward) and pyrDown on a batch of RGB images, gradcv against OpenCV and Kornia.
 
-    python -m experiments.bench_filters                     # 8x3x256x256, threads 1 and 2
-    python -m experiments.bench_filters batch=32 repetitions=50
+    python -m gradcv.experiments.bench_filters                     # 8x3x256x256, threads 1 and 2
+    python -m gradcv.experiments.bench_filters batch=32 repetitions=50
 
 The solvers run with autograd on, where Kornia's blur falls off a second cliff
 (PERFORMANCE.md), so the backward columns matter as much as the forward ones. OpenCV has
@@ -18,9 +18,9 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from experiments._cli import ExperimentError, config_to_object, run_app, run_dir
-from experiments._rows import Row, report, time_rows, write_results
-from experiments._timing import native_status
+from gradcv.experiments._cli import ExperimentError, config_to_object, run_app, run_dir
+from gradcv.experiments._rows import Row, report, time_rows, write_results
+from gradcv.experiments._timing import native_status
 
 APP = "bench_filters"
 
@@ -46,8 +46,8 @@ ConfigStore.instance().store(name="bench_filters_schema", node=BenchFiltersConfi
 
 def _rows(conf: BenchFiltersConfig, x: torch.Tensor, notes: list[str]) -> list[Row]:
     fwd, bwd = conf.repetitions, conf.backward_repetitions
-    from core_ops.filters import gaussian_blur2d
-    from core_ops.pyramid import pyrdown
+    from gradcv.core_ops.filters import gaussian_blur2d
+    from gradcv.core_ops.pyramid import pyrdown
 
     k, s = conf.kernel_size, conf.sigma
     xg = x.clone().requires_grad_(True)
@@ -105,7 +105,7 @@ def bench_filters(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    """Entry point: ``python -m experiments.bench_filters [overrides]``."""
+    """Entry point: ``python -m gradcv.experiments.bench_filters [overrides]``."""
     run_app(bench_filters, config_name=APP)
 
 

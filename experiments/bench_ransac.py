@@ -1,9 +1,9 @@
 """RANSAC homography benchmark: gradcv's LO-RANSAC against OpenCV's
 ``findHomography(.., cv2.RANSAC, 3.0)`` on seeded synthetic problems.
 
-    python -m experiments.bench_ransac                          # 10 problems, threads 1 and 2
-    python -m experiments.bench_ransac problems=4 repetitions=3 threads=[1]
-    python -m experiments.bench_ransac outlier_ratio=0.8
+    python -m gradcv.experiments.bench_ransac                          # 10 problems, threads 1 and 2
+    python -m gradcv.experiments.bench_ransac problems=4 repetitions=3 threads=[1]
+    python -m gradcv.experiments.bench_ransac outlier_ratio=0.8
 
 Each problem follows the DeTone et al. protocol: a homography that moves the corners of a
 640x480 image by up to ``rho`` times its height, ``points`` correspondences uniform in
@@ -32,8 +32,8 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from experiments._cli import ExperimentError, atomic_write_text, config_to_object, run_app, run_dir
-from experiments._timing import set_threads, time_calls_ms
+from gradcv.experiments._cli import ExperimentError, atomic_write_text, config_to_object, run_app, run_dir
+from gradcv.experiments._timing import set_threads, time_calls_ms
 
 APP = "bench_ransac"
 BATCHED = "gradcv (batched)"
@@ -116,7 +116,7 @@ Estimator = Callable[[Problem, int], tuple[np.ndarray, np.ndarray]]
 
 def _estimators(conf: BenchRansacConfig, notes: list[str]) -> dict[str, Estimator]:
     """Per library, a function ``(problem, seed) -> (H (3, 3) float64, inlier mask (N,))``."""
-    from core_ops.geometry.robust import ransac
+    from gradcv.core_ops.geometry.robust import ransac
 
     estimators: dict[str, Estimator] = {}
     try:
@@ -248,7 +248,7 @@ def _row(
 
 def _batched_rows(conf: BenchRansacConfig, problems: list[Problem], threads: int) -> list[dict[str, object]]:
     """All problems in one call of the batched functional form; time per problem."""
-    from core_ops.geometry.robust import ransac
+    from gradcv.core_ops.geometry.robust import ransac
 
     p1 = torch.from_numpy(np.stack([p.points1 for p in problems]))
     p2 = torch.from_numpy(np.stack([p.points2 for p in problems]))
@@ -292,7 +292,7 @@ def _summary(rows: list[dict[str, object]]) -> list[dict[str, object]]:
 
 
 def main() -> None:
-    """Entry point: ``python -m experiments.bench_ransac [overrides]``."""
+    """Entry point: ``python -m gradcv.experiments.bench_ransac [overrides]``."""
     run_app(bench_ransac, config_name=APP)
 
 

@@ -1,8 +1,8 @@
 """Homography registration benchmark: gradcv's presets against OpenCV's ECC and Kornia's
 ``ImageRegistrator`` on seeded pairs with known ground truth (issue 5).
 
-    python -m experiments.bench_registration                       # 200 pairs, full protocol
-    python -m experiments.bench_registration pairs=16 protocol=both
+    python -m gradcv.experiments.bench_registration                       # 200 pairs, full protocol
+    python -m gradcv.experiments.bench_registration pairs=16 protocol=both
 
 Pairs come from :func:`registration.make_pairs` applied to matplotlib's bundled
 ``grace_hopper.jpg`` (grayscale, BT.601 weights): ``full`` is 256 x 256 with corners
@@ -51,9 +51,9 @@ import torch.nn.functional as F
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from experiments._cli import UsageError, atomic_write_text, config_to_object, run_app, run_dir
-from experiments._images import sample_photo, to_gray
-from experiments._timing import set_threads
+from gradcv.experiments._cli import UsageError, atomic_write_text, config_to_object, run_app, run_dir
+from gradcv.experiments._images import sample_photo, to_gray
+from gradcv.experiments._timing import set_threads
 
 APP = "bench_registration"
 PROTOCOLS = ("full", "detone")
@@ -133,7 +133,7 @@ def _check(conf: BenchRegistrationConfig) -> list[str]:
 
 # ------------------------------------------------------------------------ gradcv
 def gradcv_config(preset: str, iterations: int | None):
-    from registration import RegistrationConfig
+    from gradcv.registration import RegistrationConfig
 
     cfg = getattr(RegistrationConfig, preset)()
     return cfg if iterations is None else cfg.replace(iterations=iterations)
@@ -141,7 +141,7 @@ def gradcv_config(preset: str, iterations: int | None):
 
 def run_gradcv(src: torch.Tensor, dst: torch.Tensor, config) -> Estimate:
     """One :func:`register_homography` call per pair (B = 1)."""
-    from registration import register_homography
+    from gradcv.registration import register_homography
 
     register_homography(src[:1], dst[:1], config)  # warm-up
     hs, seconds = [], []
@@ -156,7 +156,7 @@ def run_gradcv(src: torch.Tensor, dst: torch.Tensor, config) -> Estimate:
 # ------------------------------------------------------------------------ OpenCV
 def box_pyramid(image: torch.Tensor, levels: int, sigma: float) -> list[torch.Tensor]:
     """Fine to coarse, as gradcv's solver builds it: Gaussian pre-blur, then 2 x 2 box average."""
-    from core_ops.filters import gaussian_blur2d
+    from gradcv.core_ops.filters import gaussian_blur2d
 
     out = [image]
     for _ in range(levels - 1):
@@ -257,7 +257,7 @@ def _estimate(hs: torch.Tensor, failed: torch.Tensor, seconds: list[float]) -> E
 
 
 def score(protocol: str, method: str, est: Estimate, H_true: torch.Tensor, size: tuple[int, int]) -> dict:
-    from registration import corner_error
+    from gradcv.registration import corner_error
 
     mace = corner_error(est.homography, H_true, size)
     ok = ~est.failed
@@ -279,7 +279,7 @@ def score(protocol: str, method: str, est: Estimate, H_true: torch.Tensor, size:
 def throughput(protocol: str, preset: str, config, src: torch.Tensor, dst: torch.Tensor, H_true: torch.Tensor,
                b1_seconds: list[float]) -> dict:
     """Pairs per second at B = 1 (from the per-pair calls) and with all of ``src`` in one call."""
-    from registration import corner_error, register_homography
+    from gradcv.registration import corner_error, register_homography
 
     register_homography(src[:2], dst[:2], config)  # warm-up of the batched path
     t0 = time.perf_counter()
@@ -333,7 +333,7 @@ def bench_registration(cfg: DictConfig) -> None:
     protocols = _check(conf)
     set_threads(conf.threads)
     torch.manual_seed(conf.seed)
-    from registration import RegistrationConfig, make_pairs
+    from gradcv.registration import RegistrationConfig, make_pairs
 
     notes: list[str] = []
     try:
@@ -417,7 +417,7 @@ def bench_registration(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    """Entry point: ``python -m experiments.bench_registration [overrides]``."""
+    """Entry point: ``python -m gradcv.experiments.bench_registration [overrides]``."""
     run_app(bench_registration, config_name=APP)
 
 

@@ -1,9 +1,9 @@
 """The paper's Figure 2: grayscale + Sobel gradient magnitude, time per batch against batch size.
 
-    python -m experiments.bench_sobel                              # defaults: conf/bench_sobel.yaml
-    python -m experiments.bench_sobel batch_sizes=[1,8] repetitions=20
-    python -m experiments.bench_sobel threads=[1,2] compile=true
-    python -m experiments.bench_sobel --device cuda
+    python -m gradcv.experiments.bench_sobel                              # defaults: conf/bench_sobel.yaml
+    python -m gradcv.experiments.bench_sobel batch_sizes=[1,8] repetitions=20
+    python -m gradcv.experiments.bench_sobel threads=[1,2] compile=true
+    python -m gradcv.experiments.bench_sobel --device cuda
 
 Each cell (thread count, batch size, library) is the median of ``repetitions`` timed
 calls on RGB float32 images made from matplotlib's bundled photograph (random crops,
@@ -33,9 +33,9 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from experiments._cli import ExperimentError, atomic_write_text, config_to_object, run_app, run_dir, save_figure
-from experiments._images import sample_photo
-from experiments._timing import measure_copy_bandwidth, native_status, set_threads, time_calls_ms
+from gradcv.experiments._cli import ExperimentError, atomic_write_text, config_to_object, run_app, run_dir, save_figure
+from gradcv.experiments._images import sample_photo
+from gradcv.experiments._timing import measure_copy_bandwidth, native_status, set_threads, time_calls_ms
 
 APP = "bench_sobel"
 FLOOR = "floor (memory bandwidth)"
@@ -238,8 +238,8 @@ def _kornia() -> Column:
 def gradcv_sobel() -> Callable[[torch.Tensor], torch.Tensor]:
     """gradcv's grayscale + Sobel magnitude; raises :class:`ExperimentError` if missing."""
     try:
-        from core_ops.color import rgb_to_grayscale
-        from core_ops.filters import sobel
+        from gradcv.core_ops.color import rgb_to_grayscale
+        from gradcv.core_ops.filters import sobel
     except ImportError as ex:
         raise ExperimentError(f"cannot import gradcv's operators (core_ops.color.rgb_to_grayscale, core_ops.filters.sobel): {ex}") from ex
 
@@ -576,7 +576,7 @@ def plot_results(results: Results, path: Path, *, title: str, image_size: int, d
 
 
 def main() -> None:
-    """Entry point: ``python -m experiments.bench_sobel [overrides]``."""
+    """Entry point: ``python -m gradcv.experiments.bench_sobel [overrides]``."""
     run_app(bench_sobel, config_name=APP)
 
 

@@ -1,8 +1,8 @@
 """SSIM benchmark: gradcv's ``ssim`` against Kornia's (forward, and forward + backward) and
 scikit-image's ``structural_similarity`` (forward, looping over the batch).
 
-    python -m experiments.bench_ssim                          # 8x3x256x256, window 11, threads 1 and 2
-    python -m experiments.bench_ssim batch=32 threads=[1] backward_repetitions=5
+    python -m gradcv.experiments.bench_ssim                          # 8x3x256x256, window 11, threads 1 and 2
+    python -m gradcv.experiments.bench_ssim batch=32 threads=[1] backward_repetitions=5
 
 The issue's target: gradcv forward + backward at most 0.3x Kornia's, in the same run.
 The solvers run with autograd on, so the forward + backward row is the one that counts;
@@ -26,8 +26,8 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from experiments._cli import UsageError, atomic_write_text, config_to_object, run_app, run_dir
-from experiments._timing import set_threads, time_calls_ms
+from gradcv.experiments._cli import UsageError, atomic_write_text, config_to_object, run_app, run_dir
+from gradcv.experiments._timing import set_threads, time_calls_ms
 
 APP = "bench_ssim"
 FORWARD, BACKWARD = "forward", "forward + backward"
@@ -73,7 +73,7 @@ def _check(conf: BenchSSIMConfig) -> None:
 
 
 def _rows(conf: BenchSSIMConfig, x: torch.Tensor, y: torch.Tensor, notes: list[str]) -> list[Row]:
-    from core_ops.losses import ssim
+    from gradcv.core_ops.losses import ssim
 
     k, s = conf.window_size, conf.sigma
     xg = x.clone().requires_grad_(True)
@@ -127,7 +127,7 @@ def _time_interleaved(rows: list[Row], warmup: int) -> dict[tuple[str, str], lis
 
 def _agreement(conf: BenchSSIMConfig, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
     """How far gradcv is from the references on this input (float32)."""
-    from core_ops.losses import ssim
+    from gradcv.core_ops.losses import ssim
 
     out: dict[str, float] = {}
     try:
@@ -220,7 +220,7 @@ def bench_ssim(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    """Entry point: ``python -m experiments.bench_ssim [overrides]``."""
+    """Entry point: ``python -m gradcv.experiments.bench_ssim [overrides]``."""
     run_app(bench_ssim, config_name=APP)
 
 

@@ -1,8 +1,8 @@
 """Warp benchmark: ``warp_perspective`` of a batch of RGB images by one random homography
 per image, forward and forward + backward, gradcv against OpenCV and Kornia.
 
-    python -m experiments.bench_warp                        # 8x3x256x256, threads 1 and 2
-    python -m experiments.bench_warp batch=32 repetitions=50
+    python -m gradcv.experiments.bench_warp                        # 8x3x256x256, threads 1 and 2
+    python -m gradcv.experiments.bench_warp batch=32 repetitions=50
 
 The registration solver differentiates the warp with respect to the homography, so the
 backward rows matter as much as the forward ones: "backward (image)" differentiates with
@@ -25,8 +25,8 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from experiments._cli import ExperimentError, config_to_object, run_app, run_dir
-from experiments._rows import FORWARD, Row, report, time_rows, write_results
+from gradcv.experiments._cli import ExperimentError, config_to_object, run_app, run_dir
+from gradcv.experiments._rows import FORWARD, Row, report, time_rows, write_results
 
 APP = "bench_warp"
 
@@ -55,7 +55,7 @@ BACKWARD_MATRIX = "forward + backward (matrix)"
 
 def random_homographies(conf: BenchWarpConfig, gen: torch.Generator) -> torch.Tensor:
     """One homography per image, moving each image corner by up to ``spread`` of the size."""
-    from core_ops.geometry.transform import get_perspective_transform
+    from gradcv.core_ops.geometry.transform import get_perspective_transform
 
     n = conf.image_size - 1
     corners = torch.tensor([[0.0, 0.0], [n, 0.0], [n, n], [0.0, n]], dtype=torch.float64).expand(conf.batch, 4, 2)
@@ -66,7 +66,7 @@ def random_homographies(conf: BenchWarpConfig, gen: torch.Generator) -> torch.Te
 
 def _rows(conf: BenchWarpConfig, x: torch.Tensor, M: torch.Tensor, notes: list[str]) -> list[Row]:
     fwd, bwd = conf.repetitions, conf.backward_repetitions
-    from core_ops.geometry.transform import warp_perspective
+    from gradcv.core_ops.geometry.transform import warp_perspective
 
     dsize = tuple(x.shape[-2:])
     xg = x.clone().requires_grad_(True)
@@ -119,7 +119,7 @@ def bench_warp(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    """Entry point: ``python -m experiments.bench_warp [overrides]``."""
+    """Entry point: ``python -m gradcv.experiments.bench_warp [overrides]``."""
     run_app(bench_warp, config_name=APP)
 
 

@@ -1,10 +1,10 @@
 """Homography registration of one pair, coarse to fine, with the paper's Figure 3.
 
-    python -m experiments.register                          # the bundled pair (known truth)
-    python -m experiments.register solver.preset=first_order optimizer=radam solver.levels=4
-    python -m experiments.register solver.preset=paper optimizer=paper
-    python -m experiments.register src=a.png dst=b.png      # your own images
-    python -m experiments.register src=a.png dst=b.png dst_mask=m.png   # white: use, black: ignore
+    python -m gradcv.experiments.register                          # the bundled pair (known truth)
+    python -m gradcv.experiments.register solver.preset=first_order optimizer=radam solver.levels=4
+    python -m gradcv.experiments.register solver.preset=paper optimizer=paper
+    python -m gradcv.experiments.register src=a.png dst=b.png      # your own images
+    python -m gradcv.experiments.register src=a.png dst=b.png dst_mask=m.png   # white: use, black: ignore
 
 With no ``src``/``dst`` it registers a pair cut from matplotlib's ``grace_hopper.jpg`` by
 :func:`registration.make_pairs` (seeded, known homography) and prints the corner error
@@ -26,8 +26,8 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from experiments._cli import ExperimentError, atomic_write_text, config_to_object, run_app, run_dir, save_figure
-from experiments._images import read_image, sample_photo, to_gray
+from gradcv.experiments._cli import ExperimentError, atomic_write_text, config_to_object, run_app, run_dir, save_figure
+from gradcv.experiments._images import read_image, sample_photo, to_gray
 
 APP = "register"
 DEFAULT_OPTIMIZER = "adam"  # conf/register.yaml's choice in the optimizer group
@@ -102,7 +102,7 @@ def registration_config(conf: RegisterConfig, optimizer_choice: str | None = Non
     """The library's :class:`RegistrationConfig`: the preset, then the solver fields set,
     then the optimizer group. ``optimizer_choice`` is the group's option as Hydra chose it:
     choosing one for a second-order preset is an error (it would be silently ignored)."""
-    from registration import RegistrationConfig
+    from gradcv.registration import RegistrationConfig
 
     solver = conf.solver
     if solver.preset not in PRESETS:
@@ -118,7 +118,7 @@ def registration_config(conf: RegisterConfig, optimizer_choice: str | None = Non
                 f"optimizer; add solver.preset=first_order (or paper)"
             )
         config.validate()
-        from registration.solver import resolve_optimizer
+        from gradcv.registration.solver import resolve_optimizer
 
         resolve_optimizer(config.optimizer)
     except (TypeError, ValueError) as ex:
@@ -128,7 +128,7 @@ def registration_config(conf: RegisterConfig, optimizer_choice: str | None = Non
 
 def bundled_pair(data: DataConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, str]:
     """``(src, dst, H_true, description)`` from ``grace_hopper.jpg``."""
-    from registration import make_pairs
+    from gradcv.registration import make_pairs
 
     photo = sample_photo()
     if data.gray:
@@ -190,7 +190,7 @@ def figure3(src, dst, result, reference, levels: int, title: str):
     import matplotlib.pyplot as plt
     import torch.nn.functional as F
 
-    from core_ops.geometry import warp_perspective
+    from gradcv.core_ops.geometry import warp_perspective
 
     h, w = src.shape[-2:]
     rows = ["source", "destination", "source warped\nby the estimate", "|error| vs " + ("ground-truth\nwarp" if reference is not dst else "destination")]
@@ -233,7 +233,7 @@ def figure3(src, dst, result, reference, levels: int, title: str):
 def _photometric_error(src: torch.Tensor, dst: torch.Tensor, H: torch.Tensor) -> float:
     """Mean absolute intensity difference between ``src`` warped by ``H`` and ``dst`` over
     the pixels whose source lies inside ``src``."""
-    from core_ops.geometry import warp_perspective
+    from gradcv.core_ops.geometry import warp_perspective
 
     h, w = src.shape[-2:]
     warped = warp_perspective(src, H.to(src.dtype), (h, w))
@@ -289,7 +289,7 @@ def register(cfg: DictConfig) -> None:
         config = config.replace(**masks)
     src, dst = src.to(device), dst.to(device)
 
-    from registration import HomographyRegistration, corner_error
+    from gradcv.registration import HomographyRegistration, corner_error
 
     kw = ", ".join(f"{k}={v}" for k, v in config.optimizer_kwargs.items())
     method = f"{config.optimizer}(lr={config.lr:g}{', ' + kw if kw else ''})" if config.method == "first_order" else config.method
@@ -345,7 +345,7 @@ def register(cfg: DictConfig) -> None:
     if conf.figure:
         import matplotlib.pyplot as plt
 
-        from core_ops.geometry import warp_perspective
+        from gradcv.core_ops.geometry import warp_perspective
 
         reference = warp_perspective(src, H_true.to(src.dtype), (h, w)) if H_true is not None else dst
         what = f"MACE {metrics['mace_px']:.3f} px" if H_true is not None else f"photometric error {metrics['photometric_error']:.4f}"
@@ -363,7 +363,7 @@ def register(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    """Entry point: ``python -m experiments.register [overrides]``."""
+    """Entry point: ``python -m gradcv.experiments.register [overrides]``."""
     run_app(register, config_name=APP)
 
 

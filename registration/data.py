@@ -13,8 +13,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from core_ops._checks import check_floating, check_shape
-from core_ops.geometry import get_perspective_transform, warp_perspective
+from gradcv.core_ops._checks import check_floating, check_shape
+from gradcv.core_ops.geometry import get_perspective_transform, warp_perspective
 
 PROTOCOLS = ("full", "detone")
 

@@ -47,7 +47,7 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
-from registration.config import RegistrationConfig
+from gradcv.registration.config import RegistrationConfig
 
 _LAMBDA_START, _LAMBDA_MIN, _LAMBDA_MAX = 1e-4, 1e-8, 1e6
 # After a rejected step the damping is at least this: below it the damped step is the
@@ -121,7 +121,7 @@ def solve_level_second_order(
 
     Returns ``(losses (iterations, B), steps (B,), stopped (B,))`` as the first-order
     level solver does."""
-    from registration.solver import _masked, _motion_matrix, _motion_parameters, _pair_loss  # no cycle at load
+    from gradcv.registration.solver import _masked, _motion_matrix, _motion_parameters, _pair_loss  # no cycle at load
 
     # Levels above the finest are blurred and resampled, so their residuals are not
     # outliers but mismatch, and least squares converges there quadratically where the

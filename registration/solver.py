@@ -32,13 +32,13 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from core_ops._checks import check_floating, check_shape
-from core_ops.filters import gaussian_blur2d
-from core_ops.geometry import get_perspective_transform, normalize_homography
-from core_ops.geometry.warpers import _base_grid
-from core_ops.losses import charbonnier_loss, l1_loss, l2_loss, ncc_loss, ssim_loss
-from registration.config import RegistrationConfig
-from registration.second_order import solve_level_second_order
+from gradcv.core_ops._checks import check_floating, check_shape
+from gradcv.core_ops.filters import gaussian_blur2d
+from gradcv.core_ops.geometry import get_perspective_transform, normalize_homography
+from gradcv.core_ops.geometry.warpers import _base_grid
+from gradcv.core_ops.losses import charbonnier_loss, l1_loss, l2_loss, ncc_loss, ssim_loss
+from gradcv.registration.config import RegistrationConfig
+from gradcv.registration.second_order import solve_level_second_order
 
 Callback = Callable[[int, int, torch.Tensor], None]
 

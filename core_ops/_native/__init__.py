@@ -42,8 +42,8 @@ from typing import Callable, Iterator, Optional
 
 import torch
 
-from core_ops._native import _memory
-from core_ops._native._memory import empty_cache  # noqa: F401  (public: frees the idle blocks)
+from gradcv.core_ops._native import _memory
+from gradcv.core_ops._native._memory import empty_cache  # noqa: F401  (public: frees the idle blocks)
 
 _SOURCE = Path(__file__).with_name("kernels.c")
 _FLAGS = ("-O3", "-fPIC", "-shared", "-fno-math-errno", "-ffp-contract=off", "-std=c99")

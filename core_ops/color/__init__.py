@@ -5,7 +5,7 @@ Names, argument order, defaults and meaning follow ``kornia.color`` and
 ``(*, C, H, W)`` tensors with values in ``[0, 1]``.
 """
 
-from core_ops.color.adjust import (
+from gradcv.core_ops.color.adjust import (
     AdjustBrightness,
     AdjustContrast,
     AdjustHue,
@@ -15,10 +15,10 @@ from core_ops.color.adjust import (
     adjust_hue,
     adjust_saturation,
 )
-from core_ops.color.gray import BgrToGrayscale, RgbToGrayscale, bgr_to_grayscale, rgb_to_grayscale
-from core_ops.color.hsv import HsvToRgb, RgbToHsv, hsv_to_rgb, rgb_to_hsv
-from core_ops.color.rgb import BgrToRgb, RgbToBgr, bgr_to_rgb, rgb_to_bgr
-from core_ops.color.ycbcr import RgbToYcbcr, YcbcrToRgb, rgb_to_ycbcr, ycbcr_to_rgb
+from gradcv.core_ops.color.gray import BgrToGrayscale, RgbToGrayscale, bgr_to_grayscale, rgb_to_grayscale
+from gradcv.core_ops.color.hsv import HsvToRgb, RgbToHsv, hsv_to_rgb, rgb_to_hsv
+from gradcv.core_ops.color.rgb import BgrToRgb, RgbToBgr, bgr_to_rgb, rgb_to_bgr
+from gradcv.core_ops.color.ycbcr import RgbToYcbcr, YcbcrToRgb, rgb_to_ycbcr, ycbcr_to_rgb
 
 __all__ = [
     "AdjustBrightness",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from core_ops._checks import check_floating, check_shape
+from gradcv.core_ops._checks import check_floating, check_shape
 
 
 def check_color_image(image: object, name: str = "image") -> None:

@@ -14,8 +14,8 @@ from typing import Union
 import torch
 from torch import nn
 
-from core_ops.color._validation import check_any_image, check_color_image, clamp_unit_
-from core_ops.color.hsv import (
+from gradcv.core_ops.color._validation import check_any_image, check_color_image, clamp_unit_
+from gradcv.core_ops.color.hsv import (
     _SEXTANTS_PER_RADIAN,
     _hue_sextants,
     _rgb_from_hue,

@@ -7,9 +7,9 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import nn
 
-from core_ops import _native
-from core_ops._checks import check_shape
-from core_ops.color._validation import check_color_image
+from gradcv.core_ops import _native
+from gradcv.core_ops._checks import check_shape
+from gradcv.core_ops.color._validation import check_color_image
 
 # ITU-R BT.601 luma weights in RGB order: what OpenCV's COLOR_RGB2GRAY and Kornia use.
 BT601_WEIGHTS: tuple[float, float, float] = (0.299, 0.587, 0.114)

@@ -16,7 +16,7 @@ import math
 import torch
 from torch import nn
 
-from core_ops.color._validation import check_color_image
+from gradcv.core_ops.color._validation import check_color_image
 
 _TWO_PI = 2.0 * math.pi
 # Hue is computed in sextants (units of 60 degrees, [0, 6)) and scaled to radians once.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from core_ops.color._validation import check_color_image
+from gradcv.core_ops.color._validation import check_color_image
 
 
 def rgb_to_bgr(image: torch.Tensor) -> torch.Tensor:

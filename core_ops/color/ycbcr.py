@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from core_ops.color._validation import check_color_image, clamp_unit_
-from core_ops.color.gray import BT601_WEIGHTS, _luma
+from gradcv.core_ops.color._validation import check_color_image, clamp_unit_
+from gradcv.core_ops.color.gray import BT601_WEIGHTS, _luma
 
 # Chroma scales of the forward transform (OpenCV's and Kornia's); the chroma channels
 # are centred on 0.5.

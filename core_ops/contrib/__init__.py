@@ -6,14 +6,14 @@ Names, argument order and defaults are Kornia's (``kornia.contrib`` and
 integers, normalised coordinates ``[-1, 1]`` edge to edge), see each ``Convention``.
 """
 
-from core_ops.contrib.patches import (
+from gradcv.core_ops.contrib.patches import (
     CombineTensorPatches,
     ExtractTensorPatches,
     combine_tensor_patches,
     compute_padding,
     extract_tensor_patches,
 )
-from core_ops.contrib.soft_argmax import (
+from gradcv.core_ops.contrib.soft_argmax import (
     ConvSoftArgmax2d,
     ConvSoftArgmax3d,
     SpatialSoftArgmax2d,

@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core_ops._checks import check_border_type, check_floating, check_shape
-from core_ops.contrib._options import int_tuple
-from core_ops.filters import pad2d
+from gradcv.core_ops._checks import check_border_type, check_floating, check_shape
+from gradcv.core_ops.contrib._options import int_tuple
+from gradcv.core_ops.filters import pad2d
 
 IntPair = Union[int, tuple[int, int]]
 # int, (vertical, horizontal) or (top, bottom, left, right), as Kornia.

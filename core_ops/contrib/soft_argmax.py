@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core_ops._checks import check_image, check_kernel_size, check_shape
-from core_ops.contrib._options import int_tuple
+from gradcv.core_ops._checks import check_image, check_kernel_size, check_shape
+from gradcv.core_ops.contrib._options import int_tuple
 
 def _check_temperature(temperature: object, name: str = "temperature") -> float | torch.Tensor:
     """``None`` (meaning 1), a positive number, or a floating tensor (values not inspected)."""

@@ -11,7 +11,7 @@ the other function, so gradients of any order exist and stay cheap.
 
 Taps are Python floats, so each tap is one fused multiply-add (``add_(..., alpha=t)``)
 and zero taps cost nothing. On the CPU the forward pass runs as one fused C loop
-(``core_ops._native``) doing the same operations in the same order, when it is built;
+(``gradcv.core_ops._native``) doing the same operations in the same order, when it is built;
 the slices below are the fallback, and the path for GPUs, ``torch.compile`` and the
 adjoints. Filters whose kernel is a tensor that may require grad
 (``filter2d`` with a user kernel, a learnable sigma) use plain autograd instead.
@@ -24,8 +24,8 @@ from typing import Callable, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from core_ops import _native
-from core_ops._cache import memo
+from gradcv.core_ops import _native
+from gradcv.core_ops._cache import memo
 
 Taps = tuple[float, ...]
 # One output channel: taps along y (rows) and along x (columns).

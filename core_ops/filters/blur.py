@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from core_ops._checks import check_border_type, check_image, check_kernel_size, check_sigma
-from core_ops.filters._engine import correlate_separable
-from core_ops.filters.filter import filter2d, filter2d_separable
-from core_ops.filters.kernels import default_kernel_size, gaussian_taps, get_gaussian_kernel1d, get_gaussian_kernel2d
+from gradcv.core_ops._checks import check_border_type, check_image, check_kernel_size, check_sigma
+from gradcv.core_ops.filters._engine import correlate_separable
+from gradcv.core_ops.filters.filter import filter2d, filter2d_separable
+from gradcv.core_ops.filters.kernels import default_kernel_size, gaussian_taps, get_gaussian_kernel1d, get_gaussian_kernel2d
 
 
 def gaussian_blur2d(

@@ -7,11 +7,11 @@ import math
 import torch
 from torch import nn
 
-from core_ops import _native
-from core_ops._cache import memo
-from core_ops._checks import check_border_type, check_choice, check_image, check_kernel_size
-from core_ops.filters._engine import _needs_grad, correlate_separable, filter_reduce
-from core_ops.filters.kernels import sobel_taps
+from gradcv.core_ops import _native
+from gradcv.core_ops._cache import memo
+from gradcv.core_ops._checks import check_border_type, check_choice, check_image, check_kernel_size
+from gradcv.core_ops.filters._engine import _needs_grad, correlate_separable, filter_reduce
+from gradcv.core_ops.filters.kernels import sobel_taps
 
 # Above this size of derivative stack, sobel() without autograd reduces block by block.
 _STACK_BYTES = 16 << 20

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from core_ops._checks import check_border_type, check_choice, check_floating, check_image, check_shape
-from core_ops.filters._engine import correlate_separable, pad2d
+from gradcv.core_ops._checks import check_border_type, check_choice, check_floating, check_image, check_shape
+from gradcv.core_ops.filters._engine import correlate_separable, pad2d
 
 # Above this many taps a 2-D kernel goes through a grouped convolution instead of slices.
 _MAX_SLICE_TAPS = 81

@@ -11,9 +11,9 @@ import math
 
 import torch
 
-from core_ops._cache import memo
+from gradcv.core_ops._cache import memo
 
-from core_ops._checks import check_kernel_size, check_sigma
+from gradcv.core_ops._checks import check_kernel_size, check_sigma
 
 
 def default_kernel_size(sigma: float) -> int:

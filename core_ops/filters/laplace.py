@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from core_ops._checks import check_border_type, check_image, check_kernel_size
-from core_ops.filters._engine import correlate_separable
-from core_ops.filters.derivatives import derivative_bank
+from gradcv.core_ops._checks import check_border_type, check_image, check_kernel_size
+from gradcv.core_ops.filters._engine import correlate_separable
+from gradcv.core_ops.filters.derivatives import derivative_bank
 
 
 def laplacian(

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from core_ops._checks import check_border_type, check_image, check_kernel_size
-from core_ops.filters._engine import pad2d
+from gradcv.core_ops._checks import check_border_type, check_image, check_kernel_size
+from gradcv.core_ops.filters._engine import pad2d
 
 
 def median_blur(input: torch.Tensor, kernel_size: tuple[int, int] | int, border_type: str = "replicate") -> torch.Tensor:

@@ -7,7 +7,7 @@ right, y down and integer values at pixel centres; normalised coordinates span
 ``u = (2 x + 1) / W - 1``; quaternions are ``(w, x, y, z)``.
 """
 
-from core_ops.geometry.conversions import (
+from gradcv.core_ops.geometry.conversions import (
     angle_axis_to_quaternion,
     angle_axis_to_rotation_matrix,
     axis_angle_to_quaternion,
@@ -25,7 +25,7 @@ from core_ops.geometry.conversions import (
     rotation_matrix_to_axis_angle,
     rotation_matrix_to_quaternion,
 )
-from core_ops.geometry.coordinates import (
+from gradcv.core_ops.geometry.coordinates import (
     denormal_transform_pixel,
     denormalize_homography,
     denormalize_pixel_coordinates,
@@ -35,23 +35,23 @@ from core_ops.geometry.coordinates import (
     normalize_pixel_coordinates,
     normalize_pixel_coordinates3d,
 )
-from core_ops.geometry.homography import (
+from gradcv.core_ops.geometry.homography import (
     find_homography_dlt,
     find_homography_dlt_iterated,
     oneway_transfer_error,
     symmetric_transfer_error,
 )
-from core_ops.geometry.linalg import (
+from gradcv.core_ops.geometry.linalg import (
     compose_transformations,
     inverse_transformation,
     relative_transformation,
     transform_points,
 )
-from core_ops.geometry.robust import (
+from gradcv.core_ops.geometry.robust import (
     RANSAC,
     ransac,
 )
-from core_ops.geometry.transform import (
+from gradcv.core_ops.geometry.transform import (
     Affine,
     Resize,
     Rotate,
@@ -73,7 +73,7 @@ from core_ops.geometry.transform import (
     warp_affine,
     warp_perspective,
 )
-from core_ops.geometry.camera import (
+from gradcv.core_ops.geometry.camera import (
     PinholeCamera,
     dx_project_points_orthographic,
     project_points,
@@ -81,7 +81,7 @@ from core_ops.geometry.camera import (
     unproject_points,
     unproject_points_orthographic,
 )
-from core_ops.geometry.warpers import (
+from gradcv.core_ops.geometry.warpers import (
     DepthWarper,
     HomographyWarper,
     depth_warp,

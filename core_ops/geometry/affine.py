@@ -20,10 +20,10 @@ import math
 import torch
 from torch import nn
 
-from core_ops._checks import check_choice, check_floating, check_shape, check_tensor
-from core_ops.filters.blur import gaussian_blur2d
-from core_ops.geometry.imgwarp import check_warp_options, warp_affine
-from core_ops.geometry.matrices import get_affine_matrix2d, get_rotation_matrix2d
+from gradcv.core_ops._checks import check_choice, check_floating, check_shape, check_tensor
+from gradcv.core_ops.filters.blur import gaussian_blur2d
+from gradcv.core_ops.geometry.imgwarp import check_warp_options, warp_affine
+from gradcv.core_ops.geometry.matrices import get_affine_matrix2d, get_rotation_matrix2d
 
 __all__ = [
     "Affine",

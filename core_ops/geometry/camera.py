@@ -28,8 +28,8 @@ from typing import Union
 
 import torch
 
-from core_ops._checks import check_floating, check_shape, check_tensor
-from core_ops.geometry.conversions import convert_points_from_homogeneous
+from gradcv.core_ops._checks import check_floating, check_shape, check_tensor
+from gradcv.core_ops.geometry.conversions import convert_points_from_homogeneous
 
 __all__ = [
     "PinholeCamera",

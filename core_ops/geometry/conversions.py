@@ -21,7 +21,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from core_ops._checks import check_floating, check_shape, check_tensor
+from gradcv.core_ops._checks import check_floating, check_shape, check_tensor
 
 __all__ = [
     "angle_axis_to_quaternion",

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from core_ops._checks import check_shape
+from gradcv.core_ops._checks import check_shape
 
 __all__ = [
     "denormal_transform_pixel",

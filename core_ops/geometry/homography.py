@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from core_ops._checks import check_choice, check_floating, check_shape
+from gradcv.core_ops._checks import check_choice, check_floating, check_shape
 
 _SOLVERS = ("svd", "lu")
 

@@ -39,8 +39,8 @@ from __future__ import annotations
 
 import torch
 
-from core_ops._checks import check_choice, check_floating, check_image, check_shape, check_tensor
-from core_ops.geometry.matrices import to_homography, work_dtype
+from gradcv.core_ops._checks import check_choice, check_floating, check_image, check_shape, check_tensor
+from gradcv.core_ops.geometry.matrices import to_homography, work_dtype
 
 __all__ = ["warp_affine", "warp_perspective"]
 

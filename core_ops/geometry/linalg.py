@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from core_ops._checks import check_floating, check_shape
-from core_ops.geometry.conversions import convert_points_from_homogeneous
+from gradcv.core_ops._checks import check_floating, check_shape
+from gradcv.core_ops.geometry.conversions import convert_points_from_homogeneous
 
 __all__ = ["compose_transformations", "inverse_transformation", "relative_transformation", "transform_points"]
 

@@ -15,7 +15,7 @@ import math
 
 import torch
 
-from core_ops._checks import check_floating, check_shape
+from gradcv.core_ops._checks import check_floating, check_shape
 
 __all__ = [
     "get_affine_matrix2d",

@@ -21,8 +21,8 @@ import math
 import torch
 from torch import nn
 
-from core_ops._checks import check_choice, check_floating, check_shape
-from core_ops.geometry.homography import (
+from gradcv.core_ops._checks import check_choice, check_floating, check_shape
+from gradcv.core_ops.geometry.homography import (
     _adjugate,
     _denormalise,
     _dlt_moment_terms,

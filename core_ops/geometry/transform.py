@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch  # noqa: F401  (for the doctest)
 
-from core_ops.geometry.affine import (
+from gradcv.core_ops.geometry.affine import (
     Affine,
     Resize,
     Rotate,
@@ -33,8 +33,8 @@ from core_ops.geometry.affine import (
     shear,
     translate,
 )
-from core_ops.geometry.imgwarp import warp_affine, warp_perspective
-from core_ops.geometry.matrices import (
+from gradcv.core_ops.geometry.imgwarp import warp_affine, warp_perspective
+from gradcv.core_ops.geometry.matrices import (
     get_affine_matrix2d,
     get_perspective_transform,
     get_rotation_matrix2d,

@@ -27,11 +27,11 @@ import functools
 import torch
 from torch import nn
 
-from core_ops._checks import check_choice, check_floating, check_image, check_shape
-from core_ops.geometry.camera import PinholeCamera, _embed, _inverse3x3
-from core_ops.geometry.coordinates import normalize_homography
-from core_ops.geometry.imgwarp import warp_perspective
-from core_ops.geometry.linalg import compose_transformations, inverse_transformation
+from gradcv.core_ops._checks import check_choice, check_floating, check_image, check_shape
+from gradcv.core_ops.geometry.camera import PinholeCamera, _embed, _inverse3x3
+from gradcv.core_ops.geometry.coordinates import normalize_homography
+from gradcv.core_ops.geometry.imgwarp import warp_perspective
+from gradcv.core_ops.geometry.linalg import compose_transformations, inverse_transformation
 
 __all__ = ["DepthWarper", "HomographyWarper", "depth_warp", "homography_warp"]
 

@@ -7,8 +7,8 @@ Kornia's names, argument orders and defaults where Kornia has the loss (``ssim``
 keyword-only. Each function has a ``torch.nn.Module`` of the CamelCase name.
 """
 
-from core_ops.losses.signal_noise import PSNRLoss, psnr, psnr_loss
-from core_ops.losses.robust import (
+from gradcv.core_ops.losses.signal_noise import PSNRLoss, psnr, psnr_loss
+from gradcv.core_ops.losses.robust import (
     CharbonnierLoss,
     HuberLoss,
     L1Loss,
@@ -20,14 +20,14 @@ from core_ops.losses.robust import (
     l2_loss,
     ncc_loss,
 )
-from core_ops.losses.segmentation import DiceLoss, FocalLoss, TverskyLoss, dice_loss, focal_loss, tversky_loss
-from core_ops.losses.smoothness import (
+from gradcv.core_ops.losses.segmentation import DiceLoss, FocalLoss, TverskyLoss, dice_loss, focal_loss, tversky_loss
+from gradcv.core_ops.losses.smoothness import (
     InverseDepthSmoothnessLoss,
     TotalVariation,
     inverse_depth_smoothness_loss,
     total_variation,
 )
-from core_ops.losses.structural_similarity import SSIM, SSIMLoss, ssim, ssim_loss
+from gradcv.core_ops.losses.structural_similarity import SSIM, SSIMLoss, ssim, ssim_loss
 
 __all__ = [
     "SSIM",

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import torch
 
-from core_ops._checks import check_choice, check_floating, check_tensor
+from gradcv.core_ops._checks import check_choice, check_floating, check_tensor
 
 REDUCTIONS = ("none", "mean", "sum")
 

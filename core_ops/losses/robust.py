@@ -18,8 +18,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from core_ops._checks import check_image
-from core_ops.losses._common import (
+from gradcv.core_ops._checks import check_image
+from gradcv.core_ops.losses._common import (
     check_broadcast_mask,
     check_mask,
     check_pair,

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core_ops._checks import check_choice, check_floating, check_shape, check_tensor
-from core_ops.losses._common import REDUCTIONS
+from gradcv.core_ops._checks import check_choice, check_floating, check_shape, check_tensor
+from gradcv.core_ops.losses._common import REDUCTIONS
 
 
 def _check_labels(pred: object, target: object, spatial: bool = True) -> None:

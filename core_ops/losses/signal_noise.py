@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from core_ops.losses._common import check_pair, check_positive
+from gradcv.core_ops.losses._common import check_pair, check_positive
 
 
 def psnr(image: torch.Tensor, target: torch.Tensor, max_val: float) -> torch.Tensor:

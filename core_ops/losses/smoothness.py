@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from core_ops._checks import check_choice, check_floating, check_image, check_shape
+from gradcv.core_ops._checks import check_choice, check_floating, check_image, check_shape
 
 
 def total_variation(img: torch.Tensor, reduction: str = "sum") -> torch.Tensor:

@@ -21,11 +21,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from core_ops._checks import check_choice, check_image, check_kernel_size, check_sigma
-from core_ops.filters import pad2d
-from core_ops.filters import correlate_separable
-from core_ops.filters.kernels import gaussian_taps
-from core_ops.losses._common import check_mask, check_positive, check_reduction, check_same_shape, reduce_loss
+from gradcv.core_ops._checks import check_choice, check_image, check_kernel_size, check_sigma
+from gradcv.core_ops.filters import pad2d
+from gradcv.core_ops.filters import correlate_separable
+from gradcv.core_ops.filters.kernels import gaussian_taps
+from gradcv.core_ops.losses._common import check_mask, check_positive, check_reduction, check_same_shape, reduce_loss
 
 PADDINGS = ("same", "valid")
 Taps = tuple[float, ...]

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from core_ops import color
-from core_ops.color import (
+from gradcv.core_ops import color
+from gradcv.core_ops.color import (
     AdjustBrightness,
     AdjustContrast,
     AdjustHue,

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd import gradcheck
 
-from core_ops.contrib import (
+from gradcv.core_ops.contrib import (
     CombineTensorPatches,
     ConvSoftArgmax2d,
     ConvSoftArgmax3d,

@@ -25,7 +25,7 @@ import scipy.ndimage
 import torch
 from torch.autograd import gradcheck, gradgradcheck
 
-from core_ops.filters import (
+from gradcv.core_ops.filters import (
     BoxBlur,
     GaussianBlur2d,
     Laplacian,
@@ -43,9 +43,9 @@ from core_ops.filters import (
     sobel,
     spatial_gradient,
 )
-from core_ops.filters.kernels import default_kernel_size, sobel_taps
-from core_ops.filters.derivatives import derivative_bank
-from core_ops.pyramid import pyrdown, pyrup
+from gradcv.core_ops.filters.kernels import default_kernel_size, sobel_taps
+from gradcv.core_ops.filters.derivatives import derivative_bank
+from gradcv.core_ops.pyramid import pyrdown, pyrup
 from tests.helpers import assert_max_abs_diff, assert_standard, ignore_compile_warnings, small_input, to_numpy, to_tensor
 
 F32_EPS = float(np.finfo(np.float32).eps)
@@ -695,8 +695,8 @@ def test_compile_fullgraph_gradients_match_eager(batch):
 
 def test_sobel_blockwise_reduction_equals_stacked(monkeypatch, batch):
     """Without autograd, large inputs take the block-by-block magnitude; same numbers."""
-    import core_ops.filters.derivatives as derivatives
-    import core_ops.filters._engine as engine
+    import gradcv.core_ops.filters.derivatives as derivatives
+    import gradcv.core_ops.filters._engine as engine
 
     expected = sobel(batch.clone().requires_grad_(True)).detach()  # the stacked path
     monkeypatch.setattr(derivatives, "_STACK_BYTES", 0)

@@ -23,7 +23,7 @@ import skimage.metrics
 import torch
 from torch.autograd import gradcheck, gradgradcheck
 
-from core_ops.losses import (
+from gradcv.core_ops.losses import (
     SSIM,
     InverseDepthSmoothnessLoss,
     PSNRLoss,
@@ -36,7 +36,7 @@ from core_ops.losses import (
     ssim_loss,
     total_variation,
 )
-from core_ops.filters.kernels import gaussian_taps
+from gradcv.core_ops.filters.kernels import gaussian_taps
 from tests.helpers import assert_standard, ignore_compile_warnings, to_tensor
 
 
@@ -554,7 +554,7 @@ def test_smoothness_bad_input_raises(call, error, argument):
 
 # ====================================================================== SSIM: chunking and compile
 def test_ssim_chunked_equals_unchunked(monkeypatch):
-    module = importlib.import_module("core_ops.losses.structural_similarity")
+    module = importlib.import_module("gradcv.core_ops.losses.structural_similarity")
     x, y = _pair((3, 2, 15, 14))
     w = torch.rand(3, 2, 15, 14, dtype=torch.float64)
     results = []

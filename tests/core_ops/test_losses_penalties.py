@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd import gradcheck
 
-from core_ops.losses import (
+from gradcv.core_ops.losses import (
     CharbonnierLoss,
     DiceLoss,
     FocalLoss,

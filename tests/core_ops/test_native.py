@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from core_ops import _native
-from core_ops.color import bgr_to_grayscale, rgb_to_grayscale
-from core_ops.filters import correlate_separable, gaussian_blur2d, sobel
-from core_ops.pyramid import pyrdown
+from gradcv.core_ops import _native
+from gradcv.core_ops.color import bgr_to_grayscale, rgb_to_grayscale
+from gradcv.core_ops.filters import correlate_separable, gaussian_blur2d, sobel
+from gradcv.core_ops.pyramid import pyrdown
 
 BORDERS = ["constant", "reflect", "replicate", "circular"]
 ROOT = Path(__file__).resolve().parents[2]
@@ -208,8 +208,8 @@ def test_a_forked_child_can_use_the_thread_pool():
 _PROBE = textwrap.dedent(
     """
     import torch
-    from core_ops import _native
-    from core_ops.filters import sobel
+    from gradcv.core_ops import _native
+    from gradcv.core_ops.filters import sobel
     x = torch.rand(1, 1, 9, 11)
     with _native.disabled():
         reference = sobel(x)
@@ -288,7 +288,7 @@ def empty_pool():
 
 
 def test_a_released_large_result_is_reused(empty_pool):
-    from core_ops._native import _memory
+    from gradcv.core_ops._native import _memory
 
     x = torch.rand(_BIG)
     first = _blur(x)
@@ -311,7 +311,7 @@ def test_a_released_large_result_is_reused(empty_pool):
 
 
 def test_the_pool_keeps_no_more_than_its_limit(empty_pool, monkeypatch):
-    from core_ops._native import _memory
+    from gradcv.core_ops._native import _memory
 
     monkeypatch.setenv("GRADCV_CPU_CACHE_MB", "40")
     x = torch.rand(_BIG)
@@ -331,7 +331,7 @@ def test_small_or_unpoolable_results_come_from_pytorch(empty_pool):
 
 
 def _child_writes_a_block(shape) -> None:
-    from core_ops._native import _memory
+    from gradcv.core_ops._native import _memory
 
     torch.set_num_threads(1)  # PyTorch's OpenMP threads are not fork-safe
     block = _memory.empty(torch.empty(0), shape)
@@ -341,7 +341,7 @@ def _child_writes_a_block(shape) -> None:
 
 @pytest.mark.skipif(sys.platform != "linux", reason="fork is a Linux start method here")
 def test_a_forked_child_does_not_write_into_its_parents_blocks(empty_pool):
-    from core_ops._native import _memory
+    from gradcv.core_ops._native import _memory
 
     shape = (8 << 20,)  # 32 MiB of float32
     parent = _memory.empty(torch.empty(0), shape)

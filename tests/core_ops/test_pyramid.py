@@ -18,9 +18,9 @@ import pytest
 import torch
 from torch.autograd import gradcheck, gradgradcheck
 
-from core_ops.filters import filter2d, gaussian_blur2d, pad2d
-from core_ops.filters.kernels import default_kernel_size, gaussian_taps
-from core_ops.pyramid import PyrDown, PyrUp, ScalePyramid, build_pyramid, pyrdown, pyrup
+from gradcv.core_ops.filters import filter2d, gaussian_blur2d, pad2d
+from gradcv.core_ops.filters.kernels import default_kernel_size, gaussian_taps
+from gradcv.core_ops.pyramid import PyrDown, PyrUp, ScalePyramid, build_pyramid, pyrdown, pyrup
 from tests.helpers import assert_max_abs_diff, assert_standard, small_input, to_numpy, to_tensor
 
 BORDER_TYPES = ("constant", "reflect", "replicate", "circular")

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from experiments.bench_registration import CSV_COLUMNS, box_pyramid, ecc_pair, kornia_to_pixel, load_photograph
-from registration import corner_error, make_pairs
+from gradcv.experiments.bench_registration import CSV_COLUMNS, box_pyramid, ecc_pair, kornia_to_pixel, load_photograph
+from gradcv.registration import corner_error, make_pairs
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = [
@@ -30,7 +30,7 @@ METHODS = {"gradcv default", "gradcv first_order", "gradcv paper", "OpenCV ECC 3
 def run_module(*args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     return subprocess.run(
-        [sys.executable, "-m", "experiments.bench_registration", *args],
+        [sys.executable, "-m", "gradcv.experiments.bench_registration", *args],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=180,
     )
 
@@ -99,8 +99,8 @@ def test_kornia_conversion_matches_its_warper(pair):
     # align_corners=False), must make Kornia's own warper reproduce warp_perspective.
     from kornia.geometry.transform import HomographyWarper
 
-    from core_ops.geometry import warp_perspective
-    from experiments.bench_registration import _kornia_frame
+    from gradcv.core_ops.geometry import warp_perspective
+    from gradcv.experiments.bench_registration import _kornia_frame
 
     src, _, H = pair
     size = tuple(src.shape[-2:])

@@ -20,10 +20,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def run_module(*args: str, cwd: Path = REPO, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    """``python -m experiments.bench_sobel *args`` from the repository root."""
+    """``python -m gradcv.experiments.bench_sobel *args`` from the repository root."""
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     return subprocess.run(
-        [sys.executable, "-m", "experiments.bench_sobel", *args],
+        [sys.executable, "-m", "gradcv.experiments.bench_sobel", *args],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -115,7 +115,7 @@ def test_bad_command_line_prints_one_line(args, mentions, tmp_path):
 
 
 def test_missing_reference_is_skipped_with_a_note(monkeypatch):
-    from experiments import bench_sobel
+    from gradcv.experiments import bench_sobel
 
     monkeypatch.setitem(sys.modules, "cv2", None)  # makes "import cv2" raise ImportError
     notes: list[str] = []
@@ -136,7 +136,7 @@ def keep_threads():
 
 
 def test_failed_compile_skips_only_that_column(keep_threads):
-    from experiments import bench_sobel
+    from gradcv.experiments import bench_sobel
 
     def prepare(images, b):
         raise RuntimeError("no C++ compiler\nmore details")
@@ -151,7 +151,7 @@ def test_failed_compile_skips_only_that_column(keep_threads):
 
 
 def test_table_and_csv_from_results():
-    from experiments import bench_sobel
+    from gradcv.experiments import bench_sobel
 
     results = bench_sobel.Results()
     for column, ms in (("OpenCV", 1.0), ("Kornia", 4.0), ("gradcv", 2.0), ("floor (memory bandwidth)", 0.5)):

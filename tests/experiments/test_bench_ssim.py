@@ -19,7 +19,7 @@ TINY = ["batch=1", "channels=1", "image_size=24", "window_size=9", "sigma=1.0", 
 def run_module(*args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     return subprocess.run(
-        [sys.executable, "-m", "experiments.bench_ssim", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=180
+        [sys.executable, "-m", "gradcv.experiments.bench_ssim", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=180
     )
 
 

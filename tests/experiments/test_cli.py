@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from experiments import _cli
-from experiments._cli import (
+from gradcv.experiments import _cli
+from gradcv.experiments._cli import (
     ExperimentError,
     UsageError,
     atomic_write,
@@ -78,7 +78,7 @@ def test_config_to_object_refuses_unknown_keys():
 APP = textwrap.dedent(
     """
     import os
-    from experiments._cli import ExperimentError, run_app, run_dir
+    from gradcv.experiments._cli import ExperimentError, run_app, run_dir
 
     def task(cfg):
         mode = cfg.mode

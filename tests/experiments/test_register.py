@@ -1,4 +1,4 @@
-"""``python -m experiments.register``: the bundled pair, every optimizer in conf/optimizer/,
+"""``python -m gradcv.experiments.register``: the bundled pair, every optimizer in conf/optimizer/,
 the user's own images, and one-line errors. Subprocess runs on tiny settings."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def run(*args: str, out: Path | None = None) -> subprocess.CompletedProcess[str]
     env["MPLBACKEND"] = "Agg"
     extra = [f"hydra.run.dir={out}"] if out is not None else []
     return subprocess.run(
-        [sys.executable, "-m", "experiments.register", *args, *extra],
+        [sys.executable, "-m", "gradcv.experiments.register", *args, *extra],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
     )
 

@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from experiments._timing import measure_copy_bandwidth, median_ms, set_threads, time_calls_ms
+from gradcv.experiments._timing import measure_copy_bandwidth, median_ms, set_threads, time_calls_ms
 
 
 def test_time_calls_counts_and_measures():

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import torch
 
-from core_ops.geometry import warp_perspective
+from gradcv.core_ops.geometry import warp_perspective
 from tests.helpers import to_tensor
 
 

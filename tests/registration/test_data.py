@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from core_ops.geometry import warp_perspective
-from registration.data import corner_error, make_pairs
+from gradcv.core_ops.geometry import warp_perspective
+from gradcv.registration.data import corner_error, make_pairs
 from tests.helpers import to_tensor
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from registration.config import RegistrationConfig
-from registration.data import corner_error, make_pairs
-from registration.solver import register_homography
+from gradcv.registration.config import RegistrationConfig
+from gradcv.registration.data import corner_error, make_pairs
+from gradcv.registration.solver import register_homography
 from tests.registration._pairs import gray, warped_pair
 from tests.registration.test_solver import H_SMALL, MOTION_CASES, SIZE, _corner_homography
 

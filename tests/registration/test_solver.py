@@ -8,11 +8,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from core_ops.geometry import get_perspective_transform, warp_perspective
-from registration.config import RegistrationConfig
-from registration.data import corner_error, make_pairs
-from registration.solver import HomographyRegistration
-from registration.solver import register_homography as _register_default
+from gradcv.core_ops.geometry import get_perspective_transform, warp_perspective
+from gradcv.registration.config import RegistrationConfig
+from gradcv.registration.data import corner_error, make_pairs
+from gradcv.registration.solver import HomographyRegistration
+from gradcv.registration.solver import register_homography as _register_default
 from tests.registration._pairs import gray, similarity, warped_pair
 
 

@@ -22,7 +22,7 @@ import torch
 from scipy.spatial.transform import Rotation
 from torch.autograd import gradcheck
 
-from core_ops.geometry.camera import (
+from gradcv.core_ops.geometry.camera import (
     PinholeCamera,
     dx_project_points_orthographic,
     project_points,

@@ -33,7 +33,7 @@ from scipy.spatial.transform import Rotation
 from torch.autograd import gradcheck
 from torch.autograd.functional import jacobian
 
-from core_ops.geometry.conversions import (
+from gradcv.core_ops.geometry.conversions import (
     angle_axis_to_quaternion,
     angle_axis_to_rotation_matrix,
     axis_angle_to_quaternion,

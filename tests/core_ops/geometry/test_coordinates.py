@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd import gradcheck
 
-from core_ops.geometry.coordinates import (
+from gradcv.core_ops.geometry.coordinates import (
     denormal_transform_pixel,
     denormalize_homography,
     denormalize_pixel_coordinates,
@@ -31,7 +31,7 @@ from core_ops.geometry.coordinates import (
     normalize_pixel_coordinates,
     normalize_pixel_coordinates3d,
 )
-from core_ops.geometry.transform import warp_perspective
+from gradcv.core_ops.geometry.transform import warp_perspective
 from tests.helpers import to_numpy, to_tensor
 
 F32_EPS = float(torch.finfo(torch.float32).eps)

@@ -23,7 +23,7 @@ import pytest
 import torch
 from torch.autograd import gradcheck
 
-from core_ops.geometry.homography import (
+from gradcv.core_ops.geometry.homography import (
     _transform_points,
     find_homography_dlt,
     find_homography_dlt_iterated,

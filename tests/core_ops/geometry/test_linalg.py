@@ -18,7 +18,7 @@ import torch
 from scipy.spatial.transform import Rotation
 from torch.autograd import gradcheck
 
-from core_ops.geometry.linalg import (
+from gradcv.core_ops.geometry.linalg import (
     compose_transformations,
     inverse_transformation,
     relative_transformation,

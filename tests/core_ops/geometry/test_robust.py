@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 import torch
 
-from core_ops.geometry import robust as ransac_module
-from core_ops.geometry.homography import _transform_points, find_homography_dlt, oneway_transfer_error
-from core_ops.geometry.robust import RANSAC, _minimal_affine, _minimal_homography, _required_samples, ransac
+from gradcv.core_ops.geometry import robust as ransac_module
+from gradcv.core_ops.geometry.homography import _transform_points, find_homography_dlt, oneway_transfer_error
+from gradcv.core_ops.geometry.robust import RANSAC, _minimal_affine, _minimal_homography, _required_samples, ransac
 
 W, H = 640, 480
 CORNERS = np.array([[0, 0], [W - 1, 0], [W - 1, H - 1], [0, H - 1]], dtype=np.float64)

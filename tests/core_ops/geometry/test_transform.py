@@ -31,8 +31,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.autograd import gradcheck
 
-from core_ops.filters import gaussian_blur2d
-from core_ops.geometry.transform import (
+from gradcv.core_ops.filters import gaussian_blur2d
+from gradcv.core_ops.geometry.transform import (
     Affine,
     Resize,
     Rotate,

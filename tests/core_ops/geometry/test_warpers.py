@@ -23,12 +23,12 @@ import torch
 from scipy.ndimage import gaussian_filter
 from torch.autograd import gradcheck
 
-from core_ops.geometry import warpers
-from core_ops.geometry.camera import PinholeCamera
-from core_ops.geometry.conversions import angle_axis_to_rotation_matrix
-from core_ops.geometry.coordinates import normal_transform_pixel, normalize_homography
-from core_ops.geometry.imgwarp import warp_perspective
-from core_ops.geometry.warpers import DepthWarper, HomographyWarper, depth_warp, homography_warp
+from gradcv.core_ops.geometry import warpers
+from gradcv.core_ops.geometry.camera import PinholeCamera
+from gradcv.core_ops.geometry.conversions import angle_axis_to_rotation_matrix
+from gradcv.core_ops.geometry.coordinates import normal_transform_pixel, normalize_homography
+from gradcv.core_ops.geometry.imgwarp import warp_perspective
+from gradcv.core_ops.geometry.warpers import DepthWarper, HomographyWarper, depth_warp, homography_warp
 from tests.helpers import ignore_compile_warnings, noncontiguous, to_tensor
 
 F64 = torch.float64
