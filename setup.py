@@ -18,6 +18,7 @@ import sysconfig
 
 from setuptools import Extension, find_packages, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.command.build_py import build_py
 
 _TOP = ("core_ops", "optim", "registration", "depth", "matching", "experiments")
 
@@ -34,6 +35,14 @@ class _PlainCBuild(build_ext):
             super().build_extension(ext)
         except Exception as ex:  # noqa: BLE001  (any compiler failure: the PyTorch path stays)
             print(f"warning: gradcv's native kernels were not built ({ex}); the PyTorch code will run")
+
+
+class _BuildPy(build_py):
+    """``gradcv`` is the repository root, whose only module is this script: keep it out."""
+
+    def find_package_modules(self, package: str, package_dir: str) -> list[tuple[str, str, str]]:
+        modules = super().find_package_modules(package, package_dir)
+        return [m for m in modules if not (package == "gradcv" and m[1] == "setup")]
 
 
 _flags = ["-O3", "-fno-math-errno", "-ffp-contract=off", "-std=c99"]
@@ -56,5 +65,5 @@ setup(
             optional=True,
         )
     ],
-    cmdclass={"build_ext": _PlainCBuild},
+    cmdclass={"build_ext": _PlainCBuild, "build_py": _BuildPy},
 )
