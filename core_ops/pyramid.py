@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from gradcv.core_ops._checks import check_border_type, check_image
+from gradcv.core_ops.errors import ArgumentValueError
 from gradcv.core_ops.filters import correlate_separable, pad2d
 from gradcv.core_ops.filters.kernels import default_kernel_size, gaussian_taps
 
@@ -82,7 +83,10 @@ def pyrup(input: torch.Tensor, border_type: str = "reflect", *, size: tuple[int,
         size = (2 * h, 2 * w)
     ho, wo = int(size[0]), int(size[1])
     if ho not in (2 * h, 2 * h - 1) or wo not in (2 * w, 2 * w - 1):
-        raise ValueError(f"size: expected (2H or 2H-1, 2W or 2W-1) = ({2 * h}, {2 * w}) or one less, got {tuple(size)}")
+        raise ArgumentValueError(
+            "size", ((2 * h - 1, 2 * h), (2 * w - 1, 2 * w)), tuple(size),
+            f"size: expected (2H or 2H-1, 2W or 2W-1) = ({2 * h}, {2 * w}) or one less, got {tuple(size)}",
+        )
     # OpenCV makes an odd size by cropping the even one, border pixels included.
     if border_type == "replicate":
         # Replicating the zero-stuffed image would copy a row of samples where a row of
@@ -120,7 +124,7 @@ def build_pyramid(input: torch.Tensor, max_level: int, border_type: str = "refle
     check_image(input)
     check_border_type(border_type)
     if not isinstance(max_level, int) or isinstance(max_level, bool) or max_level < 1:
-        raise ValueError(f"max_level: expected a positive int, got {max_level!r}")
+        raise ArgumentValueError("max_level", "a positive int", max_level, f"max_level: expected a positive int, got {max_level!r}")
     levels = [input]
     for _ in range(max_level - 1):
         levels.append(pyrdown(levels[-1], border_type))
@@ -194,13 +198,17 @@ class ScalePyramid(nn.Module):
     ) -> None:
         super().__init__()
         if not isinstance(n_levels, int) or n_levels < 1:
-            raise ValueError(f"n_levels: expected a positive int, got {n_levels!r}")
+            raise ArgumentValueError("n_levels", "a positive int", n_levels, f"n_levels: expected a positive int, got {n_levels!r}")
         if not init_sigma > 0:
-            raise ValueError(f"init_sigma: expected a positive float, got {init_sigma!r}")
+            raise ArgumentValueError(
+                "init_sigma", "a positive float", init_sigma, f"init_sigma: expected a positive float, got {init_sigma!r}"
+            )
         if not isinstance(extra_levels, int) or extra_levels < 0:
-            raise ValueError(f"extra_levels: expected a non-negative int, got {extra_levels!r}")
+            raise ArgumentValueError(
+                "extra_levels", "a non-negative int", extra_levels, f"extra_levels: expected a non-negative int, got {extra_levels!r}"
+            )
         if not isinstance(min_size, int) or min_size < 1:
-            raise ValueError(f"min_size: expected a positive int, got {min_size!r}")
+            raise ArgumentValueError("min_size", "a positive int", min_size, f"min_size: expected a positive int, got {min_size!r}")
         self.n_levels, self.init_sigma, self.min_size = n_levels, float(init_sigma), min_size
         self.double_image, self.extra_levels, self.input_sigma = double_image, extra_levels, float(input_sigma)
         n = n_levels + extra_levels
@@ -247,3 +255,78 @@ def _double(x: torch.Tensor) -> torch.Tensor:
     cols = torch.stack([x, 0.5 * (x + right)], dim=-1).flatten(-2)
     down = pad2d(cols, (0, 1, 0, 0), "replicate")[..., 1:, :]
     return torch.stack([cols, 0.5 * (cols + down)], dim=-2).flatten(-3, -2)
+
+
+def pyrdown_centred(input: torch.Tensor, sigma: float = 0.8, border_type: str = "reflect") -> torch.Tensor:
+    """One level down the centred pyramid: a Gaussian pre-blur, then a 2 x 2 box average.
+
+    The pyramid the solvers use (registration, depth): unlike :func:`pyrdown`, whose
+    decimation keeps the even pixels, each output pixel averages a 2 x 2 block, so the
+    level is centred on the one below and a point keeps its normalised coordinates.
+
+    Args:
+        input: image ``(B, C, H, W)``, or weights (a mask) to carry down with ``sigma=0``.
+        sigma: standard deviation of the pre-blur in the input's pixels (OpenCV's kernel
+            size for it, ``round(8 sigma + 1) | 1``); ``0`` skips the blur, so that the
+            output is the plain box average (the fraction of a mask's weight under it).
+        border_type: border of the blur, as :func:`core_ops.filters.gaussian_blur2d`.
+
+    Returns:
+        ``(B, C, H // 2, W // 2)``: an odd last row or column is dropped.
+
+    Convention:
+        Output pixel ``x_l`` (centres at integers) sits at ``2 x_l + 1/2`` of the input's
+        pixels, in x and in y. For even sizes a normalised point (``[-1, 1]`` edge to edge,
+        ``align_corners=False``) is the same point at both levels, so a homography or a
+        pose in normalised coordinates carries from one level to the next unchanged; an
+        odd size drops the last input row or column, and the input's normalised
+        coordinate ``u`` is then ``u' (W - 1) / W - 1 / W`` of the output's ``u'``.
+
+    Example:
+        >>> pyrdown_centred(torch.arange(16.0).view(1, 1, 4, 4), sigma=0.0)
+        tensor([[[[ 2.5000,  4.5000],
+                  [10.5000, 12.5000]]]])
+    """
+    from gradcv.core_ops.filters import gaussian_blur2d
+
+    check_image(input)
+    check_border_type(border_type)
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma >= 0 or not math.isfinite(sigma):
+        raise ValueError(f"sigma: expected a finite float >= 0, got {sigma!r}")
+    if min(input.shape[-2:]) < 2:
+        raise ValueError(f"input: expected at least 2 x 2 pixels to halve, got {tuple(input.shape[-2:])}")
+    blurred = gaussian_blur2d(input, None, float(sigma), border_type) if sigma > 0 else input
+    return torch.nn.functional.avg_pool2d(blurred, 2)
+
+
+def build_centred_pyramid(
+    input: torch.Tensor, levels: int, sigma: float = 0.8, border_type: str = "reflect"
+) -> list[torch.Tensor]:
+    """The centred pyramid ``[input, pyrdown_centred(input), ...]``, fine to coarse.
+
+    Args:
+        input: image ``(B, C, H, W)``.
+        levels: number of levels returned, the input included; >= 1.
+        sigma: pre-blur of each level before halving (:func:`pyrdown_centred`); ``0`` for
+            box averages only (masks and weights).
+        border_type: border of the blur.
+
+    Returns:
+        ``levels`` tensors; level ``l`` is ``(B, C, H_l, W_l)`` with ``H_l = H_{l-1} // 2``.
+
+    Convention:
+        Pixel ``x_l`` of level ``l`` sits at ``2 x_l + 1/2`` of level ``l - 1``, hence at
+        ``2^l (x_l + 1/2) - 1/2`` of the input; normalised coordinates are unchanged from
+        level to level where the sizes are even (see :func:`pyrdown_centred`).
+
+    Example:
+        >>> [tuple(p.shape[-2:]) for p in build_centred_pyramid(torch.rand(1, 1, 64, 48), 3)]
+        [(64, 48), (32, 24), (16, 12)]
+    """
+    check_image(input)
+    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
+        raise ValueError(f"levels: expected an int >= 1, got {levels!r}")
+    out = [input]
+    for _ in range(levels - 1):
+        out.append(pyrdown_centred(out[-1], sigma, border_type))
+    return out
