@@ -1,7 +1,8 @@
 """Input validation shared by every operator.
 
-Each check raises one typed error whose message names the argument, what was expected
-and what was given. The checks only read metadata (shape, dtype), never tensor values,
+Each check raises one typed error from ``core_ops.errors`` (a ``ShapeError``,
+``DTypeError``, ... all ``GradcvError``) that carries the argument's name, what was
+expected and what was given, and says so in its message. The checks only read metadata (shape, dtype), never tensor values,
 so they cost nothing on the hot path and never synchronise with a device; messages are
 formatted only when a check fails.
 """
@@ -12,19 +13,24 @@ from typing import Sequence
 
 import torch
 
+from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError, DTypeError, ShapeError
+
 BORDER_TYPES = ("constant", "reflect", "replicate", "circular")
 
 
 def check_tensor(x: object, name: str) -> None:
-    """Raise ``TypeError`` unless ``x`` is a ``torch.Tensor``."""
+    """Raise ``ArgumentTypeError`` (a ``TypeError``) unless ``x`` is a ``torch.Tensor``."""
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
+        raise ArgumentTypeError(name, torch.Tensor, type(x), f"{name}: expected a torch.Tensor, got {type(x).__name__}")
 
 
 def check_floating(x: torch.Tensor, name: str) -> None:
-    """Raise ``TypeError`` unless ``x`` has a floating dtype."""
+    """Raise ``DTypeError`` (a ``TypeError``) unless ``x`` has a floating dtype."""
     if not x.is_floating_point():
-        raise TypeError(f"{name}: expected a floating tensor (float16/bfloat16/float32/float64), got {x.dtype}")
+        raise DTypeError(
+            name, "floating", x.dtype,
+            f"{name}: expected a floating tensor (float16/bfloat16/float32/float64), got {x.dtype}",
+        )
 
 
 def check_shape(x: object, dims: Sequence[str | int], name: str) -> None:
@@ -34,8 +40,9 @@ def check_shape(x: object, dims: Sequence[str | int], name: str) -> None:
     an int is a required size. A leading ``"*"`` admits any number of leading dimensions.
 
     Raises:
-        TypeError: ``x`` is not a tensor.
-        ValueError: the rank or a fixed size differs.
+        ArgumentTypeError: ``x`` is not a tensor (a ``TypeError``).
+        ShapeError: the rank or a fixed size differs (a ``ValueError``); its ``expected``
+            is ``tuple(dims)``, its ``actual`` the given shape.
     """
     check_tensor(x, name)
     assert isinstance(x, torch.Tensor)
@@ -56,7 +63,7 @@ def check_shape(x: object, dims: Sequence[str | int], name: str) -> None:
                 break
     if not ok:
         expected = "(" + ", ".join(str(d) for d in dims) + ")"
-        raise ValueError(f"{name}: expected shape {expected}, got {tuple(shape)}")
+        raise ShapeError(name, tuple(dims), shape, f"{name}: expected shape {expected}, got {shape}")
 
 
 def check_image(x: object, name: str = "input", channels: int | None = None) -> None:
@@ -72,7 +79,7 @@ def check_kernel_size(kernel_size: object, name: str = "kernel_size", *, odd: bo
     Kornia's order is kept: a pair is ``(height, width)``.
     """
     if isinstance(kernel_size, bool):
-        raise TypeError(f"{name}: expected an int or a pair of ints, got bool")
+        raise ArgumentTypeError(name, "an int or a pair of ints", bool, f"{name}: expected an int or a pair of ints, got bool")
     if isinstance(kernel_size, int):
         pair = (kernel_size, kernel_size)
     elif isinstance(kernel_size, (tuple, list)) and len(kernel_size) == 2 and all(
@@ -80,11 +87,13 @@ def check_kernel_size(kernel_size: object, name: str = "kernel_size", *, odd: bo
     ):
         pair = (int(kernel_size[0]), int(kernel_size[1]))
     else:
-        raise TypeError(f"{name}: expected an int or a pair of ints, got {kernel_size!r}")
+        raise ArgumentTypeError(
+            name, "an int or a pair of ints", kernel_size, f"{name}: expected an int or a pair of ints, got {kernel_size!r}"
+        )
     for k in pair:
         if k < 1 or (odd and k % 2 == 0):
             what = "positive odd" if odd else "positive"
-            raise ValueError(f"{name}: expected {what} sizes, got {kernel_size!r}")
+            raise ArgumentValueError(name, f"{what} sizes", kernel_size, f"{name}: expected {what} sizes, got {kernel_size!r}")
     return pair
 
 
@@ -96,7 +105,7 @@ def check_sigma(sigma: object, name: str = "sigma") -> tuple[float, float] | tor
     """
     if isinstance(sigma, torch.Tensor):
         if not sigma.is_floating_point():
-            raise TypeError(f"{name}: expected a floating tensor, got {sigma.dtype}")
+            raise DTypeError(name, "floating", sigma.dtype, f"{name}: expected a floating tensor, got {sigma.dtype}")
         return sigma
     if isinstance(sigma, (int, float)) and not isinstance(sigma, bool):
         pair = (float(sigma), float(sigma))
@@ -105,20 +114,23 @@ def check_sigma(sigma: object, name: str = "sigma") -> tuple[float, float] | tor
     ):
         pair = (float(sigma[0]), float(sigma[1]))
     else:
-        raise TypeError(f"{name}: expected a positive float or a pair of floats, got {sigma!r}")
+        raise ArgumentTypeError(
+            name, "a positive float or a pair of floats", sigma,
+            f"{name}: expected a positive float or a pair of floats, got {sigma!r}",
+        )
     if not all(s > 0 for s in pair):  # also rejects NaN
-        raise ValueError(f"{name}: expected positive values, got {sigma!r}")
+        raise ArgumentValueError(name, "positive values", sigma, f"{name}: expected positive values, got {sigma!r}")
     return pair
 
 
 def check_border_type(border_type: object, name: str = "border_type") -> str:
     """Check a border type against ``BORDER_TYPES``; returns it."""
     if border_type not in BORDER_TYPES:
-        raise ValueError(f"{name}: expected one of {BORDER_TYPES}, got {border_type!r}")
+        raise ArgumentValueError(name, BORDER_TYPES, border_type, f"{name}: expected one of {BORDER_TYPES}, got {border_type!r}")
     return border_type  # type: ignore[return-value]
 
 
 def check_choice(value: object, choices: Sequence[object], name: str) -> None:
-    """Raise ``ValueError`` unless ``value`` is one of ``choices``."""
+    """Raise ``ArgumentValueError`` (a ``ValueError``) unless ``value`` is one of ``choices``."""
     if value not in choices:
-        raise ValueError(f"{name}: expected one of {tuple(choices)}, got {value!r}")
+        raise ArgumentValueError(name, tuple(choices), value, f"{name}: expected one of {tuple(choices)}, got {value!r}")

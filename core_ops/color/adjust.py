@@ -22,6 +22,7 @@ from gradcv.core_ops.color.hsv import (
     _saturation,
     _value_and_chroma,
 )
+from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError, DTypeError, ShapeError
 
 Factor = Union[float, torch.Tensor]
 
@@ -35,9 +36,11 @@ def _factor(factor: object, image: torch.Tensor, name: str, *, per_channel: bool
     if isinstance(factor, (int, float)) and not isinstance(factor, bool):
         return float(factor)
     if not isinstance(factor, torch.Tensor):
-        raise TypeError(f"{name}: expected a float or a tensor, got {type(factor).__name__}")
+        raise ArgumentTypeError(
+            name, "a float or a tensor", type(factor), f"{name}: expected a float or a tensor, got {type(factor).__name__}"
+        )
     if factor.is_complex() or factor.dtype == torch.bool:
-        raise TypeError(f"{name}: expected a real tensor, got {factor.dtype}")
+        raise DTypeError(name, "real", factor.dtype, f"{name}: expected a real tensor, got {factor.dtype}")
     shape, image_shape = tuple(factor.shape), tuple(image.shape)
     fits = len(shape) <= len(image_shape) and all(f in (1, i) for f, i in zip(shape, image_shape))
     channel_dim = len(image_shape) - 3
@@ -47,8 +50,8 @@ def _factor(factor: object, image: torch.Tensor, name: str, *, per_channel: bool
         expected = "(B,) or one that broadcasts to the image from the left"
         if not per_channel:
             expected += " with size 1 at the channel dimension"
-        raise ValueError(
-            f"{name}: expected a float or a tensor of shape {expected}; got {shape} for image {image_shape}"
+        raise ShapeError(
+            name, expected, shape, f"{name}: expected a float or a tensor of shape {expected}; got {shape} for image {image_shape}"
         )
     factor = factor.to(device=image.device, dtype=image.dtype)
     return factor.reshape(shape + (1,) * (len(image_shape) - len(shape)))
@@ -108,7 +111,9 @@ def adjust_contrast(image: torch.Tensor, factor: Factor, clip_output: bool = Tru
     check_any_image(image, "image")
     scale = _factor(factor, image, "factor", per_channel=True)
     if isinstance(scale, float) and not scale >= 0:
-        raise ValueError(f"factor: expected a non-negative contrast factor, got {factor!r}")
+        raise ArgumentValueError(
+            "factor", "a non-negative contrast factor", factor, f"factor: expected a non-negative contrast factor, got {factor!r}"
+        )
     out = image * scale
     return clamp_unit_(out) if clip_output else out
 

@@ -10,6 +10,7 @@ from torch import nn
 from gradcv.core_ops import _native
 from gradcv.core_ops._checks import check_shape
 from gradcv.core_ops.color._validation import check_color_image
+from gradcv.core_ops.errors import ArgumentTypeError, DTypeError
 
 # ITU-R BT.601 luma weights in RGB order: what OpenCV's COLOR_RGB2GRAY and Kornia use.
 BT601_WEIGHTS: tuple[float, float, float] = (0.299, 0.587, 0.114)
@@ -43,7 +44,7 @@ def _check_weights(rgb_weights: object) -> None:
     if isinstance(rgb_weights, torch.Tensor):
         check_shape(rgb_weights, [3], "rgb_weights")
         if rgb_weights.is_complex() or rgb_weights.dtype == torch.bool:
-            raise TypeError(f"rgb_weights: expected a real tensor, got {rgb_weights.dtype}")
+            raise DTypeError("rgb_weights", "real", rgb_weights.dtype, f"rgb_weights: expected a real tensor, got {rgb_weights.dtype}")
         return
     if (
         isinstance(rgb_weights, (tuple, list))
@@ -51,9 +52,8 @@ def _check_weights(rgb_weights: object) -> None:
         and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in rgb_weights)
     ):
         return
-    raise TypeError(
-        f"rgb_weights: expected None, a tensor of shape (3,) or three floats, got {rgb_weights!r}"
-    )
+    what = "None, a tensor of shape (3,) or three floats"
+    raise ArgumentTypeError("rgb_weights", what, rgb_weights, f"rgb_weights: expected {what}, got {rgb_weights!r}")
 
 
 def rgb_to_grayscale(image: torch.Tensor, rgb_weights: Optional[Weights] = None) -> torch.Tensor:

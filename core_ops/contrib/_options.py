@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError
+
 
 def int_tuple(value: object, n: int, name: str, minimum: int) -> tuple[int, ...]:
     """An int (repeated) or ``n`` ints, outermost axis first, each at least ``minimum``.
 
     Raises:
-        TypeError: ``value`` is neither (bools are refused).
-        ValueError: a value is below ``minimum``.
+        ArgumentTypeError: ``value`` is neither (bools are refused); a ``TypeError``.
+        ArgumentValueError: a value is below ``minimum``; a ``ValueError``.
     """
     if isinstance(value, int) and not isinstance(value, bool):
         out = (value,) * n
@@ -19,7 +21,7 @@ def int_tuple(value: object, n: int, name: str, minimum: int) -> tuple[int, ...]
     ):
         out = tuple(int(v) for v in value)
     else:
-        raise TypeError(f"{name}: expected an int or {n} ints, got {value!r}")
+        raise ArgumentTypeError(name, f"an int or {n} ints", value, f"{name}: expected an int or {n} ints, got {value!r}")
     if min(out) < minimum:
-        raise ValueError(f"{name}: expected values >= {minimum}, got {value!r}")
+        raise ArgumentValueError(name, f"values >= {minimum}", value, f"{name}: expected values >= {minimum}, got {value!r}")
     return out

@@ -17,6 +17,7 @@ from torch import nn
 
 from gradcv.core_ops._checks import check_border_type, check_floating, check_shape
 from gradcv.core_ops.contrib._options import int_tuple
+from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError, ShapeError
 from gradcv.core_ops.filters import pad2d
 
 IntPair = Union[int, tuple[int, int]]
@@ -39,7 +40,8 @@ def _padding4(value: object, name: str) -> tuple[int, int, int, int]:
             return (int(value[0]), int(value[0]), int(value[1]), int(value[1]))
         if len(value) == 4:
             return (int(value[0]), int(value[1]), int(value[2]), int(value[3]))
-    raise TypeError(f"{name}: expected an int, (vertical, horizontal) or (top, bottom, left, right), got {value!r}")
+    what = "an int, (vertical, horizontal) or (top, bottom, left, right)"
+    raise ArgumentTypeError(name, what, value, f"{name}: expected {what}, got {value!r}")
 
 
 def _fits(size: tuple[int, int], window: tuple[int, int], stride: tuple[int, int]) -> bool:
@@ -151,8 +153,9 @@ def extract_tensor_patches(
             )
     padded_size = (size[0] + pad[0] + pad[1], size[1] + pad[2] + pad[3])
     if padded_size[0] < window[0] or padded_size[1] < window[1]:
-        raise ValueError(
-            f"input: expected an image (after padding {pad}) at least window_size={window}, got {padded_size}"
+        raise ShapeError(
+            "input", ("B", "C", f"H >= {window[0]}", f"W >= {window[1]}"), tuple(input.shape),
+            f"input: expected an image (after padding {pad}) at least window_size={window}, got {padded_size}",
         )
     x = _pad_or_crop(input, pad, border_type)
     # (B, C, nh, nw, wh, ww) as a strided view, then one copy into the patch layout.
@@ -222,7 +225,10 @@ def combine_tensor_patches(
     step = _int_pair(stride, "stride", 1)
     pad = _padding4(unpadding, "unpadding")
     if step[0] > window[0] or step[1] > window[1]:
-        raise ValueError(f"stride: expected at most window_size={window} (every pixel covered), got {stride!r}")
+        raise ArgumentValueError(
+            "stride", f"at most window_size={window}", stride,
+            f"stride: expected at most window_size={window} (every pixel covered), got {stride!r}",
+        )
     if not any(pad) and not _fits(size, window, step):
         if allow_auto_unpadding:
             pad = compute_padding(size, window, step)
@@ -238,9 +244,10 @@ def combine_tensor_patches(
     nh, nw = (hp - window[0]) // step[0] + 1, (wp - window[1]) // step[1] + 1
     b, n, c = patches.shape[:3]
     if hp < window[0] or wp < window[1] or n != nh * nw or tuple(patches.shape[3:]) != window:
-        raise ValueError(
+        raise ShapeError(
+            "patches", ("B", max(nh, 0) * max(nw, 0), "C", window[0], window[1]), tuple(patches.shape),
             f"patches: expected (B, {max(nh, 0) * max(nw, 0)}, C, {window[0]}, {window[1]}) for original_size={size}, "
-            f"window_size={window}, stride={step} and unpadding={pad}, got {tuple(patches.shape)}"
+            f"window_size={window}, stride={step} and unpadding={pad}, got {tuple(patches.shape)}",
         )
     columns = patches.permute(0, 2, 3, 4, 1).reshape(b, c * window[0] * window[1], n)
     canvas = F.fold(columns, (hp, wp), window, stride=step)  # sums the overlaps
@@ -294,7 +301,7 @@ class CombineTensorPatches(nn.Module):
         window = _int_pair(window_size, "window_size", 1)
         step = window if stride is None else _int_pair(stride, "stride", 1)
         if step[0] > window[0] or step[1] > window[1]:
-            raise ValueError(f"stride: expected at most window_size={window}, got {stride!r}")
+            raise ArgumentValueError("stride", f"at most window_size={window}", stride)
         _padding4(unpadding, "unpadding")
         self.original_size, self.window_size = original_size, window_size
         self.stride = window_size if stride is None else stride

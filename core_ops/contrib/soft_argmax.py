@@ -27,6 +27,7 @@ from torch import nn
 
 from gradcv.core_ops._checks import check_image, check_kernel_size, check_shape
 from gradcv.core_ops.contrib._options import int_tuple
+from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError, DTypeError
 
 def _check_temperature(temperature: object, name: str = "temperature") -> float | torch.Tensor:
     """``None`` (meaning 1), a positive number, or a floating tensor (values not inspected)."""
@@ -34,13 +35,15 @@ def _check_temperature(temperature: object, name: str = "temperature") -> float 
         return 1.0
     if isinstance(temperature, torch.Tensor):
         if not temperature.is_floating_point():
-            raise TypeError(f"{name}: expected a floating tensor, got {temperature.dtype}")
+            raise DTypeError(name, "floating", temperature.dtype, f"{name}: expected a floating tensor, got {temperature.dtype}")
         return temperature
     if isinstance(temperature, (int, float)) and not isinstance(temperature, bool):
         if not temperature > 0:  # also rejects NaN
-            raise ValueError(f"{name}: expected a positive value, got {temperature!r}")
+            raise ArgumentValueError(name, "a positive value", temperature, f"{name}: expected a positive value, got {temperature!r}")
         return float(temperature)
-    raise TypeError(f"{name}: expected a positive float or a tensor, got {temperature!r}")
+    raise ArgumentTypeError(
+        name, "a positive float or a tensor", temperature, f"{name}: expected a positive float or a tensor, got {temperature!r}"
+    )
 
 
 def _scaled(input: torch.Tensor, temperature: float | torch.Tensor) -> torch.Tensor:
@@ -159,7 +162,10 @@ def _window_options(
     pad = int_tuple(padding, n, "padding", 0)
     if any(2 * p > k for p, k in zip(pad, kernel)):
         # A wider padding would make windows that hold no pixel of the input.
-        raise ValueError(f"padding: expected at most half of kernel_size={kernel}, got {padding!r}")
+        raise ArgumentValueError(
+            "padding", f"at most half of kernel_size={kernel}", padding,
+            f"padding: expected at most half of kernel_size={kernel}, got {padding!r}",
+        )
     return kernel, step, pad
 
 
@@ -343,7 +349,7 @@ def conv_soft_argmax3d(
     """
     check_shape(input, ["B", "C", "D", "H", "W"], "input")
     if not input.is_floating_point():
-        raise TypeError(f"input: expected a floating tensor, got {input.dtype}")
+        raise DTypeError("input", "floating", input.dtype, f"input: expected a floating tensor, got {input.dtype}")
     kernel, step, pad = _window_options(kernel_size, stride, padding, 3)
     t = _check_temperature(temperature)
     bonus = _check_bonus(strict_maxima_bonus, kernel)
@@ -355,11 +361,19 @@ def conv_soft_argmax3d(
 
 def _check_bonus(strict_maxima_bonus: object, kernel: tuple[int, ...]) -> float:
     if isinstance(strict_maxima_bonus, bool) or not isinstance(strict_maxima_bonus, (int, float)):
-        raise TypeError(f"strict_maxima_bonus: expected a non-negative float, got {strict_maxima_bonus!r}")
+        raise ArgumentTypeError(
+            "strict_maxima_bonus", "a non-negative float", strict_maxima_bonus,
+            f"strict_maxima_bonus: expected a non-negative float, got {strict_maxima_bonus!r}",
+        )
     if not strict_maxima_bonus >= 0:
-        raise ValueError(f"strict_maxima_bonus: expected a non-negative value, got {strict_maxima_bonus!r}")
+        raise ArgumentValueError(
+            "strict_maxima_bonus", "a non-negative value", strict_maxima_bonus,
+            f"strict_maxima_bonus: expected a non-negative value, got {strict_maxima_bonus!r}",
+        )
     if strict_maxima_bonus > 0 and any(k % 2 == 0 for k in kernel):
-        raise ValueError(f"kernel_size: a strict maximum needs a centre voxel, so odd sizes, got {kernel}")
+        raise ArgumentValueError(
+            "kernel_size", "odd sizes", kernel, f"kernel_size: a strict maximum needs a centre voxel, so odd sizes, got {kernel}"
+        )
     return float(strict_maxima_bonus)
 
 

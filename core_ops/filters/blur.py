@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from gradcv.core_ops._checks import check_border_type, check_image, check_kernel_size, check_sigma
+from gradcv.core_ops.errors import ArgumentValueError, ShapeError
 from gradcv.core_ops.filters._engine import correlate_separable
 from gradcv.core_ops.filters.filter import filter2d, filter2d_separable
 from gradcv.core_ops.filters.kernels import default_kernel_size, gaussian_taps, get_gaussian_kernel1d, get_gaussian_kernel2d
@@ -43,12 +44,15 @@ def gaussian_blur2d(
     sig = check_sigma(sigma)
     if kernel_size is None or kernel_size == 0:
         if isinstance(sig, torch.Tensor):
-            raise ValueError("kernel_size: expected explicit sizes when sigma is a tensor, got None")
+            raise ArgumentValueError(
+                "kernel_size", "explicit sizes when sigma is a tensor", kernel_size,
+                "kernel_size: expected explicit sizes when sigma is a tensor, got None",
+            )
         kernel_size = (default_kernel_size(sig[0]), default_kernel_size(sig[1]))
     ky, kx = check_kernel_size(kernel_size)
     if isinstance(sig, torch.Tensor):
         if sig.ndim != 2 or sig.shape[1] != 2 or sig.shape[0] not in (1, input.shape[0]):
-            raise ValueError(f"sigma: expected shape (B, 2) or (1, 2), got {tuple(sig.shape)}")
+            raise ShapeError("sigma", "(B, 2) or (1, 2)", tuple(sig.shape))
         sig = sig.to(device=input.device, dtype=input.dtype)
         if separable:
             kernel_y = get_gaussian_kernel1d(ky, sig[:, 0])

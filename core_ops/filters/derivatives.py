@@ -10,6 +10,7 @@ from torch import nn
 from gradcv.core_ops import _native
 from gradcv.core_ops._cache import memo
 from gradcv.core_ops._checks import check_border_type, check_choice, check_image, check_kernel_size
+from gradcv.core_ops.errors import ArgumentValueError
 from gradcv.core_ops.filters._engine import _needs_grad, correlate_separable, filter_reduce
 from gradcv.core_ops.filters.kernels import sobel_taps
 
@@ -52,7 +53,7 @@ def derivative_bank(
 def _check_aperture(mode: str, kernel_size: int) -> None:
     check_kernel_size(kernel_size, "kernel_size")
     if mode == "sobel" and kernel_size not in (1, 3, 5, 7):
-        raise ValueError(f"kernel_size: expected one of (1, 3, 5, 7), got {kernel_size}")
+        raise ArgumentValueError("kernel_size", (1, 3, 5, 7), kernel_size, f"kernel_size: expected one of (1, 3, 5, 7), got {kernel_size}")
 
 
 def spatial_gradient(

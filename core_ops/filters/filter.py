@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from gradcv.core_ops._checks import check_border_type, check_choice, check_floating, check_image, check_shape
+from gradcv.core_ops.errors import ShapeError
 from gradcv.core_ops.filters._engine import correlate_separable, pad2d
 
 # Above this many taps a 2-D kernel goes through a grouped convolution instead of slices.
@@ -22,9 +23,12 @@ def _check_kernel(kernel: object, name: str, batch: int, dims: list[str]) -> tor
     assert isinstance(kernel, torch.Tensor)
     check_floating(kernel, name)
     if kernel.shape[0] not in (1, batch):
-        raise ValueError(f"{name}: expected a kernel batch of 1 or {batch} (the input's), got {kernel.shape[0]}")
+        raise ShapeError(
+            name, (f"1 or {batch}", *dims), tuple(kernel.shape),
+            f"{name}: expected a kernel batch of 1 or {batch} (the input's), got {kernel.shape[0]}",
+        )
     if any(s == 0 for s in kernel.shape[1:]):
-        raise ValueError(f"{name}: expected non-empty kernel, got shape {tuple(kernel.shape)}")
+        raise ShapeError(name, ("B", *dims), tuple(kernel.shape), f"{name}: expected non-empty kernel, got shape {tuple(kernel.shape)}")
     return kernel
 
 
@@ -94,7 +98,10 @@ def filter2d(
     if padding == "same":
         input = pad2d(input, _same_padding(ky, kx), border_type)
     elif input.shape[-2] < ky or input.shape[-1] < kx:
-        raise ValueError(f"input: expected at least {ky}x{kx} pixels for padding='valid', got {tuple(input.shape)}")
+        raise ShapeError(
+            "input", ("B", "C", f"H >= {ky}", f"W >= {kx}"), tuple(input.shape),
+            f"input: expected at least {ky}x{kx} pixels for padding='valid', got {tuple(input.shape)}",
+        )
     return _correlate2d_tensor(input, kernel)
 
 
@@ -152,7 +159,10 @@ def filter2d_separable(
         kernel_y = kernel_y / kernel_y.abs().sum(-1, keepdim=True)
     ky, kx = kernel_y.shape[-1], kernel_x.shape[-1]
     if padding == "valid" and (input.shape[-2] < ky or input.shape[-1] < kx):
-        raise ValueError(f"input: expected at least {ky}x{kx} pixels for padding='valid', got {tuple(input.shape)}")
+        raise ShapeError(
+            "input", ("B", "C", f"H >= {ky}", f"W >= {kx}"), tuple(input.shape),
+            f"input: expected at least {ky}x{kx} pixels for padding='valid', got {tuple(input.shape)}",
+        )
     tx, ty = _as_float_taps(kernel_x), _as_float_taps(kernel_y)
     if tx is not None and ty is not None:
         return correlate_separable(input, [(ty, tx)], border_type, padding).squeeze(-3)

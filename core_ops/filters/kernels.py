@@ -14,6 +14,7 @@ import torch
 from gradcv.core_ops._cache import memo
 
 from gradcv.core_ops._checks import check_kernel_size, check_sigma
+from gradcv.core_ops.errors import ArgumentTypeError, DTypeError, ShapeError
 
 
 def default_kernel_size(sigma: float) -> int:
@@ -62,13 +63,13 @@ def get_gaussian_kernel1d(
         tensor([[0.2741, 0.4519, 0.2741]])
     """
     if not isinstance(kernel_size, int) or isinstance(kernel_size, bool):
-        raise TypeError(f"kernel_size: expected an int, got {kernel_size!r}")
+        raise ArgumentTypeError("kernel_size", int, kernel_size, f"kernel_size: expected an int, got {kernel_size!r}")
     check_kernel_size(kernel_size, odd=not force_even)
     if isinstance(sigma, torch.Tensor):
         if not sigma.is_floating_point():
-            raise TypeError(f"sigma: expected a floating tensor, got {sigma.dtype}")
+            raise DTypeError("sigma", "floating", sigma.dtype, f"sigma: expected a floating tensor, got {sigma.dtype}")
         if sigma.ndim > 2 or (sigma.ndim == 2 and sigma.shape[1] != 1):
-            raise ValueError(f"sigma: expected shape (B,) or (B, 1), got {tuple(sigma.shape)}")
+            raise ShapeError("sigma", "(B,) or (B, 1)", tuple(sigma.shape))
         s = sigma.reshape(-1, 1).to(dtype=dtype or sigma.dtype, device=device or sigma.device)
         n = torch.arange(kernel_size, device=s.device, dtype=s.dtype) - (kernel_size - 1) / 2
         g = torch.exp(-(n * n) / (2 * s * s))
@@ -104,7 +105,7 @@ def get_gaussian_kernel2d(
     ky, kx = check_kernel_size(kernel_size, odd=not force_even)
     if isinstance(sigma, torch.Tensor):
         if sigma.ndim != 2 or sigma.shape[1] != 2:
-            raise ValueError(f"sigma: expected shape (B, 2), got {tuple(sigma.shape)}")
+            raise ShapeError("sigma", ("B", 2), tuple(sigma.shape))
         gy = get_gaussian_kernel1d(ky, sigma[:, 0], force_even, device=device, dtype=dtype)
         gx = get_gaussian_kernel1d(kx, sigma[:, 1], force_even, device=device, dtype=dtype)
     else:

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from gradcv.core_ops._checks import check_border_type, check_image, check_kernel_size
+from gradcv.core_ops.errors import ArgumentValueError
 from gradcv.core_ops.filters._engine import correlate_separable
 from gradcv.core_ops.filters.derivatives import derivative_bank
 
@@ -42,7 +43,7 @@ def laplacian(
     check_border_type(border_type)
     ky, kx = check_kernel_size(kernel_size)
     if ky != kx or ky not in (1, 3, 5, 7):
-        raise ValueError(f"kernel_size: expected 1, 3, 5 or 7, got {kernel_size!r}")
+        raise ArgumentValueError("kernel_size", (1, 3, 5, 7), kernel_size, f"kernel_size: expected 1, 3, 5 or 7, got {kernel_size!r}")
     xx, _, yy = derivative_bank("sobel", 2, normalized, ky)
     both = correlate_separable(input, (xx, yy), border_type)
     return both.sum(-3)

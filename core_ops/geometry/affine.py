@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from gradcv.core_ops._checks import check_choice, check_floating, check_shape, check_tensor
+from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError, ShapeError
 from gradcv.core_ops.filters.blur import gaussian_blur2d
 from gradcv.core_ops.geometry.imgwarp import check_warp_options, warp_affine
 from gradcv.core_ops.geometry.matrices import get_affine_matrix2d, get_rotation_matrix2d
@@ -49,7 +50,7 @@ def _check_images(tensor: object, name: str = "tensor") -> torch.Tensor:
     check_tensor(tensor, name)
     assert isinstance(tensor, torch.Tensor)
     if tensor.ndim not in (3, 4):
-        raise ValueError(f"{name}: expected shape (C, H, W) or (B, C, H, W), got {tuple(tensor.shape)}")
+        raise ShapeError(name, "(C, H, W) or (B, C, H, W)", tuple(tensor.shape))
     check_floating(tensor, name)
     return tensor
 
@@ -70,7 +71,10 @@ def _batch_size(tensor: torch.Tensor, param: torch.Tensor, name: str) -> int:
     images = tensor.shape[0] if tensor.ndim == 4 else 1
     params = param.shape[0] if param.ndim > 0 else 1
     if images != 1 and params not in (1, images):
-        raise ValueError(f"{name}: expected batch size 1 or {images} (that of the images), got {params}")
+        raise ShapeError(
+            name, (f"1 or {images}", "*"), tuple(param.shape),
+            f"{name}: expected batch size 1 or {images} (that of the images), got {params}",
+        )
     return max(images, params)
 
 
@@ -80,7 +84,10 @@ def _batch_param(value: torch.Tensor, batch: int, trailing: tuple[int, ...], nam
         value = value[None]
     if value.ndim != len(trailing) + 1 or tuple(value.shape[1:]) != trailing or value.shape[0] not in (1, batch):
         expected = ", ".join(["B", *map(str, trailing)])
-        raise ValueError(f"{name}: expected shape ({expected}) with B = 1 or {batch}, got {tuple(value.shape)}")
+        raise ShapeError(
+            name, ("B", *trailing), tuple(value.shape),
+            f"{name}: expected shape ({expected}) with B = 1 or {batch}, got {tuple(value.shape)}",
+        )
     return value.expand(batch, *trailing)
 
 
@@ -361,33 +368,45 @@ def resize(
     """
     check_tensor(input, "input")
     if input.ndim < 2:
-        raise ValueError(f"input: expected shape (*, H, W), got {tuple(input.shape)}")
+        raise ShapeError("input", ("*", "H", "W"), tuple(input.shape))
     check_floating(input, "input")
     check_choice(interpolation, INTERPOLATIONS, "interpolation")
     check_choice(side, SIDES, "side")
     if align_corners is not None:
         if not isinstance(align_corners, bool):
-            raise TypeError(f"align_corners: expected a bool or None, got {type(align_corners).__name__}")
+            raise ArgumentTypeError(
+                "align_corners", "a bool or None", type(align_corners),
+                f"align_corners: expected a bool or None, got {type(align_corners).__name__}",
+            )
         if interpolation not in ("bilinear", "bicubic"):
-            raise ValueError(f"align_corners: only for 'bilinear' and 'bicubic', got it with {interpolation!r}")
+            raise ArgumentValueError(
+                "align_corners", "None unless interpolation is 'bilinear' or 'bicubic'", align_corners,
+                f"align_corners: only for 'bilinear' and 'bicubic', got it with {interpolation!r}",
+            )
     in_h, in_w = input.shape[-2:]
     if isinstance(size, int) and not isinstance(size, bool):
         if size < 0:
-            raise ValueError(f"size: expected a non-negative size, got {size}")
+            raise ArgumentValueError("size", "a non-negative size", size, f"size: expected a non-negative size, got {size}")
         if in_h == 0 or in_w == 0:
-            raise ValueError(f"input: an int size needs a non-empty image, got {tuple(input.shape)}")
+            raise ShapeError(
+                "input", ("*", "H > 0", "W > 0"), tuple(input.shape),
+                f"input: an int size needs a non-empty image, got {tuple(input.shape)}",
+            )
         size = _side_to_image_size(size, in_w / in_h, side)
     elif not (isinstance(size, (tuple, list, torch.Size)) and len(size) == 2) or not all(
         isinstance(s, int) and not isinstance(s, bool) for s in size
     ):
-        raise TypeError(f"size: expected an int or a (height, width) pair of ints, got {size!r}")
+        what = "an int or a (height, width) pair of ints"
+        raise ArgumentTypeError("size", what, size, f"size: expected {what}, got {size!r}")
     h, w = int(size[0]), int(size[1])
     if h < 0 or w < 0:
-        raise ValueError(f"size: expected non-negative sizes, got {(h, w)}")
+        raise ArgumentValueError("size", "non-negative sizes", (h, w), f"size: expected non-negative sizes, got {(h, w)}")
     lead = input.shape[:-2]
     if input.numel() == 0 or h == 0 or w == 0:
         if (in_h == 0 or in_w == 0) and h > 0 and w > 0 and math.prod(lead) > 0:
-            raise ValueError(f"input: expected a non-empty image, got {tuple(input.shape)}")
+            raise ShapeError(
+                "input", ("*", "H > 0", "W > 0"), tuple(input.shape), f"input: expected a non-empty image, got {tuple(input.shape)}"
+            )
         # An empty result, kept connected to the input for autograd as in Kornia.
         return (input.reshape(-1)[:1].sum() * 0).expand(*lead, h, w)
     x = input.reshape(-1, 1, in_h, in_w) if input.ndim == 2 else input.reshape(-1, input.shape[-3], in_h, in_w)
@@ -533,12 +552,17 @@ class Affine(_Warp):
         params = {"angle": angle, "translation": translation, "scale_factor": scale_factor, "shear": shear}
         given = {name: value for name, value in params.items() if value is not None}
         if not given:
-            raise ValueError("Affine: expected at least one of angle, translation, scale_factor or shear")
+            raise ArgumentValueError(
+                "angle, translation, scale_factor, shear", "at least one tensor", None,
+                "Affine: expected at least one of angle, translation, scale_factor or shear",
+            )
         for name, value in given.items():
             check_tensor(value, name)
         batch_sizes = {name: value.shape[0] for name, value in given.items()}
         if len(set(batch_sizes.values())) > 1:
-            raise ValueError(f"Affine: expected parameters with one batch size, got {batch_sizes}")
+            raise ShapeError(
+                ", ".join(batch_sizes), "one batch size", batch_sizes, f"Affine: expected parameters with one batch size, got {batch_sizes}"
+            )
         ref = next(iter(given.values()))
         b = ref.shape[0]
         _register(self, "angle", ref.new_zeros(b) if angle is None else angle)

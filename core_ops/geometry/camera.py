@@ -29,6 +29,7 @@ from typing import Union
 import torch
 
 from gradcv.core_ops._checks import check_floating, check_shape, check_tensor
+from gradcv.core_ops.errors import ArgumentTypeError, DeviceError, DTypeError, ShapeError
 from gradcv.core_ops.geometry.conversions import convert_points_from_homogeneous
 
 __all__ = [
@@ -65,25 +66,29 @@ def _align(matrix: torch.Tensor, points: torch.Tensor, mname: str, pname: str) -
     mbatch, pbatch = matrix.shape[:-2], points.shape[:-1]
     if len(mbatch) > len(pbatch):
         if any(d != 1 for d in mbatch[: len(mbatch) - len(pbatch)]):
-            raise ValueError(
+            raise ShapeError(
+                mname, (*pbatch, "r", "c"), tuple(matrix.shape),
                 f"{mname}, {pname}: a batch of matrices needs a batch of points, "
-                f"got {tuple(matrix.shape)} and {tuple(points.shape)}"
+                f"got {tuple(matrix.shape)} and {tuple(points.shape)}",
             )
         matrix = matrix.reshape(*mbatch[len(mbatch) - len(pbatch):], *matrix.shape[-2:])
         mbatch = matrix.shape[:-2]
     if any(m != p and 1 not in (m, p) for m, p in zip(mbatch, pbatch)):
-        raise ValueError(
+        raise ShapeError(
+            mname, (*pbatch, "r", "c"), tuple(matrix.shape),
             f"{mname}, {pname}: the matrix batch must broadcast with the leading point batch dimensions, "
-            f"got {tuple(matrix.shape)} and {tuple(points.shape)}"
+            f"got {tuple(matrix.shape)} and {tuple(points.shape)}",
         )
     return matrix.reshape(*mbatch, *([1] * (len(pbatch) - len(mbatch))), *matrix.shape[-2:])
 
 
 def _check_same(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> None:
     if a.dtype != b.dtype:
-        raise TypeError(f"{name_a}, {name_b}: expected the same dtype, got {a.dtype} and {b.dtype}")
+        raise DTypeError(name_b, a.dtype, b.dtype, f"{name_a}, {name_b}: expected the same dtype, got {a.dtype} and {b.dtype}")
     if a.device != b.device:
-        raise ValueError(f"{name_a}, {name_b}: expected the same device, got {a.device} and {b.device}")
+        raise DeviceError(
+            name_b, a.device, b.device, f"{name_a}, {name_b}: expected the same device, got {a.device} and {b.device}"
+        )
 
 
 # ---------------------------------------------------------------- pinhole maths
@@ -153,7 +158,7 @@ def unproject_points(
     point_2d = _check_float_shape(point_2d, ["*", 2], "point_2d")
     check_tensor(depth, "depth")
     if depth.ndim == 0 or depth.shape[-1] != 1:
-        raise ValueError(f"depth: expected shape (*, 1), got {tuple(depth.shape)}")
+        raise ShapeError("depth", ("*", 1), tuple(depth.shape))
     check_floating(depth, "depth")
     camera_matrix = _check_float_shape(camera_matrix, ["*", 3, 3], "camera_matrix")
     _check_same(point_2d, camera_matrix, "point_2d", "camera_matrix")
@@ -214,9 +219,10 @@ def unproject_points_orthographic(points_in_camera: torch.Tensor, extension: tor
     if extension.ndim != points_in_camera.ndim:
         extension = extension[..., None]
     if extension.shape[:-1] != points_in_camera.shape[:-1] or extension.shape[-1] != 1:
-        raise ValueError(
+        raise ShapeError(
+            "extension", (*points_in_camera.shape[:-1], 1), tuple(extension.shape),
             f"extension: expected shape {tuple(points_in_camera.shape[:-1])} or "
-            f"{(*points_in_camera.shape[:-1], 1)}, got {tuple(extension.shape)}"
+            f"{(*points_in_camera.shape[:-1], 1)}, got {tuple(extension.shape)}",
         )
     return torch.cat([points_in_camera, extension], dim=-1)
 
@@ -287,9 +293,14 @@ class PinholeCamera:
         batch = intrinsics.shape[0]
         for name, value in (("extrinsics", extrinsics), ("height", height), ("width", width)):
             if value.shape[0] != batch:
-                raise ValueError(f"{name}: expected batch size {batch} (that of intrinsics), got {value.shape[0]}")
+                raise ShapeError(
+                    name, (batch, *value.shape[1:]), tuple(value.shape),
+                    f"{name}: expected batch size {batch} (that of intrinsics), got {value.shape[0]}",
+                )
             if value.device != intrinsics.device:
-                raise ValueError(f"{name}: expected a tensor on {intrinsics.device}, got {value.device}")
+                raise DeviceError(
+                    name, intrinsics.device, value.device, f"{name}: expected a tensor on {intrinsics.device}, got {value.device}"
+                )
         self.height: torch.Tensor = height.clone()
         self.width: torch.Tensor = width.clone()
         self._intrinsics: torch.Tensor = intrinsics.clone()
@@ -404,14 +415,18 @@ class PinholeCamera:
         if isinstance(scale_factor, torch.Tensor):
             check_floating(scale_factor, "scale_factor")
             if scale_factor.ndim > 1 or scale_factor.numel() not in (1, self.batch_size):
-                raise ValueError(
-                    f"scale_factor: expected shape ({self.batch_size},), (1,) or (), got {tuple(scale_factor.shape)}"
+                raise ShapeError(
+                    "scale_factor", f"({self.batch_size},), (1,) or ()", tuple(scale_factor.shape),
+                    f"scale_factor: expected shape ({self.batch_size},), (1,) or (), got {tuple(scale_factor.shape)}",
                 )
             s = scale_factor.reshape(-1).to(self._intrinsics.dtype)
         elif isinstance(scale_factor, (int, float)) and not isinstance(scale_factor, bool):
             s = torch.tensor([float(scale_factor)], device=self._intrinsics.device, dtype=self._intrinsics.dtype)
         else:
-            raise TypeError(f"scale_factor: expected a float or a floating tensor, got {type(scale_factor).__name__}")
+            raise ArgumentTypeError(
+                "scale_factor", "a float or a floating tensor", type(scale_factor),
+                f"scale_factor: expected a float or a floating tensor, got {type(scale_factor).__name__}",
+            )
         # Resizing by s maps pixel x to s (x + 0.5) - 0.5 (pixel centres at integers,
         # image edges at -0.5 and W - 0.5): K' = S K with S = [[s, 0, o], [0, s, o], [0, 0, 1]],
         # o = (s - 1) / 2, so fx' = s fx and cx' = s (cx + 0.5) - 0.5.
@@ -478,7 +493,7 @@ class PinholeCamera:
         """
         point_3d = _check_float_shape(point_3d, ["*", 3], "point_3d")
         if point_3d.ndim < 2:
-            raise ValueError(f"point_3d: expected shape (B, *, 3), got {tuple(point_3d.shape)}")
+            raise ShapeError("point_3d", ("B", "*", 3), tuple(point_3d.shape))
         _check_same(point_3d, self._extrinsics, "point_3d", "extrinsics")
         E = _align(self._extrinsics, point_3d, "extrinsics", "point_3d")
         # Elementwise rather than matmul: E is lined up with the points' leading dimensions.
@@ -506,7 +521,7 @@ class PinholeCamera:
         """
         point_2d = _check_float_shape(point_2d, ["*", 2], "point_2d")
         if point_2d.ndim < 2:
-            raise ValueError(f"point_2d: expected shape (B, *, 2), got {tuple(point_2d.shape)}")
+            raise ShapeError("point_2d", ("B", "*", 2), tuple(point_2d.shape))
         cam = unproject_points(point_2d, depth, _align(self.camera_matrix, point_2d, "intrinsics", "point_2d"))
         E = _align(self._extrinsics, point_2d, "extrinsics", "point_2d")
         return ((cam - E[..., :3, 3]).unsqueeze(-1) * E[..., :3, :3]).sum(-2)

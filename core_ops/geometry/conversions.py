@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from gradcv.core_ops._checks import check_floating, check_shape, check_tensor
+from gradcv.core_ops.errors import ArgumentValueError, ShapeError
 
 __all__ = [
     "angle_axis_to_quaternion",
@@ -144,7 +145,10 @@ def convert_points_from_homogeneous(points: torch.Tensor, eps: float = 1e-8) -> 
     """
     _check_float(points, ["*", "N", "D"], "points")
     if points.shape[-1] < 2:
-        raise ValueError(f"points: expected at least 2 homogeneous coordinates, got shape {tuple(points.shape)}")
+        raise ShapeError(
+            "points", ("*", "N", "D >= 2"), tuple(points.shape),
+            f"points: expected at least 2 homogeneous coordinates, got shape {tuple(points.shape)}",
+        )
     w = points[..., -1:]
     finite = w.abs() > eps
     safe_w = torch.where(finite, w, torch.ones_like(w))
@@ -434,7 +438,7 @@ def normalize_quaternion(quaternion: torch.Tensor, eps: float = 1e-12, *, p: flo
     """
     _check_float(quaternion, ["*", 4], "quaternion")
     if not p > 0:
-        raise ValueError(f"p: expected a positive norm exponent, got {p!r}")
+        raise ArgumentValueError("p", "a positive norm exponent", p, f"p: expected a positive norm exponent, got {p!r}")
     return F.normalize(quaternion, p=p, dim=-1, eps=eps)
 
 

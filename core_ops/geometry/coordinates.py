@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 
 from gradcv.core_ops._checks import check_shape
+from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError, DTypeError
 
 __all__ = [
     "denormal_transform_pixel",
@@ -40,14 +41,15 @@ __all__ = [
 def _check_sizes(**sizes: object) -> None:
     for name, value in sizes.items():
         if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
+            raise ArgumentTypeError(name, int, type(value), f"{name}: expected an int, got {type(value).__name__}")
         if value <= 0:
-            raise ValueError(f"{name}: expected a positive size, got {value}")
+            raise ArgumentValueError(name, "a positive size", value, f"{name}: expected a positive size, got {value}")
 
 
 def _check_dsize(dsize: object, name: str) -> tuple[int, int]:
     if not (isinstance(dsize, (tuple, list, torch.Size)) and len(dsize) == 2):
-        raise TypeError(f"{name}: expected a (height, width) pair of ints, got {dsize!r}")
+        what = "a (height, width) pair of ints"
+        raise ArgumentTypeError(name, what, dsize, f"{name}: expected {what}, got {dsize!r}")
     h, w = dsize
     _check_sizes(**{f"{name}[0]": h, f"{name}[1]": w})
     return int(h), int(w)
@@ -195,7 +197,7 @@ def _pixel_matrix(
 ) -> torch.Tensor:
     dtype = torch.get_default_dtype() if dtype is None else dtype
     if not (dtype.is_floating_point or dtype.is_complex):
-        raise TypeError(f"dtype: expected a floating dtype, got {dtype}")
+        raise DTypeError("dtype", "floating", dtype, f"dtype: expected a floating dtype, got {dtype}")
     return torch.tensor([[rows[0], rows[1], (0.0, 0.0, 1.0)]], device=device, dtype=dtype)
 
 
@@ -274,7 +276,7 @@ def _check_homography(matrix: object, name: str) -> torch.Tensor:
     check_shape(matrix, ["*", 3, 3], name)
     assert isinstance(matrix, torch.Tensor)
     if not matrix.is_floating_point():
-        raise TypeError(f"{name}: expected a floating tensor, got {matrix.dtype}")
+        raise DTypeError(name, "floating", matrix.dtype, f"{name}: expected a floating tensor, got {matrix.dtype}")
     return matrix
 
 

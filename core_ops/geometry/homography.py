@@ -14,6 +14,7 @@ import math
 import torch
 
 from gradcv.core_ops._checks import check_choice, check_floating, check_shape
+from gradcv.core_ops.errors import ArgumentValueError, DTypeError, ShapeError
 
 _SOLVERS = ("svd", "lu")
 
@@ -75,15 +76,21 @@ def _check_correspondences(points1: object, points2: object, weights: object | N
     check_floating(points1, "points1")
     check_floating(points2, "points2")
     if points1.shape != points2.shape:
-        raise ValueError(f"points2: expected the shape of points1 {tuple(points1.shape)}, got {tuple(points2.shape)}")
+        raise ShapeError(
+            "points2", tuple(points1.shape), tuple(points2.shape),
+            f"points2: expected the shape of points1 {tuple(points1.shape)}, got {tuple(points2.shape)}",
+        )
     if points1.shape[1] < min_points:
-        raise ValueError(f"points1: expected at least {min_points} correspondences, got {points1.shape[1]}")
+        raise ShapeError(
+            "points1", ("B", f"N >= {min_points}", 2), tuple(points1.shape),
+            f"points1: expected at least {min_points} correspondences, got {points1.shape[1]}",
+        )
     if weights is not None:
         check_shape(weights, ["B", "N"], "weights")
         assert isinstance(weights, torch.Tensor)
         check_floating(weights, "weights")
         if weights.shape != points1.shape[:2]:
-            raise ValueError(f"weights: expected shape {tuple(points1.shape[:2])}, got {tuple(weights.shape)}")
+            raise ShapeError("weights", tuple(points1.shape[:2]), tuple(weights.shape))
 
 
 def _finite_inputs(
@@ -271,7 +278,10 @@ def oneway_transfer_error(
     check_shape(H, ["B", 3, 3], "H")
     dtype = torch.promote_types(torch.promote_types(pts1.dtype, pts2.dtype), H.dtype)
     if not dtype.is_floating_point:
-        raise TypeError(f"pts1, pts2, H: expected floating tensors, got {pts1.dtype}, {pts2.dtype}, {H.dtype}")
+        raise DTypeError(
+            "pts1, pts2, H", "floating", (pts1.dtype, pts2.dtype, H.dtype),
+            f"pts1, pts2, H: expected floating tensors, got {pts1.dtype}, {pts2.dtype}, {H.dtype}",
+        )
     pts1, pts2, H = pts1.to(dtype), pts2.to(dtype), H.to(dtype)
     projected = _homogeneous(pts1) @ H.mT
     w = projected[..., 2]
@@ -425,9 +435,11 @@ def find_homography_dlt_iterated(
     """
     _check_correspondences(points1, points2, weights, 4)
     if isinstance(n_iter, bool) or not isinstance(n_iter, int) or n_iter < 1:
-        raise ValueError(f"n_iter: expected a positive int, got {n_iter!r}")
+        raise ArgumentValueError("n_iter", "a positive int", n_iter, f"n_iter: expected a positive int, got {n_iter!r}")
     if not soft_inl_th > 0:
-        raise ValueError(f"soft_inl_th: expected a positive float, got {soft_inl_th!r}")
+        raise ArgumentValueError(
+            "soft_inl_th", "a positive float", soft_inl_th, f"soft_inl_th: expected a positive float, got {soft_inl_th!r}"
+        )
     dtype = torch.promote_types(points1.dtype, points2.dtype)
     p1, p2, w = _finite_inputs(points1, points2, weights)
     H = _fit_homography(p1, p2, w, "svd")

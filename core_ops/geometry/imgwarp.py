@@ -40,6 +40,7 @@ from __future__ import annotations
 import torch
 
 from gradcv.core_ops._checks import check_choice, check_floating, check_image, check_shape, check_tensor
+from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError, DeviceError, ShapeError
 from gradcv.core_ops.geometry.matrices import to_homography, work_dtype
 
 __all__ = ["warp_affine", "warp_perspective"]
@@ -57,9 +58,10 @@ def check_output_size(dsize: object, name: str = "dsize") -> tuple[int, int]:
     if not (isinstance(dsize, (tuple, list, torch.Size)) and len(dsize) == 2) or not all(
         isinstance(d, int) and not isinstance(d, bool) for d in dsize
     ):
-        raise TypeError(f"{name}: expected a (height, width) pair of ints, got {dsize!r}")
+        what = "a (height, width) pair of ints"
+        raise ArgumentTypeError(name, what, dsize, f"{name}: expected {what}, got {dsize!r}")
     if dsize[0] < 0 or dsize[1] < 0:
-        raise ValueError(f"{name}: expected non-negative sizes, got {tuple(dsize)}")
+        raise ArgumentValueError(name, "non-negative sizes", tuple(dsize), f"{name}: expected non-negative sizes, got {tuple(dsize)}")
     return int(dsize[0]), int(dsize[1])
 
 
@@ -68,14 +70,19 @@ def check_warp_options(mode: object, padding_mode: object, align_corners: object
     check_choice(mode, MODES, "mode")
     check_choice(padding_mode, PADDING_MODES, "padding_mode")
     if not isinstance(align_corners, bool):
-        raise TypeError(f"align_corners: expected a bool, got {type(align_corners).__name__}")
+        raise ArgumentTypeError(
+            "align_corners", bool, type(align_corners), f"align_corners: expected a bool, got {type(align_corners).__name__}"
+        )
 
 
 def _check_matrix_batch(M: torch.Tensor, src: torch.Tensor, name: str) -> None:
     if M.shape[0] not in (1, src.shape[0]):
-        raise ValueError(f"{name}: expected batch size 1 or {src.shape[0]} (that of src), got {M.shape[0]}")
+        raise ShapeError(
+            name, (f"1 or {src.shape[0]}", *M.shape[1:]), tuple(M.shape),
+            f"{name}: expected batch size 1 or {src.shape[0]} (that of src), got {M.shape[0]}",
+        )
     if M.device != src.device:
-        raise ValueError(f"{name}: expected a tensor on {src.device} (the device of src), got {M.device}")
+        raise DeviceError(name, src.device, M.device, f"{name}: expected a tensor on {src.device} (the device of src), got {M.device}")
 
 
 # --------------------------------------------------------------------- the engine
@@ -261,9 +268,10 @@ def _fill_tensor(fill_value: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     try:
         torch.broadcast_shapes(fill.shape, out.shape)
     except RuntimeError:
-        raise ValueError(
+        raise ShapeError(
+            "fill_value", f"(C,), (1,) or one that broadcasts to {tuple(out.shape)}", tuple(fill_value.shape),
             f"fill_value: expected shape (C,), (1,) or one that broadcasts to the output {tuple(out.shape)}, "
-            f"got {tuple(fill_value.shape)}"
+            f"got {tuple(fill_value.shape)}",
         ) from None
     return fill
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from gradcv.core_ops._checks import check_floating, check_shape
+from gradcv.core_ops.errors import DTypeError, ShapeError
 from gradcv.core_ops.geometry.conversions import convert_points_from_homogeneous
 
 __all__ = ["compose_transformations", "inverse_transformation", "relative_transformation", "transform_points"]
@@ -25,15 +26,16 @@ def _check_matrices(x: object, size: int, name: str) -> None:
 
 def _check_same_dtype(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> None:
     if a.dtype != b.dtype:
-        raise TypeError(f"{name_a}, {name_b}: expected the same dtype, got {a.dtype} and {b.dtype}")
+        raise DTypeError(name_b, a.dtype, b.dtype, f"{name_a}, {name_b}: expected the same dtype, got {a.dtype} and {b.dtype}")
 
 
 def _batch_shape(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> torch.Size:
     try:
         return torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     except RuntimeError:
-        raise ValueError(
-            f"{name_a}, {name_b}: batch shapes do not broadcast, got {tuple(a.shape)} and {tuple(b.shape)}"
+        raise ShapeError(
+            name_b, f"a batch shape that broadcasts with {name_a}'s {tuple(a.shape[:-2])}", tuple(b.shape),
+            f"{name_a}, {name_b}: batch shapes do not broadcast, got {tuple(a.shape)} and {tuple(b.shape)}",
         ) from None
 
 
@@ -163,23 +165,26 @@ def transform_points(trans_01: torch.Tensor, points_1: torch.Tensor) -> torch.Te
     _check_same_dtype(trans_01, points_1, "trans_01", "points_1")
     size = points_1.shape[-1] + 1
     if trans_01.shape[-2:] != (size, size):
-        raise ValueError(
+        raise ShapeError(
+            "trans_01", ("*", size, size), tuple(trans_01.shape),
             f"trans_01: expected shape (*, {size}, {size}) for points of dimension {size - 1}, "
-            f"got {tuple(trans_01.shape)}"
+            f"got {tuple(trans_01.shape)}",
         )
     tbatch, pbatch = trans_01.shape[:-2], points_1.shape[:-2]
     if len(tbatch) > len(pbatch):
         if any(d != 1 for d in tbatch):
-            raise ValueError(
+            raise ShapeError(
+                "trans_01", (*pbatch, size, size), tuple(trans_01.shape),
                 f"trans_01, points_1: a batch of transforms needs a batch of points, "
-                f"got {tuple(trans_01.shape)} and {tuple(points_1.shape)}"
+                f"got {tuple(trans_01.shape)} and {tuple(points_1.shape)}",
             )
         trans_01 = trans_01.reshape(size, size)
         tbatch = trans_01.shape[:-2]
     if any(t not in (1, p) for t, p in zip(tbatch, pbatch)):
-        raise ValueError(
+        raise ShapeError(
+            "trans_01", (*pbatch, size, size), tuple(trans_01.shape),
             f"trans_01, points_1: the transform batch must match the leading point batch "
-            f"dimensions (or be 1), got {tuple(trans_01.shape)} and {tuple(points_1.shape)}"
+            f"dimensions (or be 1), got {tuple(trans_01.shape)} and {tuple(points_1.shape)}",
         )
     # Trailing singleton dimensions make matmul broadcast the transform batch left-aligned.
     trans = trans_01.reshape(*tbatch, *([1] * (len(pbatch) - len(tbatch))), size, size)

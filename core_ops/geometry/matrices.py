@@ -16,6 +16,7 @@ import math
 import torch
 
 from gradcv.core_ops._checks import check_floating, check_shape
+from gradcv.core_ops.errors import DeviceError, DTypeError, ShapeError
 
 __all__ = [
     "get_affine_matrix2d",
@@ -91,11 +92,15 @@ def get_perspective_transform(points_src: torch.Tensor, points_dst: torch.Tensor
     check_floating(points_src, "points_src")
     check_floating(points_dst, "points_dst")
     if points_src.shape != points_dst.shape:
-        raise ValueError(
-            f"points_dst: expected the shape of points_src {tuple(points_src.shape)}, got {tuple(points_dst.shape)}"
+        raise ShapeError(
+            "points_dst", tuple(points_src.shape), tuple(points_dst.shape),
+            f"points_dst: expected the shape of points_src {tuple(points_src.shape)}, got {tuple(points_dst.shape)}",
         )
     if points_src.device != points_dst.device:
-        raise ValueError(f"points_dst: expected a tensor on {points_src.device}, got {points_dst.device}")
+        raise DeviceError(
+            "points_dst", points_src.device, points_dst.device,
+            f"points_dst: expected a tensor on {points_src.device}, got {points_dst.device}",
+        )
     work = work_dtype(points_src.device)
     ns, cs, ss = _hartley(points_src.to(work))
     nd, cd, sd = _hartley(points_dst.to(work))
@@ -130,9 +135,14 @@ def _check_batch_params(params: dict[str, tuple[object, list[str | int]]]) -> to
             first = value
             continue
         if value.shape[0] != first.shape[0]:
-            raise ValueError(f"{name}: expected batch size {first.shape[0]}, got {value.shape[0]}")
-        if value.device != first.device or value.dtype != first.dtype:
-            raise ValueError(f"{name}: expected {first.dtype} on {first.device}, got {value.dtype} on {value.device}")
+            raise ShapeError(
+                name, (first.shape[0], *value.shape[1:]), tuple(value.shape),
+                f"{name}: expected batch size {first.shape[0]}, got {value.shape[0]}",
+            )
+        if value.device != first.device:
+            raise DeviceError(name, first.device, value.device)
+        if value.dtype != first.dtype:
+            raise DTypeError(name, first.dtype, value.dtype)
     assert first is not None
     return first
 

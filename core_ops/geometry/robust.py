@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from gradcv.core_ops._checks import check_choice, check_floating, check_shape
+from gradcv.core_ops.errors import ArgumentValueError, ShapeError
 from gradcv.core_ops.geometry.homography import (
     _adjugate,
     _denormalise,
@@ -219,13 +220,15 @@ def _check_options(
 ) -> None:
     check_choice(model_type, MODEL_TYPES, "model_type")
     if isinstance(inl_th, bool) or not isinstance(inl_th, (int, float)) or not 0 < inl_th < math.inf:
-        raise ValueError(f"inl_th: expected a positive finite float, got {inl_th!r}")
+        raise ArgumentValueError("inl_th", "a positive finite float", inl_th, f"inl_th: expected a positive finite float, got {inl_th!r}")
     counts = (("batch_size", batch_size, 1), ("max_iter", max_iter, 1), ("max_lo_iters", max_lo_iters, 0))
     for name, value, least in counts:
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise ValueError(f"{name}: expected an int >= {least}, got {value!r}")
+            raise ArgumentValueError(name, f"an int >= {least}", value, f"{name}: expected an int >= {least}, got {value!r}")
     if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0 < confidence <= 1:
-        raise ValueError(f"confidence: expected a float in (0, 1], got {confidence!r}")
+        raise ArgumentValueError(
+            "confidence", "a float in (0, 1]", confidence, f"confidence: expected a float in (0, 1], got {confidence!r}"
+        )
 
 
 def ransac(
@@ -317,16 +320,22 @@ def ransac(
     check_floating(points1, "points1")
     check_floating(points2, "points2")
     if points1.shape != points2.shape:
-        raise ValueError(f"points2: expected the shape of points1 {tuple(points1.shape)}, got {tuple(points2.shape)}")
+        raise ShapeError(
+            "points2", tuple(points1.shape), tuple(points2.shape),
+            f"points2: expected the shape of points1 {tuple(points1.shape)}, got {tuple(points2.shape)}",
+        )
     _check_options(model_type, inl_th, batch_size, max_iter, confidence, max_lo_iters)
     m = _SAMPLE_SIZE[model_type]
     if points1.shape[1] < m:
-        raise ValueError(f"points1: expected at least {m} correspondences for {model_type!r}, got {points1.shape[1]}")
+        raise ShapeError(
+            "points1", ("B", f"N >= {m}", 2), tuple(points1.shape),
+            f"points1: expected at least {m} correspondences for {model_type!r}, got {points1.shape[1]}",
+        )
     if weights is not None:
         check_shape(weights, ["B", "N"], "weights")
         check_floating(weights, "weights")
         if weights.shape != points1.shape[:2]:
-            raise ValueError(f"weights: expected shape {tuple(points1.shape[:2])}, got {tuple(weights.shape)}")
+            raise ShapeError("weights", tuple(points1.shape[:2]), tuple(weights.shape))
     if seed is not None:
         generator = torch.Generator(device=points1.device).manual_seed(seed)
     with torch.no_grad():

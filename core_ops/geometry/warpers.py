@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from gradcv.core_ops._checks import check_choice, check_floating, check_image, check_shape
+from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError, DeviceError, ShapeError
 from gradcv.core_ops.geometry.camera import PinholeCamera, _embed, _inverse3x3
 from gradcv.core_ops.geometry.coordinates import normalize_homography
 from gradcv.core_ops.geometry.imgwarp import warp_perspective
@@ -46,20 +47,24 @@ def _check_options(mode: object, padding_mode: object, align_corners: object) ->
     check_choice(mode, MODES, "mode")
     check_choice(padding_mode, PADDING_MODES, "padding_mode")
     if not isinstance(align_corners, bool):
-        raise TypeError(f"align_corners: expected a bool, got {type(align_corners).__name__}")
+        raise ArgumentTypeError(
+            "align_corners", bool, type(align_corners), f"align_corners: expected a bool, got {type(align_corners).__name__}"
+        )
 
 
 def _check_size(value: object, name: str, *, allow_zero: bool) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
+        raise ArgumentTypeError(name, int, type(value), f"{name}: expected an int, got {type(value).__name__}")
     if value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{name}: expected a {'non-negative' if allow_zero else 'positive'} size, got {value}")
+        what = f"a {'non-negative' if allow_zero else 'positive'} size"
+        raise ArgumentValueError(name, what, value, f"{name}: expected {what}, got {value}")
     return value
 
 
 def _check_dsize(dsize: object) -> tuple[int, int]:
     if not (isinstance(dsize, (tuple, list, torch.Size)) and len(dsize) == 2):
-        raise TypeError(f"dsize: expected a (height, width) pair of ints, got {dsize!r}")
+        what = "a (height, width) pair of ints"
+        raise ArgumentTypeError("dsize", what, dsize, f"dsize: expected {what}, got {dsize!r}")
     return _check_size(dsize[0], "dsize[0]", allow_zero=True), _check_size(dsize[1], "dsize[1]", allow_zero=True)
 
 
@@ -69,9 +74,14 @@ def _check_matrix(x: object, size: int, name: str, like: torch.Tensor, like_name
     assert isinstance(x, torch.Tensor)
     check_floating(x, name)
     if x.shape[0] not in (1, like.shape[0]):
-        raise ValueError(f"{name}: expected batch size 1 or {like.shape[0]} (that of {like_name}), got {x.shape[0]}")
+        raise ShapeError(
+            name, (f"1 or {like.shape[0]}", size, size), tuple(x.shape),
+            f"{name}: expected batch size 1 or {like.shape[0]} (that of {like_name}), got {x.shape[0]}",
+        )
     if x.device != like.device:
-        raise ValueError(f"{name}: expected a tensor on {like.device} (the device of {like_name}), got {x.device}")
+        raise DeviceError(
+            name, like.device, x.device, f"{name}: expected a tensor on {like.device} (the device of {like_name}), got {x.device}"
+        )
     return x
 
 
@@ -271,7 +281,10 @@ class HomographyWarper(nn.Module):
         self.width = _check_size(width, "width", allow_zero=False)
         _check_options(mode, padding_mode, align_corners)
         if not isinstance(normalized_coordinates, bool):
-            raise TypeError(f"normalized_coordinates: expected a bool, got {type(normalized_coordinates).__name__}")
+            raise ArgumentTypeError(
+                "normalized_coordinates", bool, type(normalized_coordinates),
+                f"normalized_coordinates: expected a bool, got {type(normalized_coordinates).__name__}",
+            )
         self.mode = mode
         self.padding_mode = padding_mode
         self.normalized_coordinates = normalized_coordinates
@@ -329,14 +342,16 @@ class HomographyWarper(nn.Module):
         elif self._warped_grid is not None and self._warped_defined is not None:
             grid, defined = self._warped_grid, self._warped_defined
             if grid.shape[0] not in (1, patch_src.shape[0]):
-                raise ValueError(
+                raise ShapeError(
+                    "patch_src", (grid.shape[0], "C", "H", "W"), tuple(patch_src.shape),
                     f"patch_src: expected batch size {grid.shape[0]} (that of the precomputed homographies), "
-                    f"got {patch_src.shape[0]}"
+                    f"got {patch_src.shape[0]}",
                 )
             if grid.device != patch_src.device:
-                raise ValueError(
+                raise DeviceError(
+                    "patch_src", grid.device, patch_src.device,
                     f"patch_src: expected a tensor on {grid.device} (the device of the precomputed grid), "
-                    f"got {patch_src.device}"
+                    f"got {patch_src.device}",
                 )
         else:
             raise RuntimeError(
@@ -436,11 +451,15 @@ def depth_warp(
     check_image(image_src, "image_src")
     check_image(depth_ref, "depth_ref", channels=1)
     if depth_ref.shape[0] != image_src.shape[0]:
-        raise ValueError(
-            f"depth_ref: expected batch size {image_src.shape[0]} (that of image_src), got {depth_ref.shape[0]}"
+        raise ShapeError(
+            "depth_ref", (image_src.shape[0], 1, "H", "W"), tuple(depth_ref.shape),
+            f"depth_ref: expected batch size {image_src.shape[0]} (that of image_src), got {depth_ref.shape[0]}",
         )
     if depth_ref.device != image_src.device:
-        raise ValueError(f"depth_ref: expected a tensor on {image_src.device}, got {depth_ref.device}")
+        raise DeviceError(
+            "depth_ref", image_src.device, depth_ref.device,
+            f"depth_ref: expected a tensor on {image_src.device}, got {depth_ref.device}",
+        )
     K_ref = _check_matrix(K_ref, 3, "K_ref", image_src, "image_src")
     K_src = _check_matrix(K_src, 3, "K_src", image_src, "image_src")
     src_T_ref = _check_matrix(src_T_ref, 4, "src_T_ref", image_src, "image_src")
@@ -500,7 +519,9 @@ class DepthWarper(nn.Module):
     ) -> None:
         super().__init__()
         if not isinstance(pinhole_dst, PinholeCamera):
-            raise TypeError(f"pinhole_dst: expected a PinholeCamera, got {type(pinhole_dst).__name__}")
+            raise ArgumentTypeError(
+                "pinhole_dst", PinholeCamera, type(pinhole_dst), f"pinhole_dst: expected a PinholeCamera, got {type(pinhole_dst).__name__}"
+            )
         self.height = _check_size(height, "height", allow_zero=False)
         self.width = _check_size(width, "width", allow_zero=False)
         _check_options(mode, padding_mode, align_corners)
@@ -514,7 +535,9 @@ class DepthWarper(nn.Module):
     def compute_projection_matrix(self, pinhole_src: PinholeCamera) -> DepthWarper:
         """Store ``dst_proj_src = [[K_dst, 0], [0, 1]] @ E_dst @ E_src^-1`` ``(B, 4, 4)``; returns ``self``."""
         if not isinstance(pinhole_src, PinholeCamera):
-            raise TypeError(f"pinhole_src: expected a PinholeCamera, got {type(pinhole_src).__name__}")
+            raise ArgumentTypeError(
+                "pinhole_src", PinholeCamera, type(pinhole_src), f"pinhole_src: expected a PinholeCamera, got {type(pinhole_src).__name__}"
+            )
         src_extrinsics_inv = inverse_transformation(pinhole_src.extrinsics)
         dst_trans_src = compose_transformations(self._pinhole_dst.extrinsics, src_extrinsics_inv)
         self._dst_proj_src = _embed(self._pinhole_dst.camera_matrix) @ dst_trans_src
@@ -534,8 +557,9 @@ class DepthWarper(nn.Module):
         check_image(depth_src, "depth_src", channels=1)
         M, b = self._projection(depth_src)
         if M.shape[0] not in (1, depth_src.shape[0]):
-            raise ValueError(
-                f"depth_src: expected batch size {M.shape[0]} (that of the cameras), got {depth_src.shape[0]}"
+            raise ShapeError(
+                "depth_src", (M.shape[0], 1, "H", "W"), tuple(depth_src.shape),
+                f"depth_src: expected batch size {M.shape[0]} (that of the cameras), got {depth_src.shape[0]}",
             )
         return _depth_grid(depth_src.to(M.dtype), M, b, (self.height, self.width))
 
@@ -551,14 +575,16 @@ class DepthWarper(nn.Module):
         """:meth:`forward` and the validity mask of :func:`depth_warp`: ``(warped, valid)``."""
         check_image(patch_dst, "patch_dst")
         if patch_dst.shape[-2:] != (self.height, self.width):
-            raise ValueError(
+            raise ShapeError(
+                "patch_dst", ("B", "C", self.height, self.width), tuple(patch_dst.shape),
                 f"patch_dst: expected size ({self.height}, {self.width}) (the warper's), "
-                f"got {tuple(patch_dst.shape[-2:])}"
+                f"got {tuple(patch_dst.shape[-2:])}",
             )
         grid, defined, valid = self._grid(depth_src)
         if patch_dst.shape[0] != grid.shape[0]:
-            raise ValueError(
-                f"patch_dst: expected batch size {grid.shape[0]} (that of depth_src), got {patch_dst.shape[0]}"
+            raise ShapeError(
+                "patch_dst", (grid.shape[0], "C", self.height, self.width), tuple(patch_dst.shape),
+                f"patch_dst: expected batch size {grid.shape[0]} (that of depth_src), got {patch_dst.shape[0]}",
             )
         return _sample(patch_dst, grid, self.mode, self.padding_mode, defined), valid
 

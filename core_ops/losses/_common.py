@@ -14,18 +14,25 @@ from typing import Sequence
 import torch
 
 from gradcv.core_ops._checks import check_choice, check_floating, check_tensor
+from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError, DeviceError, DTypeError, ShapeError
 
 REDUCTIONS = ("none", "mean", "sum")
 
 
 def check_same_shape(a: torch.Tensor, b: torch.Tensor, names: tuple[str, str]) -> None:
-    """``ValueError`` unless the two tensors have one shape; ``TypeError`` unless one dtype and device."""
+    """``ShapeError``, ``DTypeError`` or ``DeviceError`` (on ``names[1]``) unless the two tensors
+    have one shape, dtype and device."""
     if a.shape != b.shape:
-        raise ValueError(f"{names[1]}: expected the shape of {names[0]} {tuple(a.shape)}, got {tuple(b.shape)}")
+        raise ShapeError(
+            names[1], tuple(a.shape), tuple(b.shape),
+            f"{names[1]}: expected the shape of {names[0]} {tuple(a.shape)}, got {tuple(b.shape)}",
+        )
     if a.dtype != b.dtype:
-        raise TypeError(f"{names[1]}: expected the dtype of {names[0]} ({a.dtype}), got {b.dtype}")
+        raise DTypeError(names[1], a.dtype, b.dtype, f"{names[1]}: expected the dtype of {names[0]} ({a.dtype}), got {b.dtype}")
     if a.device != b.device:
-        raise ValueError(f"{names[1]}: expected the device of {names[0]} ({a.device}), got {b.device}")
+        raise DeviceError(
+            names[1], a.device, b.device, f"{names[1]}: expected the device of {names[0]} ({a.device}), got {b.device}"
+        )
 
 
 def check_pair(a: object, b: object, names: tuple[str, str] = ("input", "target")) -> None:
@@ -41,11 +48,12 @@ def check_pair(a: object, b: object, names: tuple[str, str] = ("input", "target"
 def check_positive(value: object, name: str, *, allow_zero: bool = False) -> float:
     """A finite real number ``> 0`` (``>= 0`` with ``allow_zero``), returned as a float."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name}: expected a number, got {value!r}")
+        raise ArgumentTypeError(name, "a number", value, f"{name}: expected a number, got {value!r}")
     v = float(value)
     ok = (v >= 0 if allow_zero else v > 0) and v != float("inf")  # NaN fails both comparisons
     if not ok:
-        raise ValueError(f"{name}: expected a finite {'non-negative' if allow_zero else 'positive'} number, got {value!r}")
+        what = f"a finite {'non-negative' if allow_zero else 'positive'} number"
+        raise ArgumentValueError(name, what, value, f"{name}: expected {what}, got {value!r}")
     return v
 
 
@@ -53,18 +61,20 @@ def check_mask(mask: object, like: torch.Tensor, shapes: Sequence[tuple[int, ...
     """Check ``mask`` against the accepted ``shapes`` and return it in ``like``'s dtype.
 
     Raises:
-        TypeError: not a tensor, or neither floating nor bool.
-        ValueError: a shape not in ``shapes``, or another device.
+        ArgumentTypeError: not a tensor.
+        DTypeError: neither floating nor bool.
+        ShapeError: a shape not in ``shapes``.
+        DeviceError: another device than ``like``.
     """
     check_tensor(mask, name)
     assert isinstance(mask, torch.Tensor)
     if mask.dtype != torch.bool and not mask.is_floating_point():
-        raise TypeError(f"{name}: expected a floating or bool tensor, got {mask.dtype}")
+        raise DTypeError(name, "floating or bool", mask.dtype, f"{name}: expected a floating or bool tensor, got {mask.dtype}")
     if tuple(mask.shape) not in [tuple(s) for s in shapes]:
         wanted = " or ".join(str(tuple(s)) for s in shapes)
-        raise ValueError(f"{name}: expected shape {wanted}, got {tuple(mask.shape)}")
+        raise ShapeError(name, wanted, tuple(mask.shape), f"{name}: expected shape {wanted}, got {tuple(mask.shape)}")
     if mask.device != like.device:
-        raise ValueError(f"{name}: expected device {like.device}, got {mask.device}")
+        raise DeviceError(name, like.device, mask.device)
     return mask.to(like.dtype)
 
 
@@ -94,12 +104,13 @@ def check_broadcast_mask(mask: object, like: torch.Tensor, name: str = "mask") -
     check_tensor(mask, name)
     assert isinstance(mask, torch.Tensor)
     if mask.dtype != torch.bool and not mask.is_floating_point():
-        raise TypeError(f"{name}: expected a floating or bool tensor, got {mask.dtype}")
+        raise DTypeError(name, "floating or bool", mask.dtype, f"{name}: expected a floating or bool tensor, got {mask.dtype}")
     ok = mask.ndim <= like.ndim and all(
         m in (1, s) for m, s in zip(mask.shape[::-1], like.shape[::-1])
     )
     if not ok:
-        raise ValueError(f"{name}: expected a shape that broadcasts to {tuple(like.shape)}, got {tuple(mask.shape)}")
+        wanted = f"a shape that broadcasts to {tuple(like.shape)}"
+        raise ShapeError(name, wanted, tuple(mask.shape), f"{name}: expected {wanted}, got {tuple(mask.shape)}")
     if mask.device != like.device:
-        raise ValueError(f"{name}: expected device {like.device}, got {mask.device}")
+        raise DeviceError(name, like.device, mask.device)
     return mask.to(like.dtype)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gradcv.core_ops._checks import check_choice, check_floating, check_shape, check_tensor
+from gradcv.core_ops.errors import ArgumentValueError, DeviceError, DTypeError, ShapeError
 from gradcv.core_ops.losses._common import REDUCTIONS
 
 
@@ -26,17 +27,17 @@ def _check_labels(pred: object, target: object, spatial: bool = True) -> None:
         check_tensor(pred, "pred")
     assert isinstance(pred, torch.Tensor)
     if pred.ndim < 2:
-        raise ValueError(f"pred: expected shape (B, C, *), got {tuple(pred.shape)}")
+        raise ShapeError("pred", ("B", "C", "*"), tuple(pred.shape))
     check_floating(pred, "pred")
     check_tensor(target, "target")
     assert isinstance(target, torch.Tensor)
     if target.dtype != torch.int64:
-        raise TypeError(f"target: expected int64 class indices, got {target.dtype}")
+        raise DTypeError("target", torch.int64, target.dtype, f"target: expected int64 class indices, got {target.dtype}")
     expected = (pred.shape[0], *pred.shape[2:])
     if tuple(target.shape) != expected:
-        raise ValueError(f"target: expected shape {expected}, got {tuple(target.shape)}")
+        raise ShapeError("target", expected, tuple(target.shape))
     if target.device != pred.device:
-        raise ValueError(f"target: expected device {pred.device}, got {target.device}")
+        raise DeviceError("target", pred.device, target.device)
 
 
 def _check_weight(weight: object, pred: torch.Tensor) -> torch.Tensor | None:
@@ -46,7 +47,7 @@ def _check_weight(weight: object, pred: torch.Tensor) -> torch.Tensor | None:
     assert isinstance(weight, torch.Tensor)
     check_floating(weight, "weight")
     if weight.device != pred.device:
-        raise ValueError(f"weight: expected device {pred.device}, got {weight.device}")
+        raise DeviceError("weight", pred.device, weight.device)
     return weight
 
 
@@ -157,7 +158,7 @@ def focal_loss(
     _check_labels(pred, target, spatial=False)
     check_choice(reduction, REDUCTIONS, "reduction")
     if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not gamma >= 0:
-        raise ValueError(f"gamma: expected a non-negative number, got {gamma!r}")
+        raise ArgumentValueError("gamma", "a non-negative number", gamma, f"gamma: expected a non-negative number, got {gamma!r}")
     w = _check_weight(weight, pred)
     num_classes = pred.shape[1]
     one_hot, valid = _one_hot(target, num_classes, ignore_index, pred.dtype)

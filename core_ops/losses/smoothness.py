@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from gradcv.core_ops._checks import check_choice, check_floating, check_image, check_shape
+from gradcv.core_ops.errors import DeviceError, DTypeError, ShapeError
 
 
 def total_variation(img: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
@@ -70,13 +71,16 @@ def inverse_depth_smoothness_loss(idepth: torch.Tensor, image: torch.Tensor) -> 
     check_image(idepth, "idepth")
     check_image(image, "image")
     if idepth.shape[0] != image.shape[0] or idepth.shape[-2:] != image.shape[-2:]:
-        raise ValueError(
-            f"image: expected batch size and H x W of idepth {tuple(idepth.shape)}, got {tuple(image.shape)}"
+        raise ShapeError(
+            "image", (idepth.shape[0], "C", *idepth.shape[-2:]), tuple(image.shape),
+            f"image: expected batch size and H x W of idepth {tuple(idepth.shape)}, got {tuple(image.shape)}",
         )
     if idepth.dtype != image.dtype:
-        raise TypeError(f"image: expected the dtype of idepth ({idepth.dtype}), got {image.dtype}")
+        raise DTypeError("image", idepth.dtype, image.dtype, f"image: expected the dtype of idepth ({idepth.dtype}), got {image.dtype}")
     if idepth.device != image.device:
-        raise ValueError(f"image: expected the device of idepth ({idepth.device}), got {image.device}")
+        raise DeviceError(
+            "image", idepth.device, image.device, f"image: expected the device of idepth ({idepth.device}), got {image.device}"
+        )
     d_dx = idepth[..., :, :-1] - idepth[..., :, 1:]
     d_dy = idepth[..., :-1, :] - idepth[..., 1:, :]
     w_x = torch.exp(-(image[..., :, :-1] - image[..., :, 1:]).abs().mean(1, keepdim=True))

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from gradcv.core_ops._checks import check_choice, check_image, check_kernel_size, check_sigma
+from gradcv.core_ops.errors import ArgumentTypeError, ShapeError
 from gradcv.core_ops.filters import pad2d
 from gradcv.core_ops.filters import correlate_separable
 from gradcv.core_ops.filters.kernels import gaussian_taps
@@ -37,10 +38,12 @@ def _check_options(
 ) -> tuple[Taps, float, float, float]:
     """Validate the hyper-parameters; return the Gaussian taps, C1, C2 and eps."""
     if isinstance(window_size, bool) or not isinstance(window_size, int):
-        raise TypeError(f"window_size: expected an odd positive int, got {window_size!r}")
+        raise ArgumentTypeError(
+            "window_size", "an odd positive int", window_size, f"window_size: expected an odd positive int, got {window_size!r}"
+        )
     check_kernel_size(window_size, "window_size")
     if isinstance(sigma, torch.Tensor):
-        raise TypeError("sigma: expected a positive float, got a tensor")
+        raise ArgumentTypeError("sigma", "a positive float", torch.Tensor, "sigma: expected a positive float, got a tensor")
     sy, _ = check_sigma(sigma)  # type: ignore[misc]
     check_positive(max_val, "max_val")
     eps_f = check_positive(eps, "eps", allow_zero=True)
@@ -56,8 +59,9 @@ def _check_images(img1: object, img2: object, window_size: int, padding: str) ->
     assert isinstance(img1, torch.Tensor) and isinstance(img2, torch.Tensor)
     check_same_shape(img1, img2, ("img1", "img2"))
     if padding == "valid" and min(img1.shape[-2:]) < window_size:
-        raise ValueError(
-            f"img1: padding='valid' needs H and W of at least window_size={window_size}, got {tuple(img1.shape)}"
+        raise ShapeError(
+            "img1", ("B", "C", f"H >= {window_size}", f"W >= {window_size}"), tuple(img1.shape),
+            f"img1: padding='valid' needs H and W of at least window_size={window_size}, got {tuple(img1.shape)}",
         )
 
 

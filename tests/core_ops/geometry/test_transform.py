@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.autograd import gradcheck
 
+from gradcv.core_ops.errors import DTypeError
 from gradcv.core_ops.filters import gaussian_blur2d
 from gradcv.core_ops.geometry.transform import (
     Affine,
@@ -749,7 +750,7 @@ BAD_INPUT = [
     (lambda: get_perspective_transform(torch.zeros(1, 3, 2), torch.zeros(1, 3, 2)), ValueError, "points_src"),
     (lambda: get_perspective_transform(torch.zeros(1, 4, 2), torch.zeros(2, 4, 2)), ValueError, "points_dst"),
     (lambda: get_rotation_matrix2d(torch.zeros(1, 2), torch.zeros(2), torch.ones(1, 2)), ValueError, "angle"),
-    (lambda: get_rotation_matrix2d(torch.zeros(1, 2), torch.zeros(1).double(), torch.ones(1, 2)), ValueError, "angle"),
+    (lambda: get_rotation_matrix2d(torch.zeros(1, 2), torch.zeros(1).double(), torch.ones(1, 2)), DTypeError, "angle"),
     (lambda: invert_affine_transform(torch.zeros(1, 3, 3)), ValueError, "matrix"),
     (lambda: rotate(torch.zeros(4, 4), torch.zeros(1)), ValueError, "tensor"),
     (lambda: rotate(torch.zeros(1, 1, 4, 4), 30.0), TypeError, "angle"),
