@@ -14,6 +14,14 @@ The writers (:func:`atomic_write_text`, :func:`atomic_write_bytes`, :func:`save_
 write to a temporary file in the destination's folder and ``os.replace`` it into place,
 so an interrupted run leaves either the old file or the complete new one, never half a
 file.
+
+Run folders: a folder that holds ``metrics.json`` is complete. Every app writes its other
+outputs first and calls :func:`write_metrics` last. When a task fails (any error, a bad
+value it checks itself, Ctrl-C) before that call, :func:`run_app` deletes any
+``metrics.json`` in the job's folder, keeps the outputs the task finished, and removes
+the folder altogether, with the date and app folders above it that the run created and
+left empty, when the task wrote nothing besides Hydra's own ``.hydra/`` and log file.
+Sweeps (``-m``) are cleaned the same way, job by job, then the sweep folder.
 """
 
 from __future__ import annotations
@@ -21,11 +29,16 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import json
+import math
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Callable, Iterator, NoReturn, Sequence, TypeVar
+from typing import IO, TYPE_CHECKING, Any, Callable, Iterator, Mapping, NoReturn, Sequence, TypeVar
+
+from hydra.experimental.callback import Callback
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -75,7 +88,9 @@ def run_app(
         argv: the arguments (without the program name); defaults to ``sys.argv[1:]``.
 
     Exits with 0 on success, 1 when the task failed, 2 for a command-line mistake and
-    130 on ``KeyboardInterrupt``.
+    130 on ``KeyboardInterrupt``. Before exiting, tidies the run folders of the jobs that
+    failed (see the module's docstring); sweeps are tidied on Hydra's basic launcher,
+    which runs the jobs in this process.
     """
     import hydra
     from hydra.errors import HydraException
@@ -92,6 +107,7 @@ def run_app(
         # Errors are reported here, inside the job, rather than left to Hydra: Hydra would
         # print "Error executing job with overrides: ..." and a stripped traceback.
         nonlocal status
+        folder = _RUNS.start_job()
         try:
             task(cfg)
         except Exception as ex:
@@ -99,13 +115,16 @@ def run_app(
                 raise
             status = max(status, EXIT_USAGE if isinstance(ex, UsageError) else EXIT_FAILURE)
             _print_error(app, describe_error(ex))
+        else:
+            _RUNS.jobs[folder] = _JobState.DONE
 
     main = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)(job)
     saved_argv, saved_env = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
+    _RUNS.reset()
     try:
         args = rewrite_flags(list(sys.argv[1:] if argv is None else argv), flag_keys)
-        check_hydra_flags(args)
-        sys.argv = [sys.argv[0] if sys.argv else app, *args]
+        overrides = check_hydra_flags(args)
+        sys.argv = [sys.argv[0] if sys.argv else app, *_with_run_folder_callback(args, overrides)]
         # Hydra prints composition errors as several lines and exits; with HYDRA_FULL_ERROR
         # set (its documented switch) it raises them instead, and we print one line.
         os.environ["HYDRA_FULL_ERROR"] = "1"
@@ -125,6 +144,7 @@ def run_app(
             os.environ.pop("HYDRA_FULL_ERROR", None)
         else:
             os.environ["HYDRA_FULL_ERROR"] = saved_env
+        _RUNS.clean_up()
     sys.exit(status)
 
 
@@ -155,23 +175,40 @@ def rewrite_flags(args: list[str], flag_keys: Sequence[str]) -> list[str]:
     return out
 
 
-def check_hydra_flags(args: list[str]) -> None:
+def check_hydra_flags(args: list[str]) -> list[str] | None:
     """Raise :class:`UsageError` for a flag Hydra's own parser would reject.
 
     Hydra's argparse parser prints a usage block and exits on an unknown flag; parsing
     the arguments first with the same parser, told to raise, keeps the report to one line.
+
+    Returns:
+        The overrides among ``args`` (``None`` for ``--version``, which is left to Hydra).
     """
     from hydra._internal.utils import get_args_parser
 
     if "--version" in args:  # argparse prints the version and exits: let Hydra do it.
-        return
+        return None
     parser = get_args_parser()
 
     def error(message: str) -> NoReturn:
         raise UsageError(message)
 
     parser.error = error  # type: ignore[method-assign]
-    parser.parse_args(args)
+    return list(parser.parse_args(args).overrides)
+
+
+def _with_run_folder_callback(args: list[str], overrides: list[str] | None) -> list[str]:
+    """``args`` with the override that installs :class:`RunFolderCallback`.
+
+    argparse takes Hydra's overrides as one run of positional arguments, so the extra
+    override goes right before the user's first one, or first when there are none (a
+    flag with an optional value, ``--info``, would take it as its value if it came last).
+    """
+    if overrides is None:
+        return args
+    extra = f"++hydra.callbacks.gradcv_run_folders._target_={RunFolderCallback.__module__}.{RunFolderCallback.__qualname__}"
+    at = next((i for i in range(len(args)) if overrides and args[i : i + len(overrides)] == overrides), 0)
+    return [*args[:at], extra, *args[at:]]
 
 
 def describe_error(ex: BaseException) -> str:
@@ -258,6 +295,158 @@ def run_dir() -> Path:
     from hydra.core.hydra_config import HydraConfig
 
     return Path(HydraConfig.get().runtime.output_dir)
+
+
+# --------------------------------------------------------------------------------------
+# Run folders: metrics.json last, nothing left behind by a failed task
+# --------------------------------------------------------------------------------------
+
+#: The file whose presence says that a run folder is complete.
+METRICS_NAME = "metrics.json"
+#: What Hydra's basic launcher writes into a sweep folder besides the jobs' folders.
+_SWEEP_FILES = frozenset({"multirun.yaml"})
+
+
+class _JobState:
+    RUNNING, METRICS_WRITTEN, DONE = "running", "metrics written", "done"
+
+
+class _RunFolders:
+    """What this process's Hydra runs created, so that :func:`run_app` can tidy up.
+
+    Hydra makes a run's folder, and writes its ``.hydra/`` and log file there, before the
+    task starts; whether a folder is new can only be known before that, which is why
+    :class:`RunFolderCallback` records it from ``on_run_start`` / ``on_multirun_start``.
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.created: set[Path] = set()  # folders that did not exist before this run made them
+        self.sweep_entries: dict[Path, set[str]] = {}  # sweep folder -> its entries before any job
+        self.jobs: dict[Path, str] = {}  # job folder -> _JobState
+        self.hydra_names: dict[Path, set[str]] = {}  # job folder -> the names Hydra writes there
+
+    def note_new(self, folder: Path) -> None:
+        """Record ``folder`` and its ancestors that do not exist yet (Hydra is about to make them)."""
+        while not folder.exists() and folder.parent != folder:
+            self.created.add(folder)
+            folder = folder.parent
+
+    def start_job(self) -> Path:
+        """Register the running Hydra job; return its folder."""
+        from hydra.core.hydra_config import HydraConfig
+
+        hydra_cfg = HydraConfig.get()
+        folder = Path(hydra_cfg.runtime.output_dir)
+        for sweep, before in self.sweep_entries.items():
+            if folder.is_relative_to(sweep) and folder != sweep:
+                first = sweep / folder.relative_to(sweep).parts[0]
+                if first.name not in before:
+                    self.created |= {first, folder, *(p for p in folder.parents if p.is_relative_to(first))}
+        names = {f"{hydra_cfg.job.name}.log"}
+        if hydra_cfg.output_subdir is not None:
+            names.add(Path(hydra_cfg.output_subdir).parts[0])
+        self.hydra_names[folder] = names
+        self.jobs[folder] = _JobState.RUNNING
+        return folder
+
+    def clean_up(self) -> None:
+        """Tidy the folders of the jobs that did not finish, then the empty folders this run made.
+
+        Best effort: a folder that cannot be removed is left, and the run's own error
+        (already printed) stays the one reported.
+        """
+        for folder, state in self.jobs.items():
+            if state == _JobState.DONE:
+                continue
+            with contextlib.suppress(OSError):
+                if state != _JobState.METRICS_WRITTEN and (folder / METRICS_NAME).is_file():
+                    (folder / METRICS_NAME).unlink()
+                if folder in self.created and set(os.listdir(folder)) <= self.hydra_names[folder]:
+                    for name in self.hydra_names[folder]:
+                        path = folder / name
+                        if path.is_dir() and not path.is_symlink():
+                            shutil.rmtree(path)
+                        else:
+                            path.unlink(missing_ok=True)
+                    folder.rmdir()
+        # Deepest first, so that a date folder is looked at after the time folders in it.
+        for folder in sorted(self.created, key=lambda p: len(p.parts), reverse=True):
+            with contextlib.suppress(OSError):
+                if folder in self.sweep_entries and set(os.listdir(folder)) <= _SWEEP_FILES:
+                    for name in _SWEEP_FILES:
+                        (folder / name).unlink(missing_ok=True)
+                folder.rmdir()  # only succeeds on an empty folder
+
+
+_RUNS = _RunFolders()
+
+
+class RunFolderCallback(Callback):
+    """Hydra callback installed by :func:`run_app`: notes which folders a run creates.
+
+    Hydra calls ``on_run_start`` / ``on_multirun_start`` before it makes the run or sweep
+    folder, with the same resolved ``${now:...}`` values that it will use.
+    """
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _RUNS.note_new(Path(os.path.abspath(str(config.hydra.run.dir))))
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep = Path(os.path.abspath(str(config.hydra.sweep.dir)))
+        _RUNS.note_new(sweep)
+        _RUNS.sweep_entries[sweep] = set(os.listdir(sweep)) if sweep.is_dir() else set()
+
+
+def write_metrics(metrics: Mapping[str, Any], folder: str | os.PathLike[str] | None = None) -> Path:
+    """Write ``metrics.json``, the run's last output, atomically; return its path.
+
+    A folder with ``metrics.json`` is complete: call this once, after every other output
+    of the run is written. If the task fails before this call, :func:`run_app` deletes any
+    ``metrics.json`` in the folder; after it, the file stays (every output is complete).
+
+    The JSON is strict: NaN and infinite floats become ``null``; numpy scalars and arrays
+    and torch tensors become numbers and lists, tuples lists, paths strings.
+
+    Args:
+        metrics: the figures of the run; keys are strings.
+        folder: where to write; defaults to the running Hydra job's folder (:func:`run_dir`).
+
+    Raises:
+        ValueError: ``metrics.json`` was already written in ``folder`` by this run.
+        TypeError: a value that has no JSON form.
+    """
+    target = Path(folder if folder is not None else run_dir()) / METRICS_NAME
+    job = Path(os.path.abspath(target.parent))
+    if _RUNS.jobs.get(job) == _JobState.METRICS_WRITTEN:
+        raise ValueError(f"{target} was already written by this run: write_metrics must be the run's last write")
+    atomic_write_text(target, json.dumps(_plain_json(metrics), indent=2, allow_nan=False) + "\n")
+    if job in _RUNS.jobs:
+        _RUNS.jobs[job] = _JobState.METRICS_WRITTEN
+    return target
+
+
+def _plain_json(value: Any) -> Any:
+    """``value`` with only JSON's types (see :func:`write_metrics`)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (str, int)):  # bool is an int
+        return value
+    if isinstance(value, Mapping):
+        return {k if isinstance(k, (str, int)) else _bad_key(k): _plain_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain_json(v) for v in value]
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if hasattr(value, "tolist") and hasattr(value, "dtype"):  # numpy and torch, without importing them
+        return _plain_json(value.tolist())
+    raise TypeError(f"metrics: a {type(value).__name__} has no JSON form: {value!r}")
+
+
+def _bad_key(key: object) -> NoReturn:
+    raise TypeError(f"metrics: keys must be strings, got {type(key).__name__} {key!r}")
 
 
 # --------------------------------------------------------------------------------------

@@ -7,14 +7,13 @@ with them; Kornia's rows are compared mode for mode.
 
 from __future__ import annotations
 
-import json
 import resource
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from gradcv.experiments._cli import atomic_write_text
+from gradcv.experiments._cli import atomic_write_text, write_metrics
 from gradcv.experiments._timing import set_threads, time_calls_ms
 
 FORWARD = "forward"
@@ -83,7 +82,7 @@ def ratio_lines(results: dict[Key, Measurement]) -> list[str]:
 
 
 def write_results(out: Path, csv_name: str, results: dict[Key, Measurement], metrics: dict[str, object]) -> None:
-    """``csv_name`` and ``metrics.json`` in ``out``, each written atomically."""
+    """``csv_name`` then ``metrics.json`` (last: it marks the folder complete) in ``out``, each written atomically."""
     csv = "threads,task,library,mode,median_ms,minor_faults_per_call\n" + "".join(
         f'{t},"{task}",{lib},"{mode}",{m.median_ms:.6f},{m.minor_faults_per_call:.1f}\n'
         for (t, task, lib, mode), m in results.items()
@@ -94,7 +93,7 @@ def write_results(out: Path, csv_name: str, results: dict[Key, Measurement], met
          "minor_faults_per_call": m.minor_faults_per_call}
         for (t, task, lib, mode), m in results.items()
     ]
-    atomic_write_text(out / "metrics.json", json.dumps({**metrics, "median_ms": rows}, indent=2) + "\n")
+    write_metrics({**metrics, "median_ms": rows}, out)
 
 
 def report(out: Path, csv_name: str, results: dict[Key, Measurement], notes: list[str], shape: tuple[int, ...]) -> None:

@@ -22,7 +22,6 @@ run folder.
 
 from __future__ import annotations
 
-import json
 import statistics
 from dataclasses import dataclass, field
 from typing import Callable
@@ -32,7 +31,7 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from gradcv.experiments._cli import ExperimentError, atomic_write_text, config_to_object, run_app, run_dir
+from gradcv.experiments._cli import ExperimentError, atomic_write_text, config_to_object, run_app, run_dir, write_metrics
 from gradcv.experiments._timing import set_threads, time_calls_ms
 
 APP = "bench_ransac"
@@ -197,7 +196,7 @@ def bench_ransac(cfg: DictConfig) -> None:
         "summary": summary,
         "notes": notes,
     }
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    write_metrics(metrics, out)  # last: a folder with metrics.json is complete; an inf corner error becomes null
     print(
         f"\n{conf.problems} problems, {conf.points} correspondences, {conf.outlier_ratio:.0%} outliers, "
         f"{conf.noise} px noise, threshold {conf.threshold} px (true-model F1 {np.mean(oracle):.4f})"

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import platform
 import statistics
 import time
@@ -33,7 +32,7 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from gradcv.experiments._cli import ExperimentError, atomic_write_text, config_to_object, run_app, run_dir, save_figure
+from gradcv.experiments._cli import ExperimentError, atomic_write_text, config_to_object, run_app, run_dir, save_figure, write_metrics
 from gradcv.experiments._images import sample_photo
 from gradcv.experiments._timing import measure_copy_bandwidth, native_status, set_threads, time_calls_ms
 
@@ -402,7 +401,7 @@ def bench_sobel(cfg: DictConfig) -> None:
         "gradcv_vs_kornia_max_abs_diff": agreement,
         "notes": notes,
     }
-    atomic_write_text(json_path, json.dumps(metrics, indent=2) + "\n")
+    write_metrics(metrics)  # last: a folder with metrics.json is complete
     print()
     print(format_table(results, device_name, device))
     print(f"outputs: {csv_path.name}, {png_path.name} and {json_path.name} in {out}", flush=True)

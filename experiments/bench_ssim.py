@@ -17,7 +17,6 @@ ratios, and how far the three disagree on the input) into the Hydra run folder.
 
 from __future__ import annotations
 
-import json
 import statistics
 from dataclasses import dataclass, field
 from typing import Callable
@@ -26,7 +25,7 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from gradcv.experiments._cli import UsageError, atomic_write_text, config_to_object, run_app, run_dir
+from gradcv.experiments._cli import UsageError, atomic_write_text, config_to_object, run_app, run_dir, write_metrics
 from gradcv.experiments._timing import set_threads, time_calls_ms
 
 APP = "bench_ssim"
@@ -203,7 +202,7 @@ def bench_ssim(cfg: DictConfig) -> None:
         "agreement": agreement,
         "notes": notes,
     }
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    write_metrics(metrics, out)  # last: a folder with metrics.json is complete
 
     print(f"ssim, window {conf.window_size}, sigma {conf.sigma}, input {shape} float32 (median ms, interleaved rounds)")
     print(f"{'threads':>7}  {'library':<13} {'mode':<20} {'median ms':>10} {'calls':>6}")

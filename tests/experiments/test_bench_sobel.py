@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.experiments.run_folders import assert_metrics_last
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -54,6 +56,7 @@ def test_small_run_writes_outputs_atomically(small_run):
     assert {"sobel_benchmark.csv", "sobel_benchmark.png", "metrics.json"} <= names
     assert not [n for n in names if n.endswith(".tmp")], names
     assert (out / "sobel_benchmark.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert_metrics_last(out)
 
 
 def test_csv_has_expected_columns_and_positive_times(small_run):

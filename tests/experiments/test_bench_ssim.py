@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.experiments.run_folders import assert_metrics_last
+
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["batch=1", "channels=1", "image_size=24", "window_size=9", "sigma=1.0", "repetitions=2", "backward_repetitions=2", "warmup=1", "threads=[1]"]
 
@@ -36,6 +38,7 @@ def test_tiny_run_succeeds_quietly_and_writes_outputs(tiny_run):
     names = {p.name for p in out.iterdir()}
     assert {"ssim_benchmark.csv", "metrics.json"} <= names
     assert not [n for n in names if n.startswith(".") and n != ".hydra"], names
+    assert_metrics_last(out)
     assert proc.stdout.splitlines()[-1].startswith("outputs:") and str(out) in proc.stdout.splitlines()[-1]
 
 

@@ -1,6 +1,8 @@
 """The smaller benchmark apps end to end in a subprocess, with tiny settings: each runs,
-writes its outputs atomically in the run folder, and turns a bad override into one line
-and a non-zero exit."""
+writes its outputs atomically in the run folder with metrics.json last, and turns a bad
+override into one line and a non-zero exit. Every benchmark app (those with tests of
+their own too) is checked to leave no metrics.json when it fails just before writing it.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests.experiments.run_folders import app_outputs, assert_metrics_last
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -26,7 +30,7 @@ APPS = {
 def run_app(app: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     return subprocess.run(
-        [sys.executable, "-m", f"experiments.{app}", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", f"gradcv.experiments.{app}", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
     )
 
 
@@ -43,6 +47,7 @@ def test_tiny_run_writes_csv_and_metrics(app, tmp_path):
         rows = list(csv.DictReader(f))
     assert rows and any("gradcv" in " ".join(r.values()) for r in rows)
     json.loads((tmp_path / "metrics.json").read_text())
+    assert_metrics_last(tmp_path)
     assert "outputs:" in proc.stdout.splitlines()[-1]
 
 
@@ -53,3 +58,42 @@ def test_bad_override_is_one_line(app, tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"{app}: error:") and "nosuchkey" in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
+
+
+# Every benchmark app: tiny overrides and the outputs it writes before metrics.json.
+ALL_APPS = {
+    **{app: (overrides, {csv_name}) for app, (overrides, csv_name) in APPS.items()},
+    "bench_sobel": (["batch_sizes=[1]", "repetitions=2", "warmup=0", "image_size=16"], {"sobel_benchmark.csv", "sobel_benchmark.png"}),
+    "bench_ssim": (
+        ["batch=1", "channels=1", "image_size=24", "window_size=9", "sigma=1.0", "repetitions=2", "backward_repetitions=2", "warmup=1", "threads=[1]"],
+        {"ssim_benchmark.csv"},
+    ),
+}
+
+# Runs the app with its write_metrics replaced by a failure: what a Ctrl-C or a full disk
+# just before the last write does.
+FAIL_AT_METRICS = """
+import sys, importlib
+app = importlib.import_module("gradcv.experiments." + sys.argv[1])
+def fail(*args, **kwargs):
+    raise {error}
+for name, module in list(sys.modules.items()):
+    if name.startswith("gradcv.experiments.") and hasattr(module, "write_metrics"):
+        module.write_metrics = fail
+sys.argv = sys.argv[1:]
+app.main()
+"""
+
+
+@pytest.mark.parametrize(("app", "error", "status"), [(app, "OSError(28, 'No space left on device')", 1) for app in sorted(ALL_APPS)] + [("bench_filters", "KeyboardInterrupt", 130)])
+def test_failure_before_metrics_keeps_outputs_but_no_metrics(app, error, status, tmp_path):
+    overrides, written_first = ALL_APPS[app]
+    (tmp_path / "metrics.json").write_text("{}")  # an earlier run's: it must not survive either
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    proc = subprocess.run(
+        [sys.executable, "-c", FAIL_AT_METRICS.format(error=error), app, *overrides, f"hydra.run.dir={tmp_path}"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == status, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert {p.name for p in app_outputs(tmp_path)} == written_first
