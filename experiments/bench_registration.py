@@ -143,11 +143,11 @@ def run_gradcv(src: torch.Tensor, dst: torch.Tensor, config) -> Estimate:
     """One :func:`register_homography` call per pair (B = 1)."""
     from gradcv.registration import register_homography
 
-    register_homography(src[:1], dst[:1], config)  # warm-up
+    register_homography(src[:1], dst[:1], config=config)  # warm-up
     hs, seconds = [], []
     for i in range(src.shape[0]):
         t0 = time.perf_counter()
-        result = register_homography(src[i : i + 1], dst[i : i + 1], config)
+        result = register_homography(src[i : i + 1], dst[i : i + 1], config=config)
         seconds.append(time.perf_counter() - t0)
         hs.append(result.homography[0].to(torch.float64))
     return _estimate(torch.stack(hs), torch.zeros(len(hs), dtype=torch.bool), seconds)
@@ -281,9 +281,9 @@ def throughput(protocol: str, preset: str, config, src: torch.Tensor, dst: torch
     """Pairs per second at B = 1 (from the per-pair calls) and with all of ``src`` in one call."""
     from gradcv.registration import corner_error, register_homography
 
-    register_homography(src[:2], dst[:2], config)  # warm-up of the batched path
+    register_homography(src[:2], dst[:2], config=config)  # warm-up of the batched path
     t0 = time.perf_counter()
-    result = register_homography(src, dst, config)
+    result = register_homography(src, dst, config=config)
     seconds = time.perf_counter() - t0
     mace = corner_error(result.homography.to(torch.float64), H_true, tuple(src.shape[-2:]))
     per_pair = sum(b1_seconds) / len(b1_seconds)

@@ -118,9 +118,6 @@ def registration_config(conf: RegisterConfig, optimizer_choice: str | None = Non
                 f"optimizer; add solver.preset=first_order (or paper)"
             )
         config.validate()
-        from gradcv.registration.solver import resolve_optimizer
-
-        resolve_optimizer(config.optimizer)
     except (TypeError, ValueError) as ex:
         raise ExperimentError(str(ex)) from None
     return config
@@ -285,8 +282,6 @@ def register(cfg: DictConfig) -> None:
             if m.shape[-2:] != src.shape[-2:]:
                 raise ExperimentError(f"{name}: expected the size of src {tuple(src.shape[-2:])}, got {tuple(m.shape[-2:])}")
             masks[name] = m[None].to(device)
-    if masks:
-        config = config.replace(**masks)
     src, dst = src.to(device), dst.to(device)
 
     from gradcv.registration import HomographyRegistration, corner_error
@@ -302,7 +297,7 @@ def register(cfg: DictConfig) -> None:
     )
     progress = Progress(config.levels, config.iterations, conf.progress)
     try:
-        result = HomographyRegistration(config).register(src, dst, callback=progress)
+        result = HomographyRegistration(config).register(src, dst, callback=progress, **masks)
         progress.close()
     except (TypeError, ValueError) as ex:
         raise ExperimentError(str(ex)) from None
@@ -311,7 +306,7 @@ def register(cfg: DictConfig) -> None:
     H = result.homography.cpu()
     h, w = src.shape[-2:]
     eye = torch.eye(3, dtype=torch.float64)[None]
-    final_losses = [float(x[-1].mean()) for x in result.loss_history]
+    final_losses = [float(result.final_loss(level).mean()) for level in range(len(result.loss_history))]
     metrics: dict[str, Any] = {
         "input": description,
         "size": [h, w],

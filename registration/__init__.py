@@ -1,5 +1,7 @@
-"""Multi-scale homography registration by gradient descent (see DESIGN.md; issue 5)."""
+"""Multi-scale homography registration by gradient descent, built on :mod:`gradcv.optim`
+(see DESIGN.md)."""
 
+from gradcv.optim import SolverStatus
 from gradcv.registration.config import RegistrationConfig
 from gradcv.registration.data import corner_error, make_pairs
 from gradcv.registration.solver import HomographyRegistration, RegistrationResult, register_homography
@@ -8,6 +10,7 @@ __all__ = [
     "HomographyRegistration",
     "RegistrationConfig",
     "RegistrationResult",
+    "SolverStatus",
     "corner_error",
     "make_pairs",
     "register_homography",

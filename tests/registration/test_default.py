@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from gradcv.optim import SolverStatus
 from gradcv.registration.config import RegistrationConfig
 from gradcv.registration.data import corner_error, make_pairs
 from gradcv.registration.solver import register_homography
@@ -60,10 +61,14 @@ def test_history_and_callback_with_search(detone32):
     seen: list[tuple[int, int, tuple[int, ...]]] = []
     res = register_homography(src[:2], dst[:2], callback=lambda level, step, loss: seen.append((level, step, tuple(loss.shape))))
     cfg = RegistrationConfig()
-    assert [h.shape for h in res.loss_history] == [(cfg.iterations, 2)] * cfg.levels
+    assert [h.shape for h in res.loss_history] == [(2, cfg.iterations)] * cfg.levels
     # LM keeps only decreases; where the search hands its picked start on, the parameters
     # pass through the corner parametrisation once (float32 rounding, 1e-7 relative).
-    assert all(bool((h[1:] <= h[:-1] * (1 + 1e-6)).all()) for h in res.loss_history)
+    # NaN marks the steps a pair did not take (it had stopped): compared as never rising.
+    for h in res.loss_history:
+        later, earlier = h[:, 1:], h[:, :-1]
+        both = ~torch.isnan(later) & ~torch.isnan(earlier)
+        assert bool((later[both] <= earlier[both] * (1 + 1e-6)).all())
     assert {shape for _, _, shape in seen} == {(2,)}
     assert sorted({level for level, _, _ in seen}) == list(range(cfg.levels))
     assert res.iterations_used.shape == (cfg.levels, 2)
@@ -77,12 +82,16 @@ def test_search_range_zero_is_one_start(detone32):
 
 
 @pytest.mark.parametrize(
-    "kwargs, name",
-    [(dict(search_steps=-1), "search_steps"), (dict(search_steps=1.5), "search_steps"), (dict(search_range=-2.0), "search_range")],
+    "kwargs, error, name",
+    [
+        (dict(search_steps=-1), ValueError, "search_steps"),
+        (dict(search_steps=1.5), TypeError, "search_steps"),
+        (dict(search_range=-2.0), ValueError, "search_range"),
+    ],
 )
-def test_bad_search_settings(kwargs, name):
+def test_bad_search_settings(kwargs, error, name):
     x = torch.rand(1, 1, 128, 128)
-    with pytest.raises(ValueError, match=name):
+    with pytest.raises(error, match=name):
         register_homography(x, x, **kwargs)
 
 
@@ -98,8 +107,9 @@ def test_textureless_pair_no_nan_not_converged(photos):
     flat = torch.full_like(img, 0.5)
     res = register_homography(torch.cat([img, flat]), torch.cat([img, flat]))
     assert torch.isfinite(res.homography).all()
-    assert all(torch.isfinite(h).all() for h in res.loss_history)
+    assert all(torch.isfinite(h[:, 0]).all() and not torch.isinf(h).any() for h in res.loss_history)
     assert res.converged.tolist() == [True, False]
+    assert res.status.tolist() == [SolverStatus.CONVERGED, SolverStatus.DEGENERATE_INPUT]
 
 
 def test_coarse_loss_is_validated_and_used(detone32):
@@ -126,20 +136,21 @@ def _occluded(detone32, where: str):
 
 @pytest.mark.parametrize("where", ["src", "dst"])
 def test_masks_hide_an_occluder(detone32, where):
-    """Least squares (second order, L2 at every level) is pulled off by an occluder; the
-    mask on the image that holds it restores the sub-0.05 px result."""
+    """Least squares (second order, L2 at every level) is pulled off by an occluder: every
+    occluded pair ends pixels away (measured 7-150 px); the mask on the image that holds
+    it restores the sub-0.05 px result."""
     src, dst, H, mask = _occluded(detone32, where)
     cfg = RegistrationConfig(loss="l2")
-    plain = corner_error(register_homography(src, dst, cfg).homography, H, (128, 128))
-    masked = corner_error(register_homography(src, dst, cfg, **{f"{where}_mask": mask}).homography, H, (128, 128))
+    plain = corner_error(register_homography(src, dst, config=cfg).homography, H, (128, 128))
+    masked = corner_error(register_homography(src, dst, config=cfg, **{f"{where}_mask": mask}).homography, H, (128, 128))
+    assert plain.min() > 2.0, plain
     assert masked.max() < 0.05, masked
-    assert plain.max() > 2 * masked.max(), (plain, masked)
 
 
 def test_masks_first_order(detone32):
     src, dst, H, mask = _occluded(detone32, "dst")
-    cfg = RegistrationConfig.first_order(loss="l2", search_range=16.0, search_steps=1, levels=4, dst_mask=mask)
-    assert corner_error(register_homography(src, dst, cfg).homography, H, (128, 128)).max() < 0.1
+    cfg = RegistrationConfig.first_order(loss="l2", search_range=16.0, search_steps=1, levels=4)
+    assert corner_error(register_homography(src, dst, dst_mask=mask, config=cfg).homography, H, (128, 128)).max() < 0.1
 
 
 @pytest.mark.parametrize(
