@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP_QUIET := -q --disable-pip-version-check
 
-.PHONY: demo test venv clean
+.PHONY: demo bench test venv clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +24,23 @@ $(VENV)/.installed-test: pyproject.toml setup.py $(VENV)/.installed
 
 venv: $(VENV)/.installed
 
+# The registration study on the bundled pair (a few seconds): Figure 3, metrics.json and
+# homography.json in outputs/register/<date>/<time>/.
 demo: $(VENV)/.installed
-	$(PY) -m gradcv.experiments.bench_sobel batch_sizes=[1,4,16] repetitions=30
+	$(PY) -m gradcv.experiments.register
+
+# The benchmarks, each against its references (OpenCV, scikit-image, SciPy, Pillow,
+# Kornia: the bench extra), one after the other so that they do not share the cores;
+# each writes its CSV, figures and metrics.json in outputs/<benchmark>/<date>/<time>/.
+# Tens of minutes with the defaults; one of them: make bench BENCHMARKS=bench_ssim.
+BENCHMARKS ?= bench_sobel bench_filters bench_warp bench_ssim bench_ransac bench_registration
+
+$(VENV)/.installed-bench: pyproject.toml setup.py $(VENV)/.installed
+	$(PY) -m pip install $(PIP_QUIET) -e '.[bench]'
+	touch $@
+
+bench: $(VENV)/.installed-bench
+	set -e; for app in $(BENCHMARKS); do $(PY) -m gradcv.experiments.$$app; done
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest $(PYTEST_ARGS)
