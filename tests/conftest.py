@@ -42,6 +42,16 @@ def photo_gray(photos) -> list[np.ndarray]:
     return [np.ascontiguousarray(p @ w) for p in photos]
 
 
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.fixture(params=DEVICES)
+def device(request) -> str:
+    """Every device this machine has: the CPU, and the GPU where there is one, so the same
+    suite runs unchanged on a GPU machine."""
+    return request.param
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

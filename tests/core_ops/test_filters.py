@@ -25,6 +25,7 @@ import scipy.ndimage
 import torch
 from torch.autograd import gradcheck, gradgradcheck
 
+from gradcv.core_ops import _native
 from gradcv.core_ops.filters import (
     BoxBlur,
     GaussianBlur2d,
@@ -33,6 +34,7 @@ from gradcv.core_ops.filters import (
     Sobel,
     SpatialGradient,
     box_blur,
+    correlate_separable,
     filter2d,
     filter2d_separable,
     gaussian_blur2d,
@@ -40,13 +42,15 @@ from gradcv.core_ops.filters import (
     get_sobel_kernel2d,
     laplacian,
     median_blur,
+    pad2d,
     sobel,
     spatial_gradient,
 )
 from gradcv.core_ops.filters.kernels import default_kernel_size, sobel_taps
 from gradcv.core_ops.filters.derivatives import derivative_bank
 from gradcv.core_ops.pyramid import pyrdown, pyrup
-from tests.helpers import assert_max_abs_diff, assert_standard, ignore_compile_warnings, small_input, to_numpy, to_tensor
+from tests._kernel_check import check_kernel
+from tests.helpers import assert_max_abs_diff, ignore_compile_warnings, small_input, to_numpy, to_tensor
 
 F32_EPS = float(np.finfo(np.float32).eps)
 BORDER_TYPES = ("constant", "reflect", "replicate", "circular")
@@ -406,11 +410,11 @@ OPERATORS: dict[str, tuple[Op, float]] = {
     "gaussian_blur2d": (lambda x: gaussian_blur2d(x, (5, 3), (1.3, 0.7)), 1.0),
     "gaussian_blur2d_auto_size": (lambda x: gaussian_blur2d(x, None, (0.9, 1.4), "replicate"), 1.0),
     "gaussian_blur2d_tensor_sigma": (
-        lambda x: gaussian_blur2d(x, (5, 5), torch.tensor([[1.3, 0.7]], dtype=x.dtype), "circular"),
+        lambda x: gaussian_blur2d(x, (5, 5), torch.tensor([[1.3, 0.7]], dtype=x.dtype, device=x.device), "circular"),
         1.0,
     ),
     "gaussian_blur2d_tensor_sigma_2d": (
-        lambda x: gaussian_blur2d(x, (5, 3), torch.tensor([[1.3, 0.7]], dtype=x.dtype), separable=False),
+        lambda x: gaussian_blur2d(x, (5, 3), torch.tensor([[1.3, 0.7]], dtype=x.dtype, device=x.device), separable=False),
         1.0,
     ),
     "box_blur": (lambda x: box_blur(x, (3, 5), "constant"), 1.0),
@@ -423,12 +427,15 @@ OPERATORS: dict[str, tuple[Op, float]] = {
     ),
     "sobel": (lambda x: sobel(x), 2.0),  # sqrt(dx^2 + dy^2) <= |dx| + |dy|
     "laplacian": (lambda x: laplacian(x, 3), 4.0),
-    "filter2d": (lambda x: filter2d(x, torch.tensor([[[0.5, -1.0, 0.25], [1.0, 2.0, -0.5]]], dtype=x.dtype)), 5.25),
+    "filter2d": (
+        lambda x: filter2d(x, torch.tensor([[[0.5, -1.0, 0.25], [1.0, 2.0, -0.5]]], dtype=x.dtype, device=x.device)),
+        5.25,
+    ),
     "filter2d_separable": (
         lambda x: filter2d_separable(
             x,
-            torch.tensor([[0.25, 0.5, 0.25]], dtype=x.dtype),
-            torch.tensor([[-1.0, 0.0, 1.0]], dtype=x.dtype),
+            torch.tensor([[0.25, 0.5, 0.25]], dtype=x.dtype, device=x.device),
+            torch.tensor([[-1.0, 0.0, 1.0]], dtype=x.dtype, device=x.device),
             "replicate",
         ),
         2.0,
@@ -443,7 +450,26 @@ def test_standard(batch, name):
     assert out.dtype == batch.dtype and out.shape[0] == 3
     assert out.shape[-2:] == batch.shape[-2:]
     assert torch.isfinite(out).all()
-    assert_standard(fn, batch)
+
+
+# The kernel check runs every public image operator of core_ops.filters (OPERATORS, and
+# the building blocks below).
+KERNEL_OPERATORS: dict[str, Op] = {
+    **{name: fn for name, (fn, _) in OPERATORS.items()},
+    "pad2d": lambda x: pad2d(x, (2, 1, 0, 3), "reflect"),
+    "correlate_separable": lambda x: correlate_separable(x, [((0.25, 0.5, 0.25), (-1.0, 0.0, 1.0))], "replicate"),
+    "correlate_separable_valid_stride": lambda x: correlate_separable(
+        x, [((1.0, 2.0, 1.0), (1.0, 0.0, -1.0)), ((1.0, 0.0, -1.0), (1.0, 2.0, 1.0))], padding="valid", stride=2
+    ),
+}
+# Operators that need more than one pixel in a dimension (valid correlation with 3 taps).
+MIN_SIZE = {"correlate_separable_valid_stride"}
+
+
+@pytest.mark.parametrize("name", KERNEL_OPERATORS)
+def test_kernel(batch, name, device):
+    degenerate = () if name in MIN_SIZE else ((1, 1), (1, 5), (5, 1))
+    check_kernel(KERNEL_OPERATORS[name], batch, device=device, low_precision=True, degenerate=degenerate)
 
 
 @pytest.mark.parametrize("name", OPERATORS)
@@ -694,14 +720,29 @@ def test_compile_fullgraph_gradients_match_eager(batch):
 
 
 def test_sobel_blockwise_reduction_equals_stacked(monkeypatch, batch):
-    """Without autograd, large inputs take the block-by-block magnitude; same numbers."""
-    import gradcv.core_ops.filters.derivatives as derivatives
-    import gradcv.core_ops.filters._engine as engine
+    """Large inputs take the block-by-block magnitude (the (B, C, 2, H, W) stack of
+    derivatives is never held); it gives the stacked path's numbers.
 
-    expected = sobel(batch.clone().requires_grad_(True)).detach()  # the stacked path
-    monkeypatch.setattr(derivatives, "_STACK_BYTES", 0)
-    monkeypatch.setattr(engine, "_CPU_BLOCK_BYTES", 1)  # one plane per block
-    for normalized in (True, False):
-        ref = expected if normalized else sobel(batch.clone().requires_grad_(True), False).detach()
-        torch.testing.assert_close(sobel(batch, normalized), ref, atol=1e-6, rtol=0)
-    assert sobel(batch[:0]).shape == (0, *batch.shape[1:])
+    Runs on the PyTorch path: the native kernel returns before the blockwise reduction,
+    which would leave this test nothing to check. The spy makes sure the blockwise path ran.
+    """
+    import gradcv.core_ops.filters._engine as engine
+    import gradcv.core_ops.filters.derivatives as derivatives
+
+    with _native.disabled():
+        # the stacked path: the batch is far below _STACK_BYTES
+        stacked = {normalized: sobel(batch, normalized) for normalized in (True, False)}
+        calls = []
+        blockwise = derivatives.filter_reduce
+
+        def spy(*args, **kwargs):
+            calls.append(args[0].shape)
+            return blockwise(*args, **kwargs)
+
+        monkeypatch.setattr(derivatives, "filter_reduce", spy)
+        monkeypatch.setattr(derivatives, "_STACK_BYTES", 0)
+        monkeypatch.setattr(engine, "_CPU_BLOCK_BYTES", 1)  # one plane per block
+        for normalized in (True, False):
+            torch.testing.assert_close(sobel(batch, normalized), stacked[normalized], atol=1e-6, rtol=0)
+        assert len(calls) == 2, "the blockwise reduction did not run"
+        assert sobel(batch[:0]).shape == (0, *batch.shape[1:])
