@@ -18,7 +18,7 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from gradcv.experiments._cli import ExperimentError, config_to_object, run_app, run_dir
+from gradcv.experiments._cli import UsageError, config_to_object, run_app, run_dir
 from gradcv.experiments._rows import Row, report, time_rows, write_results
 from gradcv.experiments._timing import native_status
 
@@ -88,11 +88,11 @@ def bench_filters(cfg: DictConfig) -> None:
     """The Hydra task: time every row at every thread count, write CSV and JSON, print a table."""
     conf = config_to_object(cfg, BenchFiltersConfig)
     if min(conf.batch, conf.channels, conf.repetitions, conf.backward_repetitions) < 1 or conf.image_size < 8:
-        raise ExperimentError("batch, channels and repetitions must be positive and image_size at least 8")
+        raise UsageError("batch, channels and repetitions must be positive and image_size at least 8")
     if conf.kernel_size < 1 or conf.kernel_size % 2 == 0 or conf.sigma <= 0:
-        raise ExperimentError(f"kernel_size must be odd and sigma positive, got {conf.kernel_size} and {conf.sigma}")
+        raise UsageError(f"kernel_size must be odd and sigma positive, got {conf.kernel_size} and {conf.sigma}")
     if not conf.threads or any(t < 1 for t in conf.threads):
-        raise ExperimentError(f"threads must be a non-empty list of positive ints, got {conf.threads}")
+        raise UsageError(f"threads must be a non-empty list of positive ints, got {conf.threads}")
     gen = torch.Generator().manual_seed(conf.seed)
     x = torch.rand(conf.batch, conf.channels, conf.image_size, conf.image_size, generator=gen)
     notes: list[str] = [f"gradcv's fused CPU kernels (core_ops._native): {native_status()}"]

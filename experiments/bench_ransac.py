@@ -31,7 +31,7 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from gradcv.experiments._cli import ExperimentError, atomic_write_text, config_to_object, run_app, run_dir, write_metrics
+from gradcv.experiments._cli import UsageError, atomic_write_text, config_to_object, run_app, run_dir, write_metrics
 from gradcv.experiments._timing import set_threads, time_calls_ms
 
 APP = "bench_ransac"
@@ -151,13 +151,13 @@ def _estimators(conf: BenchRansacConfig, notes: list[str]) -> dict[str, Estimato
 
 def _check(conf: BenchRansacConfig) -> None:
     if conf.problems < 1 or conf.points < 8 or conf.repetitions < 1 or conf.warmup < 0:
-        raise ExperimentError("problems and repetitions must be positive, points at least 8 and warmup non-negative")
+        raise UsageError("problems and repetitions must be positive, points at least 8 and warmup non-negative")
     if not 0 <= conf.outlier_ratio < 1 or conf.noise < 0 or conf.rho < 0 or conf.threshold <= 0:
-        raise ExperimentError("outlier_ratio must be in [0, 1), noise and rho non-negative, threshold positive")
+        raise UsageError("outlier_ratio must be in [0, 1), noise and rho non-negative, threshold positive")
     if len(conf.image_size) != 2 or min(conf.image_size) < 2:
-        raise ExperimentError(f"image_size must be [width, height], got {conf.image_size}")
+        raise UsageError(f"image_size must be [width, height], got {conf.image_size}")
     if not conf.threads or any(t < 1 for t in conf.threads):
-        raise ExperimentError(f"threads must be a non-empty list of positive ints, got {conf.threads}")
+        raise UsageError(f"threads must be a non-empty list of positive ints, got {conf.threads}")
 
 
 def bench_ransac(cfg: DictConfig) -> None:

@@ -32,7 +32,7 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from gradcv.experiments._cli import ExperimentError, atomic_write_text, config_to_object, run_app, run_dir, save_figure, write_metrics
+from gradcv.experiments._cli import ExperimentError, UsageError, atomic_write_text, config_to_object, run_app, run_dir, save_figure, write_metrics
 from gradcv.experiments._images import sample_photo
 from gradcv.experiments._timing import measure_copy_bandwidth, native_status, set_threads, time_calls_ms
 
@@ -411,22 +411,22 @@ def _thread_counts(value: object) -> list[int]:
     """``threads`` as a list of positive ints (it may be given as one int or a list)."""
     items = list(value) if isinstance(value, (list, tuple)) else [value]
     if not items or not all(isinstance(t, int) and not isinstance(t, bool) and t >= 1 for t in items):
-        raise ExperimentError(f"threads must be a positive integer or a list of them, got {value!r}")
+        raise UsageError(f"threads must be a positive integer or a list of them, got {value!r}")
     return list(dict.fromkeys(items))
 
 
 def _validate(conf: BenchSobelConfig) -> list[int]:
     """Check the values the schema's types cannot; return the sorted, distinct batch sizes."""
     if not conf.batch_sizes or any(b < 1 for b in conf.batch_sizes):
-        raise ExperimentError(f"batch_sizes must be a non-empty list of positive integers, got {conf.batch_sizes}")
+        raise UsageError(f"batch_sizes must be a non-empty list of positive integers, got {conf.batch_sizes}")
     if conf.repetitions < 1:
-        raise ExperimentError(f"repetitions must be at least 1, got {conf.repetitions}")
+        raise UsageError(f"repetitions must be at least 1, got {conf.repetitions}")
     if conf.warmup < 0:
-        raise ExperimentError(f"warmup must be at least 0, got {conf.warmup}")
+        raise UsageError(f"warmup must be at least 0, got {conf.warmup}")
     if conf.max_seconds_per_cell is not None and conf.max_seconds_per_cell <= 0:
-        raise ExperimentError(f"max_seconds_per_cell must be positive or null, got {conf.max_seconds_per_cell}")
+        raise UsageError(f"max_seconds_per_cell must be positive or null, got {conf.max_seconds_per_cell}")
     if conf.image_size < 3:
-        raise ExperimentError(f"image_size must be at least 3 (the Sobel kernel's size), got {conf.image_size}")
+        raise UsageError(f"image_size must be at least 3 (the Sobel kernel's size), got {conf.image_size}")
     return sorted(set(conf.batch_sizes))
 
 
@@ -434,7 +434,7 @@ def _device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError as ex:
-        raise ExperimentError(f"device {name!r} is not a valid torch device: {ex}") from ex
+        raise UsageError(f"device {name!r} is not a valid torch device: {ex}") from ex
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ExperimentError(f"device {name!r} asked for, but this PyTorch build sees no CUDA GPU")
     return device

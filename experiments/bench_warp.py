@@ -25,7 +25,7 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from gradcv.experiments._cli import ExperimentError, config_to_object, run_app, run_dir
+from gradcv.experiments._cli import UsageError, config_to_object, run_app, run_dir
 from gradcv.experiments._rows import FORWARD, Row, report, time_rows, write_results
 
 APP = "bench_warp"
@@ -101,11 +101,11 @@ def bench_warp(cfg: DictConfig) -> None:
     """The Hydra task: time every row at every thread count, write CSV and JSON, print a table."""
     conf = config_to_object(cfg, BenchWarpConfig)
     if conf.batch < 1 or conf.channels < 1 or conf.image_size < 8 or conf.repetitions < 1 or conf.backward_repetitions < 1:
-        raise ExperimentError("batch, channels and repetitions must be positive and image_size at least 8")
+        raise UsageError("batch, channels and repetitions must be positive and image_size at least 8")
     if not 0 <= conf.spread < 0.5:
-        raise ExperimentError(f"spread must be in [0, 0.5), got {conf.spread}")
+        raise UsageError(f"spread must be in [0, 0.5), got {conf.spread}")
     if not conf.threads or any(t < 1 for t in conf.threads):
-        raise ExperimentError(f"threads must be a non-empty list of positive ints, got {conf.threads}")
+        raise UsageError(f"threads must be a non-empty list of positive ints, got {conf.threads}")
     gen = torch.Generator().manual_seed(conf.seed)
     x = torch.rand(conf.batch, conf.channels, conf.image_size, conf.image_size, generator=gen)
     M = random_homographies(conf, gen)

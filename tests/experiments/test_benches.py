@@ -27,10 +27,10 @@ APPS = {
 }
 
 
-def run_app(app: str, *args: str) -> subprocess.CompletedProcess[str]:
+def run_app(app: str, *args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     return subprocess.run(
-        [sys.executable, "-m", f"gradcv.experiments.{app}", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", f"gradcv.experiments.{app}", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
     )
 
 
@@ -52,12 +52,17 @@ def test_tiny_run_writes_csv_and_metrics(app, tmp_path):
 
 
 @pytest.mark.parametrize("app", sorted(APPS))
-def test_bad_override_is_one_line(app, tmp_path):
-    proc = run_app(app, "nosuchkey=1", f"hydra.run.dir={tmp_path}")
-    assert proc.returncode == 2
+@pytest.mark.parametrize("override", ["nosuchkey=1", "threads=[0]"])
+def test_bad_value_is_one_line_and_leaves_no_folder(app, override, tmp_path):
+    # Run from an empty folder with the default run folder: Hydra makes
+    # outputs/<app>/<date>/<time>/ before the task rejects threads=[0]; it must go again.
+    proc = run_app(app, override, cwd=tmp_path)
+    assert proc.returncode == 2  # a command-line mistake, whether Hydra or the task finds it
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"{app}: error:") and "nosuchkey" in lines[0], proc.stderr
+    key = override.split("=")[0]
+    assert len(lines) == 1 and lines[0].startswith(f"{app}: error:") and key in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
+    assert list(tmp_path.iterdir()) == []
 
 
 # Every benchmark app: tiny overrides and the outputs it writes before metrics.json.
