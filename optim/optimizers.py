@@ -40,7 +40,7 @@ def resolve_optimizer(name: str) -> type[torch.optim.Optimizer]:
         except ImportError:  # pragma: no cover - a dependency of the project
             torch_optimizer = None
         cls = getattr(torch_optimizer, name, None) if torch_optimizer is not None else None
-    if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
+    if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)) or cls is torch.optim.Optimizer:
         raise ValueError(f"optimizer: expected a class of torch.optim or torch_optimizer, got {name!r}")
     return cls
 
