@@ -308,6 +308,9 @@ _SWEEP_FILES = frozenset({"multirun.yaml"})
 
 
 class _JobState:
+    """How far a job got: its task is running, has written ``metrics.json`` (so every
+    output is complete, whatever happens next), or has returned."""
+
     RUNNING, METRICS_WRITTEN, DONE = "running", "metrics written", "done"
 
 

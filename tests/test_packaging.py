@@ -138,7 +138,7 @@ def test_every_console_script_shows_its_app_in_help(installed):
         "        except SystemExit as ex:\n"
         "            print(f'== {ep.name} {ep.value} exit {ex.code}', flush=True)\n"
     )
-    out = _run([installed.python, "-c", code, *SCRIPTS], cwd=installed.empty).stdout
+    proc = _run([installed.python, "-c", code, *SCRIPTS], cwd=installed.empty)
     for name, module in SCRIPTS.items():
-        assert f"== {name} gradcv.experiments.{module}:main exit 0" in out, out
-        assert f"{module} is powered by Hydra" in out, out
+        assert f"== {name} gradcv.experiments.{module}:main exit 0" in proc.stdout, proc.stderr
+        assert f"{module} is powered by Hydra" in proc.stdout, proc.stdout
