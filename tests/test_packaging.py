@@ -6,8 +6,8 @@ the working tree), the wheel goes into a fresh virtual environment, and the apps
 from an empty folder. The new environment reuses this one's site-packages through a
 ``.pth`` file, so torch, Hydra and the references are neither downloaded nor copied;
 ``.pth`` files inside a directory added that way are not processed, so this
-environment's editable install of gradcv stays invisible there. About 11 s in all (a C
-build, a virtual environment, three interpreters importing torch): not marked slow.
+environment's editable install of gradcv stays invisible there. About 12 s in all (a C
+build, a virtual environment, four interpreters importing torch): not marked slow.
 """
 
 from __future__ import annotations
@@ -120,6 +120,13 @@ def test_console_script_runs_from_an_empty_folder(installed):
     (metrics,) = installed.empty.glob("outputs/bench_sobel/*/*/metrics.json")
     assert (metrics.parent / "sobel_benchmark.csv").is_file() and (metrics.parent / "sobel_benchmark.png").is_file()
     assert str(metrics.parent) in proc.stdout.splitlines()[-1]
+
+
+def test_registration_study_runs_with_no_arguments(installed):
+    # The issue's check: one app, no arguments, on the data that ships with the install.
+    _run([installed.script("gradcv-register")], cwd=installed.empty)
+    (metrics,) = installed.empty.glob("outputs/register/*/*/metrics.json")
+    assert (metrics.parent / "figure3.png").is_file() and (metrics.parent / "homography.json").is_file()
 
 
 def test_every_console_script_shows_its_app_in_help(installed):
