@@ -13,9 +13,10 @@ Columns (each reference only when importable):
 - ``gradcv <preset>``: :func:`registration.register_homography` with
   ``RegistrationConfig.<preset>()``, one pair per call (B = 1);
 - ``OpenCV ECC <n>-level`` / ``OpenCV ECC single-scale``: ``cv2.findTransformECC`` with
-  ``MOTION_HOMOGRAPHY``, coarse to fine over a 3-level pyramid built as gradcv's
-  (Gaussian pre-blur, 2 x 2 box average; level pixel ``x`` sits at ``2 x + 1/2`` of the
-  level below, so a homography moves one level finer as ``S H S^-1`` with
+  ``MOTION_HOMOGRAPHY``, coarse to fine over gradcv's 3-level centred pyramid
+  (:func:`core_ops.pyramid.build_centred_pyramid`: Gaussian pre-blur, 2 x 2 box average;
+  level pixel ``x`` sits at ``2 x + 1/2`` of the level below, so a homography moves one
+  level finer as ``S H S^-1`` with
   ``S = [[2, 0, .5], [0, 2, .5], [0, 0, 1]]``), and at full resolution only. ECC is called
   with ``src`` as the template and ``dst`` as the input image, so its warp maps ``src``
   pixels to ``dst`` pixels: the ground truth's meaning. A ``cv2.error`` is a failure;
@@ -47,7 +48,6 @@ from typing import Callable, Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
@@ -154,17 +154,6 @@ def run_gradcv(src: torch.Tensor, dst: torch.Tensor, config) -> Estimate:
 
 
 # ------------------------------------------------------------------------ OpenCV
-def box_pyramid(image: torch.Tensor, levels: int, sigma: float) -> list[torch.Tensor]:
-    """Fine to coarse, as gradcv's solver builds it: Gaussian pre-blur, then 2 x 2 box average."""
-    from gradcv.core_ops.filters import gaussian_blur2d
-
-    out = [image]
-    for _ in range(levels - 1):
-        blurred = gaussian_blur2d(out[-1], None, sigma) if sigma > 0 else out[-1]
-        out.append(F.avg_pool2d(blurred, 2))
-    return out
-
-
 #: One level finer: ``x_fine = 2 x_coarse + 1/2`` (box-average pyramid, pixel centres at integers).
 _FINER = np.array([[2.0, 0.0, 0.5], [0.0, 2.0, 0.5], [0.0, 0.0, 1.0]])
 
@@ -190,12 +179,14 @@ def ecc_pair(src_levels: list[np.ndarray], dst_levels: list[np.ndarray], criteri
 def run_ecc(src: torch.Tensor, dst: torch.Tensor, levels: int, sigma: float, conf: BenchRegistrationConfig) -> Estimate:
     import cv2
 
+    from gradcv.core_ops.pyramid import build_centred_pyramid
+
     criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, conf.ecc_iterations, conf.ecc_eps)
     n = src.shape[0]
     hs, failed, seconds = [], [], []
 
     def levels_of(image: torch.Tensor) -> list[np.ndarray]:
-        return [np.ascontiguousarray(x[0, 0].numpy()) for x in box_pyramid(image, levels, sigma)]
+        return [np.ascontiguousarray(x[0, 0].numpy()) for x in build_centred_pyramid(image, levels, sigma)]
 
     for i in range(-1, n):  # i = -1: untimed warm-up on pair 0
         j = max(i, 0)

@@ -1,24 +1,27 @@
 """Homography registration of one pair, coarse to fine, with the paper's Figure 3.
 
-    python -m gradcv.experiments.register                          # the bundled pair (known truth)
-    python -m gradcv.experiments.register solver.preset=first_order optimizer=radam solver.levels=4
-    python -m gradcv.experiments.register solver.preset=paper optimizer=paper
-    python -m gradcv.experiments.register src=a.png dst=b.png      # your own images
-    python -m gradcv.experiments.register src=a.png dst=b.png dst_mask=m.png   # white: use, black: ignore
+    python -m gradcv.experiments.register                              # the bundled pair (known truth)
+    python -m gradcv.experiments.register solver=first_order optimizer=radam solver.levels=4
+    python -m gradcv.experiments.register solver=paper                 # section 4.2 (and its optimizer)
+    python -m gradcv.experiments.register data=files data.src=a.png data.dst=b.png
+    python -m gradcv.experiments.register src=a.png dst=b.png dst_mask=m.png   # shortcuts for data=files
 
-With no ``src``/``dst`` it registers a pair cut from matplotlib's ``grace_hopper.jpg`` by
-:func:`registration.make_pairs` (seeded, known homography) and prints the corner error
-(MACE). With ``src=PATH dst=PATH`` there is no ground truth: it reports the photometric
-error. Outputs (in the Hydra run folder): ``metrics.json``, ``homography.json`` (pixel
-coordinates, ``src`` to ``dst``, the meaning of ``cv2.warpPerspective``) and
-``figure3.png``; every file is written atomically.
+Config groups (``conf/``): ``solver`` (``default``, ``second_order``, ``first_order``,
+``paper``: the presets of :class:`registration.RegistrationConfig`, each field
+overridable as ``solver.<field>=...``), ``optimizer`` (the first-order solvers' class and
+learning rate) and ``data`` (``bundled``: a pair cut from matplotlib's
+``grace_hopper.jpg`` by :func:`registration.make_pairs` with a known homography, whose
+corner error (MACE) is reported; ``files``: your images, with the photometric error).
+Outputs (in the Hydra run folder): ``homography.json`` (pixel coordinates, ``src`` to
+``dst``, the meaning of ``cv2.warpPerspective``), ``figure3.png``, then ``metrics.json``,
+written last so that a folder holding it is complete; every file is written atomically.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
-import sys
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -28,10 +31,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from gradcv.experiments._cli import ExperimentError, atomic_write_text, config_to_object, run_app, run_dir, save_figure
 from gradcv.experiments._images import read_image, sample_photo, to_gray
+from gradcv.experiments._progress import LevelProgress
 
 APP = "register"
 DEFAULT_OPTIMIZER = "adam"  # conf/register.yaml's choice in the optimizer group
-PRESETS = ("default", "second_order", "first_order", "paper")
 
 
 @dataclass
@@ -45,31 +48,44 @@ class OptimizerConfig:
 
 @dataclass
 class SolverConfig:
-    """Solver settings; ``None`` keeps the preset's value."""
+    """Types of ``conf/solver/*.yaml``: the fields of :class:`registration.RegistrationConfig`
+    but the optimiser's (the optimizer group's) and ``differentiable`` (nothing here trains
+    through the solve); defaults are ``RegistrationConfig()``'s."""
 
-    preset: str = "default"
-    method: Optional[str] = None
-    levels: Optional[int] = None
-    iterations: Optional[int] = None
-    schedule: Optional[str] = None
-    loss: Optional[str] = None
-    motion: Optional[str] = None
-    symmetric: Optional[bool] = None
-    tolerance: Optional[float] = None
-    step_tolerance: Optional[float] = None
-    patience: Optional[int] = None
-    search_range: Optional[float] = None
-    search_steps: Optional[int] = None
+    method: str = "levenberg_marquardt"
+    levels: int = 4
+    iterations: int = 30
+    schedule: str = "cosine"
+    final_lr_ratio: float = 1e-2
+    loss: str = "charbonnier"
+    charbonnier_eps: float = 1e-3
+    coarse_loss: str = "l2"
+    symmetric: bool = False
+    motion: str = "homography"
+    tolerance: float = 1e-6
+    step_tolerance: float = 1e-2
+    patience: int = 10
+    blur_sigma: float = 0.8
+    min_size: int = 16
+    min_texture: float = 1e-3
+    search_range: float = 16.0
+    search_steps: int = 1
 
 
 @dataclass
 class DataConfig:
-    """The bundled pair: :func:`registration.make_pairs` on ``grace_hopper.jpg``."""
+    """Types of ``conf/data/*.yaml``: ``source: bundled`` (protocol, rho, seed, gray) or
+    ``source: files`` (src, dst and optional masks: paths)."""
 
+    source: str = "bundled"
     protocol: str = "full"
     rho: int = 32
     seed: int = 0
     gray: bool = False
+    src: Optional[str] = None
+    dst: Optional[str] = None
+    src_mask: Optional[str] = None
+    dst_mask: Optional[str] = None
 
 
 @dataclass
@@ -91,40 +107,50 @@ class RegisterConfig:
 ConfigStore.instance().store(name="register_schema", node=RegisterConfig)
 
 
+@dataclass
+class Pair:
+    """The images to register, their masks and, for the bundled pair, the truth."""
+
+    src: torch.Tensor  # (1, C, H, W)
+    dst: torch.Tensor
+    masks: dict[str, torch.Tensor]  # "src_mask" / "dst_mask": (1, 1, H, W)
+    truth: torch.Tensor | None  # (1, 3, 3) float64, src -> dst pixels
+    description: str
+
+
 # ----------------------------------------------------------------------------- inputs
-SOLVER_FIELDS = (
-    "method", "levels", "iterations", "schedule", "loss", "motion", "symmetric", "tolerance", "step_tolerance",
-    "patience", "search_range", "search_steps",
-)
-
-
-def registration_config(conf: RegisterConfig, optimizer_choice: str | None = None):
-    """The library's :class:`RegistrationConfig`: the preset, then the solver fields set,
-    then the optimizer group. ``optimizer_choice`` is the group's option as Hydra chose it:
-    choosing one for a second-order preset is an error (it would be silently ignored)."""
+def registration_config(conf: RegisterConfig, optimizer_choice: str | None = None, solver_choice: str | None = None):
+    """The library's :class:`RegistrationConfig` from the solver and optimizer groups.
+    ``optimizer_choice`` is the optimizer group's option as Hydra chose it: one chosen
+    for a second-order solver is an error (it would be silently ignored)."""
     from gradcv.registration import RegistrationConfig
 
-    solver = conf.solver
-    if solver.preset not in PRESETS:
-        raise ExperimentError(f"solver.preset: expected one of {', '.join(PRESETS)}, got {solver.preset!r}")
-    fields = {k: getattr(solver, k) for k in SOLVER_FIELDS}
-    fields = {k: v for k, v in fields.items() if v is not None}
-    fields.update(optimizer=conf.optimizer.name, lr=conf.optimizer.lr, optimizer_kwargs=dict(conf.optimizer.kwargs))
+    fields = dataclasses.asdict(conf.solver)
+    opt = conf.optimizer
     try:
-        config = getattr(RegistrationConfig, solver.preset)(**fields)
-        if config.method != "first_order" and optimizer_choice not in (None, DEFAULT_OPTIMIZER):
-            raise ValueError(
-                f"optimizer={optimizer_choice}: preset {solver.preset} uses the {config.method} method, which takes no "
-                f"optimizer; add solver.preset=first_order (or paper)"
-            )
-        config.validate()
+        config = RegistrationConfig(**fields, optimizer=opt.name, lr=opt.lr, optimizer_kwargs=dict(opt.kwargs))
     except (TypeError, ValueError) as ex:
-        raise ExperimentError(str(ex)) from None
+        raise ExperimentError(_config_key(str(ex))) from None
+    if config.method != "first_order" and optimizer_choice not in (None, DEFAULT_OPTIMIZER):
+        raise ExperimentError(
+            f"optimizer={optimizer_choice}: solver={solver_choice or '...'} uses the {config.method} method, which takes "
+            f"no optimizer; add solver=first_order (or solver=paper)"
+        )
     return config
 
 
-def bundled_pair(data: DataConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, str]:
-    """``(src, dst, H_true, description)`` from ``grace_hopper.jpg``."""
+def _config_key(message: str) -> str:
+    """The library's message, its field renamed to the override that sets it."""
+    field_name, _, rest = message.partition(":")
+    names = {"optimizer": "optimizer.name", "lr": "optimizer.lr", "optimizer_kwargs": "optimizer.kwargs"}
+    if field_name in names:
+        return f"{names[field_name]}:{rest}"
+    if field_name in {f.name for f in dataclasses.fields(SolverConfig)}:
+        return f"solver.{message}"
+    return message
+
+
+def _bundled_pair(data: DataConfig) -> Pair:
     from gradcv.registration import make_pairs
 
     photo = sample_photo()
@@ -135,95 +161,73 @@ def bundled_pair(data: DataConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     except ValueError as ex:
         raise ExperimentError(f"data: {ex}") from None
     size = src.shape[-1]
-    return src, dst, H, f"grace_hopper.jpg, {data.protocol} protocol ({size}x{size}, rho {data.rho}, seed {data.seed})"
+    description = f"grace_hopper.jpg, {data.protocol} protocol ({size}x{size}, rho {data.rho}, seed {data.seed})"
+    return Pair(src, dst, {}, H, description)
 
 
-# ---------------------------------------------------------------------------- progress
-class Progress:
-    """One line per pyramid level on stderr: redrawn with ``\\r`` on a terminal, printed
-    once when the level ends otherwise. A level ends when the next one starts (pairs may
-    stop before ``iterations``) or at :meth:`close`."""
+def _file_pair(paths: dict[str, str | None]) -> Pair:
+    if paths["src"] is None or paths["dst"] is None:
+        raise ExperimentError("give both src=PATH and dst=PATH (or data=files data.src=PATH data.dst=PATH)")
+    s, d = read_image(paths["src"], "src"), read_image(paths["dst"], "dst")
+    if s.shape[0] != d.shape[0]:
+        s, d = to_gray(s), to_gray(d)
+    if s.shape != d.shape:
+        raise ExperimentError(f"dst: expected the size of src {tuple(s.shape[1:])}, got {tuple(d.shape[1:])}")
+    masks = {}
+    for name in ("src_mask", "dst_mask"):
+        path = paths[name]
+        if path is not None:
+            m = to_gray(read_image(path, name))
+            if m.shape[-2:] != s.shape[-2:]:
+                raise ExperimentError(f"{name}: expected the size of src {tuple(s.shape[-2:])}, got {tuple(m.shape[-2:])}")
+            masks[name] = m[None]
+    return Pair(s[None], d[None], masks, None, f"{paths['src']} -> {paths['dst']} ({s.shape[1]}x{s.shape[2]})")
 
-    def __init__(self, levels: int, iterations: int, enabled: bool, stream=None) -> None:
-        self.levels, self.iterations, self.enabled = levels, iterations, enabled
-        self.stream = stream or sys.stderr
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.every = max(1, iterations // 40)
-        self.current: tuple[int, int, torch.Tensor] | None = None
 
-    def _line(self, level: int, done: int, loss: float) -> str:
-        width = 30
-        filled = round(width * done / self.iterations)
-        return f"level {level + 1}/{self.levels} [{'#' * filled}{'.' * (width - filled)}] {done:>4}/{self.iterations} loss {loss:.5f}"
-
-    def __call__(self, level: int, step: int, loss: torch.Tensor) -> None:
-        if not self.enabled:
-            return
-        if self.current is not None and self.current[0] != level:
-            self.close()
-        self.current = (level, step, loss)
-        if self.tty and step % self.every == 0:
-            self.stream.write("\r" + self._line(level, step + 1, float(loss.mean())))  # one sync per redraw
-            self.stream.flush()
-
-    def close(self) -> None:
-        """End the current level's line."""
-        if not self.enabled or self.current is None:
-            return
-        level, step, loss = self.current
-        self.stream.write(("\r" if self.tty else "") + self._line(level, step + 1, float(loss.mean())) + "\n")
-        self.stream.flush()
-        self.current = None
+def load_pair(conf: RegisterConfig) -> Pair:
+    """The pair the data group (or the ``src=``/``dst=`` shortcuts) names."""
+    keys = ("src", "dst", "src_mask", "dst_mask")
+    shortcuts = {k: getattr(conf, k) for k in keys}
+    if any(v is not None for v in shortcuts.values()):
+        # The shortcuts mean data=files; paths given there win over the group's.
+        return _file_pair({k: shortcuts[k] if shortcuts[k] is not None else getattr(conf.data, k) for k in keys})
+    if conf.data.source == "files":
+        return _file_pair({k: getattr(conf.data, k) for k in keys})
+    if conf.data.source != "bundled":
+        raise ExperimentError(f"data.source: expected bundled or files, got {conf.data.source!r}")
+    return _bundled_pair(conf.data)
 
 
 # ----------------------------------------------------------------------------- figure
-def figure3(src, dst, result, reference, levels: int, title: str):
+def figure3(src: torch.Tensor, dst: torch.Tensor, result: Any, reference: torch.Tensor, title: str):
     """The paper's Figure 3: one column per pyramid level (coarse to fine); rows: source,
     destination, source warped by that level's estimate, and its absolute photometric
     error against ``reference`` (the ground-truth warp, else ``dst``)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import torch.nn.functional as F
 
     from gradcv.core_ops.geometry import warp_perspective
+    from gradcv.experiments._figures import levels_figure
 
     h, w = src.shape[-2:]
-    rows = ["source", "destination", "source warped\nby the estimate", "|error| vs " + ("ground-truth\nwarp" if reference is not dst else "destination")]
-    fig, axes = plt.subplots(4, levels, figsize=(2.8 * levels + 1.2, 10.5), squeeze=False)
-    gray = src.shape[1] == 1
-
-    def show(ax, img, **kw):
-        arr = img[0].permute(1, 2, 0).clamp(0, 1).numpy()
-        return ax.imshow(arr[..., 0] if gray else arr, cmap="gray" if gray else None, **kw)
-
-    errors = []
+    levels = len(result.homography_per_level)
+    columns, sources, destinations, warps, errors = [], [], [], [], []
     for col in range(levels):
-        level = levels - 1 - col  # columns coarse to fine
-        k = 2**level
+        k = 2 ** (levels - 1 - col)  # columns coarse to fine
         down = (lambda x: F.avg_pool2d(x, k)) if k > 1 else (lambda x: x)
-        H = result.homography_per_level[col][:1].to(src.dtype)
-        warped = warp_perspective(src[:1], H, (h, w))
-        err = (warped - reference[:1]).abs().mean(1, keepdim=True)
-        errors.append(down(err)[0, 0].numpy())
-        show(axes[0, col], down(src[:1]))
-        show(axes[1, col], down(dst[:1]))
-        show(axes[2, col], down(warped))
-        lh, lw = down(src[:1]).shape[-2:]
-        axes[0, col].set_title(f"level {level} ({lh}x{lw})")
-    vmax = max(float(e.max()) for e in errors) or 1.0
-    for col, err in enumerate(errors):
-        im = axes[3, col].imshow(err, cmap="magma", vmin=0.0, vmax=vmax)
-        axes[3, col].set_xlabel(f"mean {err.mean():.4f}")
-    fig.colorbar(im, ax=list(axes[3]), fraction=0.046, pad=0.02, label="|intensity error|")
-    for r, label in enumerate(rows):
-        axes[r, 0].set_ylabel(label)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.suptitle(title)
-    return fig
+        warped = warp_perspective(src[:1], result.homography_per_level[col][:1].to(src.dtype), (h, w))
+        errors.append(down((warped - reference[:1]).abs().mean(1, keepdim=True))[0, 0].numpy())
+        sources.append(down(src[:1]))
+        destinations.append(down(dst[:1]))
+        warps.append(down(warped))
+        columns.append(f"level {levels - 1 - col} ({sources[-1].shape[-2]}x{sources[-1].shape[-1]})")
+    truth = reference is not dst
+    return levels_figure(
+        columns,
+        [("source", sources), ("destination", destinations), ("source warped\nby the estimate", warps)],
+        ("|error| vs " + ("ground-truth\nwarp" if truth else "destination"), errors),
+        title=title,
+        error_label="|intensity error|",
+    )
 
 
 # ------------------------------------------------------------------------------- task
@@ -251,110 +255,112 @@ def _finite_or_null(value: Any) -> Any:
     return value
 
 
-def register(cfg: DictConfig) -> None:
-    """The Hydra task: register one pair, print the error, write metrics, homography, figure."""
-    conf = config_to_object(cfg, RegisterConfig)
-    from hydra.core.hydra_config import HydraConfig
-
-    config = registration_config(conf, HydraConfig.get().runtime.choices.get("optimizer"))
-    try:
-        device = torch.device(conf.device)
-    except RuntimeError as ex:
-        raise ExperimentError(f"device: {ex}") from None
-
-    if (conf.src is None) != (conf.dst is None):
-        raise ExperimentError("give both src=PATH and dst=PATH, or neither for the bundled pair")
-    if conf.src is None:
-        src, dst, H_true, description = bundled_pair(conf.data)
-    else:
-        s, d = read_image(conf.src, "src"), read_image(conf.dst, "dst")
-        if s.shape[0] != d.shape[0]:
-            s, d = to_gray(s), to_gray(d)
-        if s.shape != d.shape:
-            raise ExperimentError(f"dst: expected the size of src {tuple(s.shape[1:])}, got {tuple(d.shape[1:])}")
-        src, dst, H_true = s[None], d[None], None
-        description = f"{conf.src} -> {conf.dst} ({s.shape[1]}x{s.shape[2]})"
-    masks = {}
-    for name in ("src_mask", "dst_mask"):
-        path = getattr(conf, name)
-        if path is not None:
-            m = to_gray(read_image(path, name))
-            if m.shape[-2:] != src.shape[-2:]:
-                raise ExperimentError(f"{name}: expected the size of src {tuple(src.shape[-2:])}, got {tuple(m.shape[-2:])}")
-            masks[name] = m[None].to(device)
-    src, dst = src.to(device), dst.to(device)
-
-    from gradcv.registration import HomographyRegistration, corner_error
-
+def _describe(config: Any, solver_choice: str | None) -> str:
     kw = ", ".join(f"{k}={v}" for k, v in config.optimizer_kwargs.items())
     method = f"{config.optimizer}(lr={config.lr:g}{', ' + kw if kw else ''})" if config.method == "first_order" else config.method
-    print(f"{APP}: {description}")
-    print(
-        f"{APP}: {method}, preset {conf.solver.preset}, "
-        f"{config.levels} levels x {config.iterations} iterations, loss {config.loss}, motion {config.motion}"
-        f"{', symmetric' if config.symmetric else ''}",
-        flush=True,
+    return (
+        f"{method}, solver={solver_choice}, {config.levels} levels x {config.iterations} iterations, "
+        f"loss {config.loss}, motion {config.motion}{', symmetric' if config.symmetric else ''}"
     )
-    progress = Progress(config.levels, config.iterations, conf.progress)
-    try:
-        result = HomographyRegistration(config).register(src, dst, callback=progress, **masks)
-        progress.close()
-    except (TypeError, ValueError) as ex:
-        raise ExperimentError(str(ex)) from None
 
-    src, dst = src.cpu(), dst.cpu()
-    H = result.homography.cpu()
+
+def _metrics(pair: Pair, result: Any, cfg: DictConfig, config: Any) -> dict[str, Any]:
+    from gradcv.optim import SolverStatus
+    from gradcv.registration import corner_error
+
+    src, dst, H = pair.src, pair.dst, result.homography.detach().cpu()
     h, w = src.shape[-2:]
     eye = torch.eye(3, dtype=torch.float64)[None]
-    final_losses = [float(result.final_loss(level).mean()) for level in range(len(result.loss_history))]
+    final_losses = [float(result.final_loss(level)[0]) for level in range(len(result.loss_history))]
     metrics: dict[str, Any] = {
-        "input": description,
+        "input": pair.description,
         "size": [h, w],
         "channels": src.shape[1],
         "final_loss_per_level": final_losses,
         "final_loss": final_losses[-1],
         "iterations_used_per_level": result.iterations_used[:, 0].tolist(),
         "converged": bool(result.converged[0]),
+        "status": SolverStatus(int(result.status[0])).name.lower(),
         "wall_time_s": result.wall_time,
         "photometric_error_identity": _photometric_error(src, dst, eye),
         "photometric_error": _photometric_error(src, dst, H),
+        "solver": dataclasses.asdict(config),
         "config": OmegaConf.to_container(cfg, resolve=True),
         "torch": torch.__version__,
     }
-    if H_true is not None:
-        metrics["mace_px"] = float(corner_error(H.to(torch.float64), H_true, (h, w))[0])
-        metrics["mace_identity_px"] = float(corner_error(eye, H_true, (h, w))[0])
-        metrics["mace_per_level_px"] = [float(corner_error(Hl.cpu().to(torch.float64), H_true, (h, w))[0]) for Hl in result.homography_per_level]
+    if pair.truth is not None:
+        truth = pair.truth
+        metrics["mace_px"] = float(corner_error(H.to(torch.float64), truth, (h, w))[0])
+        metrics["mace_identity_px"] = float(corner_error(eye, truth, (h, w))[0])
+        metrics["mace_per_level_px"] = [
+            float(corner_error(Hl.cpu().to(torch.float64), truth, (h, w))[0]) for Hl in result.homography_per_level
+        ]
+    return metrics
 
+
+def register(cfg: DictConfig) -> None:
+    """The Hydra task: register one pair, print the error, write homography, figure, metrics."""
+    conf = config_to_object(cfg, RegisterConfig)
+    from hydra.core.hydra_config import HydraConfig
+
+    choices = HydraConfig.get().runtime.choices
+    config = registration_config(conf, choices.get("optimizer"), choices.get("solver"))
+    try:
+        device = torch.device(conf.device)
+    except RuntimeError as ex:
+        raise ExperimentError(f"device: {ex}") from None
+    pair = load_pair(conf)
+
+    from gradcv.registration import HomographyRegistration
+
+    print(f"{APP}: {pair.description}")
+    print(f"{APP}: {_describe(config, choices.get('solver'))}", flush=True)
+    masks = {k: v.to(device) for k, v in pair.masks.items()}
+    with LevelProgress(config.levels, config.iterations, conf.progress) as progress:
+        try:
+            result = HomographyRegistration(config).register(
+                pair.src.to(device), pair.dst.to(device), callback=progress, **masks
+            )
+        except (TypeError, ValueError) as ex:
+            raise ExperimentError(str(ex)) from None
+    metrics = _metrics(pair, result, cfg, config)
+    _write_outputs(pair, result, metrics, conf.figure, _describe(config, choices.get("solver")).split(",")[0], config.levels)
+
+    if pair.truth is not None:
+        print(f"{APP}: corner error (MACE) {metrics['mace_px']:.4f} px (identity {metrics['mace_identity_px']:.2f} px)")
+    print(
+        f"{APP}: photometric error {metrics['photometric_error']:.5f} (identity {metrics['photometric_error_identity']:.5f}), "
+        f"{metrics['status'].replace('_', ' ')}, {result.wall_time:.2f} s"
+    )
+    print(f"{APP}: wrote {run_dir()}")
+
+
+def _write_outputs(pair: Pair, result: Any, metrics: dict[str, Any], figure: bool, method: str, levels: int) -> None:
+    """homography.json, figure3.png, then metrics.json (last: its presence means complete)."""
     out = run_dir()
+    H = result.homography.detach().cpu()
+    h, w = pair.src.shape[-2:]
     homography = {
         "convention": "pixel coordinates (centres at integers), src -> dst: warp_perspective(src, H, (h, w)) ~ dst, as cv2.warpPerspective",
         "size": [h, w],
         "homography": H[0].to(torch.float64).tolist(),
-        "homography_per_level": [Hl[0].cpu().to(torch.float64).tolist() for Hl in result.homography_per_level],
+        "homography_per_level": [Hl[0].detach().cpu().to(torch.float64).tolist() for Hl in result.homography_per_level],
     }
-    if H_true is not None:
-        homography["homography_true"] = H_true[0].tolist()
+    if pair.truth is not None:
+        homography["homography_true"] = pair.truth[0].tolist()
     atomic_write_text(out / "homography.json", json.dumps(_finite_or_null(homography), indent=2, allow_nan=False) + "\n")
-    atomic_write_text(out / "metrics.json", json.dumps(_finite_or_null(metrics), indent=2, allow_nan=False) + "\n")
-    if conf.figure:
+    if figure:
         import matplotlib.pyplot as plt
 
         from gradcv.core_ops.geometry import warp_perspective
 
-        reference = warp_perspective(src, H_true.to(src.dtype), (h, w)) if H_true is not None else dst
-        what = f"MACE {metrics['mace_px']:.3f} px" if H_true is not None else f"photometric error {metrics['photometric_error']:.4f}"
-        fig = figure3(src, dst, result, reference, config.levels, f"{method}, {config.levels} levels: {what}")
+        src, dst = pair.src, pair.dst
+        reference = warp_perspective(src, pair.truth.to(src.dtype), (h, w)) if pair.truth is not None else dst
+        what = f"MACE {metrics['mace_px']:.3f} px" if pair.truth is not None else f"photometric error {metrics['photometric_error']:.4f}"
+        fig = figure3(src, dst, result, reference, f"{method}, {levels} levels: {what}")
         save_figure(fig, out / "figure3.png", dpi=100)
         plt.close(fig)
-
-    if H_true is not None:
-        print(f"{APP}: corner error (MACE) {metrics['mace_px']:.4f} px (identity {metrics['mace_identity_px']:.2f} px)")
-    print(
-        f"{APP}: photometric error {metrics['photometric_error']:.5f} (identity {metrics['photometric_error_identity']:.5f}), "
-        f"converged {'yes' if metrics['converged'] else 'no'}, {result.wall_time:.2f} s"
-    )
-    print(f"{APP}: wrote {out}")
+    atomic_write_text(out / "metrics.json", json.dumps(_finite_or_null(metrics), indent=2, allow_nan=False) + "\n")
 
 
 def main() -> None:

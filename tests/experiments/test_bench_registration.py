@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from gradcv.experiments.bench_registration import CSV_COLUMNS, box_pyramid, ecc_pair, kornia_to_pixel, load_photograph
+from gradcv.core_ops.pyramid import build_centred_pyramid
+from gradcv.experiments.bench_registration import CSV_COLUMNS, ecc_pair, kornia_to_pixel, load_photograph
 from gradcv.registration import corner_error, make_pairs
 
 REPO = Path(__file__).resolve().parents[2]
@@ -119,7 +120,7 @@ def test_ecc_coarse_to_fine_recovers_a_known_homography(pair):
     criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 100, 1e-6)
 
     def levels(x: torch.Tensor) -> list[np.ndarray]:
-        return [np.ascontiguousarray(level[0, 0].numpy()) for level in box_pyramid(x, 3, 0.8)]
+        return [np.ascontiguousarray(level[0, 0].numpy()) for level in build_centred_pyramid(x, 3, 0.8)]
 
     est = ecc_pair(levels(src), levels(dst), criteria, 5)
     assert float(corner_error(torch.from_numpy(est), H[0], tuple(src.shape[-2:]))) < 0.5

@@ -1,8 +1,10 @@
 """``python -m gradcv.experiments.register``: the bundled pair, every optimizer in conf/optimizer/,
-the user's own images, and one-line errors. Subprocess runs on tiny settings."""
+the solver and data groups, the user's own images, and one-line errors. Subprocess runs on
+tiny settings; the groups' composition is checked in-process with Hydra's compose API."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -52,7 +54,7 @@ def test_optimizer_group_is_complete():
 
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
 def test_each_optimizer_runs(tmp_path, optimizer):
-    res = run("solver.preset=first_order", f"optimizer={optimizer}", *TINY, "figure=false", "progress=false", out=tmp_path)
+    res = run("solver=first_order", f"optimizer={optimizer}", *TINY, "figure=false", "progress=false", out=tmp_path)
     assert res.returncode == 0, res.stderr
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["config"]["optimizer"]["name"]
@@ -115,7 +117,7 @@ def test_optimizer_with_a_second_order_preset_is_one_line(tmp_path):
     res = run("optimizer=radam", *TINY, out=tmp_path / "out")
     assert res.returncode == 1
     line = _one_line(res)
-    assert "optimizer=radam" in line and "solver.preset=first_order" in line
+    assert "optimizer=radam" in line and "solver=first_order" in line
 
 
 def test_default_preset_with_search(tmp_path):
@@ -124,7 +126,8 @@ def test_default_preset_with_search(tmp_path):
     res = run("figure=false", out=tmp_path)
     assert res.returncode == 0, res.stderr
     assert "levenberg_marquardt" in res.stdout
-    assert [line.split()[1] for line in res.stderr.splitlines() if line.startswith("level ")] == ["1/4", "2/4", "3/4", "4/4"]
+    levels = [line.split()[1].rstrip(":") for line in res.stderr.splitlines() if line.startswith("level ")]
+    assert levels == ["1/4", "2/4", "3/4", "4/4"]
     assert json.loads((tmp_path / "metrics.json").read_text())["mace_px"] < 0.05
 
 
@@ -152,3 +155,76 @@ def test_masks_from_image_files(tmp_path):
     res = run(*args, f"dst_mask={tmp_path / 'small.png'}", out=tmp_path / "out2")
     assert res.returncode == 1
     assert "dst_mask: expected the size of src" in _one_line(res)
+
+
+# ------------------------------------------------------------------ config groups, in-process
+SOLVERS = sorted(p.stem for p in (REPO / "conf" / "solver").glob("*.yaml"))
+
+
+def _compose(*overrides: str):
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    import gradcv.experiments.register  # noqa: F401  (stores register_schema)
+    from gradcv.experiments._cli import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("register", overrides=list(overrides), return_hydra_config=True)
+    choices = dict(cfg.hydra.runtime.choices)
+    del cfg.hydra
+    return OmegaConf.to_object(cfg), choices
+
+
+@pytest.mark.parametrize("preset", SOLVERS)
+def test_solver_group_is_the_library_preset(preset):
+    """solver=<preset> composes, with its optimizer, exactly RegistrationConfig.<preset>()."""
+    from gradcv.experiments.register import registration_config
+    from gradcv.registration import RegistrationConfig
+
+    conf, choices = _compose(f"solver={preset}")
+    assert registration_config(conf, choices["optimizer"], choices["solver"]) == getattr(RegistrationConfig, preset)()
+    assert set(SOLVERS) == {"default", "second_order", "first_order", "paper"}
+
+
+def test_solver_fields_override_and_optimizer_choice_wins():
+    from gradcv.experiments.register import SolverConfig, registration_config
+    from gradcv.registration import RegistrationConfig
+
+    conf, choices = _compose("solver=paper", "solver.levels=4")
+    assert registration_config(conf, choices["optimizer"]) == RegistrationConfig.paper(levels=4)
+    conf, choices = _compose("solver=paper", "optimizer=radam")
+    config = registration_config(conf, choices["optimizer"])
+    assert (config.optimizer, config.lr, config.iterations) == ("RAdam", 0.03, 200)
+    # The group's schema is the library's config without the optimiser's fields.
+    library = {f.name for f in dataclasses.fields(RegistrationConfig)}
+    group = {f.name for f in dataclasses.fields(SolverConfig)}
+    assert group == library - {"optimizer", "optimizer_kwargs", "lr", "differentiable"}
+
+
+def test_data_group_and_shortcuts(tmp_path):
+    from gradcv.experiments.register import load_pair
+
+    conf, choices = _compose()
+    assert choices["data"] == "bundled" and load_pair(conf).truth is not None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    img = np.random.default_rng(0).random((40, 48, 3))
+    plt.imsave(tmp_path / "a.png", img)
+    conf, _ = _compose("data=files", f"data.src={tmp_path / 'a.png'}", f"data.dst={tmp_path / 'a.png'}")
+    pair = load_pair(conf)
+    assert pair.truth is None and pair.src.shape == (1, 3, 40, 48)
+    conf, _ = _compose(f"src={tmp_path / 'a.png'}", f"dst={tmp_path / 'a.png'}")
+    assert load_pair(conf).src.shape == (1, 3, 40, 48)
+
+
+def test_metrics_written_last(tmp_path):
+    res = run(*TINY, out=tmp_path)
+    assert res.returncode == 0, res.stderr
+    times = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir() if p.suffix in (".json", ".png")}
+    assert set(times) == {"metrics.json", "homography.json", "figure3.png"}
+    assert times["metrics.json"] >= max(times.values())
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["status"] in {"converged", "iteration_limit"} and metrics["solver"]["levels"] == 2
