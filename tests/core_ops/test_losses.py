@@ -37,6 +37,7 @@ from gradcv.core_ops.losses import (
     total_variation,
 )
 from gradcv.core_ops.filters.kernels import gaussian_taps
+from tests._kernel_check import check_kernel
 from tests.helpers import assert_standard, ignore_compile_warnings, to_tensor
 
 
@@ -583,3 +584,34 @@ def test_ssim_loss_compiles_fullgraph():
     want = torch.autograd.grad(loss(x, y), (x, y))
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+
+
+# ------------------------------------------------------------------- kernel check
+_X, _Y, _M = torch.rand(3, 2, 13, 14), torch.rand(3, 2, 13, 14), torch.rand(3, 1, 13, 14)
+_DEPTH = torch.rand(3, 1, 13, 14) + 0.5
+# name -> (operator, inputs, batched output); reduction="none" where the loss has one.
+KERNEL_CASES = {
+    "ssim": (lambda a, b: ssim(a, b, 5), (_X, _Y), True),
+    "ssim_mask": (lambda a, b, m: ssim(a, b, 5, mask=m), (_X, _Y, _M), True),
+    "ssim_gaussian_11": (lambda a, b: ssim(a, b), (_X, _Y), True),
+    "ssim_loss": (lambda a, b: ssim_loss(a, b, 5, reduction="none"), (_X, _Y), True),
+    "total_variation": (lambda a: total_variation(a), (_X,), True),
+    "total_variation_mean": (lambda a: total_variation(a, "mean"), (_X,), True),
+    # Kornia's psnr, psnr_loss and inverse-depth smoothness are means over the whole batch
+    "psnr": (lambda a, b: psnr(a, b, 1.0), (_X, _Y), False),
+    "psnr_loss": (lambda a, b: psnr_loss(a, b, 1.0), (_X, _Y), False),
+    "inverse_depth_smoothness_loss": (lambda d, i: inverse_depth_smoothness_loss(d, i), (_DEPTH, _X), False),
+}
+
+
+# SSIM's variances are E[x^2] - E[x]^2 (as Kornia's and scikit-image's), which cancels: with
+# bfloat16's 8 bits a local variance of 0.05 carries an error of about 4e-3, a tenth of it,
+# and SSIM moves by about as much (measured: 0.12 at most on these inputs).
+SSIM_DTYPE_TOL = {torch.bfloat16: 0.25}
+
+
+@pytest.mark.parametrize("name", KERNEL_CASES)
+def test_kernel(name, device):
+    fn, inputs, batched_output = KERNEL_CASES[name]
+    dtype_tol = SSIM_DTYPE_TOL if name.startswith("ssim") else None
+    check_kernel(fn, *inputs, device=device, low_precision=True, batched_output=batched_output, dtype_tol=dtype_tol)

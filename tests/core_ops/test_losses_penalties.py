@@ -29,6 +29,7 @@ from gradcv.core_ops.losses import (
     ncc_loss,
     tversky_loss,
 )
+from tests._kernel_check import check_kernel
 
 REDUCTIONS = ("none", "mean", "sum")
 
@@ -269,3 +270,32 @@ def test_segmentation_bad_input_raises(call, error, argument):
 def test_out_of_range_label_raises():
     with pytest.raises(RuntimeError):
         dice_loss(_P, torch.full((2, 4, 5), 3, dtype=torch.long))
+
+
+# ------------------------------------------------------------------- kernel check
+_A, _B, _W = torch.rand(3, 2, 6, 7), torch.rand(3, 2, 6, 7), torch.rand(3, 1, 6, 7)
+_LOGITS, _LABELS = torch.randn(3, 4, 6, 7), torch.randint(0, 4, (3, 6, 7))
+# name -> (operator, inputs, batched output); reduction="none" where the loss has one, so
+# that each sample's loss can be compared with the batch's.
+KERNEL_CASES = {
+    "l1_loss": (lambda a, b: l1_loss(a, b, "none"), (_A, _B), True),
+    "l1_loss_mask": (lambda a, b, w: l1_loss(a, b, "none", mask=w), (_A, _B, _W), True),
+    "l2_loss": (lambda a, b: l2_loss(a, b, "none"), (_A, _B), True),
+    "huber_loss": (lambda a, b: huber_loss(a, b, "none", 0.3), (_A, _B), True),
+    "charbonnier_loss": (lambda a, b: charbonnier_loss(a, b, "none", eps=0.1), (_A, _B), True),
+    "charbonnier_loss_mask": (lambda a, b, w: charbonnier_loss(a, b, "none", mask=w), (_A, _B, _W), True),
+    "ncc_loss": (lambda a, b: ncc_loss(a, b, "none"), (_A, _B), True),
+    "ncc_loss_mask": (lambda a, b, w: ncc_loss(a, b, "none", mask=w), (_A, _B, _W), True),
+    "focal_loss": (lambda p, t: focal_loss(p, t, 0.25, 2.0, "none"), (_LOGITS, _LABELS), True),
+    # Kornia's dice and Tversky losses average over the batch: one number, no per-sample result
+    "dice_loss": (lambda p, t: dice_loss(p, t), (_LOGITS, _LABELS), False),
+    "dice_loss_macro": (lambda p, t: dice_loss(p, t, "macro"), (_LOGITS, _LABELS), False),
+    "tversky_loss": (lambda p, t: tversky_loss(p, t, 0.3, 0.7), (_LOGITS, _LABELS), False),
+}
+
+
+@pytest.mark.parametrize("name", KERNEL_CASES)
+def test_kernel(name, device):
+    fn, inputs, batched_output = KERNEL_CASES[name]
+    images = [x.ndim >= 3 for x in inputs]  # the labels (B, H, W) are cropped with the logits
+    check_kernel(fn, *inputs, device=device, low_precision=True, batched_output=batched_output, images=images)
