@@ -134,3 +134,28 @@ def native_status() -> str:
     except ImportError as ex:
         return f"unknown ({ex})"
     return _native.status()
+
+
+def native_dispatch_cost(repetitions: int = 2000) -> str:
+    """What calling gradcv's C kernels as PyTorch operators costs per call, in words.
+
+    Times a 1x1x8x8 Sobel magnitude, where the arithmetic is negligible, three ways: the
+    public ``sobel`` (checks, then the operator ``gradcv::sobel_magnitude``), the operator
+    alone (PyTorch's dispatcher: autograd key, then the CPU implementation), and the C
+    kernel called through ctypes directly, as the operators did before they were ops.
+    """
+    try:
+        from gradcv.core_ops import _native
+        from gradcv.core_ops.filters import sobel
+    except ImportError as ex:
+        return f"dispatch cost unknown ({ex})"
+    x = torch.rand(1, 1, 8, 8)
+    op = torch.ops.gradcv.sobel_magnitude.default
+    ways = {
+        "sobel()": lambda: sobel(x),
+        "the op gradcv::sobel_magnitude": lambda: op(x, "replicate", 1 / 64, 1e-6),
+    }
+    if _native.library() is not None:
+        ways["the C kernel through ctypes"] = lambda: _native.sobel_magnitude(x, "replicate", 1 / 64, 1e-6)
+    times = {name: median_ms(fn, repetitions, warmup=100) * 1e3 for name, fn in ways.items()}
+    return "dispatch cost, 1x1x8x8 Sobel magnitude, median per call: " + ", ".join(f"{n} {us:.1f} us" for n, us in times.items())

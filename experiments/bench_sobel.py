@@ -34,7 +34,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from gradcv.experiments._cli import ExperimentError, UsageError, atomic_write_text, config_to_object, run_app, run_dir, save_figure, write_metrics
 from gradcv.experiments._images import sample_photo
-from gradcv.experiments._timing import measure_copy_bandwidth, native_status, set_threads, time_calls_ms
+from gradcv.experiments._timing import measure_copy_bandwidth, native_dispatch_cost, native_status, set_threads, time_calls_ms
 
 APP = "bench_sobel"
 FLOOR = "floor (memory bandwidth)"
@@ -367,6 +367,8 @@ def bench_sobel(cfg: DictConfig) -> None:
     notes: list[str] = []
     sobel_magnitude = gradcv_sobel()
     notes.append(f"gradcv's fused CPU kernels (core_ops._native): {native_status()}")
+    if device.type == "cpu":
+        notes.append(native_dispatch_cost())
     columns = [*reference_columns(notes), gradcv_column(sobel_magnitude)]
     if conf.compile:
         columns.append(compiled_column(sobel_magnitude))

@@ -1,26 +1,38 @@
-"""Fused CPU kernels for the fixed-kernel filters, compiled from ``kernels.c`` on first use.
+"""Fused CPU kernels for the fixed-kernel filters: ``kernels.c``, built with the package.
 
 Eager PyTorch runs a separable filter, or grayscale + Sobel magnitude, as 10-14 passes
 over the image; OpenCV runs one. ``kernels.c`` does the same arithmetic in one pass a
 row at a time (see its header), which is what closes the gap to OpenCV on CPU
 (../shared/PERFORMANCE.md, the README's benchmark section).
 
-How it is built and when it is used:
+How it is built and loaded:
 
-- The first call that could use it compiles ``kernels.c`` with the system's C compiler
-  (``$CC``, else ``cc``; about a second) into a per-user cache
-  (``$GRADCV_CACHE_DIR``, else ``$XDG_CACHE_HOME/gradcv``, else ``~/.cache/gradcv``),
-  keyed by the source, the compiler and the CPU, and loads it with :mod:`ctypes`. Later
-  processes load the cached library.
-- Nothing here is required: without a compiler, on a read-only disk, with
-  ``GRADCV_NATIVE=0`` in the environment, or when a build fails, :func:`library` returns
-  ``None`` and every operator runs its PyTorch code, which gives the same numbers to
-  rounding. :func:`status` says which, and why.
-- Only forward passes of float32/float64 tensors on the CPU, outside ``torch.compile``
-  tracing, take this path; gradients, GPUs and other dtypes use PyTorch.
+- ``setup.py`` compiles ``kernels.c`` when the package is built or installed, as the
+  optional extension ``gradcv.core_ops._native._kernels`` (plain C, no Python or torch
+  headers), into ``_kernels<suffix>`` beside this file. One portable build: with GCC on
+  x86-64 each kernel is compiled for x86-64-v4, x86-64-v3 and the baseline, and the
+  dynamic loader picks the clone the CPU supports. Nothing compiles at import or call time.
+- :func:`library` loads it with :mod:`ctypes` on first use, and only when all of these
+  hold; otherwise it returns ``None``, :func:`status` says why, and every operator runs
+  its PyTorch code, which gives the same numbers to rounding:
+
+  * ``GRADCV_NATIVE`` is not ``0``/``false``/``no``/``off``;
+  * the file exists (an install without a C compiler has none: "not built");
+  * the file and the directory holding it belong to root or to the current user, and
+    neither is writable by its group or by others. The library runs with the
+    process's rights, so it must be as trusted as the package's own ``.py`` files
+    beside it; a directory another user can write is one where that user can plant a
+    library. Nothing is looked up anywhere else (no cache, no temporary directory);
+  * it loads, and its ``gradcv_native_version()`` is :data:`VERSION` (a stale build of
+    another ``kernels.c`` is refused, not called with the wrong arguments).
+- The kernels are called only from the CPU implementations of the operators' custom ops
+  (``gradcv::separable_correlate``, ``gradcv::sobel_magnitude``,
+  ``gradcv::weighted_sum3``), below PyTorch's dispatcher: fake tensors, tracers, vmap
+  and autograd see the op, never a data pointer. :func:`needs_decomposition` says when
+  an operator must run its PyTorch code instead of the op (forward-mode AD and
+  functorch's grad/jvp transforms, which custom ops do not support).
 - ``ctypes`` releases the GIL during a call, so large inputs are split between
   ``torch.get_num_threads()`` threads, as PyTorch's own ops are.
-- Results of 32 MiB and more come from reused memory (``_memory``), not fresh pages.
 """
 
 from __future__ import annotations
@@ -28,29 +40,25 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
-import hashlib
+import importlib.machinery
 import os
-import platform
-import shutil
-import subprocess
+import stat
 import sys
-import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 import torch
+import torch.autograd.forward_ad as _forward_ad
 
-from gradcv.core_ops._native import _memory
-from gradcv.core_ops._native._memory import empty_cache  # noqa: F401  (public: frees the idle blocks)
-
-_SOURCE = Path(__file__).with_name("kernels.c")
-_FLAGS = ("-O3", "-fPIC", "-shared", "-fno-math-errno", "-ffp-contract=off", "-std=c99")
-_ARCH_FLAGS = ("-march=native",)
+#: The ABI of ``kernels.c`` this module calls (its ``gradcv_native_version()``).
+VERSION = 1
+_HERE = Path(__file__).resolve().parent
 # Below this many output values per thread, a second thread costs more than it saves
 # (a task hand-off is about 20 us; a 256x256 plane's Sobel magnitude about 30 us).
 _PARALLEL_MIN_VALUES = 1 << 17
+_OFF = ("0", "false", "no", "off")
 
 _lock = threading.Lock()
 _state: dict[str, object] = {}
@@ -60,85 +68,42 @@ _pool_pid = 0
 _disabled_depth = 0
 
 
-def _cache_dir() -> Path:
-    explicit = os.environ.get("GRADCV_CACHE_DIR")
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "gradcv"
+def _untrusted(path: Path) -> Optional[str]:
+    """Why ``path`` must not be loaded (see the module docstring), or ``None``."""
+    for item in (path, path.parent):
+        info = os.stat(item)
+        if info.st_uid not in (0, os.getuid()):
+            return f"{item} belongs to uid {info.st_uid}, neither root nor this user"
+        if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            return f"{item} is writable by other users (mode {stat.filemode(info.st_mode)})"
+    return None
 
 
-def _cpu_signature() -> str:
-    """What ``-march=native`` depends on: the CPU's model and feature flags."""
-    parts = [platform.machine(), platform.system()]
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith(("model name", "flags", "Features")):
-                    parts.append(line.strip())
-                if len(parts) >= 4:
-                    break
-    except OSError:
-        parts.append(platform.processor())
-    return "\n".join(parts)
-
-
-def _compiler() -> Optional[str]:
-    return shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc") or shutil.which("clang")
-
-
-def _build(compiler: str, target: Path) -> None:
-    """Compile ``kernels.c`` into ``target`` (written under a temporary name, then renamed,
-    so that concurrent processes never load a half-written library)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    errors = []
-    for arch in (_ARCH_FLAGS, ()):
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
-        os.close(fd)
-        try:
-            cmd = [compiler, *_FLAGS, *arch, "-o", tmp, str(_SOURCE), "-lm"]
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-            if done.returncode == 0:
-                os.replace(tmp, target)
-                return
-            errors.append(done.stderr.strip().splitlines()[-1:] or [f"exit {done.returncode}"])
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    raise RuntimeError(f"{compiler} failed: {errors[-1][0]}")
-
-
-def _load() -> tuple[Optional[ctypes.CDLL], str]:
-    if os.environ.get("GRADCV_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
+def _load(directory: Path = _HERE) -> tuple[Optional[ctypes.CDLL], str]:
+    """The library built into ``directory``, or ``None`` and the reason."""
+    if os.environ.get("GRADCV_NATIVE", "1").strip().lower() in _OFF:
         return None, "disabled by GRADCV_NATIVE"
     if sys.platform == "win32":
-        return None, "not built on Windows"
-    compiler = _compiler()
-    if compiler is None:
-        return None, "no C compiler found ($CC, cc, gcc, clang)"
+        # setup.py's plain-C link exports no symbols there, and who may write the
+        # directory is a matter of ACLs this module does not read
+        return None, "not used on Windows"
+    found = [directory / f"_kernels{s}" for s in importlib.machinery.EXTENSION_SUFFIXES]
+    found = [p for p in found if p.is_file()]
+    if not found:
+        return None, f"not built: no _kernels library in {directory} (installed without a C compiler?)"
+    path = found[0]
     try:
-        source = _SOURCE.read_bytes()
-    except OSError as ex:
-        return None, f"no kernel source: {ex}"
-    key = hashlib.sha256(b"\0".join([source, compiler.encode(), " ".join(_FLAGS).encode(), _cpu_signature().encode()]))
-    name = f"kernels-{key.hexdigest()[:16]}.so"
-    target = _cache_dir() / name
-    try:
-        if not target.exists():
-            try:
-                _build(compiler, target)
-            except OSError:
-                # an unwritable cache (a read-only home in a container): build per user in /tmp
-                target = Path(tempfile.gettempdir()) / f"gradcv-{os.getuid()}" / name
-                if not target.exists():
-                    _build(compiler, target)
-        lib = ctypes.CDLL(str(target))
-        if lib.gradcv_native_version() != 1:
-            return None, f"{target} is a different version"
-    except (OSError, RuntimeError, subprocess.SubprocessError) as ex:
-        return None, f"build failed: {ex}"
+        why = _untrusted(path)
+        if why is not None:
+            return None, f"not loaded: {why}"
+        lib = ctypes.CDLL(str(path))
+        version = lib.gradcv_native_version()
+    except (OSError, AttributeError) as ex:
+        return None, f"not loaded: {path}: {ex}"
+    if version != VERSION:
+        return None, f"not loaded: {path} is version {version}, this module needs {VERSION} (rebuild the package)"
     _declare(lib)
-    return lib, f"loaded {target}"
+    return lib, f"loaded {path}"
 
 
 def _declare(lib: ctypes.CDLL) -> None:
@@ -178,7 +143,11 @@ def status() -> str:
 
 @contextlib.contextmanager
 def disabled() -> Iterator[None]:
-    """Run the PyTorch code paths inside the block (tests hold both paths side by side)."""
+    """Run the PyTorch code paths inside the block (tests hold both paths side by side).
+
+    Process-wide, not per thread: another thread's calls inside the block take the
+    PyTorch path too.
+    """
     global _disabled_depth
     _disabled_depth += 1
     try:
@@ -187,17 +156,67 @@ def disabled() -> Iterator[None]:
         _disabled_depth -= 1
 
 
+def needs_decomposition() -> bool:
+    """Whether operators must run their PyTorch code rather than their custom op.
+
+    True under forward-mode AD (``torch.autograd.forward_ad``, which ``torch.func.jvp``
+    uses too) and under functorch's grad and jvp transforms: ``torch.library`` has no
+    way to register a jvp, so a custom op would return a result without its tangent,
+    and functorch's grad transform refuses a custom op's autograd formula. The PyTorch
+    code is made of ATen ops, which support both. Under ``torch.compile`` the op is used.
+    This reads the global autograd state, never a tensor: it is the same for every
+    tensor subclass, wrapper and tracer.
+    """
+    if torch.compiler.is_compiling():
+        return False
+    if _forward_ad._current_level >= 0:
+        return True
+    if torch._C._functorch.peek_interpreter_stack() is None:
+        return False
+    from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
+
+    differentiating = (torch._C._functorch.TransformType.Grad, torch._C._functorch.TransformType.Jvp)
+    return any(i.key() in differentiating for i in retrieve_all_functorch_interpreters())
+
+
+def batch_first_vmap(op: Callable[..., torch.Tensor]) -> Callable[..., tuple[torch.Tensor, int | None]]:
+    """A ``torch.library.register_vmap`` rule for an op over the leading dimensions of its
+    first argument (``(*, H, W)`` and the like): the vmapped dimension becomes one more
+    leading dimension, and one call does the whole batch."""
+
+    def rule(info, in_dims, x, *args):  # type: ignore[no-untyped-def]
+        if in_dims[0] is None:
+            return op(x, *args), None
+        return op(x.movedim(in_dims[0], 0), *args), 0
+
+    return rule
+
+
+# The ops' CPU kernels are registered on the dispatcher directly, not through
+# CustomOpDef.register_kernel, whose wrapper (device lookup, a dynamo guard, an aliasing
+# check of the result) costs about 2 us per call: a tenth of a 256x256 Sobel magnitude.
+_CPU_KERNELS = torch.library.Library("gradcv", "IMPL")
+
+
+def cpu_kernel(name: str) -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]:
+    """Register the decorated function as the CPU kernel of the op ``gradcv::name``
+    (defined already, with its PyTorch code as the implementation for every device)."""
+
+    def register(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+        _CPU_KERNELS.impl(name, fn, "CPU")
+        return fn
+
+    return register
+
+
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 
 
 def kernel(name: str, x: torch.Tensor) -> Optional[Callable[..., int]]:
     """The native ``name`` for ``x``'s dtype, or ``None`` when ``x`` must take the PyTorch
-    path: off the CPU, another dtype, under ``torch.compile``, or while autograd records
-    ``x`` (the kernels' results have no ``grad_fn``; inside an ``autograd.Function``'s
-    forward nothing records, so the filter engine's forward does use them)."""
-    if x.device.type != "cpu" or x.dtype not in _SUFFIX or torch.compiler.is_compiling():
-        return None
-    if x.requires_grad and torch.is_grad_enabled():
+    path: off the CPU, another dtype, or no library. Called from the ops' CPU
+    implementations only, where ``x`` is a plain tensor with data."""
+    if x.device.type != "cpu" or x.dtype not in _SUFFIX:
         return None
     lib = library()
     if lib is None:
@@ -206,13 +225,16 @@ def kernel(name: str, x: torch.Tensor) -> Optional[Callable[..., int]]:
 
 
 def _executor(workers: int) -> ThreadPoolExecutor:
-    """The worker threads, made again after a fork: a forked child inherits the pool's
-    bookkeeping but not its threads, and would wait on them forever."""
+    """A pool of at least ``workers`` threads.
+
+    A pool is never shut down: another thread may hold the one this call replaces and
+    still be submitting to it. A replaced pool ends by itself: ``ThreadPoolExecutor``'s
+    threads keep only a weak reference to it and exit once it is idle and nobody holds
+    it. A forked child inherits the bookkeeping but not the threads, and makes its own.
+    """
     global _pool, _pool_size, _pool_pid
     with _lock:
         if _pool is None or _pool_size < workers or _pool_pid != os.getpid():
-            if _pool is not None and _pool_pid == os.getpid():
-                _pool.shutdown(wait=False)
             _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gradcv-native")
             _pool_size, _pool_pid = workers, os.getpid()
         return _pool
@@ -240,12 +262,7 @@ def run(fn: Callable[..., int], src: torch.Tensor, dst: torch.Tensor, planes: in
         raise MemoryError("core_ops native kernel: out of memory for its row buffers")
 
 
-def new_empty(like: torch.Tensor, *shape: int) -> torch.Tensor:
-    """``like.new_empty(shape)``, with large CPU results from reused memory (``_memory``)."""
-    return _memory.empty(like, shape)
-
-
-_BORDERS = {"constant": 0, "reflect": 1, "replicate": 2, "circular": 3}
+BORDERS = {"constant": 0, "reflect": 1, "replicate": 2, "circular": 3}
 
 
 @functools.lru_cache(maxsize=256)
@@ -261,7 +278,7 @@ def separable_correlate(
     contiguous ``out`` ``(*, K, Ho, Wo)``; ``False`` (nothing written) when the PyTorch
     path must do it."""
     fn = kernel("separable_correlate", x)
-    if fn is None or not out.is_contiguous():
+    if fn is None or not out.is_contiguous() or out.dtype != x.dtype:
         return False
     planes = x.reshape(-1, *x.shape[-2:]).contiguous()
     n, h, w = planes.shape
@@ -269,28 +286,28 @@ def separable_correlate(
     ky, kx = len(bank[0][0]), len(bank[0][1])
     taps_y = _taps(tuple(t for ty, _ in bank for t in ty))
     taps_x = _taps(tuple(t for _, tx in bank for t in tx))
-    run(fn, planes, out, n, ho, h, w, k, taps_y, ky, taps_x, kx, top, left, stride, _BORDERS[border_type], ho, wo)
+    run(fn, planes, out, n, ho, h, w, k, taps_y, ky, taps_x, kx, top, left, stride, BORDERS[border_type], ho, wo)
     return True
 
 
 def sobel_magnitude(x: torch.Tensor, border_type: str, scale: float, eps: float) -> Optional[torch.Tensor]:
     """``sqrt(eps + scale (dx^2 + dy^2))`` of raw 3x3 Sobel derivatives of ``x``
-    ``(*, H, W)``, or ``None`` when the PyTorch path must do it."""
+    ``(*, H, W)``, contiguous, or ``None`` when the PyTorch path must do it."""
     fn = kernel("sobel_magnitude", x)
     if fn is None or x.numel() == 0:
         return None
     planes = x.reshape(-1, *x.shape[-2:]).contiguous()
     n, h, w = planes.shape
-    out = new_empty(planes, *x.shape)
-    run(fn, planes, out, n, h, h, w, _BORDERS[border_type], scale, eps)
+    out = x.new_empty(x.shape)
+    run(fn, planes, out, n, h, h, w, BORDERS[border_type], scale, eps)
     return out
 
 
 def weighted_sum3(image: torch.Tensor, weights: tuple[float, float, float], reverse: bool = False) -> Optional[torch.Tensor]:
     """``(w0 c0 + w1 c1) + w2 c2`` over the channels ``c`` of ``(*, 3, H, W)``, as
-    ``(*, 1, H, W)``; with ``reverse``, ``c`` are the channels in reverse order (BGR read
-    as RGB). ``None`` when the PyTorch path must do it, including layouts whose channel
-    planes are not contiguous."""
+    contiguous ``(*, 1, H, W)``; with ``reverse``, ``c`` are the channels in reverse order
+    (BGR read as RGB). ``None`` when the PyTorch path must do it, including layouts whose
+    channel planes are not contiguous."""
     fn = kernel("weighted_sum3", image)
     if fn is None or image.numel() == 0:
         return None
@@ -298,7 +315,10 @@ def weighted_sum3(image: torch.Tensor, weights: tuple[float, float, float], reve
     batch = image.reshape(-1, 3, h, w) if image.ndim != 4 else image
     if batch.stride(-1) != 1 or batch.stride(-2) != w:
         return None
-    out = new_empty(image, *image.shape[:-3], 1, h, w)
+    out = image.new_empty(*image.shape[:-3], 1, h, w)
     first, channel_stride = (batch.select(1, 2), -batch.stride(1)) if reverse else (batch, batch.stride(1))
     run(fn, first, out, batch.shape[0], h * w, h * w, batch.stride(0), channel_stride, *weights)
     return out
+
+
+__all__ = ["BORDERS", "VERSION", "batch_first_vmap", "cpu_kernel", "disabled", "library", "needs_decomposition", "status"]

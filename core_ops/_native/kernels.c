@@ -4,8 +4,15 @@
  * image, and a separable filter with its padding, or grayscale + Sobel magnitude, is
  * 10-14 of them (about 8 us each on a 256x256 plane here, 30-50 us for a square root).
  * These loops do the same arithmetic in one pass, a row at a time, with the row buffers
- * in L1. Python (core_ops/_native/__init__.py) compiles this file with the system's C
- * compiler on first use and falls back to the PyTorch code when it cannot.
+ * in L1. setup.py compiles this file when the package is built or installed (a plain C
+ * shared library, no Python or torch headers); core_ops/_native/__init__.py loads it
+ * with ctypes, and the operators fall back to their PyTorch code when it is absent.
+ *
+ * One build runs on any x86-64 CPU: with GCC, each kernel is compiled three times
+ * (x86-64-v4: AVX-512; x86-64-v3: AVX2 + FMA; the x86-64 baseline) and the dynamic
+ * loader picks the best clone for the CPU it runs on (an ifunc), instead of one
+ * -march=native build that faults on an older CPU. Other compilers and architectures
+ * get one portable build.
  *
  * Every function works on contiguous (H, W) planes and computes the planes
  * [p0, p1) and, of each, the output rows [y0, y1): the caller splits the work between
@@ -49,12 +56,21 @@ static int64_t source_index(int64_t i, int64_t n, int border) {
 
 int gradcv_native_version(void) { return 1; }
 
+/* GCC's function multi-versioning; target_clones needs ifunc support (glibc). */
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && defined(__x86_64__) && \
+    defined(__linux__)
+#define CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define CPU_CLONES
+#endif
+
 #define DEFINE_KERNELS(T, SUFFIX, SQRT, FMA)                                                         \
                                                                                                 \
 /* Separable correlation of planes with K kernels, after padding:                            \
  * out[p, k, yo, xo] = sum_i sum_j ty[k, i] tx[k, j] padded[p, yo*stride + i, xo*stride + j]  \
  * where padded is the plane extended by `top` rows and `left` columns (and as many as the   \
  * kernel needs after) with the border rule. Returns 0, or 1 when out of memory. */           \
+CPU_CLONES                                                                                    \
 int separable_correlate_##SUFFIX(                                                             \
     const T *in, T *out, int64_t p0, int64_t p1, int64_t y0, int64_t y1, int64_t h,           \
     int64_t w, int64_t kernels, const double *taps_y, int64_t ky, const double *taps_x,       \
@@ -130,6 +146,7 @@ int separable_correlate_##SUFFIX(                                               
                                                                                               \
 /* Sobel magnitude sqrt(eps + scale dx^2 + scale dy^2) with OpenCV's raw 3x3 Sobel taps:     \
  * dx = [1 2 1]^T [-1 0 1], dy = [-1 0 1]^T [1 2 1]. Same-size output. */                    \
+CPU_CLONES                                                                                    \
 int sobel_magnitude_##SUFFIX(                                                                 \
     const T *in, T *out, int64_t p0, int64_t p1, int64_t y0, int64_t y1, int64_t h,           \
     int64_t w, int border, double scale_, double eps_) {                                      \
@@ -173,6 +190,7 @@ int sobel_magnitude_##SUFFIX(                                                   
 /* out = (w0 c0 + w1 c1) + w2 c2 per pixel: grayscale from three channel planes. Image b's   \
  * channel c starts at in + b * batch_stride + c * channel_stride; each plane holds `pixels` \
  * contiguous values. Here [p0, p1) are images and [y0, y1) ranges of pixels. */             \
+CPU_CLONES                                                                                    \
 int weighted_sum3_##SUFFIX(                                                                   \
     const T *in, T *out, int64_t p0, int64_t p1, int64_t y0, int64_t y1, int64_t pixels,      \
     int64_t batch_stride, int64_t channel_stride, double w0_, double w1_, double w2_) {       \

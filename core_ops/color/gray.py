@@ -82,10 +82,8 @@ def rgb_to_grayscale(image: torch.Tensor, rgb_weights: Optional[Weights] = None)
     """
     check_color_image(image, "image")
     _check_weights(rgb_weights)
-    if not isinstance(rgb_weights, torch.Tensor):
-        fused = _native.weighted_sum3(image, tuple(float(v) for v in (rgb_weights or BT601_WEIGHTS)))
-        if fused is not None:
-            return fused
+    if not isinstance(rgb_weights, torch.Tensor) and not _native.needs_decomposition():
+        return _grayscale_op(image, [float(v) for v in (rgb_weights or BT601_WEIGHTS)], False)
     red, green, blue = image.unbind(-3)
     return _luma(red, green, blue, rgb_weights).unsqueeze(-3)
 
@@ -109,12 +107,66 @@ def bgr_to_grayscale(image: torch.Tensor) -> torch.Tensor:
         tensor([[[[0.114]]]])
     """
     check_color_image(image, "image")
-    fused = _native.weighted_sum3(image, BT601_WEIGHTS, reverse=True)
-    if fused is not None:
-        return fused
+    if not _native.needs_decomposition():
+        return _grayscale_op(image, list(BT601_WEIGHTS), True)
     # Reading the channels in reverse avoids the copy that flipping to RGB first would make.
     blue, green, red = image.unbind(-3)
     return _luma(red, green, blue, None).unsqueeze(-3)
+
+
+# The operator gradcv::grayscale: the weighted sum of the three channels of
+# (*, 3, H, W) with float weights, in RGB order (bgr: the channels are read in reverse),
+# as (*, 1, H, W). One pass in C on the CPU (core_ops/_native), _luma elsewhere. Under
+# forward-mode AD and functorch's grad/jvp (which custom ops do not support) and for
+# tensor weights, the functions above call _luma directly.
+@torch.library.custom_op("gradcv::grayscale", mutates_args=())
+def _grayscale_op(image: torch.Tensor, weights: list[float], bgr: bool) -> torch.Tensor:
+    """The PyTorch code, for every device; the CPU's kernel is below."""
+    _check_op_input(image, weights)
+    return _grayscale_torch(image, weights, bgr)
+
+
+@_native.cpu_kernel("grayscale")
+def _grayscale_cpu(image: torch.Tensor, weights: list[float], bgr: bool) -> torch.Tensor:
+    _check_op_input(image, weights)
+    fused = _native.weighted_sum3(image, (weights[0], weights[1], weights[2]), reverse=bgr)
+    return fused if fused is not None else _grayscale_torch(image, weights, bgr)
+
+
+@_grayscale_op.register_fake
+def _grayscale_fake(image: torch.Tensor, weights: list[float], bgr: bool) -> torch.Tensor:
+    _check_op_input(image, weights)
+    return image.new_empty(*image.shape[:-3], 1, *image.shape[-2:])
+
+
+def _check_op_input(image: torch.Tensor, weights: list[float]) -> None:
+    # the op is public (torch.ops.gradcv): it checks what the C kernel relies on
+    if image.ndim < 3 or image.shape[-3] != 3:
+        raise ValueError(f"image: expected shape (*, 3, H, W), got {tuple(image.shape)}")
+    if len(weights) != 3:
+        raise ValueError(f"weights: expected three floats, got {list(weights)}")
+
+
+def _grayscale_torch(image: torch.Tensor, weights: list[float], bgr: bool) -> torch.Tensor:
+    first, green, last = image.unbind(-3)
+    red, blue = (last, first) if bgr else (first, last)
+    # contiguous whatever the input's layout, as the fake implementation says
+    return _luma(red, green, blue, weights).unsqueeze(-3).contiguous()
+
+
+def _grayscale_setup(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
+    _, ctx.weights, ctx.bgr = inputs
+
+
+def _grayscale_backward(ctx, grad):  # type: ignore[no-untyped-def]
+    # linear: each channel's gradient is the output's times that channel's weight
+    w_red, w_green, w_blue = ctx.weights
+    in_order = (w_blue, w_green, w_red) if ctx.bgr else (w_red, w_green, w_blue)
+    return torch.cat([grad * w for w in in_order], dim=-3), None, None
+
+
+_grayscale_op.register_autograd(_grayscale_backward, setup_context=_grayscale_setup)
+torch.library.register_vmap(_grayscale_op, _native.batch_first_vmap(_grayscale_op))
 
 
 class RgbToGrayscale(nn.Module):

@@ -10,11 +10,19 @@ with the flipped taps, which costs what the forward costs. Each function's backw
 the other function, so gradients of any order exist and stay cheap.
 
 Taps are Python floats, so each tap is one fused multiply-add (``add_(..., alpha=t)``)
-and zero taps cost nothing. On the CPU the forward pass runs as one fused C loop
-(``gradcv.core_ops._native``) doing the same operations in the same order, when it is built;
-the slices below are the fallback, and the path for GPUs, ``torch.compile`` and the
-adjoints. Filters whose kernel is a tensor that may require grad
+and zero taps cost nothing. Filters whose kernel is a tensor that may require grad
 (``filter2d`` with a user kernel, a learnable sigma) use plain autograd instead.
+
+The filter and its adjoint are PyTorch operators, ``gradcv::separable_correlate`` and
+``gradcv::separable_correlate_adjoint`` (``torch.library.custom_op``, taps as float
+lists): each has a shape-only (fake) implementation, an autograd formula (the other
+one), and a vmap rule, so fake tensors, ``make_fx``, ``torch.jit.trace``,
+``torch.export`` and ``torch.compile`` record the op and run it on any input. On the
+CPU the filter's implementation runs one fused C loop (``gradcv.core_ops._native``)
+doing the same operations in the same order, when it is built; the slices below are
+the fallback and the code for every other device. Forward-mode AD and functorch's
+grad/jvp transforms, which custom ops do not support, differentiate the slices
+directly (:func:`_filter_functional`).
 """
 
 from __future__ import annotations
@@ -34,6 +42,10 @@ Bank = tuple[tuple[Taps, Taps], ...]
 
 def _needs_grad(x: torch.Tensor) -> bool:
     # autograd.Function.apply costs tens of microseconds; skip it when nothing records.
+    # Forward-mode AD and functorch's grad/jvp differentiate the plain ops instead: they
+    # cannot use an old-style autograd.Function.
+    if _native.needs_decomposition():
+        return False
     return (x.requires_grad and torch.is_grad_enabled()) or torch.compiler.is_compiling()
 
 
@@ -173,14 +185,14 @@ def _correlate_axis(
 # Cache blocking on CPU: a pass over a whole batch streams every temporary through main
 # memory, and a filter makes 5-10 passes. Working on groups of image planes that fit in
 # the L2 cache (2 MiB per core here), padding included, a block at a time,
-# was measured 1.7-2x faster for a 5x5 blur of 8x3x256x256. Not done on GPUs, nor under
-# torch.compile (which fuses the passes itself).
+# was measured 1.7-2x faster for a 5x5 blur of 8x3x256x256. Not done on GPUs. (The
+# blocks run inside the ops' implementations, which torch.compile never traces.)
 _CPU_BLOCK_BYTES = 1 << 21
 
 
 def _blocks(n: int, plane_bytes: int, device: torch.device) -> range:
     block = n
-    if device.type == "cpu" and not torch.compiler.is_compiling():
+    if device.type == "cpu":
         block = max(1, min(n, _CPU_BLOCK_BYTES // max(plane_bytes, 1)))
     return range(0, n, max(block, 1))
 
@@ -223,17 +235,30 @@ def _filter_out_hw(h: int, w: int, spec: "Spec") -> tuple[int, int]:
     )
 
 
-def _filter_forward(x: torch.Tensor, spec: "Spec") -> torch.Tensor:
-    """Pad then correlate ``(*, H, W)`` with every kernel of the bank: ``(*, K, Ho, Wo)``."""
-    out = _native.new_empty(x, *x.shape[:-2], len(spec[0]), *_filter_out_hw(*x.shape[-2:], spec))
+def _filter_forward(x: torch.Tensor, spec: "Spec", out: torch.Tensor | None = None) -> torch.Tensor:
+    """Pad then correlate ``(*, H, W)`` with every kernel of the bank: ``(*, K, Ho, Wo)``,
+    in PyTorch code, without autograd, into ``out`` when given."""
+    if out is None:
+        out = x.new_empty(*x.shape[:-2], len(spec[0]), *_filter_out_hw(*x.shape[-2:], spec))
     if out.numel() == 0:
-        return out
-    bank, stride, pad, border_type = spec
-    if _native.separable_correlate(x, out, bank, pad[0], pad[2], stride, border_type):
         return out
     for _ in _filter_blocks(x, spec, out):
         pass
     return out
+
+
+def _filter_functional(x: torch.Tensor, spec: "Spec") -> torch.Tensor:
+    """``_filter_forward`` as differentiable ops on whole tensors, no ``out=``: what
+    forward-mode AD and functorch's grad/jvp transforms differentiate."""
+    bank, stride, pad, border_type = spec
+    xp = _pad_forward(x, pad, border_type) if any(pad) else x
+    along_y: dict[Taps, torch.Tensor] = {}
+    responses = []
+    for ty, tx in bank:
+        if ty not in along_y:
+            along_y[ty] = _correlate_axis(xp, ty, -2, stride=stride)
+        responses.append(_correlate_axis(along_y[ty], tx, -1, stride=stride))
+    return torch.stack(responses, -3)
 
 
 def filter_reduce(
@@ -280,10 +305,7 @@ def _correlate_bank_into(xp: torch.Tensor, bank: Bank, stride: int, out: torch.T
         if ty not in along_y:
             along_y[ty] = _correlate_axis(xp, ty, -2, stride=stride)
         rows = along_y[ty]
-        if torch.compiler.is_compiling():
-            # Dynamo refuses an out= tensor that is not contiguous, as a channel of ``out`` is.
-            out.select(-3, k).copy_(_correlate_axis(rows, tx, -1, stride=stride))
-        elif stride == 2:
+        if stride == 2:
             _correlate_axis_stride2(rows, tx, out.select(-3, k))
         else:
             _correlate_axis(rows, tx, -1, out=out.select(-3, k), stride=stride)
@@ -335,28 +357,6 @@ def _correlate_bank_adjoint(g: torch.Tensor, bank: Bank, stride: int, in_hw: tup
 Spec = tuple[Bank, int, tuple[int, int, int, int], str]
 
 
-class _Filter(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, spec):  # type: ignore[override]
-        ctx.spec, ctx.in_hw = spec, tuple(x.shape[-2:])
-        return _filter_forward(x, spec)
-
-    @staticmethod
-    def backward(ctx, g):  # type: ignore[override]
-        return _FilterAdjoint.apply(g, ctx.spec, ctx.in_hw), None
-
-
-class _FilterAdjoint(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, g, spec, in_hw):  # type: ignore[override]
-        ctx.spec = spec
-        return _filter_adjoint(g, spec, in_hw)
-
-    @staticmethod
-    def backward(ctx, h):  # type: ignore[override]
-        return _Filter.apply(h, ctx.spec), None, None
-
-
 @memo
 def _freeze(bank: tuple[tuple[tuple[float, ...], tuple[float, ...]], ...]) -> Bank:
     frozen = tuple((tuple(float(t) for t in ty), tuple(float(t) for t in tx)) for ty, tx in bank)
@@ -364,6 +364,133 @@ def _freeze(bank: tuple[tuple[tuple[float, ...], tuple[float, ...]], ...]) -> Ba
     if any(len(ty) != ky or len(tx) != kx for ty, tx in frozen):
         raise ValueError(f"bank: expected kernels of one size, got sizes {[(len(a), len(b)) for a, b in frozen]}")
     return frozen
+
+
+# ------------------------------------------------------------------ the operators
+@memo
+def _flat_taps(bank: Bank) -> tuple[list[float], list[float]]:
+    """The bank as the ops' arguments: every kernel's y taps, then every kernel's x taps."""
+    return [t for ty, _ in bank for t in ty], [t for _, tx in bank for t in tx]
+
+
+@memo
+def _checked_spec(
+    taps_y: Taps, taps_x: Taps, kernels: int, pad: tuple[int, ...], stride: int, border_type: str
+) -> Spec:
+    """The ops' arguments as a ``Spec``, checked: the ops are public (``torch.ops.gradcv``)
+    and the C kernel reads as many taps as these numbers say."""
+    if kernels < 1 or not taps_y or not taps_x or len(taps_y) % kernels or len(taps_x) % kernels:
+        raise ValueError(
+            f"taps_y, taps_x: expected a positive multiple of kernels={kernels} taps each, "
+            f"got {len(taps_y)} and {len(taps_x)}"
+        )
+    if len(pad) != 4 or min(pad) < 0:
+        raise ValueError(f"pad: expected four non-negative ints (top, bottom, left, right), got {list(pad)}")
+    if stride < 1:
+        raise ValueError(f"stride: expected a positive int, got {stride}")
+    if border_type not in _native.BORDERS:
+        raise ValueError(f"border_type: expected one of {tuple(_native.BORDERS)}, got {border_type!r}")
+    ky, kx = len(taps_y) // kernels, len(taps_x) // kernels
+    bank = tuple((taps_y[k * ky : (k + 1) * ky], taps_x[k * kx : (k + 1) * kx]) for k in range(kernels))
+    return bank, stride, (pad[0], pad[1], pad[2], pad[3]), border_type
+
+
+def _op_spec(
+    x: torch.Tensor, dims: int, taps_y: list[float], taps_x: list[float], kernels: int, pad: list[int], stride: int,
+    border_type: str,
+) -> Spec:
+    if x.ndim < dims:
+        raise ValueError(f"input: expected at least {dims} dimensions, got shape {tuple(x.shape)}")
+    return _checked_spec(tuple(taps_y), tuple(taps_x), kernels, tuple(pad), stride, border_type)
+
+
+@torch.library.custom_op("gradcv::separable_correlate", mutates_args=())
+def _correlate_op(
+    x: torch.Tensor, taps_y: list[float], taps_x: list[float], kernels: int, pad: list[int], stride: int,
+    border_type: str,
+) -> torch.Tensor:
+    """Pad ``x`` ``(*, H, W)`` by ``pad`` (top, bottom, left, right) and correlate it with
+    ``kernels`` separable kernels, keeping every ``stride``-th pixel: ``(*, K, Ho, Wo)``.
+    This body is the PyTorch code, for every device; the CPU's kernel is below."""
+    return _filter_forward(x, _op_spec(x, 2, taps_y, taps_x, kernels, pad, stride, border_type))
+
+
+@_native.cpu_kernel("separable_correlate")
+def _correlate_cpu(
+    x: torch.Tensor, taps_y: list[float], taps_x: list[float], kernels: int, pad: list[int], stride: int,
+    border_type: str,
+) -> torch.Tensor:
+    spec = _op_spec(x, 2, taps_y, taps_x, kernels, pad, stride, border_type)
+    out = x.new_empty(*x.shape[:-2], kernels, *_filter_out_hw(*x.shape[-2:], spec))
+    if out.numel() and _native.separable_correlate(x, out, spec[0], pad[0], pad[2], stride, border_type):
+        return out
+    return _filter_forward(x, spec, out)
+
+
+@_correlate_op.register_fake
+def _correlate_fake(
+    x: torch.Tensor, taps_y: list[float], taps_x: list[float], kernels: int, pad: list[int], stride: int,
+    border_type: str,
+) -> torch.Tensor:
+    spec = _op_spec(x, 2, taps_y, taps_x, kernels, pad, stride, border_type)
+    return x.new_empty(*x.shape[:-2], kernels, *_filter_out_hw(*x.shape[-2:], spec))
+
+
+@torch.library.custom_op("gradcv::separable_correlate_adjoint", mutates_args=())
+def _adjoint_op(
+    g: torch.Tensor, taps_y: list[float], taps_x: list[float], kernels: int, pad: list[int], stride: int,
+    border_type: str, height: int, width: int,
+) -> torch.Tensor:
+    """Adjoint of ``gradcv::separable_correlate`` for an input of ``height x width``:
+    ``(*, K, Ho, Wo) -> (*, H, W)``; PyTorch code on every device."""
+    spec = _adjoint_spec(g, taps_y, taps_x, kernels, pad, stride, border_type, height, width)
+    return _filter_adjoint(g, spec, (height, width))
+
+
+@_adjoint_op.register_fake
+def _adjoint_fake(
+    g: torch.Tensor, taps_y: list[float], taps_x: list[float], kernels: int, pad: list[int], stride: int,
+    border_type: str, height: int, width: int,
+) -> torch.Tensor:
+    _adjoint_spec(g, taps_y, taps_x, kernels, pad, stride, border_type, height, width)
+    return g.new_empty(*g.shape[:-3], height, width)
+
+
+def _adjoint_spec(
+    g: torch.Tensor, taps_y: list[float], taps_x: list[float], kernels: int, pad: list[int], stride: int,
+    border_type: str, height: int, width: int,
+) -> Spec:
+    spec = _op_spec(g, 3, taps_y, taps_x, kernels, pad, stride, border_type)
+    expected = (kernels, *_filter_out_hw(height, width, spec))
+    if tuple(g.shape[-3:]) != expected:
+        raise ValueError(f"g: expected (*, {', '.join(map(str, expected))}) for a {height}x{width} input, got {tuple(g.shape)}")
+    return spec
+
+
+def _correlate_setup(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
+    x, *ctx.args = inputs
+    ctx.in_hw = tuple(x.shape[-2:])
+
+
+def _correlate_backward(ctx, g):  # type: ignore[no-untyped-def]
+    return (_adjoint_op(g, *ctx.args, *ctx.in_hw),) + (None,) * len(ctx.args)
+
+
+def _adjoint_setup(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
+    ctx.args = inputs[1:-2]
+    ctx.n_args = len(inputs) - 1
+
+
+def _adjoint_backward(ctx, g):  # type: ignore[no-untyped-def]
+    return (_correlate_op(g, *ctx.args),) + (None,) * ctx.n_args
+
+
+_correlate_op.register_autograd(_correlate_backward, setup_context=_correlate_setup)
+_adjoint_op.register_autograd(_adjoint_backward, setup_context=_adjoint_setup)
+
+
+torch.library.register_vmap(_correlate_op, _native.batch_first_vmap(_correlate_op))
+torch.library.register_vmap(_adjoint_op, _native.batch_first_vmap(_adjoint_op))
 
 
 def correlate_separable(
@@ -374,6 +501,8 @@ def correlate_separable(
     stride: int = 1,
 ) -> torch.Tensor:
     """Correlate ``(*, H, W)`` with K separable kernels of Python-float taps.
+
+    Runs the operator ``gradcv::separable_correlate`` (fused C on the CPU when built).
 
     Args:
         x: input, any number of leading dimensions.
@@ -388,7 +517,33 @@ def correlate_separable(
     frozen = _freeze(tuple((tuple(ty), tuple(tx)) for ty, tx in bank))
     ky, kx = len(frozen[0][0]), len(frozen[0][1])
     pad = ((ky - 1) // 2, ky // 2, (kx - 1) // 2, kx // 2) if padding == "same" else (0, 0, 0, 0)
-    spec: Spec = (frozen, int(stride), pad, border_type)
-    if not _needs_grad(x):
-        return _filter_forward(x, spec)
-    return _Filter.apply(x, spec)
+    if _native.needs_decomposition():
+        return _filter_functional(x, (frozen, int(stride), pad, border_type))
+    taps_y, taps_x = _flat_taps(frozen)
+    return _correlate_op(x, taps_y, taps_x, len(frozen), list(pad), int(stride), border_type)
+
+
+def correlate_separable_adjoint(
+    g: torch.Tensor,
+    bank: Sequence[tuple[Sequence[float], Sequence[float]]],
+    in_hw: tuple[int, int],
+    border_type: str = "reflect",
+) -> torch.Tensor:
+    """Adjoint of ``correlate_separable(x, bank, border_type)`` ('same' padding, stride 1)
+    for an ``x`` of ``in_hw``: ``(*, K, H, W) -> (*, H, W)``, differentiable (operators'
+    backward formulas use it)."""
+    frozen = _freeze(tuple((tuple(ty), tuple(tx)) for ty, tx in bank))
+    ky, kx = len(frozen[0][0]), len(frozen[0][1])
+    pad = [(ky - 1) // 2, ky // 2, (kx - 1) // 2, kx // 2]
+    taps_y, taps_x = _flat_taps(frozen)
+    return _adjoint_op(g, taps_y, taps_x, len(frozen), pad, 1, border_type, in_hw[0], in_hw[1])
+
+
+def correlate_same_torch(
+    x: torch.Tensor, bank: Sequence[tuple[Sequence[float], Sequence[float]]], border_type: str
+) -> torch.Tensor:
+    """``correlate_separable(x, bank, border_type)`` in PyTorch code only, without autograd:
+    for an operator's own PyTorch implementation."""
+    frozen = _freeze(tuple((tuple(ty), tuple(tx)) for ty, tx in bank))
+    ky, kx = len(frozen[0][0]), len(frozen[0][1])
+    return _filter_forward(x, (frozen, 1, ((ky - 1) // 2, ky // 2, (kx - 1) // 2, kx // 2), border_type))

@@ -11,7 +11,12 @@ from gradcv.core_ops import _native
 from gradcv.core_ops._cache import memo
 from gradcv.core_ops._checks import check_border_type, check_choice, check_image, check_kernel_size
 from gradcv.core_ops.errors import ArgumentValueError
-from gradcv.core_ops.filters._engine import _needs_grad, correlate_separable, filter_reduce
+from gradcv.core_ops.filters._engine import (
+    correlate_same_torch,
+    correlate_separable,
+    correlate_separable_adjoint,
+    filter_reduce,
+)
 from gradcv.core_ops.filters.kernels import sobel_taps
 
 # Above this size of derivative stack, sobel() without autograd reduces block by block.
@@ -114,30 +119,87 @@ def sobel(
     Returns:
         ``(B, C, H, W)``.
 
+    Runs as the operator ``gradcv::sobel_magnitude`` (one fused pass in C on the CPU when
+    built), which fake tensors, tracers, ``torch.compile``, ``torch.export``, vmap and
+    autograd see as one op; under forward-mode AD and functorch's grad/jvp transforms
+    the derivative filters run instead.
+
     Example:
         >>> ramp = torch.arange(5.0).repeat(5, 1)[None, None]
         >>> sobel(ramp)[0, 0, 2, 2]
         tensor(1.0000)
     """
+    check_image(input)
+    check_border_type(border_type)
     # Raw Sobel taps have weights of 1, which the engine fuses; the normalisation (1/8 on
     # each derivative) goes into the magnitude instead, for free.
     scale = 1.0 / 64.0 if normalized else 1.0
-    if not _needs_grad(input):
-        check_image(input)
-        check_border_type(border_type)
-        fused = _native.sobel_magnitude(input, border_type, scale, eps)
-        if fused is not None:
-            return fused
-        if 2 * input.numel() * input.element_size() > _STACK_BYTES:
-            # Nothing records and the (B, C, 2, H, W) stack of derivatives would be large:
-            # reduce each cache-sized block to its magnitude at once instead, so the stack is
-            # never held (measured 1.6x faster from 64 images of 256x256 up, where the stack's
-            # fresh pages cost more than the per-block Python overhead; slower below).
-            bank = derivative_bank("sobel", 1, False, 3)
-            return filter_reduce(input, bank, lambda g, out: _magnitude(g[:, 0], g[:, 1], scale, eps, out), border_type)
-    grad = spatial_gradient(input, "sobel", 1, False, border_type=border_type)
-    gx, gy = grad.unbind(-3)
+    if _native.needs_decomposition():
+        gx, gy = spatial_gradient(input, "sobel", 1, False, border_type=border_type).unbind(-3)
+        return _magnitude(gx, gy, scale, eps)
+    return _sobel_magnitude_op(input, border_type, float(scale), float(eps))
+
+
+# The operator gradcv::sobel_magnitude: sqrt(eps + scale (dx^2 + dy^2)) of OpenCV's raw
+# 3x3 Sobel derivatives of (*, H, W), one fused pass in C on the CPU (core_ops/_native),
+# the derivative filters and _magnitude elsewhere.
+@torch.library.custom_op("gradcv::sobel_magnitude", mutates_args=())
+def _sobel_magnitude_op(x: torch.Tensor, border_type: str, scale: float, eps: float) -> torch.Tensor:
+    """The PyTorch code, for every device; the CPU's kernel is below."""
+    _check_op_input(x, border_type)
+    return _sobel_magnitude_torch(x, border_type, scale, eps)
+
+
+@_native.cpu_kernel("sobel_magnitude")
+def _sobel_magnitude_cpu(x: torch.Tensor, border_type: str, scale: float, eps: float) -> torch.Tensor:
+    _check_op_input(x, border_type)
+    fused = _native.sobel_magnitude(x, border_type, scale, eps)
+    return fused if fused is not None else _sobel_magnitude_torch(x, border_type, scale, eps)
+
+
+@_sobel_magnitude_op.register_fake
+def _sobel_magnitude_fake(x: torch.Tensor, border_type: str, scale: float, eps: float) -> torch.Tensor:
+    _check_op_input(x, border_type)
+    return x.new_empty(x.shape)
+
+
+def _check_op_input(x: torch.Tensor, border_type: str) -> None:
+    # the op is public (torch.ops.gradcv): it checks what the C kernel relies on
+    if x.ndim < 2:
+        raise ValueError(f"input: expected at least 2 dimensions (*, H, W), got shape {tuple(x.shape)}")
+    if border_type not in _native.BORDERS:
+        raise ValueError(f"border_type: expected one of {tuple(_native.BORDERS)}, got {border_type!r}")
+
+
+def _sobel_magnitude_torch(x: torch.Tensor, border_type: str, scale: float, eps: float) -> torch.Tensor:
+    bank = derivative_bank("sobel", 1, False, 3)
+    if 2 * x.numel() * x.element_size() > _STACK_BYTES:
+        # The (*, 2, H, W) stack of derivatives would be large: reduce each cache-sized
+        # block to its magnitude at once instead, so the stack is never held (measured
+        # 1.6x faster from 64 images of 256x256 up, where the stack's fresh pages cost
+        # more than the per-block Python overhead; slower below).
+        return filter_reduce(x, bank, lambda g, out: _magnitude(g[:, 0], g[:, 1], scale, eps, out), border_type)
+    gx, gy = correlate_same_torch(x, bank, border_type).unbind(-3)
     return _magnitude(gx, gy, scale, eps)
+
+
+def _sobel_magnitude_setup(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
+    x, ctx.border_type, ctx.scale, _ = inputs
+    ctx.save_for_backward(x, output)
+
+
+def _sobel_magnitude_backward(ctx, grad):  # type: ignore[no-untyped-def]
+    # d magnitude / d (dx, dy) = scale (dx, dy) / magnitude; then the derivative filters'
+    # adjoint. Made of differentiable ops, so second derivatives exist.
+    x, magnitude = ctx.saved_tensors
+    bank = derivative_bank("sobel", 1, False, 3)
+    derivatives = correlate_separable(x, bank, ctx.border_type)
+    weights = (grad * ctx.scale / magnitude).unsqueeze(-3)
+    return correlate_separable_adjoint(derivatives * weights, bank, tuple(x.shape[-2:]), ctx.border_type), None, None, None
+
+
+_sobel_magnitude_op.register_autograd(_sobel_magnitude_backward, setup_context=_sobel_magnitude_setup)
+torch.library.register_vmap(_sobel_magnitude_op, _native.batch_first_vmap(_sobel_magnitude_op))
 
 
 def _magnitude(

@@ -1,27 +1,44 @@
-"""The fused CPU kernels (core_ops/_native): the same numbers as the PyTorch code they
-replace, on every border, stride, size and dtype; threads, builds and fallbacks.
+"""The fused CPU kernels (core_ops/_native) and the operators that deliver them.
+
+Three groups:
+
+- the C kernels give the PyTorch path's numbers on every border, stride, size and dtype,
+  also on two threads and in a forked child (native only: skipped when the library is
+  not loaded, as under ``GRADCV_NATIVE=0``, which the CI runs too);
+- the custom ops (``gradcv::separable_correlate``, ``gradcv::separable_correlate_adjoint``,
+  ``gradcv::sobel_magnitude``, ``gradcv::grayscale``) under PyTorch's machinery: fake
+  tensors, ``make_fx``, ``torch.jit.trace``, ``torch.compile``, ``torch.export``, vmap,
+  forward-mode AD and functorch. These run on either path;
+- loading: the off switch, a missing, corrupt, foreign or stale library, and the pool.
 
 The OpenCV parity tests in test_filters.py, test_pyramid.py and test_color.py run the
-native path whenever it loads (it is the default); here each native result is held
-against the PyTorch path of the same call, so both paths meet those references.
+native path whenever it loads; here each native result is held against the PyTorch
+path of the same call, so both paths meet those references.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
+import threading
+from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
 import pytest
 import torch
+import torch.autograd.forward_ad as fwAD
+from torch.fx.experimental.proxy_tensor import make_fx
+from torch._subclasses.fake_tensor import FakeTensorMode
 
 from gradcv.core_ops import _native
 from gradcv.core_ops.color import bgr_to_grayscale, rgb_to_grayscale
-from gradcv.core_ops.filters import correlate_separable, gaussian_blur2d, sobel
+from gradcv.core_ops.filters import correlate_separable, gaussian_blur2d, sobel, spatial_gradient
 from gradcv.core_ops.pyramid import pyrdown
+from tests.helpers import ignore_compile_warnings
 
 BORDERS = ["constant", "reflect", "replicate", "circular"]
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,6 +75,7 @@ def _random_bank(generator: torch.Generator, k: int, ky: int, kx: int) -> list[t
     return bank
 
 
+# ------------------------------------------------------------------ native = PyTorch
 @needs_native
 @pytest.mark.parametrize("border_type", BORDERS)
 @pytest.mark.parametrize("stride", [1, 2, 3])
@@ -119,7 +137,9 @@ def test_layouts_the_kernels_do_not_take_fall_back():
     x = torch.rand(2, 3, 16, 20)
     channels_last = x.to(memory_format=torch.channels_last)  # channel planes are not contiguous
     assert _native.weighted_sum3(channels_last, (0.299, 0.587, 0.114)) is None
-    _assert_same(rgb_to_grayscale(channels_last), rgb_to_grayscale(x))
+    gray = rgb_to_grayscale(channels_last)
+    assert gray.is_contiguous()  # what the op's fake implementation promises
+    _assert_same(gray, rgb_to_grayscale(x))
     transposed = x.transpose(-1, -2)  # copied to contiguous planes, then fused
     native, reference = _both(sobel, transposed)
     torch.testing.assert_close(native, reference)
@@ -127,20 +147,26 @@ def test_layouts_the_kernels_do_not_take_fall_back():
     assert _native.kernel("sobel_magnitude", x.to(torch.bfloat16)) is None
 
 
-@needs_native
 def test_empty_batches():
     for fn in (sobel, lambda t: gaussian_blur2d(t, 3, 1.0), pyrdown):
         assert fn(torch.rand(0, 1, 8, 8)).shape[0] == 0
     assert rgb_to_grayscale(torch.rand(0, 3, 8, 8)).shape == (0, 1, 8, 8)
 
 
-@needs_native
-def test_gradients_still_flow_through_the_pytorch_path():
-    x = torch.rand(1, 1, 6, 7, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda t: sobel(t), (x,))
-    assert torch.autograd.gradcheck(lambda t: gaussian_blur2d(t, 3, 1.0), (x,))
+def test_first_and_second_derivatives_of_the_ops():
+    x = torch.rand(1, 2, 6, 7, dtype=torch.float64, requires_grad=True)
     rgb = torch.rand(1, 3, 5, 6, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(rgb_to_grayscale, (rgb,))
+    for fn, inp in (
+        (sobel, x),
+        (lambda t: sobel(t, False, border_type="reflect"), x),
+        (lambda t: gaussian_blur2d(t, 3, 1.0), x),
+        (lambda t: pyrdown(t), x),
+        (lambda t: correlate_separable(t, [([1.0, -2.0, 0.5], [0.25, 1.0, 0.0])], "circular", stride=2), x),
+        (rgb_to_grayscale, rgb),
+        (bgr_to_grayscale, rgb),
+    ):
+        assert torch.autograd.gradcheck(fn, (inp,))
+        assert torch.autograd.gradgradcheck(fn, (inp,))
 
 
 @needs_native
@@ -168,11 +194,20 @@ def test_two_threads_give_the_one_thread_result():
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
-@needs_native
-def test_results_of_32_mib_and_more_are_right():
-    x = torch.rand(128, 1, 256, 256)  # 32 MiB: advised onto huge pages
+def test_results_of_32_mib_and_more_are_ordinary_tensors():
+    x = torch.rand(128, 1, 256, 256)  # 32 MiB of float32
     native, reference = _both(sobel, x)
     torch.testing.assert_close(native, reference)
+    for make in (lambda: sobel(x), lambda: gaussian_blur2d(x, 3, 1.0), lambda: rgb_to_grayscale(x.expand(-1, 3, -1, -1))):
+        out = make()
+        assert out.untyped_storage().resizable()
+        out.resize_(2 * out.numel())  # larger
+        out.resize_(0)  # PyTorch's idiom for dropping the memory
+        assert out.numel() == 0
+    out, larger = sobel(x), torch.rand(129, 1, 256, 256)
+    with pytest.warns(UserWarning, match="resized"):  # PyTorch deprecates it, but it must work
+        torch.abs(larger, out=out)  # out= of another shape grows the storage
+    assert torch.equal(out, larger)
 
 
 def _fork_child(queue) -> None:
@@ -204,7 +239,204 @@ def test_a_forked_child_can_use_the_thread_pool():
     assert queue.get(timeout=5) == pytest.approx(6 * 256 * 256 * 1e-3, rel=1e-5)  # sqrt(eps) per pixel
 
 
-# ------------------------------------------------------------------ builds and fallbacks
+@needs_native
+def test_growing_the_pool_never_stops_a_pool_in_use(monkeypatch):
+    """Thread A takes the pool and, before it submits, thread B asks for a larger one:
+    A's pool must still run A's work (it used to be shut down under A)."""
+    taken, grown = threading.Event(), threading.Event()
+    real_executor = _native._executor
+
+    def executor_then_wait(workers):
+        pool = real_executor(workers)
+        if threading.current_thread().name == "A":
+            taken.set()
+            assert grown.wait(30)
+        return pool
+
+    monkeypatch.setattr(_native, "_executor", executor_then_wait)
+    monkeypatch.setattr(_native, "_pool", None)
+    x = torch.rand(4, 1, 256, 256)  # 4 planes: split between the threads
+    with _native.disabled():
+        expected = sobel(x)
+    results: dict[str, object] = {}
+
+    def a() -> None:
+        torch.set_num_threads(2)
+        try:
+            results["A"] = sobel(x)
+        except BaseException as ex:  # noqa: BLE001  (reported by the assertion below)
+            results["A"] = ex
+
+    before = torch.get_num_threads()
+    thread = threading.Thread(target=a, name="A")
+    try:
+        torch.set_num_threads(2)
+        thread.start()
+        assert taken.wait(30), "thread A never reached the pool"
+        first = _native._pool
+        assert real_executor(8) is not first  # B: a larger pool replaces A's
+        grown.set()
+        thread.join(60)
+    finally:
+        grown.set()
+        torch.set_num_threads(before)
+    assert not thread.is_alive()
+    assert isinstance(results["A"], torch.Tensor), results["A"]
+    _assert_same(results["A"], expected)
+
+
+# ------------------------------------------------------------------ PyTorch's machinery
+def _ops_under_test():
+    """(name, function, first input, second input): the public functions over each op."""
+    g = torch.Generator().manual_seed(3)
+    gray_in = (torch.rand(2, 3, 12, 13, generator=g), torch.rand(2, 3, 12, 13, generator=g))
+    img_in = (torch.rand(2, 1, 12, 13, generator=g), torch.rand(2, 1, 12, 13, generator=g))
+    return [
+        ("sobel", lambda t: sobel(t), *img_in),
+        ("grayscale+sobel", lambda t: sobel(rgb_to_grayscale(t)), *gray_in),
+        ("bgr", bgr_to_grayscale, *gray_in),
+        ("blur", lambda t: gaussian_blur2d(t, 5, 1.5), *img_in),
+        ("pyrdown", lambda t: pyrdown(t), *img_in),
+        ("gradient", lambda t: spatial_gradient(t), *img_in),
+    ]
+
+
+OPS = _ops_under_test()
+IDS = [name for name, *_ in OPS]
+# PyTorch registers its own forward-AD decompositions through torch.jit.script on the
+# first make_dual, and deprecates torch.jit itself; the warnings are PyTorch's, not ours.
+JIT_DEPRECATED = pytest.mark.filterwarnings(
+    "ignore:`torch.jit.script` is deprecated:DeprecationWarning",
+    "ignore:`torch.jit.trace` is deprecated:DeprecationWarning",
+)
+
+
+def test_the_ops_are_registered_completely():
+    """torch.library's own checks: schema, fake implementation, autograd registration,
+    and the ops under AOTAutograd with dynamic shapes."""
+    x = torch.rand(2, 2, 9, 10, dtype=torch.float64, requires_grad=True)
+    rgb = torch.rand(2, 3, 9, 10, dtype=torch.float64, requires_grad=True)
+    ty, tx = [1.0, 2.0, 1.0, -1.0, 0.0, 1.0], [-1.0, 0.0, 1.0, 1.0, 2.0, 1.0]
+    g = torch.rand(2, 2, 2, 5, 5, dtype=torch.float64, requires_grad=True)
+    for op, args in (
+        (torch.ops.gradcv.separable_correlate.default, (x, ty, tx, 2, [1, 1, 1, 1], 2, "reflect")),
+        (torch.ops.gradcv.separable_correlate_adjoint.default, (g, ty, tx, 2, [1, 1, 1, 1], 2, "reflect", 9, 10)),
+        (torch.ops.gradcv.sobel_magnitude.default, (x, "replicate", 1.0 / 64, 1e-6)),
+        (torch.ops.gradcv.grayscale.default, (rgb, [0.299, 0.587, 0.114], True)),
+    ):
+        torch.library.opcheck(op, args)
+
+
+def test_the_ops_check_their_arguments():
+    x = torch.rand(1, 1, 8, 8)
+    with pytest.raises(ValueError, match="taps_y, taps_x"):
+        torch.ops.gradcv.separable_correlate(x, [1.0, 2.0], [1.0], 2, [0, 0, 0, 0], 1, "reflect")
+    with pytest.raises(ValueError, match="border_type"):
+        torch.ops.gradcv.separable_correlate(x, [1.0], [1.0], 1, [0, 0, 0, 0], 1, "wrap")
+    with pytest.raises(ValueError, match="pad"):
+        torch.ops.gradcv.separable_correlate(x, [1.0], [1.0], 1, [0, -1, 0, 0], 1, "reflect")
+    with pytest.raises(ValueError, match="g: expected"):
+        torch.ops.gradcv.separable_correlate_adjoint(x, [1.0], [1.0], 1, [0, 0, 0, 0], 1, "reflect", 9, 8)
+    with pytest.raises(ValueError, match="border_type"):
+        torch.ops.gradcv.sobel_magnitude(x, "wrap", 1.0, 0.0)
+    with pytest.raises(ValueError, match="image"):
+        torch.ops.gradcv.grayscale(x, [1.0, 0.0, 0.0], False)
+
+
+@pytest.mark.parametrize("name, fn, first, second", OPS, ids=IDS)
+def test_fake_tensors_give_shapes_without_touching_data(name, fn, first, second):
+    expected = fn(first)
+    with FakeTensorMode() as mode:
+        out = fn(mode.from_tensor(first))
+    assert out.shape == expected.shape and out.dtype == expected.dtype
+
+
+@pytest.mark.parametrize("tracing_mode", ["real", "fake"])
+@pytest.mark.parametrize("name, fn, first, second", OPS, ids=IDS)
+def test_make_fx_records_the_op_not_its_result(name, fn, first, second, tracing_mode):
+    graph = make_fx(fn, tracing_mode=tracing_mode)(first)
+    assert "gradcv" in graph.code
+    torch.testing.assert_close(graph(second), fn(second))
+
+
+@JIT_DEPRECATED
+# The input checks compare shapes, which the tracer records as constants and warns about;
+# they hold for any input of the traced shape, which is all a trace is for.
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+@pytest.mark.parametrize("name, fn, first, second", OPS, ids=IDS)
+def test_jit_trace_runs_the_op_on_another_input(name, fn, first, second):
+    traced = torch.jit.trace(fn, (first,), check_trace=False)
+    assert "gradcv::" in str(traced.graph)
+    torch.testing.assert_close(traced(second), fn(second))
+
+
+@pytest.mark.slow
+@ignore_compile_warnings
+@pytest.mark.parametrize("name, fn, first, second", OPS, ids=IDS)
+def test_compile_and_export_run_the_op(name, fn, first, second):
+    compiled = torch.compile(fn, fullgraph=True, dynamic=False)
+    torch.testing.assert_close(compiled(second), fn(second))
+
+    class Module(torch.nn.Module):
+        def forward(self, t):
+            return fn(t)
+
+    exported = torch.export.export(Module(), (first,))
+    assert "gradcv" in str(exported.graph)
+    torch.testing.assert_close(exported.module()(second), fn(second))
+
+
+@pytest.mark.slow
+@ignore_compile_warnings
+def test_compile_differentiates_through_the_ops():
+    x = torch.rand(2, 3, 12, 13, requires_grad=True)
+    loss = lambda t: (sobel(rgb_to_grayscale(t)) + gaussian_blur2d(t, 3, 1.0).mean(1, keepdim=True)).square().sum()  # noqa: E731
+    (eager,) = torch.autograd.grad(loss(x), x)
+    (compiled,) = torch.autograd.grad(torch.compile(loss, fullgraph=True)(x), x)
+    torch.testing.assert_close(compiled, eager)
+
+
+@pytest.mark.parametrize("name, fn, first, second", OPS, ids=IDS)
+def test_vmap_over_any_dimension_is_the_loop(name, fn, first, second):
+    stacked = torch.stack([first, second], dim=1)  # vmapped over dimension 1
+    out = torch.func.vmap(fn, in_dims=1)(stacked)
+    torch.testing.assert_close(out, torch.stack([fn(first), fn(second)]))
+
+
+def _reference_jvp(fn, x, t):
+    """J(x) t through reverse mode (the double-vjp trick), independent of forward AD."""
+    return torch.autograd.functional.jvp(fn, (x,), (t,))[1]
+
+
+@JIT_DEPRECATED
+@pytest.mark.parametrize("name, fn, first, second", OPS, ids=IDS)
+def test_forward_mode_ad_carries_the_tangent(name, fn, first, second):
+    x, t = first.double(), second.double()
+    expected = _reference_jvp(fn, x, t)
+    assert expected.abs().max() > 0
+    with fwAD.dual_level():
+        out = fn(fwAD.make_dual(x, t))
+        primal, tangent = fwAD.unpack_dual(out)
+    assert tangent is not None, "the tangent was dropped"
+    torch.testing.assert_close(primal, fn(x))
+    torch.testing.assert_close(tangent, expected)
+    value, tangent = torch.func.jvp(fn, (x,), (t,))
+    torch.testing.assert_close(value, fn(x))
+    torch.testing.assert_close(tangent, expected)
+
+
+@JIT_DEPRECATED
+@pytest.mark.parametrize("name, fn, first, second", OPS, ids=IDS)
+def test_functorch_grad_and_jacobians(name, fn, first, second):
+    x = first[:1, ..., :5, :6].double()
+    (expected,) = torch.autograd.grad(fn(x.requires_grad_()).square().sum(), x)
+    x = x.detach()
+    torch.testing.assert_close(torch.func.grad(lambda t: fn(t).square().sum())(x), expected)
+    torch.testing.assert_close(torch.func.jacfwd(fn)(x), torch.func.jacrev(fn)(x))
+    torch.testing.assert_close(torch.func.jacrev(fn)(x), torch.autograd.functional.jacobian(fn, x))
+
+
+# ------------------------------------------------------------------ loading
 _PROBE = textwrap.dedent(
     """
     import torch
@@ -220,136 +452,88 @@ _PROBE = textwrap.dedent(
 
 
 def _probe(env: dict[str, str]) -> list[str]:
-    inherited = {k: v for k, v in os.environ.items() if k not in ("GRADCV_NATIVE", "CC", "GRADCV_CACHE_DIR")}
-    full = {**inherited, **env}
-    done = subprocess.run([sys.executable, "-c", _PROBE], cwd=ROOT, env=full, capture_output=True, text=True, timeout=120)
+    inherited = {k: v for k, v in os.environ.items() if k != "GRADCV_NATIVE"}
+    done = subprocess.run([sys.executable, "-c", _PROBE], cwd=ROOT, env={**inherited, **env}, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip().splitlines()
 
 
-def test_the_environment_switch_turns_the_kernels_off(tmp_path):
-    status, same = _probe({"GRADCV_NATIVE": "0", "GRADCV_CACHE_DIR": str(tmp_path)})
+def test_the_environment_switch_turns_the_kernels_off():
+    status, same = _probe({"GRADCV_NATIVE": "0"})
     assert status == "disabled by GRADCV_NATIVE"
     assert same == "True"
-    assert not list(tmp_path.iterdir())  # nothing was built
 
 
-def test_a_failing_compiler_falls_back_to_pytorch(tmp_path):
-    broken = tmp_path / "broken-cc"
-    broken.write_text("#!/bin/sh\necho 'broken-cc: cannot compile' >&2\nexit 1\n")
-    broken.chmod(0o755)
-    status, same = _probe({"CC": str(broken), "GRADCV_CACHE_DIR": str(tmp_path / "cache")})
-    assert status.startswith("build failed") and "cannot compile" in status
-    assert same == "True"
-    assert not list((tmp_path / "cache").glob("*.so"))  # no half-written library left
+def test_disabled_forces_the_pytorch_path():
+    with _native.disabled():
+        assert _native.library() is None
+        assert _native.status() == "disabled by core_ops._native.disabled()"
+        assert rgb_to_grayscale(torch.rand(1, 3, 4, 4)).shape == (1, 1, 4, 4)
 
 
-def test_no_compiler_falls_back_to_pytorch(tmp_path):
-    status, same = _probe({"CC": "no-such-compiler", "PATH": str(tmp_path), "GRADCV_CACHE_DIR": str(tmp_path)})
-    assert status.startswith("no C compiler")
-    assert same == "True"
+def _built_library() -> Path:
+    here = Path(_native.__file__).parent
+    return next(here / f"_kernels{s}" for s in EXTENSION_SUFFIXES if (here / f"_kernels{s}").is_file())
 
 
-@needs_native
-def test_an_unwritable_cache_builds_in_the_temporary_directory(tmp_path):
-    blocker = tmp_path / "not-a-directory"
-    blocker.write_text("")  # the cache cannot be made under a file, even by root
-    (tmp_path / "tmp").mkdir()
-    status, same = _probe({"GRADCV_CACHE_DIR": str(blocker / "gradcv"), "TMPDIR": str(tmp_path / "tmp")})
-    assert status.startswith(f"loaded {tmp_path / 'tmp'}") and same == "True"
-
-
-@needs_native
-def test_a_build_is_cached_and_reused(tmp_path):
-    env = {"GRADCV_CACHE_DIR": str(tmp_path)}
-    status, same = _probe(env)
-    assert status.startswith("loaded") and same == "True"
-    (library,) = tmp_path.glob("kernels-*.so")
-    built = library.stat().st_mtime_ns
-    status, _ = _probe(env)
-    assert status == f"loaded {library}"
-    assert library.stat().st_mtime_ns == built
-
-
-# ------------------------------------------------------------------ reused large results
-_BIG = (128, 1, 256, 256)  # 32 MiB of float32: the smallest pooled result
-
-
-def _blur(x: torch.Tensor) -> torch.Tensor:
-    """A filter whose result comes from the pool on either path (native or PyTorch)."""
-    return gaussian_blur2d(x, 3, 1.0)
+def _library_dir(tmp_path: Path, mode: int = 0o755) -> Path:
+    directory = tmp_path / "pkg"
+    directory.mkdir()
+    directory.chmod(mode)
+    return directory
 
 
 @pytest.fixture
-def empty_pool():
-    _native.empty_cache()
-    yield
-    _native.empty_cache()
+def native_on(monkeypatch):
+    monkeypatch.delenv("GRADCV_NATIVE", raising=False)
 
 
-def test_a_released_large_result_is_reused(empty_pool):
-    from gradcv.core_ops._native import _memory
-
-    x = torch.rand(_BIG)
-    first = _blur(x)
-    address = first.data_ptr()
-    held = _blur(x)  # the first is still alive: another block
-    assert held.data_ptr() != address
-    expected = first.clone()
-    del first
-    assert _memory.idle_bytes() >= 32 << 20
-    again = _blur(x)
-    assert again.data_ptr() == address  # no fresh pages, no faults, no zeroing
-    torch.testing.assert_close(again, expected, rtol=0, atol=0)
-    # a view keeps the block: it is not handed out while the view lives
-    view = again[3:5]
-    del again, held
-    fresh = _blur(x)  # takes the block `held` gave back
-    assert fresh.data_ptr() != address
-    assert view.data_ptr() == address + 3 * 256 * 256 * 4
-    assert torch.equal(view, expected[3:5])
+def test_an_install_without_the_library_says_not_built(tmp_path, native_on):
+    lib, why = _native._load(_library_dir(tmp_path))
+    assert lib is None and why.startswith("not built")
 
 
-def test_the_pool_keeps_no_more_than_its_limit(empty_pool, monkeypatch):
-    from gradcv.core_ops._native import _memory
-
-    monkeypatch.setenv("GRADCV_CPU_CACHE_MB", "40")
-    x = torch.rand(_BIG)
-    a, b = _blur(x), _blur(x)
-    del a, b
-    assert 32 << 20 <= _memory.idle_bytes() <= 40 << 20
-    assert _native.empty_cache() >= 32 << 20
-    assert _memory.idle_bytes() == 0
-    monkeypatch.setenv("GRADCV_CPU_CACHE_MB", "0")  # off: PyTorch's allocator
-    out = _blur(x)
-    assert out.untyped_storage().resizable()
+def test_a_corrupt_library_is_refused_not_fatal(tmp_path, native_on):
+    directory = _library_dir(tmp_path)
+    (directory / f"_kernels{EXTENSION_SUFFIXES[0]}").write_bytes(b"\x7fELF but not really")
+    lib, why = _native._load(directory)
+    assert lib is None and why.startswith("not loaded")
 
 
-def test_small_or_unpoolable_results_come_from_pytorch(empty_pool):
-    for out in (_blur(torch.rand(2, 1, 64, 64)), torch.empty(0), _blur(torch.rand(_BIG, dtype=torch.float16))):
-        assert out.untyped_storage().resizable()
+@needs_native
+def test_the_built_library_loads_from_a_private_directory(tmp_path, native_on):
+    directory = _library_dir(tmp_path)
+    shutil.copy(_built_library(), directory / _built_library().name)
+    lib, why = _native._load(directory)
+    assert lib is not None and why.startswith("loaded")
 
 
-def _child_writes_a_block(shape) -> None:
-    from gradcv.core_ops._native import _memory
+@needs_native
+def test_a_library_others_can_replace_is_not_loaded(tmp_path, native_on):
+    directory = _library_dir(tmp_path, 0o777)  # a shared temporary directory, say
+    target = directory / _built_library().name
+    shutil.copy(_built_library(), target)
+    lib, why = _native._load(directory)
+    assert lib is None and "writable by other users" in why
+    directory.chmod(0o755)
+    target.chmod(0o775)
+    lib, why = _native._load(directory)
+    assert lib is None and "writable by other users" in why
 
-    torch.set_num_threads(1)  # PyTorch's OpenMP threads are not fork-safe
-    block = _memory.empty(torch.empty(0), shape)
-    block.fill_(7.0)
-    os._exit(0)
+
+@needs_native
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="giving a file away needs root")
+def test_a_library_another_user_owns_is_not_loaded(tmp_path, native_on):
+    directory = _library_dir(tmp_path)
+    target = directory / _built_library().name
+    shutil.copy(_built_library(), target)
+    os.chown(target, 65534, 65534)
+    lib, why = _native._load(directory)
+    assert lib is None and "belongs to uid 65534" in why
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="fork is a Linux start method here")
-def test_a_forked_child_does_not_write_into_its_parents_blocks(empty_pool):
-    from gradcv.core_ops._native import _memory
-
-    shape = (8 << 20,)  # 32 MiB of float32
-    parent = _memory.empty(torch.empty(0), shape)
-    parent.fill_(1.0)
-    del parent  # idle in the pool, and in the child's copy of the pool
-    child = multiprocessing.get_context("fork").Process(target=_child_writes_a_block, args=(shape,))
-    child.start()
-    child.join(timeout=60)
-    assert child.exitcode == 0
-    again = _memory.empty(torch.empty(0), shape)  # the same block, untouched by the child
-    assert float(again[0]) == 1.0 and float(again[-1]) == 1.0
+@needs_native
+def test_a_library_of_another_version_is_not_called(tmp_path, native_on, monkeypatch):
+    monkeypatch.setattr(_native, "VERSION", _native.VERSION + 1)
+    lib, why = _native._load(Path(_native.__file__).parent)
+    assert lib is None and "rebuild" in why
