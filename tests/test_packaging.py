@@ -12,6 +12,7 @@ build, a virtual environment, four interpreters importing torch): not marked slo
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -78,6 +79,10 @@ class Installed:
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
+    # The build uses this environment's setuptools (no build isolation: nothing is
+    # downloaded); Python 3.12's venv no longer brings it.
+    if importlib.util.find_spec("setuptools") is None:
+        pytest.skip("no setuptools here to build the wheel with")
     return Installed(tmp_path_factory.mktemp("packaging"))
 
 
