@@ -38,6 +38,7 @@ from gradcv.core_ops.contrib import (
     spatial_soft_argmax2d,
     spatial_softmax2d,
 )
+from tests._kernel_check import check_kernel
 from tests.helpers import assert_standard
 
 k_subpix = kornia.geometry.subpix
@@ -512,3 +513,28 @@ BAD_INPUT = [
 def test_bad_input_raises(call, error, argument):
     with pytest.raises(error, match=rf"^{argument}:"):
         call()
+
+
+# ------------------------------------------------------------------- kernel check
+_IMG, _VOL = torch.rand(3, 2, 9, 10), torch.rand(3, 2, 4, 9, 10)
+_PATCHES = torch.rand(3, 12, 2, 3, 3)  # 4 x 3 windows of 3 x 3, stride 3: a 12 x 9 image
+# name -> (operator, input, degenerate crops: None for the default, () where the input is not an image)
+KERNEL_CASES = {
+    "extract_tensor_patches": (lambda x: extract_tensor_patches(x, 3, 2, 1), _IMG, None),
+    "extract_tensor_patches_replicate": (
+        lambda x: extract_tensor_patches(x, (3, 2), 1, (1, 1), border_type="replicate"), _IMG, None,
+    ),
+    "combine_tensor_patches": (lambda p: combine_tensor_patches(p, (12, 9), 3, 3), _PATCHES, ()),
+    "spatial_softmax2d": (lambda x: spatial_softmax2d(x, 0.5), _IMG, None),
+    "spatial_expectation2d": (lambda x: spatial_expectation2d(spatial_softmax2d(x)), _IMG, None),
+    "spatial_soft_argmax2d": (lambda x: spatial_soft_argmax2d(x, 2.0, False), _IMG, None),
+    "conv_soft_argmax2d": (lambda x: conv_soft_argmax2d(x, output_value=True), _IMG, None),
+    "conv_soft_argmax3d": (lambda x: conv_soft_argmax3d(x, (3, 3, 3), (1, 2, 2)), _VOL, None),
+}
+
+
+@pytest.mark.parametrize("name", KERNEL_CASES)
+def test_kernel(name, device):
+    fn, x, degenerate = KERNEL_CASES[name]
+    options = {} if degenerate is None else {"degenerate": degenerate}
+    check_kernel(fn, x, device=device, low_precision=True, images=[x.ndim >= 4], **options)
