@@ -30,6 +30,8 @@ from gradcv.core_ops.geometry.camera import (
     unproject_points,
     unproject_points_orthographic,
 )
+from tests._kernel_check import check_kernel
+from tests.core_ops.geometry import _kernel_samples as samples
 
 F64 = torch.float64
 
@@ -360,3 +362,21 @@ def test_bad_input_raises(call, error, argument):
     with pytest.raises(error, match=rf"^{argument}:"):
         call()
 
+
+# ------------------------------------------------------------------- kernel check
+_P3 = samples.points(d=3) + torch.tensor([0.0, 0.0, 2.0])  # in front of the camera
+KERNEL_CASES = {
+    "project_points": (project_points, (_P3, samples.camera_matrix())),
+    "unproject_points": (
+        lambda p, d, K: unproject_points(p, d, K, True), (samples.points(), samples.points(d=1) + 1.0, samples.camera_matrix()),
+    ),
+    "project_points_orthographic": (project_points_orthographic, (_P3,)),
+    "dx_project_points_orthographic": (dx_project_points_orthographic, (_P3,)),
+    "unproject_points_orthographic": (unproject_points_orthographic, (samples.points(), samples.points(d=1))),
+}
+
+
+@pytest.mark.parametrize("name", KERNEL_CASES)
+def test_kernel(name, device):
+    fn, inputs = KERNEL_CASES[name]
+    check_kernel(fn, *inputs, device=device, degenerate=())

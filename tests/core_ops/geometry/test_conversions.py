@@ -51,6 +51,8 @@ from gradcv.core_ops.geometry.conversions import (
     rotation_matrix_to_axis_angle,
     rotation_matrix_to_quaternion,
 )
+from tests._kernel_check import check_kernel
+from tests.core_ops.geometry import _kernel_samples as samples
 
 F64 = torch.float64
 AXIS = torch.tensor([1.0, 2.0, -3.0], dtype=F64) / math.sqrt(14.0)
@@ -543,3 +545,32 @@ def test_normalize_quaternion() -> None:
     assert gradcheck(normalize_quaternion, (q[:2].clone().requires_grad_(),))
     with pytest.raises(ValueError, match="p: expected a positive"):
         normalize_quaternion(q, p=0.0)
+
+
+# ------------------------------------------------------------------- kernel check
+_AA, _Q, _R = samples.axis_angle(), samples.quaternion(), samples.rotation()
+# name -> (operator, inputs); none of them reads an image, so no degenerate crops.
+KERNEL_CASES = {
+    "angle_axis_to_quaternion": (angle_axis_to_quaternion, (_AA,)),
+    "axis_angle_to_quaternion": (axis_angle_to_quaternion, (_AA,)),
+    "angle_axis_to_rotation_matrix": (angle_axis_to_rotation_matrix, (_AA,)),
+    "axis_angle_to_rotation_matrix": (axis_angle_to_rotation_matrix, (_AA,)),
+    "convert_affinematrix_to_homography": (convert_affinematrix_to_homography, (samples.homography()[:, :2],)),
+    "convert_points_from_homogeneous": (convert_points_from_homogeneous, (samples.points(d=3) + 1.0,)),
+    "convert_points_to_homogeneous": (convert_points_to_homogeneous, (samples.points(),)),
+    "deg2rad": (deg2rad, (samples.points(scale=360.0),)),
+    "rad2deg": (rad2deg, (samples.points(scale=6.0),)),
+    "normalize_quaternion": (normalize_quaternion, (3 * _Q,)),
+    "quaternion_to_angle_axis": (quaternion_to_angle_axis, (_Q,)),
+    "quaternion_to_axis_angle": (quaternion_to_axis_angle, (_Q,)),
+    "quaternion_to_rotation_matrix": (quaternion_to_rotation_matrix, (_Q,)),
+    "rotation_matrix_to_angle_axis": (rotation_matrix_to_angle_axis, (_R,)),
+    "rotation_matrix_to_axis_angle": (rotation_matrix_to_axis_angle, (_R,)),
+    "rotation_matrix_to_quaternion": (rotation_matrix_to_quaternion, (_R,)),
+}
+
+
+@pytest.mark.parametrize("name", KERNEL_CASES)
+def test_kernel(name, device):
+    fn, inputs = KERNEL_CASES[name]
+    check_kernel(fn, *inputs, device=device, degenerate=())

@@ -32,6 +32,8 @@ from gradcv.core_ops.geometry.coordinates import (
     normalize_pixel_coordinates3d,
 )
 from gradcv.core_ops.geometry.transform import warp_perspective
+from tests._kernel_check import check_kernel
+from tests.core_ops.geometry import _kernel_samples as samples
 from tests.helpers import to_numpy, to_tensor
 
 F32_EPS = float(torch.finfo(torch.float32).eps)
@@ -249,3 +251,23 @@ BAD_INPUT = [
 def test_bad_input_raises(call, error, argument):
     with pytest.raises(error, match=rf"^{argument}:"):
         call()
+
+
+# ------------------------------------------------------------------- kernel check
+# normal_transform_pixel and denormal_transform_pixel take sizes, not tensors: nothing to batch.
+KERNEL_CASES = {
+    "normalize_pixel_coordinates": (lambda p: normalize_pixel_coordinates(p, 9, 11), samples.points()),
+    "denormalize_pixel_coordinates": (lambda p: denormalize_pixel_coordinates(p, 9, 11), samples.points(scale=1.0)),
+    "normalize_pixel_coordinates3d": (lambda p: normalize_pixel_coordinates3d(p, 5, 9, 11), samples.points(d=3)),
+    "denormalize_pixel_coordinates3d": (
+        lambda p: denormalize_pixel_coordinates3d(p, 5, 9, 11), samples.points(d=3, scale=1.0),
+    ),
+    "normalize_homography": (lambda H: normalize_homography(H, (9, 11), (7, 8)), samples.homography()),
+    "denormalize_homography": (lambda H: denormalize_homography(H, (9, 11), (7, 8)), samples.homography(strength=0.01)),
+}
+
+
+@pytest.mark.parametrize("name", KERNEL_CASES)
+def test_kernel(name, device):
+    fn, x = KERNEL_CASES[name]
+    check_kernel(fn, x, device=device, low_precision=True, degenerate=())

@@ -30,6 +30,8 @@ from gradcv.core_ops.geometry.homography import (
     oneway_transfer_error,
     symmetric_transfer_error,
 )
+from tests._kernel_check import check_kernel
+from tests.core_ops.geometry import _kernel_samples as samples
 
 W, H = 640, 480
 CORNERS = np.array([[0, 0], [W - 1, 0], [W - 1, H - 1], [0, H - 1]], dtype=np.float64)
@@ -328,3 +330,25 @@ def test_compiles_without_graph_breaks(exact):
     for fn in (find_homography_dlt, lambda a, b: symmetric_transfer_error(a, b, Hs, squared=False)):
         compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")
         torch.testing.assert_close(compiled(p1, noisy), fn(p1, noisy), rtol=1e-9, atol=1e-9)
+
+
+# ------------------------------------------------------------------- kernel check
+_H = samples.homography()
+_P1 = samples.points(n=12)
+_P2 = _transform_points(_H, _P1)  # exact correspondences: a well-posed fit
+_NOISY = _P2 + 0.05 * torch.randn(_P2.shape, generator=samples.generator(9))
+KERNEL_CASES = {
+    "find_homography_dlt": (lambda a, b: find_homography_dlt(a, b), (_P1, _P2)),
+    "find_homography_dlt_weighted": (
+        lambda a, b, w: find_homography_dlt(a, b, w), (_P1, _NOISY, torch.rand(3, 12, generator=samples.generator(8))),
+    ),
+    "find_homography_dlt_iterated": (lambda a, b: find_homography_dlt_iterated(a, b, None, 0.5, 3), (_P1, _NOISY)),
+    "oneway_transfer_error": (oneway_transfer_error, (_P1, _NOISY, _H)),
+    "symmetric_transfer_error": (lambda a, b, H: symmetric_transfer_error(a, b, H, False), (_P1, _NOISY, _H)),
+}
+
+
+@pytest.mark.parametrize("name", KERNEL_CASES)
+def test_kernel(name, device):
+    fn, inputs = KERNEL_CASES[name]
+    check_kernel(fn, *inputs, device=device, degenerate=())

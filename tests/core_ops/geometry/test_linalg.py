@@ -24,6 +24,8 @@ from gradcv.core_ops.geometry.linalg import (
     relative_transformation,
     transform_points,
 )
+from tests._kernel_check import check_kernel
+from tests.core_ops.geometry import _kernel_samples as samples
 
 F64 = torch.float64
 
@@ -239,3 +241,20 @@ def test_transform_points_errors_name_the_argument() -> None:
         transform_points(H, torch.zeros(5, 2, dtype=torch.int64))
     with pytest.raises(TypeError, match="^trans_01: expected a torch.Tensor"):
         transform_points(np.eye(3), torch.zeros(5, 2))  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------- kernel check
+_T1, _T2 = samples.pose(3), samples.pose(7)
+KERNEL_CASES = {
+    "compose_transformations": (compose_transformations, (_T1, _T2)),
+    "inverse_transformation": (inverse_transformation, (_T1,)),
+    "relative_transformation": (relative_transformation, (_T1, _T2)),
+    "transform_points": (transform_points, (samples.homography(), samples.points())),
+    "transform_points_3d": (transform_points, (_T1, samples.points(d=3))),
+}
+
+
+@pytest.mark.parametrize("name", KERNEL_CASES)
+def test_kernel(name, device):
+    fn, inputs = KERNEL_CASES[name]
+    check_kernel(fn, *inputs, device=device, degenerate=())

@@ -24,6 +24,8 @@ import torch
 from gradcv.core_ops.geometry import robust as ransac_module
 from gradcv.core_ops.geometry.homography import _transform_points, find_homography_dlt, oneway_transfer_error
 from gradcv.core_ops.geometry.robust import RANSAC, _minimal_affine, _minimal_homography, _required_samples, ransac
+from tests._kernel_check import check_kernel
+from tests.core_ops.geometry import _kernel_samples as samples
 
 W, H = 640, 480
 CORNERS = np.array([[0, 0], [W - 1, 0], [W - 1, H - 1], [0, H - 1]], dtype=np.float64)
@@ -318,3 +320,14 @@ def test_option_errors(kwargs, error, match):
 def test_input_errors(args, error, match):
     with pytest.raises(error, match=match):
         ransac(*args)
+
+
+# ------------------------------------------------------------------- kernel check
+def test_kernel(device):
+    # Exact correspondences with a quarter of outliers: every all-inlier sample gives the
+    # same model, so each sample alone finds what the batch finds, whatever it draws.
+    H = samples.homography()
+    p1 = samples.points(n=24)
+    p2 = _transform_points(H, p1)
+    p2[:, ::4] += 5.0
+    check_kernel(lambda a, b: ransac(a, b, inl_th=0.5, batch_size=64, seed=0), p1, p2, device=device, degenerate=())

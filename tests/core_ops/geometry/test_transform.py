@@ -56,6 +56,8 @@ from gradcv.core_ops.geometry.transform import (
     warp_perspective,
 )
 from tests.helpers import assert_standard, ignore_compile_warnings, noncontiguous, to_numpy, to_tensor
+from tests._kernel_check import check_kernel
+from tests.core_ops.geometry import _kernel_samples as samples
 
 F32_EPS = float(np.finfo(np.float32).eps)
 MODES = ("bilinear", "nearest", "bicubic")
@@ -793,3 +795,47 @@ def test_compile_fullgraph_matches_eager(batch):
     (g_got,) = torch.autograd.grad(got.sum(), M)
     (g_want,) = torch.autograd.grad(want.sum(), M)
     torch.testing.assert_close(g_got, g_want, atol=1e-3, rtol=1e-4)
+
+
+# ------------------------------------------------------------------- kernel check
+_IMG, _H = samples.image(), samples.homography()
+_V2 = samples.points(n=1, scale=2.0)[:, 0] - 1.0  # (B, 2) in [-1, 1]
+_ANGLE = torch.tensor([10.0, -35.0, 80.0])
+_CORNERS = torch.tensor([[0.0, 0.0], [10.0, 0.0], [10.0, 8.0], [0.0, 8.0]]).repeat(3, 1, 1)
+# name -> (operator, inputs, checked in float16/bfloat16, degenerate crops (None: the default))
+KERNEL_CASES = {
+    "warp_perspective": (lambda x, H: warp_perspective(x, H, (7, 12)), (_IMG, _H), True, None),
+    "warp_perspective_fill": (
+        lambda x, H: warp_perspective(x, H, (7, 12), "nearest", "fill", False, torch.tensor([0.5, 1.0], device=x.device)),
+        (_IMG, _H), True, None,
+    ),
+    "warp_affine": (lambda x, H: warp_affine(x, H[:, :2], (9, 10), "bicubic", "border"), (_IMG, _H), True, None),
+    "affine": (lambda x, H: affine(x, H[:, :2]), (_IMG, _H), True, None),
+    "rotate": (lambda x, a: rotate(x, a), (_IMG, _ANGLE), True, None),
+    "rotate_centre": (lambda x, a, c: rotate(x, a, c), (_IMG, _ANGLE, 3.0 * _V2 + 4.0), True, None),
+    "translate": (lambda x, t: translate(x, t), (_IMG, 3.0 * _V2), True, None),
+    "scale": (lambda x, s: scale(x, s), (_IMG, 1.0 + 0.3 * _V2), True, None),
+    "shear": (lambda x, s: shear(x, s, "nearest", "reflection"), (_IMG, 0.3 * _V2), True, None),
+    "resize": (lambda x: resize(x, (5, 13)), (_IMG,), True, None),
+    # PyTorch's antialiased interpolation has no float16 kernel on the CPU
+    "resize_side_antialias": (lambda x: resize(x, 6, "bilinear", side="long", antialias=True), (_IMG,), False, None),
+    "get_affine_matrix2d": (
+        lambda t, c, s, a: get_affine_matrix2d(t, c, s, a), (_V2, 4.0 + _V2, 1.0 + 0.2 * _V2, _ANGLE), True, (),
+    ),
+    "get_perspective_transform": (
+        get_perspective_transform, (_CORNERS, _CORNERS + 0.5 * samples.points(n=4, scale=1.0)), False, (),
+    ),
+    "get_rotation_matrix2d": (get_rotation_matrix2d, (4.0 + _V2, _ANGLE, 1.0 + 0.2 * _V2), True, ()),
+    "get_shear_matrix2d": (
+        lambda c, sx, sy: get_shear_matrix2d(c, sx, sy), (4.0 + _V2, 0.2 * _V2[:, 0], 0.1 * _V2[:, 1]), True, (),
+    ),
+    "get_translation_matrix2d": (get_translation_matrix2d, (_V2,), True, ()),
+    "invert_affine_transform": (invert_affine_transform, (_H[:, :2],), False, ()),
+}
+
+
+@pytest.mark.parametrize("name", KERNEL_CASES)
+def test_kernel(name, device):
+    fn, inputs, low_precision, degenerate = KERNEL_CASES[name]
+    options = {} if degenerate is None else {"degenerate": degenerate}
+    check_kernel(fn, *inputs, device=device, low_precision=low_precision, **options)

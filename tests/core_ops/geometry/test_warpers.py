@@ -30,6 +30,8 @@ from gradcv.core_ops.geometry.coordinates import normal_transform_pixel, normali
 from gradcv.core_ops.geometry.imgwarp import warp_perspective
 from gradcv.core_ops.geometry.warpers import DepthWarper, HomographyWarper, depth_warp, homography_warp
 from tests.helpers import ignore_compile_warnings, noncontiguous, to_tensor
+from tests._kernel_check import check_kernel
+from tests.core_ops.geometry import _kernel_samples as samples
 
 F64 = torch.float64
 PADDINGS = ["zeros", "border", "reflection"]
@@ -508,3 +510,30 @@ def test_compile_fullgraph_matches_eager(smooth_photo):
     (g_got,) = torch.autograd.grad(got[0].sum(), args[1])
     (g_want,) = torch.autograd.grad(want[0].sum(), args[1])
     torch.testing.assert_close(g_got, g_want, rtol=1e-4, atol=1e-3)
+
+
+# ------------------------------------------------------------------- kernel check
+def _depth_inputs() -> tuple[torch.Tensor, ...]:
+    image = samples.image()
+    depth = 2.0 + samples.image(c=1, seed=5)
+    K = samples.camera_matrix()
+    T = samples.pose()
+    T[:, :3, :3] = torch.linalg.matrix_exp(0.05 * (T[:, :3, :3] - T[:, :3, :3].mT))  # a small motion
+    T[:, :3, 3] *= 0.1
+    return image, depth, K, K.flip(0), T
+
+
+KERNEL_CASES = {
+    "homography_warp": (lambda x, H: homography_warp(x, H, (8, 12)), (samples.image(), samples.homography(strength=0.01))),
+    "homography_warp_pixels": (
+        lambda x, H: homography_warp(x, H, (8, 12), "bilinear", "border", True, False, False),
+        (samples.image(), samples.homography()),
+    ),
+    "depth_warp": (lambda *a: depth_warp(*a), _depth_inputs()),
+}
+
+
+@pytest.mark.parametrize("name", KERNEL_CASES)
+def test_kernel(name, device):
+    fn, inputs = KERNEL_CASES[name]
+    check_kernel(fn, *inputs, device=device, low_precision=True)
