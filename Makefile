@@ -1,4 +1,4 @@
-# Two entry points (see README): `make demo` and `make test`. Both build .venv on first
+# Three entry points (see README): `make demo`, `make test` and `make bench`. All build .venv on first
 # use; torch goes in first so that nothing else pulls a different (CUDA) build.
 PYTHON ?= python3
 VENV := .venv
