@@ -57,6 +57,9 @@ def pyrdown(input: torch.Tensor, border_type: str = "reflect") -> torch.Tensor:
 def pyrup(input: torch.Tensor, border_type: str = "reflect", *, size: tuple[int, int] | None = None) -> torch.Tensor:
     """Upsample by two and blur, as ``cv2.pyrUp``.
 
+    Kornia's ``align_corners`` is not taken: the output is OpenCV's, whose pixel map is
+    stated under Convention.
+
     Args:
         input: image ``(B, C, H, W)``.
         border_type: border of the upsampled image (OpenCV: REFLECT_101, ``'reflect'``).
@@ -112,6 +115,7 @@ def build_pyramid(input: torch.Tensor, max_level: int, border_type: str = "refle
     Args:
         input: image ``(B, C, H, W)``.
         max_level: number of levels returned, the input included (Kornia's meaning); >= 1.
+            There is no ``align_corners``, unlike Kornia's: the levels are :func:`pyrdown`'s.
         border_type: passed to :func:`pyrdown`.
 
     Returns:
@@ -132,7 +136,7 @@ def build_pyramid(input: torch.Tensor, max_level: int, border_type: str = "refle
 
 
 class PyrDown(nn.Module):
-    """Module form of :func:`pyrdown`."""
+    """Module form of :func:`pyrdown` (no ``align_corners`` or ``factor``, unlike Kornia's)."""
 
     def __init__(self, border_type: str = "reflect") -> None:
         super().__init__()
@@ -143,7 +147,7 @@ class PyrDown(nn.Module):
 
 
 class PyrUp(nn.Module):
-    """Module form of :func:`pyrup`."""
+    """Module form of :func:`pyrup` (no ``align_corners``, unlike Kornia's)."""
 
     def __init__(self, border_type: str = "reflect") -> None:
         super().__init__()

@@ -207,6 +207,9 @@ def _keep_factor(module: nn.Module, name: str, factor: Factor) -> None:
 class AdjustBrightness(nn.Module):
     """Module form of :func:`adjust_brightness`.
 
+    Kornia's ``AdjustBrightness`` takes only the factor; ``clip_output`` is the
+    function's option, added last so that every Kornia call works unchanged.
+
     Args:
         brightness_factor: as ``factor`` in :func:`adjust_brightness`.
         clip_output: as in :func:`adjust_brightness`.
@@ -233,6 +236,9 @@ class AdjustBrightness(nn.Module):
 class AdjustContrast(nn.Module):
     """Module form of :func:`adjust_contrast`.
 
+    Kornia's ``AdjustContrast`` takes only the factor; ``clip_output`` is the function's
+    option, added last so that every Kornia call works unchanged.
+
     Args:
         contrast_factor: as ``factor`` in :func:`adjust_contrast`.
         clip_output: as in :func:`adjust_contrast`.
@@ -258,6 +264,9 @@ class AdjustContrast(nn.Module):
 
 class AdjustSaturation(nn.Module):
     """Module form of :func:`adjust_saturation`.
+
+    Kornia's ``AdjustSaturation`` takes only the factor; ``eps`` is the function's
+    option, added last so that every Kornia call works unchanged.
 
     Args:
         saturation_factor: as ``factor`` in :func:`adjust_saturation`.

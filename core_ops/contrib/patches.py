@@ -181,6 +181,9 @@ def combine_tensor_patches(
 ) -> torch.Tensor:
     """Put patches from :func:`extract_tensor_patches` back into an image, averaging overlaps.
 
+    Kornia's ``eps`` argument is not taken: it is deprecated and has no effect in Kornia
+    0.9, where each pixel is divided by its exact overlap count, as here.
+
     Args:
         patches: ``(B, N, C, wh, ww)`` floating patches, in the order of
             :func:`extract_tensor_patches`.

@@ -388,7 +388,10 @@ class _TemperatureModule(nn.Module):
 
 
 class SpatialSoftArgmax2d(_TemperatureModule):
-    """Module form of :func:`spatial_soft_argmax2d`."""
+    """Module form of :func:`spatial_soft_argmax2d`.
+
+    ``temperature`` defaults to ``1.0``, which is what Kornia's default ``None`` means.
+    """
 
     def __init__(self, temperature: float | torch.Tensor | None = 1.0, normalized_coordinates: bool = True) -> None:
         super().__init__()
@@ -426,7 +429,11 @@ class ConvSoftArgmax2d(_TemperatureModule):
 
 
 class ConvSoftArgmax3d(_TemperatureModule):
-    """Module form of :func:`conv_soft_argmax3d`."""
+    """Module form of :func:`conv_soft_argmax3d`.
+
+    ``strict_maxima_bonus`` defaults to ``0.0`` (no bonus), where Kornia 0.9 has ``None``
+    (deprecated there and ignored): the same meaning, as a number.
+    """
 
     def __init__(
         self,

@@ -39,7 +39,11 @@ def median_blur(input: torch.Tensor, kernel_size: tuple[int, int] | int, border_
 
 
 class MedianBlur(nn.Module):
-    """Module form of :func:`median_blur`."""
+    """Module form of :func:`median_blur`.
+
+    ``border_type`` defaults to ``'replicate'``, OpenCV's ``medianBlur`` border, where
+    Kornia's default is ``'reflect'`` (see :func:`median_blur`).
+    """
 
     def __init__(self, kernel_size: tuple[int, int] | int, border_type: str = "replicate") -> None:
         super().__init__()

@@ -240,7 +240,9 @@ def rotation_matrix_to_quaternion(rotation_matrix: torch.Tensor, eps: float = 1e
 
     Args:
         rotation_matrix: ``(*, 3, 3)``, floating. It is not checked for orthonormality; the
-            result is exact for a rotation and a smooth extension off the manifold.
+            result is exact for a rotation and a smooth extension off the manifold. There
+            is no ``check_rotation`` option, unlike Kornia's: checking values would
+            synchronise with the device.
         eps: radicands at or below ``eps`` are replaced by 1 before their square root. Only
             discarded candidates can have one, so ``eps`` never changes the result; it keeps
             their backward (``r^-1.5``) from overflowing into ``0 * inf = nan``.
@@ -402,7 +404,9 @@ def rotation_matrix_to_angle_axis(rotation_matrix: torch.Tensor) -> torch.Tensor
     """Angle-axis vectors from rotation matrices, through :func:`rotation_matrix_to_quaternion`.
 
     Args:
-        rotation_matrix: ``(*, 3, 3)``, floating; not checked for orthonormality.
+        rotation_matrix: ``(*, 3, 3)``, floating; not checked for orthonormality. There is
+            no ``check_rotation`` option, unlike Kornia's: checking values would
+            synchronise with the device.
 
     Returns:
         ``(*, 3)`` angle-axis vectors, angle in ``[0, pi]``. Gradients are finite and

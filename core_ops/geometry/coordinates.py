@@ -325,8 +325,8 @@ def normalize_homography(
 
     Convention:
         Normalised coordinates span ``[-1, 1]`` edge to edge, so the result is the same
-        for every pyramid level of the two images. Kornia's default is corner-aligned,
-        and Kornia returns ``(1, 3, 3)`` for a ``(3, 3)`` input where this keeps the shape.
+        for every pyramid level of the two images, and there is no ``align_corners``
+        argument. Kornia's default is corner-aligned, and Kornia returns ``(1, 3, 3)`` for a ``(3, 3)`` input where this keeps the shape.
 
     Example:
         >>> H = torch.tensor([[1.0, 0.0, 2.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])  # 2 px right
@@ -355,7 +355,9 @@ def denormalize_homography(
         ``(*, 3, 3)``: ``N_dst^-1 @ H @ N_src``, taking source pixels to destination pixels.
 
     Convention:
-        As :func:`normalize_homography` (edge-to-edge normalisation, shape kept).
+        As :func:`normalize_homography` (edge-to-edge normalisation, shape kept): there
+        is no ``align_corners`` argument, unlike Kornia's. The first argument is named for
+        what it is; Kornia calls it ``dst_pix_trans_src_pix``.
 
     Example:
         >>> Hn = torch.diag(torch.tensor([0.5, 0.5, 1.0]))  # shrink about the image centre

@@ -482,6 +482,10 @@ class RANSAC(nn.Module):
     ``RANSAC``; ``(B, N, 2)`` inputs give ``(B, 3, 3)`` and ``(B, N)``. A given ``seed``
     reseeds a private generator on every call, so equal calls give equal results.
 
+    Kornia's options beyond the LO-RANSAC core (``score_type``, PROSAC sampling,
+    DEGENSAC, ``compile`` and the local-optimisation knobs) are not taken, and
+    ``batch_size`` is a number of hypotheses (2048) where Kornia's default is ``'auto'``.
+
     Example:
         >>> src = torch.rand(200, 2) * 640
         >>> H, inliers = RANSAC(inl_th=3.0, seed=1)(src, src + 10)

@@ -410,6 +410,11 @@ def depth_warp(
     ``image_src`` there. Vectorised over the batch and the pixels, differentiable with
     respect to the image, the depth, both camera matrices and the pose.
 
+    Kornia's ``depth_warp`` has this name but other arguments (two ``PinholeCamera``
+    objects, the depth, a patch and the output size): :class:`DepthWarper` keeps that
+    two-step API. This function takes plain tensors, the form a batched depth solver
+    optimises and differentiates through.
+
     Args:
         image_src: ``(B, C, Hs, Ws)`` source images.
         depth_ref: ``(B, 1, H, W)`` depth (camera-frame ``z``) of each reference pixel.

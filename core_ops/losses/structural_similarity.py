@@ -407,6 +407,9 @@ def ssim_loss(
 class SSIM(nn.Module):
     """Module form of :func:`ssim` (Kornia's ``kornia.metrics.SSIM``); the mask is passed per call.
 
+    ``window_size`` defaults to 11 (the paper's and scikit-image's window), where Kornia
+    requires it; a Kornia call, which passes it, works unchanged.
+
     Example:
         >>> SSIM(5)(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8)).shape
         torch.Size([1, 3, 8, 8])
@@ -437,6 +440,9 @@ class SSIM(nn.Module):
 
 class SSIMLoss(nn.Module):
     """Module form of :func:`ssim_loss`; the mask is passed per call.
+
+    ``window_size`` defaults to 11, where Kornia's ``SSIMLoss`` requires it; a Kornia
+    call, which passes it, works unchanged.
 
     Example:
         >>> x = torch.rand(1, 3, 8, 8, requires_grad=True)
