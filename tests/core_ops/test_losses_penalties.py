@@ -273,8 +273,10 @@ def test_out_of_range_label_raises():
 
 
 # ------------------------------------------------------------------- kernel check
-_A, _B, _W = torch.rand(3, 2, 6, 7), torch.rand(3, 2, 6, 7), torch.rand(3, 1, 6, 7)
-_LOGITS, _LABELS = torch.randn(3, 4, 6, 7), torch.randint(0, 4, (3, 6, 7))
+_GEN = torch.Generator().manual_seed(12)  # fixed inputs, whatever ran before
+_A, _B = torch.rand(3, 2, 6, 7, generator=_GEN), torch.rand(3, 2, 6, 7, generator=_GEN)
+_W, _LOGITS = torch.rand(3, 1, 6, 7, generator=_GEN), torch.randn(3, 4, 6, 7, generator=_GEN)
+_LABELS = torch.randint(0, 4, (3, 6, 7), generator=_GEN)
 # name -> (operator, inputs, batched output); reduction="none" where the loss has one, so
 # that each sample's loss can be compared with the batch's.
 KERNEL_CASES = {
