@@ -1,6 +1,6 @@
-"""Helpers shared by the tests: conversions between numpy images and tensors, and the
-standard checks every operator goes through (batch consistency, non-contiguous input,
-no in-place change of the input)."""
+"""Helpers shared by the tests: conversions between numpy images and tensors, and small
+checks (batch consistency, non-contiguous input, no in-place change of the input). The
+full standard check that every operator goes through is ``tests/_kernel_check.py``."""
 
 from __future__ import annotations
 
