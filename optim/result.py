@@ -4,6 +4,7 @@ per sample; solvers subclass :class:`SolverResult` and add their parameters."""
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 
 import torch
@@ -40,25 +41,24 @@ def sample_status(
     return status
 
 
-def pad_history(steps: list[torch.Tensor], recorded: list[torch.Tensor], iterations: int) -> torch.Tensor:
+def pad_history(losses: list[torch.Tensor], steps: torch.Tensor, iterations: int) -> torch.Tensor:
     """A level's ``(B, iterations)`` loss history from the per-step ``(B,)`` losses and the
-    ``(B,)`` masks of the samples that took that step: ``NaN`` where a sample took no step
-    (it had stopped), never its last loss repeated; steps never run are ``NaN`` too.
+    ``(B,)`` number of steps each sample took: a sample takes steps ``0 .. steps - 1`` (a
+    stop is final within a level), and is ``NaN`` from there on, never its last loss
+    repeated; steps never run are ``NaN`` too.
 
     Example:
-        >>> h = pad_history([torch.tensor([3.0, 2.0]), torch.tensor([1.0, 0.5])],
-        ...                 [torch.tensor([True, True]), torch.tensor([True, False])], 3)
+        >>> h = pad_history([torch.tensor([3.0, 2.0]), torch.tensor([1.0, 0.5])], torch.tensor([2, 1]), 3)
         >>> h.tolist()
         [[3.0, 1.0, nan], [2.0, nan, nan]]
     """
-    if not steps:
-        raise ValueError("steps: expected at least one step")
-    losses = torch.stack(steps, 1)
-    taken = torch.stack(recorded, 1)
-    history = torch.where(taken, losses, torch.full_like(losses, float("nan")))
+    if not losses:
+        raise ValueError("losses: expected at least one step")
+    history = torch.stack(losses, 1)
     if history.shape[1] < iterations:
-        history = torch.cat([history, history.new_full((history.shape[0], iterations - history.shape[1]), float("nan"))], 1)
-    return history
+        history = torch.cat([history, history.new_full((history.shape[0], iterations - history.shape[1]), math.nan)], 1)
+    taken = torch.arange(iterations, device=history.device) < steps.to(history.device)[:, None]
+    return torch.where(taken, history, torch.full_like(history, math.nan))
 
 
 @dataclass

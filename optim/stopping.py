@@ -93,9 +93,13 @@ class PerSampleStopping:
         small = change < self.criteria.tolerance
         if step_size is not None:
             small = small | (step_size < self.criteria.step_tolerance)
-        self.count = torch.where(small & self.active, self.count + 1, torch.zeros_like(self.count))
         self.steps = self.steps + self.active.long()
-        active = self.active & (self.count < self.criteria.patience)
+        if self.criteria.patience == 1:
+            # The first small step stops: no count to keep (a few tensor ops less per step).
+            active = self.active & ~small
+        else:
+            self.count = torch.where(small & self.active, self.count + 1, torch.zeros_like(self.count))
+            active = self.active & (self.count < self.criteria.patience)
         if stop is not None:
             active = active & ~stop
         self.active = active

@@ -121,14 +121,12 @@ class _Track:
         self.problem, self.config, self.stop, self.callback = problem, config, stop, callback
         self.pixels = max(problem.grid.full) / 2.0  # frame units -> full-resolution pixels
         self.losses: list[torch.Tensor] = []
-        self.taken: list[torch.Tensor] = []
         self.previous = torch.full((problem.batch,), math.inf, dtype=problem.src.dtype, device=problem.src.device)
         self.moved_before: torch.Tensor | None = None
 
     def __call__(self, step: int, loss: torch.Tensor, moved: torch.Tensor) -> None:
         """Account for ``step``, whose loss (before the step) and corners were ``loss``, ``moved``."""
         self.losses.append(loss)
-        self.taken.append(self.stop.active)
         step_px = None
         if self.moved_before is not None:
             step_px = (moved - self.moved_before).norm(dim=-1).amax(-1) * self.pixels
@@ -139,7 +137,7 @@ class _Track:
             self.callback(self.problem.level.index, step, loss)
 
     def outcome(self, theta: torch.Tensor) -> LevelOutcome:
-        history = pad_history(self.losses, self.taken, self.config.iterations)
+        history = pad_history(self.losses, self.stop.steps, self.config.iterations)
         return LevelOutcome(theta, history, self.stop.steps, ~self.stop.active, self.losses[-1])
 
 

@@ -248,19 +248,18 @@ def _iterate(
     loss_all = loss.clone()
     steps_all = torch.zeros(B, dtype=torch.long, device=device)
     active_all = torch.ones(B, dtype=torch.bool, device=device)
-    nothing = torch.zeros(B, dtype=torch.bool, device=device)
     lam = torch.full((B,), _LAMBDA_START if lm else 0.0, dtype=torch.float64, device=device)
     alpha = torch.ones(B, dtype=torch.float64, device=device)
     losses: list[torch.Tensor] = []
-    taken: list[torch.Tensor] = []
+    corners = project_corners(G, problem.corners)
     for step in range(config.iterations):
         losses.append(loss_all.clone())
-        taken.append(work.scatter(nothing, stop.active))
         cand = _propose(G, A, b, lam, alpha, moments.generators)
         c_loss, c_A, c_b = linearise(cand)
         active = stop.active
         accept = active & torch.isfinite(c_loss) & (c_loss < loss)
-        moved = (project_corners(cand, problem.corners) - project_corners(G, problem.corners)).norm(dim=-1).amax(-1)
+        c_corners = project_corners(cand, problem.corners)
+        moved = (c_corners - corners).norm(dim=-1).amax(-1)
         change = (loss - c_loss) / loss.clamp_min(torch.finfo(dtype).tiny)
         if lm:
             lam = torch.where(accept, lam * 0.1, (lam * 10.0).clamp_min(_LAMBDA_REJECTED)).clamp(_LAMBDA_MIN, _LAMBDA_MAX)
@@ -270,6 +269,7 @@ def _iterate(
             stuck = ~accept & (alpha < _ALPHA_MIN)
         a = accept[:, None]
         G = torch.where(a[..., None], cand, G)
+        corners = torch.where(a[..., None], c_corners, corners)
         loss = torch.where(accept, c_loss, loss)
         A = torch.where(a[..., None], c_A, A)
         b = torch.where(a, c_b, b)
@@ -286,9 +286,9 @@ def _iterate(
                     break
                 if not config.differentiable:
                     keep = work.keep(stop.active)
-                    G, loss, A, b, lam, alpha = (x[keep] for x in (G, loss, A, b, lam, alpha))
+                    G, corners, loss, A, b, lam, alpha = (x[keep] for x in (G, corners, loss, A, b, lam, alpha))
                     stop.select(keep)
                     linearise.keep(keep)
     last_loss = losses[-1] if len(losses) == config.iterations else loss_all
     theta = motion_parameters(problem.motion, G_all, problem.corners).to(dtype)
-    return LevelOutcome(theta, pad_history(losses, taken, config.iterations), steps_all, ~active_all, last_loss)
+    return LevelOutcome(theta, pad_history(losses, steps_all, config.iterations), steps_all, ~active_all, last_loss)

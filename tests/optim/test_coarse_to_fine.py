@@ -83,8 +83,7 @@ def test_solve_sees_the_carried_state():
 
 def test_pad_history_pads_with_nan_not_repeats():
     losses = [torch.tensor([4.0, 3.0]), torch.tensor([2.0, 3.0]), torch.tensor([1.0, 3.0])]
-    taken = [torch.tensor([True, True]), torch.tensor([True, False]), torch.tensor([True, False])]
-    h = pad_history(losses, taken, 5)
+    h = pad_history(losses, torch.tensor([3, 1]), 5)
     assert h.shape == (2, 5)
     assert h[0, :3].tolist() == [4.0, 2.0, 1.0] and torch.isnan(h[0, 3:]).all()
     assert h[1, 0] == 3.0 and torch.isnan(h[1, 1:]).all()
@@ -97,7 +96,7 @@ def test_status_codes_and_result_base():
         finite=torch.tensor([True, True, True, False]),
     )
     assert status.tolist() == [SolverStatus.CONVERGED, SolverStatus.ITERATION_LIMIT, SolverStatus.DEGENERATE_INPUT, SolverStatus.DIVERGED]
-    history = pad_history([torch.tensor([3.0, 5.0]), torch.tensor([2.0, 4.0])], [torch.ones(2, dtype=torch.bool), torch.tensor([True, False])], 3)
+    history = pad_history([torch.tensor([3.0, 5.0]), torch.tensor([2.0, 4.0])], torch.tensor([2, 1]), 3)
     result = SolverResult([history], torch.tensor([[2, 1]]), 0.5, status[:2])
     assert result.converged.tolist() == [True, False]
     assert result.final_loss().tolist() == [2.0, 5.0]
