@@ -208,6 +208,20 @@ def _propose(
     return (G_new / G_new[:, 2:, 2:]).to(G.dtype)
 
 
+def _adapt(
+    lm: bool, accept: torch.Tensor, lam: torch.Tensor, alpha: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(lam, alpha, stuck)`` after a step: Levenberg–Marquardt's damping goes tenfold down
+    on an accepted proposal and up (to at least ``_LAMBDA_REJECTED``) on a rejected one;
+    Gauss–Newton's step length doubles or halves instead. A pair is stuck once either
+    saturates on a rejection."""
+    if lm:
+        lam = torch.where(accept, lam * 0.1, (lam * 10.0).clamp_min(_LAMBDA_REJECTED)).clamp(_LAMBDA_MIN, _LAMBDA_MAX)
+        return lam, alpha, ~accept & (lam >= _LAMBDA_MAX)
+    alpha = torch.where(accept, alpha * 2.0, alpha * 0.5).clamp(max=1.0)
+    return lam, alpha, ~accept & (alpha < _ALPHA_MIN)
+
+
 def solve_second_order(
     problem: LevelProblem,
     theta: torch.Tensor,
@@ -261,12 +275,7 @@ def _iterate(
         c_corners = project_corners(cand, problem.corners)
         moved = (c_corners - corners).norm(dim=-1).amax(-1)
         change = (loss - c_loss) / loss.clamp_min(torch.finfo(dtype).tiny)
-        if lm:
-            lam = torch.where(accept, lam * 0.1, (lam * 10.0).clamp_min(_LAMBDA_REJECTED)).clamp(_LAMBDA_MIN, _LAMBDA_MAX)
-            stuck = ~accept & (lam >= _LAMBDA_MAX)
-        else:
-            alpha = torch.where(accept, alpha * 2.0, alpha * 0.5).clamp(max=1.0)
-            stuck = ~accept & (alpha < _ALPHA_MIN)
+        lam, alpha, stuck = _adapt(lm, accept, lam, alpha)
         a = accept[:, None]
         G = torch.where(a[..., None], cand, G)
         corners = torch.where(a[..., None], c_corners, corners)
