@@ -91,8 +91,8 @@ def _load(directory: Path = _HERE) -> tuple[Optional[ctypes.CDLL], str]:
     found = [p for p in found if p.is_file()]
     if not found:
         return None, f"not built: no _kernels library in {directory} (installed without a C compiler?)"
-    path = found[0]
     try:
+        path = found[0].resolve()  # a link is judged by where it leads
         why = _untrusted(path)
         if why is not None:
             return None, f"not loaded: {why}"
@@ -216,7 +216,7 @@ def kernel(name: str, x: torch.Tensor) -> Optional[Callable[..., int]]:
     """The native ``name`` for ``x``'s dtype, or ``None`` when ``x`` must take the PyTorch
     path: off the CPU, another dtype, or no library. Called from the ops' CPU
     implementations only, where ``x`` is a plain tensor with data."""
-    if x.device.type != "cpu" or x.dtype not in _SUFFIX:
+    if not x.is_cpu or x.dtype not in _SUFFIX:
         return None
     lib = library()
     if lib is None:
@@ -245,7 +245,8 @@ def run(fn: Callable[..., int], src: torch.Tensor, dst: torch.Tensor, planes: in
     ``[0, rows)``, split between up to ``torch.get_num_threads()`` threads when ``dst`` is
     large enough: by planes when there are enough of them, else by rows."""
     pointers = (src.data_ptr(), dst.data_ptr())
-    threads = min(torch.get_num_threads(), dst.numel() // _PARALLEL_MIN_VALUES)
+    values = dst.numel()
+    threads = 1 if values < 2 * _PARALLEL_MIN_VALUES else min(torch.get_num_threads(), values // _PARALLEL_MIN_VALUES)
     if threads <= 1 or planes * rows <= 1:
         codes = [fn(*pointers, 0, planes, 0, rows, *args)]
     else:

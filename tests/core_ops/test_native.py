@@ -401,6 +401,8 @@ def test_vmap_over_any_dimension_is_the_loop(name, fn, first, second):
     stacked = torch.stack([first, second], dim=1)  # vmapped over dimension 1
     out = torch.func.vmap(fn, in_dims=1)(stacked)
     torch.testing.assert_close(out, torch.stack([fn(first), fn(second)]))
+    # the op's batching rule ran (one call for the batch), not the PyTorch code
+    assert "gradcv" in make_fx(torch.func.vmap(fn, in_dims=1))(stacked).code
 
 
 def _reference_jvp(fn, x, t):
