@@ -44,6 +44,7 @@ from gradcv.core_ops.color import (
     rgb_to_ycbcr,
     ycbcr_to_rgb,
 )
+from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError, DTypeError, ShapeError
 from tests._kernel_check import check_kernel
 from tests.helpers import to_numpy, to_tensor
 
@@ -626,14 +627,14 @@ def test_public_names():
 @pytest.mark.parametrize("name", OPERATORS)
 def test_bad_image(name):
     fn = OPERATORS[name]
-    with pytest.raises(ValueError, match=r"image: expected shape \(\*, (3|C), H, W\), got \(5, 6\)"):
+    with pytest.raises(ShapeError, match=r"image: expected shape \(\*, (3|C), H, W\), got \(5, 6\)"):
         fn(torch.rand(5, 6))
-    with pytest.raises(TypeError, match=r"image: expected a floating tensor .*got torch.uint8"):
+    with pytest.raises(DTypeError, match=r"image: expected a floating tensor .*got torch.uint8"):
         fn(torch.zeros(1, 3, 4, 4, dtype=torch.uint8))
-    with pytest.raises(TypeError, match=r"image: expected a torch.Tensor, got ndarray"):
+    with pytest.raises(ArgumentTypeError, match=r"image: expected a torch.Tensor, got ndarray"):
         fn(np.zeros((1, 3, 4, 4), dtype=np.float32))
     if "brightness" not in name and "contrast" not in name:  # those take any channel count
-        with pytest.raises(ValueError, match=r"image: expected shape \(\*, 3, H, W\), got \(2, 4, 5, 5\)"):
+        with pytest.raises(ShapeError, match=r"image: expected shape \(\*, 3, H, W\), got \(2, 4, 5, 5\)"):
             fn(torch.rand(2, 4, 5, 5))
 
 
@@ -645,15 +646,15 @@ def test_any_channel_count_for_brightness_and_contrast():
 
 @pytest.mark.parametrize("fn", [adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue])
 def test_bad_factor(batch, fn):
-    with pytest.raises(ValueError, match=r"factor: .*got \(4,\) for image \(3, 3, 33, 47\)"):
+    with pytest.raises(ShapeError, match=r"factor: .*got \(4,\) for image \(3, 3, 33, 47\)"):
         fn(batch, torch.ones(4))  # not one per image
-    with pytest.raises(ValueError, match=r"factor: .*got \(3, 1, 1, 1, 1\)"):
+    with pytest.raises(ShapeError, match=r"factor: .*got \(3, 1, 1, 1, 1\)"):
         fn(batch, torch.ones(3, 1, 1, 1, 1))  # more dimensions than the image
-    with pytest.raises(TypeError, match=r"factor: expected a float or a tensor, got str"):
+    with pytest.raises(ArgumentTypeError, match=r"factor: expected a float or a tensor, got str"):
         fn(batch, "0.5")
-    with pytest.raises(TypeError, match=r"factor: expected a float or a tensor, got bool"):
+    with pytest.raises(ArgumentTypeError, match=r"factor: expected a float or a tensor, got bool"):
         fn(batch, True)
-    with pytest.raises(TypeError, match=r"factor: expected a real tensor, got torch.bool"):
+    with pytest.raises(DTypeError, match=r"factor: expected a real tensor, got torch.bool"):
         fn(batch, torch.ones(3, dtype=torch.bool))
 
 
@@ -669,7 +670,7 @@ def test_per_channel_factor_allowed_for_brightness(batch):
 
 
 def test_negative_contrast_rejected(batch):
-    with pytest.raises(ValueError, match=r"factor: expected a non-negative contrast factor, got -0.5"):
+    with pytest.raises(ArgumentValueError, match=r"factor: expected a non-negative contrast factor, got -0.5"):
         adjust_contrast(batch, -0.5)
     with pytest.raises(ValueError, match=r"factor: .*got nan"):
         adjust_contrast(batch, float("nan"))

@@ -38,6 +38,7 @@ from gradcv.core_ops.contrib import (
     spatial_soft_argmax2d,
     spatial_softmax2d,
 )
+from gradcv.core_ops.errors import GradcvError
 from tests._kernel_check import check_kernel
 from tests.helpers import assert_standard
 
@@ -511,8 +512,9 @@ BAD_INPUT = [
 
 @pytest.mark.parametrize("call, error, argument", BAD_INPUT, ids=[f"{i}-{a}" for i, (_, _, a) in enumerate(BAD_INPUT)])
 def test_bad_input_raises(call, error, argument):
-    with pytest.raises(error, match=rf"^{argument}:"):
+    with pytest.raises(error, match=rf"^{argument}:") as info:
         call()
+    assert isinstance(info.value, GradcvError), type(info.value)  # one family a caller can catch
 
 
 # ------------------------------------------------------------------- kernel check

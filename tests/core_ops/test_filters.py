@@ -26,6 +26,7 @@ import torch
 from torch.autograd import gradcheck, gradgradcheck
 
 from gradcv.core_ops import _native
+from gradcv.core_ops.errors import GradcvError
 from gradcv.core_ops.filters import (
     BoxBlur,
     GaussianBlur2d,
@@ -679,8 +680,9 @@ BAD_INPUT = [
 
 @pytest.mark.parametrize("call, error, argument", BAD_INPUT, ids=[f"{i}-{a}" for i, (_, _, a) in enumerate(BAD_INPUT)])
 def test_bad_input_raises(call, error, argument):
-    with pytest.raises(error, match=rf"^{argument}:"):
+    with pytest.raises(error, match=rf"^{argument}:") as info:
         call()
+    assert isinstance(info.value, GradcvError), type(info.value)  # one family a caller can catch
 
 
 # ====================================================================== torch.compile

@@ -23,6 +23,7 @@ import skimage.metrics
 import torch
 from torch.autograd import gradcheck, gradgradcheck
 
+from gradcv.core_ops.errors import GradcvError
 from gradcv.core_ops.losses import (
     SSIM,
     InverseDepthSmoothnessLoss,
@@ -414,8 +415,9 @@ _IMG = torch.rand(1, 2, 12, 12)
     ],
 )
 def test_ssim_bad_input_raises(call, error, argument):
-    with pytest.raises(error, match=rf"^{argument}:"):
+    with pytest.raises(error, match=rf"^{argument}:") as info:
         call()
+    assert isinstance(info.value, GradcvError), type(info.value)  # one family a caller can catch
 
 
 # ====================================================================== PSNR
@@ -455,8 +457,9 @@ def test_psnr_gradcheck():
     ],
 )
 def test_psnr_bad_input_raises(call, error, argument):
-    with pytest.raises(error, match=rf"^{argument}:"):
+    with pytest.raises(error, match=rf"^{argument}:") as info:
         call()
+    assert isinstance(info.value, GradcvError), type(info.value)  # one family a caller can catch
 
 
 # ====================================================================== smoothness
@@ -549,8 +552,9 @@ def test_inverse_depth_smoothness_gradcheck():
     ],
 )
 def test_smoothness_bad_input_raises(call, error, argument):
-    with pytest.raises(error, match=rf"^{argument}:"):
+    with pytest.raises(error, match=rf"^{argument}:") as info:
         call()
+    assert isinstance(info.value, GradcvError), type(info.value)  # one family a caller can catch
 
 
 # ====================================================================== SSIM: chunking and compile

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd import gradcheck
 
+from gradcv.core_ops.errors import GradcvError
 from gradcv.core_ops.losses import (
     CharbonnierLoss,
     DiceLoss,
@@ -167,8 +168,9 @@ _X = torch.rand(2, 3, 5, 5)
     ],
 )
 def test_robust_bad_input_raises(call, error, argument):
-    with pytest.raises(error, match=rf"^{argument}:"):
+    with pytest.raises(error, match=rf"^{argument}:") as info:
         call()
+    assert isinstance(info.value, GradcvError), type(info.value)  # one family a caller can catch
 
 
 # ====================================================================== segmentation
@@ -263,8 +265,9 @@ _P, _T = torch.rand(2, 3, 4, 5), torch.randint(3, (2, 4, 5))
     ],
 )
 def test_segmentation_bad_input_raises(call, error, argument):
-    with pytest.raises(error, match=rf"^{argument}:"):
+    with pytest.raises(error, match=rf"^{argument}:") as info:
         call()
+    assert isinstance(info.value, GradcvError), type(info.value)  # one family a caller can catch
 
 
 def test_out_of_range_label_raises():

@@ -18,6 +18,7 @@ import pytest
 import torch
 from torch.autograd import gradcheck, gradgradcheck
 
+from gradcv.core_ops.errors import GradcvError
 from gradcv.core_ops.filters import filter2d, gaussian_blur2d, pad2d
 from gradcv.core_ops.filters.kernels import default_kernel_size, gaussian_taps
 from gradcv.core_ops.pyramid import (
@@ -411,5 +412,6 @@ BAD_INPUT = [
 
 @pytest.mark.parametrize("call, error, argument", BAD_INPUT, ids=[f"{i}-{a}" for i, (_, _, a) in enumerate(BAD_INPUT)])
 def test_bad_input_raises(call, error, argument):
-    with pytest.raises(error, match=rf"^{argument}:"):
+    with pytest.raises(error, match=rf"^{argument}:") as info:
         call()
+    assert isinstance(info.value, GradcvError), type(info.value)  # one family a caller can catch

@@ -22,6 +22,7 @@ import torch
 from scipy.spatial.transform import Rotation
 from torch.autograd import gradcheck
 
+from gradcv.core_ops.errors import GradcvError
 from gradcv.core_ops.geometry.camera import (
     PinholeCamera,
     dx_project_points_orthographic,
@@ -359,8 +360,9 @@ BAD_INPUT = [
 
 @pytest.mark.parametrize("call, error, argument", BAD_INPUT, ids=[f"{i}-{a}" for i, (_, _, a) in enumerate(BAD_INPUT)])
 def test_bad_input_raises(call, error, argument):
-    with pytest.raises(error, match=rf"^{argument}:"):
+    with pytest.raises(error, match=rf"^{argument}:") as info:
         call()
+    assert isinstance(info.value, GradcvError), type(info.value)  # one family a caller can catch
 
 
 # ------------------------------------------------------------------- kernel check

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd import gradcheck
 
+from gradcv.core_ops.errors import GradcvError
 from gradcv.core_ops.geometry.coordinates import (
     denormal_transform_pixel,
     denormalize_homography,
@@ -249,8 +250,9 @@ BAD_INPUT = [
 
 @pytest.mark.parametrize("call, error, argument", BAD_INPUT, ids=[f"{i}-{a}" for i, (_, _, a) in enumerate(BAD_INPUT)])
 def test_bad_input_raises(call, error, argument):
-    with pytest.raises(error, match=rf"^{argument}:"):
+    with pytest.raises(error, match=rf"^{argument}:") as info:
         call()
+    assert isinstance(info.value, GradcvError), type(info.value)  # one family a caller can catch
 
 
 # ------------------------------------------------------------------- kernel check

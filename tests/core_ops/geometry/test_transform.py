@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.autograd import gradcheck
 
-from gradcv.core_ops.errors import DTypeError
+from gradcv.core_ops.errors import DTypeError, GradcvError
 from gradcv.core_ops.filters import gaussian_blur2d
 from gradcv.core_ops.geometry.transform import (
     Affine,
@@ -774,8 +774,9 @@ BAD_INPUT = [
 
 @pytest.mark.parametrize("call, error, argument", BAD_INPUT, ids=[f"{i}-{a}" for i, (_, _, a) in enumerate(BAD_INPUT)])
 def test_bad_input_raises(call, error, argument):
-    with pytest.raises(error, match=rf"^{argument}:"):
+    with pytest.raises(error, match=rf"^{argument}:") as info:
         call()
+    assert isinstance(info.value, GradcvError), type(info.value)  # one family a caller can catch
 
 
 # ==================================================================== torch.compile

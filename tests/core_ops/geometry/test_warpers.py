@@ -23,6 +23,7 @@ import torch
 from scipy.ndimage import gaussian_filter
 from torch.autograd import gradcheck
 
+from gradcv.core_ops.errors import GradcvError
 from gradcv.core_ops.geometry import warpers
 from gradcv.core_ops.geometry.camera import PinholeCamera
 from gradcv.core_ops.geometry.conversions import angle_axis_to_rotation_matrix
@@ -483,8 +484,9 @@ BAD_INPUT = [
 
 @pytest.mark.parametrize("call, error, argument", BAD_INPUT, ids=[f"{i}-{a}" for i, (_, _, a) in enumerate(BAD_INPUT)])
 def test_bad_input_raises(call, error, argument):
-    with pytest.raises(error, match=rf"^{argument}:"):
+    with pytest.raises(error, match=rf"^{argument}:") as info:
         call()
+    assert isinstance(info.value, GradcvError), type(info.value)  # one family a caller can catch
 
 
 # ============================================================== torch.compile
