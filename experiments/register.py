@@ -23,7 +23,7 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 from hydra.core.config_store import ConfigStore
@@ -32,6 +32,9 @@ from omegaconf import DictConfig, OmegaConf
 from gradcv.experiments._cli import ExperimentError, atomic_write_text, config_to_object, run_app, run_dir, save_figure
 from gradcv.experiments._images import read_image, sample_photo, to_gray
 from gradcv.experiments._progress import LevelProgress
+
+if TYPE_CHECKING:
+    from gradcv.registration import RegistrationConfig, RegistrationResult
 
 APP = "register"
 DEFAULT_OPTIMIZER = "adam"  # conf/register.yaml's choice in the optimizer group
@@ -119,7 +122,9 @@ class Pair:
 
 
 # ----------------------------------------------------------------------------- inputs
-def registration_config(conf: RegisterConfig, optimizer_choice: str | None = None, solver_choice: str | None = None):
+def registration_config(
+    conf: RegisterConfig, optimizer_choice: str | None = None, solver_choice: str | None = None
+) -> RegistrationConfig:
     """The library's :class:`RegistrationConfig` from the solver and optimizer groups.
     ``optimizer_choice`` is the optimizer group's option as Hydra chose it: one chosen
     for a second-order solver is an error (it would be silently ignored)."""
@@ -199,7 +204,7 @@ def load_pair(conf: RegisterConfig) -> Pair:
 
 
 # ----------------------------------------------------------------------------- figure
-def figure3(src: torch.Tensor, dst: torch.Tensor, result: Any, reference: torch.Tensor, title: str):
+def figure3(src: torch.Tensor, dst: torch.Tensor, result: RegistrationResult, reference: torch.Tensor, title: str) -> Any:
     """The paper's Figure 3: one column per pyramid level (coarse to fine); rows: source,
     destination, source warped by that level's estimate, and its absolute photometric
     error against ``reference`` (the ground-truth warp, else ``dst``)."""
@@ -255,7 +260,7 @@ def _finite_or_null(value: Any) -> Any:
     return value
 
 
-def _describe(config: Any, solver_choice: str | None) -> str:
+def _describe(config: RegistrationConfig, solver_choice: str | None) -> str:
     kw = ", ".join(f"{k}={v}" for k, v in config.optimizer_kwargs.items())
     method = f"{config.optimizer}(lr={config.lr:g}{', ' + kw if kw else ''})" if config.method == "first_order" else config.method
     return (
@@ -264,7 +269,7 @@ def _describe(config: Any, solver_choice: str | None) -> str:
     )
 
 
-def _metrics(pair: Pair, result: Any, cfg: DictConfig, config: Any) -> dict[str, Any]:
+def _metrics(pair: Pair, result: RegistrationResult, cfg: DictConfig, config: RegistrationConfig) -> dict[str, Any]:
     from gradcv.optim import SolverStatus
     from gradcv.registration import corner_error
 
@@ -335,7 +340,9 @@ def register(cfg: DictConfig) -> None:
     print(f"{APP}: wrote {run_dir()}")
 
 
-def _write_outputs(pair: Pair, result: Any, metrics: dict[str, Any], figure: bool, method: str, levels: int) -> None:
+def _write_outputs(
+    pair: Pair, result: RegistrationResult, metrics: dict[str, Any], figure: bool, method: str, levels: int
+) -> None:
     """homography.json, figure3.png, then metrics.json (last: its presence means complete)."""
     out = run_dir()
     H = result.homography.detach().cpu()
