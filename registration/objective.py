@@ -13,7 +13,7 @@ from gradcv.optim import PyramidLevel
 from gradcv.registration.sampling import LevelGrid
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds tensors: identity, not value, comparison
 class LevelProblem:
     """One pyramid level of a batch of ``B`` registration problems.
 
@@ -49,7 +49,7 @@ class LevelProblem:
         )
 
 
-@dataclass
+@dataclass(eq=False)
 class LevelOutcome:
     """What a level solver returns.
 

@@ -73,7 +73,7 @@ def central_differences(image: torch.Tensor) -> torch.Tensor:
     return spatial_gradient(image, "diff", 1, True, border_type="replicate")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _Moments:
     """The constant tables that turn per-pixel products into the normal equations.
 
@@ -242,6 +242,8 @@ def solve_second_order(
 def _iterate(
     problem: LevelProblem, theta: torch.Tensor, config: RegistrationConfig, callback: ProgressCallback | None
 ) -> LevelOutcome:
+    """The level's loop: propose, evaluate by the next linearisation, keep or undo per
+    pair, stop per pair, compact the working set every ``_COMPACT_EVERY`` iterations."""
     B = problem.batch
     dtype, device = theta.dtype, theta.device
     lm = config.method == "levenberg_marquardt"
@@ -267,7 +269,7 @@ def _iterate(
     losses: list[torch.Tensor] = []
     corners = project_corners(G, problem.corners)
     for step in range(config.iterations):
-        losses.append(loss_all.clone())
+        losses.append(loss_all)  # never written in place: the working set scatters out of place
         cand = _propose(G, A, b, lam, alpha, moments.generators)
         c_loss, c_A, c_b = linearise(cand)
         active = stop.active
@@ -286,7 +288,7 @@ def _iterate(
         stop.update(torch.where(accept, change, torch.nan), moved * frame_to_level, stuck)
         loss_all = work.scatter(loss_all, loss)
         if callback is not None:
-            callback(problem.level.index, step, loss_all.clone())
+            callback(problem.level.index, step, loss_all)
         if step % _COMPACT_EVERY == _COMPACT_EVERY - 1 or step == config.iterations - 1:
             G_all, active_all = work.scatter(G_all, G), work.scatter(active_all, stop.active)
             steps_all = work.scatter(steps_all, stop.steps)
