@@ -40,7 +40,6 @@ pair's MACE), each written atomically, and a printed table.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -51,7 +50,7 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from gradcv.experiments._cli import UsageError, atomic_write_text, config_to_object, run_app, run_dir
+from gradcv.experiments._cli import UsageError, atomic_write_text, config_to_object, run_app, run_dir, write_metrics
 from gradcv.experiments._images import sample_photo, to_gray
 from gradcv.experiments._timing import set_threads
 
@@ -399,7 +398,7 @@ def bench_registration(cfg: DictConfig) -> None:
         "throughput": tput,
         "notes": notes,
     }
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    write_metrics(metrics, out)  # last: a folder with metrics.json is complete
     print()
     print(table(rows, tput))
     for note in notes:

@@ -29,7 +29,15 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from gradcv.experiments._cli import ExperimentError, atomic_write_text, config_to_object, run_app, run_dir, save_figure
+from gradcv.experiments._cli import (
+    ExperimentError,
+    atomic_write_text,
+    config_to_object,
+    run_app,
+    run_dir,
+    save_figure,
+    write_metrics,
+)
 from gradcv.experiments._images import read_image, sample_photo, to_gray
 from gradcv.experiments._progress import LevelProgress
 
@@ -367,7 +375,7 @@ def _write_outputs(
         fig = figure3(src, dst, result, reference, f"{method}, {levels} levels: {what}")
         save_figure(fig, out / "figure3.png", dpi=100)
         plt.close(fig)
-    atomic_write_text(out / "metrics.json", json.dumps(_finite_or_null(metrics), indent=2, allow_nan=False) + "\n")
+    write_metrics(metrics, out)  # last: a folder with metrics.json is complete
 
 
 def main() -> None:
