@@ -27,7 +27,7 @@ How it is built and loaded:
     another ``kernels.c`` is refused, not called with the wrong arguments).
 - The kernels are called only from the CPU implementations of the operators' custom ops
   (``gradcv::separable_correlate``, ``gradcv::sobel_magnitude``,
-  ``gradcv::weighted_sum3``), below PyTorch's dispatcher: fake tensors, tracers, vmap
+  ``gradcv::grayscale``), below PyTorch's dispatcher: fake tensors, tracers, vmap
   and autograd see the op, never a data pointer. :func:`needs_decomposition` says when
   an operator must run its PyTorch code instead of the op (forward-mode AD and
   functorch's grad/jvp transforms, which custom ops do not support).
@@ -55,9 +55,12 @@ import torch.autograd.forward_ad as _forward_ad
 #: The ABI of ``kernels.c`` this module calls (its ``gradcv_native_version()``).
 VERSION = 1
 _HERE = Path(__file__).resolve().parent
-# Below this many output values per thread, a second thread costs more than it saves
-# (a task hand-off is about 20 us; a 256x256 plane's Sobel magnitude about 30 us).
-_PARALLEL_MIN_VALUES = 1 << 17
+# Below this many output values per thread, a second thread costs more than it saves:
+# waking an idle worker costs tens of microseconds (more on a virtual machine's idle
+# core), a 256x256 plane's Sobel magnitude about 30. Grayscale + Sobel magnitude of
+# RGB 256x256 on 2 threads, in us, for 2^17 / 2^18 / 2^19 values: batch 4 435 / 313 /
+# 313, batch 8 598 / 598 / 569, batch 16 911 / 906 / 906 (one thread: 316, 570, 1050).
+_PARALLEL_MIN_VALUES = 1 << 19
 _OFF = ("0", "false", "no", "off")
 
 _lock = threading.Lock()

@@ -169,8 +169,15 @@ def test_first_and_second_derivatives_of_the_ops():
         assert torch.autograd.gradgradcheck(fn, (inp,))
 
 
+@pytest.fixture
+def split_small_work(monkeypatch):
+    """Split work between threads from a few thousand values up, so that small inputs
+    exercise the pool (by default only outputs of 2^20 values and more are split)."""
+    monkeypatch.setattr(_native, "_PARALLEL_MIN_VALUES", 1 << 12)
+
+
 @needs_native
-def test_two_threads_give_the_one_thread_result():
+def test_two_threads_give_the_one_thread_result(split_small_work):
     before = torch.get_num_threads()
     many = torch.rand(6, 1, 256, 256)  # split by planes
     one = torch.rand(1, 1, 640, 512)  # split by rows
@@ -223,7 +230,7 @@ def _fork_child(queue) -> None:
 
 @needs_native
 @pytest.mark.skipif(sys.platform != "linux", reason="fork is a Linux start method here")
-def test_a_forked_child_can_use_the_thread_pool():
+def test_a_forked_child_can_use_the_thread_pool(split_small_work):
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
@@ -240,7 +247,7 @@ def test_a_forked_child_can_use_the_thread_pool():
 
 
 @needs_native
-def test_growing_the_pool_never_stops_a_pool_in_use(monkeypatch):
+def test_growing_the_pool_never_stops_a_pool_in_use(monkeypatch, split_small_work):
     """Thread A takes the pool and, before it submits, thread B asks for a larger one:
     A's pool must still run A's work (it used to be shut down under A)."""
     taken, grown = threading.Event(), threading.Event()
