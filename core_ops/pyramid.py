@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from gradcv.core_ops._checks import check_border_type, check_image
-from gradcv.core_ops.errors import ArgumentValueError
+from gradcv.core_ops.errors import ArgumentValueError, ShapeError
 from gradcv.core_ops.filters import correlate_separable, pad2d
 from gradcv.core_ops.filters.kernels import default_kernel_size, gaussian_taps
 
@@ -296,9 +296,9 @@ def pyrdown_centred(input: torch.Tensor, sigma: float = 0.8, border_type: str = 
     check_image(input)
     check_border_type(border_type)
     if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma >= 0 or not math.isfinite(sigma):
-        raise ValueError(f"sigma: expected a finite float >= 0, got {sigma!r}")
+        raise ArgumentValueError("sigma", "a finite float >= 0", sigma, f"sigma: expected a finite float >= 0, got {sigma!r}")
     if min(input.shape[-2:]) < 2:
-        raise ValueError(f"input: expected at least 2 x 2 pixels to halve, got {tuple(input.shape[-2:])}")
+        raise ShapeError("input", ("B", "C", "H >= 2", "W >= 2"), tuple(input.shape), f"input: expected at least 2 x 2 pixels to halve, got {tuple(input.shape[-2:])}")
     blurred = gaussian_blur2d(input, None, float(sigma), border_type) if sigma > 0 else input
     return torch.nn.functional.avg_pool2d(blurred, 2)
 
@@ -329,7 +329,7 @@ def build_centred_pyramid(
     """
     check_image(input)
     if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
-        raise ValueError(f"levels: expected an int >= 1, got {levels!r}")
+        raise ArgumentValueError("levels", "an int >= 1", levels, f"levels: expected an int >= 1, got {levels!r}")
     out = [input]
     for _ in range(levels - 1):
         out.append(pyrdown_centred(out[-1], sigma, border_type))

@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError
 from gradcv.optim import SCHEDULES, UNROLLED, resolve_optimizer
 from gradcv.registration.motion import MOTIONS
 
@@ -192,38 +193,38 @@ class RegistrationConfig:
 
 def _choice(value: object, choices: tuple[str, ...], name: str) -> None:
     if not isinstance(value, str):
-        raise TypeError(f"{name}: expected one of {choices} (str), got {type(value).__name__}")
+        raise ArgumentTypeError(name, choices, type(value).__name__, f"{name}: expected one of {choices} (str), got {type(value).__name__}")
     if value not in choices:
-        raise ValueError(f"{name}: expected one of {choices}, got {value!r}")
+        raise ArgumentValueError(name, choices, value, f"{name}: expected one of {choices}, got {value!r}")
 
 
 def _integer(value: object, name: str, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name}: expected an int, got {type(value).__name__} {value!r}")
+        raise ArgumentTypeError(name, "an int", value, f"{name}: expected an int, got {type(value).__name__} {value!r}")
     if value < minimum:
-        raise ValueError(f"{name}: expected an int >= {minimum}, got {value}")
+        raise ArgumentValueError(name, f"an int >= {minimum}", value, f"{name}: expected an int >= {minimum}, got {value}")
 
 
 def _real(value: object, name: str, minimum: float, *, strict: bool = False, upper: float | None = None) -> None:
     """A finite int or float ``>= minimum`` (``> minimum`` when ``strict``), ``<= upper``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name}: expected a float, got {type(value).__name__} {value!r}")
+        raise ArgumentTypeError(name, "a float", value, f"{name}: expected a float, got {type(value).__name__} {value!r}")
     low = f"> {minimum:g}" if strict else f">= {minimum:g}"
     expected = f"a finite float {low}" + (f" and <= {upper:g}" if upper is not None else "")
     if not math.isfinite(value) or value < minimum or (strict and value == minimum) or (upper is not None and value > upper):
-        raise ValueError(f"{name}: expected {expected}, got {value!r}")
+        raise ArgumentValueError(name, expected, value, f"{name}: expected {expected}, got {value!r}")
 
 
 def _boolean(value: object, name: str) -> None:
     if not isinstance(value, bool):
-        raise TypeError(f"{name}: expected a bool, got {type(value).__name__} {value!r}")
+        raise ArgumentTypeError(name, "a bool", value, f"{name}: expected a bool, got {type(value).__name__} {value!r}")
 
 
 def _keyword_arguments(value: object) -> None:
     if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-        raise TypeError(f"optimizer_kwargs: expected a dict with str keys, got {value!r}")
+        raise ArgumentTypeError("optimizer_kwargs", "a dict with str keys", value, f"optimizer_kwargs: expected a dict with str keys, got {value!r}")
     if "lr" in value:
-        raise ValueError("optimizer_kwargs: give the learning rate as lr, not inside optimizer_kwargs")
+        raise ArgumentValueError("optimizer_kwargs", "no lr key", value, "optimizer_kwargs: give the learning rate as lr, not inside optimizer_kwargs")
     for key, item in value.items():
         if isinstance(item, float) and not math.isfinite(item):
-            raise ValueError(f"optimizer_kwargs: expected finite values, got {key}={item!r}")
+            raise ArgumentValueError("optimizer_kwargs", "finite values", {key: item}, f"optimizer_kwargs: expected finite values, got {key}={item!r}")

@@ -10,7 +10,7 @@ from torch import nn
 from gradcv.core_ops import _native
 from gradcv.core_ops._checks import check_shape
 from gradcv.core_ops.color._validation import check_color_image
-from gradcv.core_ops.errors import ArgumentTypeError, DTypeError
+from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError, DTypeError, ShapeError
 
 # ITU-R BT.601 luma weights in RGB order: what OpenCV's COLOR_RGB2GRAY and Kornia use.
 BT601_WEIGHTS: tuple[float, float, float] = (0.299, 0.587, 0.114)
@@ -142,9 +142,9 @@ def _grayscale_fake(image: torch.Tensor, weights: list[float], bgr: bool) -> tor
 def _check_op_input(image: torch.Tensor, weights: list[float]) -> None:
     # the op is public (torch.ops.gradcv): it checks what the C kernel relies on
     if image.ndim < 3 or image.shape[-3] != 3:
-        raise ValueError(f"image: expected shape (*, 3, H, W), got {tuple(image.shape)}")
+        raise ShapeError("image", ("*", 3, "H", "W"), tuple(image.shape))
     if len(weights) != 3:
-        raise ValueError(f"weights: expected three floats, got {list(weights)}")
+        raise ArgumentValueError("weights", "three floats", list(weights), f"weights: expected three floats, got {list(weights)}")
 
 
 def _grayscale_torch(image: torch.Tensor, weights: list[float], bgr: bool) -> torch.Tensor:

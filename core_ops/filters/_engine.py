@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from gradcv.core_ops import _native
 from gradcv.core_ops._cache import memo
+from gradcv.core_ops.errors import ArgumentValueError, ShapeError
 
 Taps = tuple[float, ...]
 # One output channel: taps along y (rows) and along x (columns).
@@ -362,7 +363,7 @@ def _freeze(bank: tuple[tuple[tuple[float, ...], tuple[float, ...]], ...]) -> Ba
     frozen = tuple((tuple(float(t) for t in ty), tuple(float(t) for t in tx)) for ty, tx in bank)
     ky, kx = len(frozen[0][0]), len(frozen[0][1])
     if any(len(ty) != ky or len(tx) != kx for ty, tx in frozen):
-        raise ValueError(f"bank: expected kernels of one size, got sizes {[(len(a), len(b)) for a, b in frozen]}")
+        raise ArgumentValueError("bank", "kernels of one size", [(len(a), len(b)) for a, b in frozen], f"bank: expected kernels of one size, got sizes {[(len(a), len(b)) for a, b in frozen]}")
     return frozen
 
 
@@ -380,16 +381,17 @@ def _checked_spec(
     """The ops' arguments as a ``Spec``, checked: the ops are public (``torch.ops.gradcv``)
     and the C kernel reads as many taps as these numbers say."""
     if kernels < 1 or not taps_y or not taps_x or len(taps_y) % kernels or len(taps_x) % kernels:
-        raise ValueError(
+        raise ArgumentValueError(
+            "taps_y, taps_x", f"a positive multiple of kernels={kernels} taps each", (len(taps_y), len(taps_x)),
             f"taps_y, taps_x: expected a positive multiple of kernels={kernels} taps each, "
             f"got {len(taps_y)} and {len(taps_x)}"
         )
     if len(pad) != 4 or min(pad) < 0:
-        raise ValueError(f"pad: expected four non-negative ints (top, bottom, left, right), got {list(pad)}")
+        raise ArgumentValueError("pad", "four non-negative ints", list(pad), f"pad: expected four non-negative ints (top, bottom, left, right), got {list(pad)}")
     if stride < 1:
-        raise ValueError(f"stride: expected a positive int, got {stride}")
+        raise ArgumentValueError("stride", "a positive int", stride, f"stride: expected a positive int, got {stride}")
     if border_type not in _native.BORDERS:
-        raise ValueError(f"border_type: expected one of {tuple(_native.BORDERS)}, got {border_type!r}")
+        raise ArgumentValueError("border_type", tuple(_native.BORDERS), border_type, f"border_type: expected one of {tuple(_native.BORDERS)}, got {border_type!r}")
     ky, kx = len(taps_y) // kernels, len(taps_x) // kernels
     bank = tuple((taps_y[k * ky : (k + 1) * ky], taps_x[k * kx : (k + 1) * kx]) for k in range(kernels))
     return bank, stride, (pad[0], pad[1], pad[2], pad[3]), border_type
@@ -400,7 +402,7 @@ def _op_spec(
     border_type: str,
 ) -> Spec:
     if x.ndim < dims:
-        raise ValueError(f"input: expected at least {dims} dimensions, got shape {tuple(x.shape)}")
+        raise ShapeError("input", ("*",) + ("?",) * dims, tuple(x.shape), f"input: expected at least {dims} dimensions, got shape {tuple(x.shape)}")
     return _checked_spec(tuple(taps_y), tuple(taps_x), kernels, tuple(pad), stride, border_type)
 
 
@@ -463,7 +465,7 @@ def _adjoint_spec(
     spec = _op_spec(g, 3, taps_y, taps_x, kernels, pad, stride, border_type)
     expected = (kernels, *_filter_out_hw(height, width, spec))
     if tuple(g.shape[-3:]) != expected:
-        raise ValueError(f"g: expected (*, {', '.join(map(str, expected))}) for a {height}x{width} input, got {tuple(g.shape)}")
+        raise ShapeError("g", ("*", *expected), tuple(g.shape), f"g: expected (*, {', '.join(map(str, expected))}) for a {height}x{width} input, got {tuple(g.shape)}")
     return spec
 
 

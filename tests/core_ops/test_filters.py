@@ -748,3 +748,20 @@ def test_sobel_blockwise_reduction_equals_stacked(monkeypatch, batch):
             torch.testing.assert_close(sobel(batch, normalized), stacked[normalized], atol=1e-6, rtol=0)
         assert len(calls) == 2, "the blockwise reduction did not run"
         assert sobel(batch[:0]).shape == (0, *batch.shape[1:])
+
+
+@pytest.mark.parametrize("border_type", ["replicate", "reflect", "constant", "circular"])
+@pytest.mark.parametrize("normalized", [True, False])
+@pytest.mark.parametrize("shape", [(2, 3, 9, 14), (1, 1, 200, 300)])
+def test_spatial_gradient_diff_sliced_equals_filter_operator(shape, normalized, border_type):
+    """Small inputs take shifted slices, large ones the filter operator: the same numbers
+    (the taps are 0, +-1 and +-1/2, so both are exact), and gradients through both."""
+    import gradcv.core_ops.filters.derivatives as derivatives
+
+    x = torch.rand(shape, dtype=torch.float64)
+    sliced = derivatives._central_differences(x, normalized, border_type)
+    bank = derivatives.derivative_bank("diff", 1, normalized, 3)
+    assert torch.equal(sliced, derivatives.correlate_separable(x, bank, border_type))
+    assert torch.equal(spatial_gradient(x, "diff", 1, normalized, border_type=border_type), sliced)
+    small = torch.rand(1, 2, 5, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: derivatives._central_differences(t, normalized, border_type), (small,))
