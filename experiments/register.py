@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import typing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -41,8 +42,10 @@ from gradcv.experiments._cli import (
 from gradcv.experiments._images import read_image, sample_photo, to_gray
 from gradcv.experiments._progress import LevelProgress
 
+from gradcv.registration.config import RegistrationConfig
+
 if TYPE_CHECKING:
-    from gradcv.registration import RegistrationConfig, RegistrationResult
+    from gradcv.registration import RegistrationResult
 
 APP = "register"
 DEFAULT_OPTIMIZER = "adam"  # conf/register.yaml's choice in the optimizer group
@@ -57,30 +60,21 @@ class OptimizerConfig:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
-class SolverConfig:
-    """Types of ``conf/solver/*.yaml``: the fields of :class:`registration.RegistrationConfig`
-    but the optimiser's (the optimizer group's) and ``differentiable`` (nothing here trains
-    through the solve); defaults are ``RegistrationConfig()``'s."""
+# The fields the optimizer group sets (and ``differentiable``: nothing here trains through
+# the solve) are not the solver group's.
+_NOT_SOLVER_FIELDS = frozenset({"optimizer", "optimizer_kwargs", "lr", "differentiable"})
 
-    method: str = "levenberg_marquardt"
-    levels: int = 4
-    iterations: int = 30
-    schedule: str = "cosine"
-    final_lr_ratio: float = 1e-2
-    loss: str = "charbonnier"
-    charbonnier_eps: float = 1e-3
-    coarse_loss: str = "l2"
-    symmetric: bool = False
-    motion: str = "homography"
-    tolerance: float = 1e-6
-    step_tolerance: float = 1e-2
-    patience: int = 10
-    blur_sigma: float = 0.8
-    min_size: int = 16
-    min_texture: float = 1e-3
-    search_range: float = 16.0
-    search_steps: int = 1
+#: Types of ``conf/solver/*.yaml``: the fields of :class:`registration.RegistrationConfig`
+#: but the optimiser's and ``differentiable``, with ``RegistrationConfig()``'s defaults
+#: (made from it, so the schema cannot drift from the library).
+SolverConfig = dataclasses.make_dataclass(
+    "SolverConfig",
+    [
+        (f.name, typing.get_type_hints(RegistrationConfig)[f.name], field(default=f.default))
+        for f in dataclasses.fields(RegistrationConfig)
+        if f.name not in _NOT_SOLVER_FIELDS
+    ],
+)
 
 
 @dataclass
@@ -136,7 +130,6 @@ def registration_config(
     """The library's :class:`RegistrationConfig` from the solver and optimizer groups.
     ``optimizer_choice`` is the optimizer group's option as Hydra chose it: one chosen
     for a second-order solver is an error (it would be silently ignored)."""
-    from gradcv.registration import RegistrationConfig
 
     fields = dataclasses.asdict(conf.solver)
     opt = conf.optimizer
