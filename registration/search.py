@@ -75,7 +75,10 @@ def search_level(
             rest.last_loss,
         )
     if callback is not None:
-        for step in range(outcome.history.shape[1]):
+        # Up to the last step any pair took (one read, once the level is over): the columns
+        # after it are all NaN padding, not steps.
+        recorded = (~torch.isnan(outcome.history)).any(0).nonzero()
+        for step in range(int(recorded.max()) + 1 if recorded.numel() else 0):
             callback(problem.level.index, step, outcome.history[:, step])
     return outcome
 

@@ -59,7 +59,14 @@ def test_batch_equals_one_by_one(detone32):
 def test_history_and_callback_with_search(detone32):
     src, dst, _ = detone32
     seen: list[tuple[int, int, tuple[int, ...]]] = []
-    res = register_homography(src[:2], dst[:2], callback=lambda level, step, loss: seen.append((level, step, tuple(loss.shape))))
+    padding_reported: list[tuple[int, int]] = []
+
+    def callback(level: int, step: int, loss: torch.Tensor) -> None:
+        seen.append((level, step, tuple(loss.shape)))
+        if bool(torch.isnan(loss).all()):
+            padding_reported.append((level, step))
+
+    res = register_homography(src[:2], dst[:2], callback=callback)
     cfg = RegistrationConfig()
     assert [h.shape for h in res.loss_history] == [(2, cfg.iterations)] * cfg.levels
     # LM keeps only decreases; where the search hands its picked start on, the parameters
@@ -72,6 +79,8 @@ def test_history_and_callback_with_search(detone32):
     assert {shape for _, _, shape in seen} == {(2,)}
     assert sorted({level for level, _, _ in seen}) == list(range(cfg.levels))
     assert res.iterations_used.shape == (cfg.levels, 2)
+    # the callback reports steps, never the NaN padding after every pair stopped
+    assert padding_reported == []
 
 
 def test_search_range_zero_is_one_start(detone32):
