@@ -334,3 +334,13 @@ def test_png16_rejects_other_files(tmp_path: Path) -> None:
     txt.write_text("1")
     with pytest.raises(FileFormatError, match=r"must be \.npy \(metres\) or a 16-bit \.png"):
         read_depth(txt)
+
+
+def test_library_side_imports_no_image_library() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, gradcv.depth.io, gradcv.depth.png16, gradcv.depth.metrics; "
+            "print(sorted(m for m in ('PIL', 'cv2', 'matplotlib', 'scipy', 'skimage') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "[]"
