@@ -1,1 +1,38 @@
-"""Multi-view depth estimation by gradient descent from calibrated views (see DESIGN.md)."""
+"""Multi-view depth estimation by gradient descent from calibrated views (see DESIGN.md).
+
+Landed so far (issue 11, in progress): ``metrics`` (Eigen et al.'s depth metrics per
+problem of a batch) and the calibration loaders and writers (COLMAP text models, a small
+JSON format, ground-truth depth as ``.npy`` or 16-bit PNG in millimetres).
+"""
+
+from gradcv.depth.io import (
+    Calibration,
+    FileFormatError,
+    MissingFileError,
+    UnsupportedCameraError,
+    read_colmap_text,
+    read_depth,
+    read_json,
+    write_colmap_text,
+    write_depth,
+    write_json,
+)
+from gradcv.depth.metrics import METRIC_NAMES, metrics
+from gradcv.depth.png16 import read_png16, write_png16
+
+__all__ = [
+    "METRIC_NAMES",
+    "Calibration",
+    "FileFormatError",
+    "MissingFileError",
+    "UnsupportedCameraError",
+    "metrics",
+    "read_colmap_text",
+    "read_depth",
+    "read_json",
+    "read_png16",
+    "write_colmap_text",
+    "write_depth",
+    "write_json",
+    "write_png16",
+]
