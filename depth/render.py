@@ -107,28 +107,37 @@ def _cast(scene: Scene, origin: torch.Tensor, dirs: torch.Tensor) -> tuple[torch
     return t_quad.min(-1)
 
 
-def _hash(ix: torch.Tensor, iy: torch.Tensor, iz: torch.Tensor, seed: int) -> torch.Tensor:
-    """Values in ``[-1, 1]`` hashed from integer lattice points (int64 arithmetic, 32-bit mixing)."""
+def _mix(h: torch.Tensor) -> torch.Tensor:
+    """Values in ``[-1, 1]`` from 32-bit lattice keys (int64 arithmetic, in place)."""
     mask = 0xFFFFFFFF
-    h = ((ix * 73856093) ^ (iy * 19349663) ^ (iz * 83492791) ^ (seed * 2654435761)) & mask
     for _ in range(2):
-        h = ((h ^ (h >> 16)) * 0x45D9F3B) & mask
-    h = h ^ (h >> 16)
-    return (h & 0xFFFFFF).to(torch.float32) * (2.0 / 0xFFFFFF) - 1.0
-
-
-_CORNERS = torch.tensor([[dx, dy, dz] for dx in (0, 1) for dy in (0, 1) for dz in (0, 1)])
+        h ^= h >> 16
+        h *= 0x45D9F3B
+        h &= mask
+    h ^= h >> 16
+    h &= 0xFFFFFF
+    return h.to(torch.float32).mul_(2.0 / 0xFFFFFF).sub_(1.0)
 
 
 def _value_noise(p: torch.Tensor, seed: int) -> torch.Tensor:
-    """Smooth (quintic-faded, C2) value noise of period-1 lattice at points ``p (M, 3)``: ``(M,)``."""
+    """Smooth (quintic-faded, C2) value noise of period-1 lattice at points ``p (M, 3)``: ``(M,)``.
+
+    The 8 corners of each lattice cell are the outer combination of 2 keys a axis, so the
+    per-corner work is only the key's xor and its mixing.
+    """
     base = p.floor()
     f = p - base
     w = f * f * f * (f * (f * 6 - 15) + 10)
-    corner = base.long()[:, None, :] + _CORNERS  # (M, 8, 3)
-    values = _hash(corner[..., 0], corner[..., 1], corner[..., 2], seed)  # (M, 8)
-    weights = torch.where(_CORNERS.bool(), w[:, None, :], 1 - w[:, None, :]).prod(-1)
-    return (values * weights).sum(-1)
+    cell = base.long()
+    step = torch.arange(2)
+    kx = ((cell[:, 0:1] + step) * 73856093 ^ (seed * 2654435761)) & 0xFFFFFFFF  # (M, 2)
+    ky = ((cell[:, 1:2] + step) * 19349663) & 0xFFFFFFFF
+    kz = ((cell[:, 2:3] + step) * 83492791) & 0xFFFFFFFF
+    values = _mix(kx[:, :, None, None] ^ ky[:, None, :, None] ^ kz[:, None, None, :])  # (M, 2, 2, 2)
+    wx, wy, wz = (torch.stack((1 - w[:, i], w[:, i]), -1) for i in range(3))
+    values = (values * wz[:, None, None, :]).sum(-1)
+    values = (values * wy[:, None, :]).sum(-1)
+    return (values * wx).sum(-1)
 
 
 def _smoothstep(x: torch.Tensor) -> torch.Tensor:

@@ -151,3 +151,13 @@ def test_config_is_comparable() -> None:
     assert SceneConfig() == SceneConfig()
     assert SceneConfig(baseline=0.2) != SceneConfig()
     assert hash(SceneConfig()) == hash(SceneConfig())
+
+
+def test_default_config_is_three_views_of_320_by_240_at_60_degrees() -> None:
+    # Rendering it takes about 2.9 s on one thread: the cameras are checked, not the images.
+    config = SceneConfig()
+    assert (config.num_views, config.height, config.width, config.fov_deg, config.supersampling) == (3, 240, 320, 60.0, 2)
+    K, E = make_cameras(config)
+    assert K.shape == (3, 3, 3) and E.shape == (3, 4, 4)
+    assert K[0, 0, 2] == 159.5 and K[0, 1, 2] == 119.5
+    assert abs(2 * math.degrees(math.atan(160 / float(K[0, 0, 0]))) - 60.0) < 1e-4
