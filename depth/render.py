@@ -32,8 +32,10 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
-from gradcv.core_ops.errors import ArgumentTypeError
+from gradcv.core_ops._checks import check_floating, check_shape
+from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError
 from gradcv.depth.scene import Scene, SceneConfig, make_cameras, make_scene
 
 __all__ = ["RenderedScene", "Scene", "SceneConfig", "make_cameras", "make_scene", "render_scene", "render_views"]
@@ -43,6 +45,7 @@ _OCTAVES = 9
 _WAVELENGTH0 = 2.0  # metres, coarsest octave
 _AMPLITUDE_DECAY = 0.75
 _FADE_START = 2.0  # footprints per wavelength where an octave is gone; full at twice that
+_MIP_BIAS = 1.0  # one level coarser than texel = footprint: two footprints a texel, as the noise fades
 _LIGHT = (0.3, -0.8, -0.5)  # from above (y down), constant: shading is view-independent
 
 
@@ -145,9 +148,35 @@ def _smoothstep(x: torch.Tensor) -> torch.Tensor:
     return x * x * (3 - 2 * x)
 
 
+def _mip_levels(texture: torch.Tensor) -> list[torch.Tensor]:
+    """Mip pyramid ``[(1, 3, h, w), ...]`` of a photograph, 2 x 2 box means down to one texel side."""
+    levels = [texture[None].float()]
+    while min(levels[-1].shape[-2:]) >= 2:
+        levels.append(F.avg_pool2d(levels[-1], 2))
+    return levels
+
+
+def _sample_mips(mips: list[torch.Tensor], uv: torch.Tensor, texels: torch.Tensor) -> torch.Tensor:
+    """Trilinear mip sampling: ``uv (M, 2)`` in ``[0, 1)`` (x, y), ``texels (M,)`` level-0 texels
+    a pixel covers; the level is ``log2(texels)``, bilinear within the two levels around it."""
+    level = (texels.clamp_min(1e-6).log2() + _MIP_BIAS).clamp(0, len(mips) - 1)
+    low = level.floor()
+    frac = level - low
+    grid = (uv * 2 - 1)[None, :, None, :]
+    out = torch.zeros(uv.shape[0], 3)
+    for k, image in enumerate(mips):
+        weight = torch.where(low == k, 1 - frac, torch.zeros_like(frac)) + torch.where(low + 1 == k, frac, torch.zeros_like(frac))
+        used = weight > 0
+        if bool(used.any()):
+            sample = F.grid_sample(image, grid[:, used], mode="bilinear", padding_mode="border", align_corners=False)
+            out[used] += weight[used, None] * sample[0, :, :, 0].T
+    return out
+
+
 def _shade(scene: Scene, points: torch.Tensor, prim: torch.Tensor, normals: torch.Tensor,
-           footprint: torch.Tensor) -> torch.Tensor:
-    """Pre-filtered colour ``(M, 3)`` of surface points."""
+           footprint: torch.Tensor, mips: list[torch.Tensor] | None, texture_size: float) -> torch.Tensor:
+    """Pre-filtered colour ``(M, 3)`` of surface points: procedural everywhere, or the
+    photograph ``mips`` tiled every ``texture_size`` metres on the rectangles."""
     p = points + scene.offset[prim]
     luminance = torch.zeros_like(footprint)
     total = 0.0
@@ -165,6 +194,18 @@ def _shade(scene: Scene, points: torch.Tensor, prim: torch.Tensor, normals: torc
     chroma = torch.stack([_value_noise(p / chroma_wavelength, scene.seed + 104729 * (c + 1)) for c in range(3)], -1)
     chroma = chroma * _smoothstep(chroma_wavelength / footprint / _FADE_START - 1)[:, None]
     albedo = (scene.colour[prim] * (1 + 0.8 * luminance[:, None]) + 0.12 * chroma).clamp(0, 1)
+    quads = scene.quad_origin.shape[0]
+    on_quad = prim < quads
+    if mips is not None and bool(on_quad.any()):
+        q = prim[on_quad]
+        u, v = scene.quad_u[q], scene.quad_v[q]
+        rel = points[on_quad] - scene.quad_origin[q]
+        # Metres along the rectangle's edges, shifted per primitive so that tiles differ.
+        s_m = (rel * u).sum(-1) / u.norm(dim=-1) + scene.offset[q, 0]
+        t_m = (rel * v).sum(-1) / v.norm(dim=-1) + scene.offset[q, 1]
+        h0, w0 = mips[0].shape[-2:]
+        uv = torch.stack((s_m / texture_size, t_m / (texture_size * h0 / w0)), -1).remainder(1.0)
+        albedo[on_quad] = _sample_mips(mips, uv, footprint[on_quad] / texture_size * w0)
     light = torch.tensor(_LIGHT)
     light = light / light.norm()
     return albedo * (0.55 + 0.45 * (normals @ light).abs())[:, None]
@@ -199,7 +240,7 @@ def _pixel_rays(K: torch.Tensor, E: torch.Tensor, height: int, width: int, ss: i
 
 
 def _render_view(scene: Scene, K: torch.Tensor, E: torch.Tensor, height: int, width: int,
-                 ss: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                 ss: int, mips: list[torch.Tensor] | None, texture_size: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Image ``(3, H, W)``, z-depth ``(1, H, W)`` (0 where no hit) and surface boundaries
     ``(1, H, W)`` (the pixel's rays or its 4-neighbours' centre rays meet several primitives)."""
     f = float(K[0, 0])
@@ -222,7 +263,7 @@ def _render_view(scene: Scene, K: torch.Tensor, E: torch.Tensor, height: int, wi
             # and not across it; the geometric mean of the two axes (as anisotropic-less mip
             # selection) keeps the filtering close between views at grazing incidence.
             footprint = th / f / cos_inc.sqrt()
-            colour[hit] = _shade(scene, points, ph, normals, footprint)
+            colour[hit] = _shade(scene, points, ph, normals, footprint, mips, texture_size)
         colours.append(colour)
     image = torch.cat(colours).view(height, width, ss * ss, 3).mean(2).permute(2, 0, 1)
     depth = torch.where(torch.isfinite(depth), depth, torch.zeros_like(depth)).view(1, height, width)
@@ -264,17 +305,28 @@ def _edges(depth: torch.Tensor, threshold: float) -> torch.Tensor:
 
 
 def render_views(scene: Scene, intrinsics: torch.Tensor, extrinsics: torch.Tensor, height: int, width: int,
-                 *, supersampling: int = 2, edge_threshold: float = 0.05) -> RenderedScene:
+                 *, supersampling: int = 2, edge_threshold: float = 0.05, texture: torch.Tensor | None = None,
+                 texture_size: float = 2.0) -> RenderedScene:
     """Ray-cast ``scene`` into the cameras ``intrinsics (N, 3, 3)``, ``extrinsics (N, 4, 4)``.
 
     No noise, gain or visibility (``visibility`` is ``valid`` of view 0 for every view):
-    :func:`render_scene` adds those.
+    :func:`render_scene` adds those. ``texture``, a ``(3, h, w)`` floating photograph in
+    ``[0, 1]``, replaces the procedural texture of the rectangles (room, boxes, slanted
+    planes), tiled every ``texture_size`` metres and sampled from its mip pyramid at the
+    pixel's footprint (trilinear); spheres keep the procedural texture.
 
     Convention:
         See the module docstring: world-to-camera extrinsics, pixel centres at integers.
     """
+    mips = None
+    if texture is not None:
+        check_shape(texture, [3, "H", "W"], "texture")
+        check_floating(texture, "texture")
+        mips = _mip_levels(texture.detach().cpu())
+    if not texture_size > 0:
+        raise ArgumentValueError("texture_size", "> 0", texture_size, f"texture_size: expected a value > 0, got {texture_size}")
     images, depths, boundaries = zip(*[
-        _render_view(scene, K.float(), E.float(), height, width, supersampling)
+        _render_view(scene, K.float(), E.float(), height, width, supersampling, mips, texture_size)
         for K, E in zip(intrinsics, extrinsics)
     ])
     depth = torch.stack(depths)
@@ -312,8 +364,12 @@ def _visibility(scene: Scene, rendered: RenderedScene, reference: int, tolerance
     return torch.stack(out).view(n, 1, h, w)
 
 
-def render_scene(config: SceneConfig = SceneConfig(), seed: int = 0) -> RenderedScene:
+def render_scene(config: SceneConfig = SceneConfig(), seed: int = 0, *, texture: torch.Tensor | None = None,
+                 texture_size: float = 2.0) -> RenderedScene:
     """Render the seeded scene of ``config`` along its camera path, with exact ground truth.
+
+    ``texture`` and ``texture_size``: an optional photograph for the rectangles, as in
+    :func:`render_views`.
 
     Example:
         >>> out = render_scene(SceneConfig(height=12, width=16, num_views=2, supersampling=1), seed=0)
@@ -326,7 +382,7 @@ def render_scene(config: SceneConfig = SceneConfig(), seed: int = 0) -> Rendered
                        num_slanted=config.num_slanted, plane_depth=config.plane_depth)
     K, E = make_cameras(config)
     out = render_views(scene, K, E, config.height, config.width, supersampling=config.supersampling,
-                       edge_threshold=config.edge_threshold)
+                       edge_threshold=config.edge_threshold, texture=texture, texture_size=texture_size)
     out.visibility = _visibility(scene, out, 0, config.visibility_tolerance)
     g = torch.Generator().manual_seed(seed + 1)
     n = config.num_views
