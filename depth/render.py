@@ -317,6 +317,12 @@ def render_views(scene: Scene, intrinsics: torch.Tensor, extrinsics: torch.Tenso
 
     Convention:
         See the module docstring: world-to-camera extrinsics, pixel centres at integers.
+
+    Example:
+        >>> K, E = make_cameras(SceneConfig(height=6, width=8, num_views=1))
+        >>> out = render_views(make_scene(0, "plane", plane_depth=2.0), K, E, 6, 8, supersampling=1)
+        >>> out.depths.unique()
+        tensor([2.])
     """
     mips = None
     if texture is not None:
