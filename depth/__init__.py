@@ -1,8 +1,10 @@
 """Multi-view depth estimation by gradient descent from calibrated views (see DESIGN.md).
 
-Landed so far (issue 11, in progress): ``metrics`` (Eigen et al.'s depth metrics per
-problem of a batch) and the calibration loaders and writers (COLMAP text models, a small
-JSON format, ground-truth depth as ``.npy`` or 16-bit PNG in millimetres).
+Landed so far (issue 11, in progress): the scene renderer with exact ground truth
+(``render_scene``: ray-cast textured rooms, boxes, planes and spheres, z-depth,
+visibility and edge masks), ``metrics`` (Eigen et al.'s depth metrics per problem of a
+batch) and the calibration loaders and writers (COLMAP text models, a small JSON format,
+ground-truth depth as ``.npy`` or 16-bit PNG in millimetres). The solver is to come.
 """
 
 from gradcv.depth.io import (
@@ -19,18 +21,27 @@ from gradcv.depth.io import (
 )
 from gradcv.depth.metrics import METRIC_NAMES, metrics
 from gradcv.depth.png16 import read_png16, write_png16
+from gradcv.depth.render import RenderedScene, render_scene, render_views
+from gradcv.depth.scene import Scene, SceneConfig, make_cameras, make_scene
 
 __all__ = [
     "METRIC_NAMES",
     "Calibration",
     "FileFormatError",
     "MissingFileError",
+    "RenderedScene",
+    "Scene",
+    "SceneConfig",
     "UnsupportedCameraError",
+    "make_cameras",
+    "make_scene",
     "metrics",
     "read_colmap_text",
     "read_depth",
     "read_json",
     "read_png16",
+    "render_scene",
+    "render_views",
     "write_colmap_text",
     "write_depth",
     "write_json",
