@@ -1,0 +1,192 @@
+"""Winner-take-all plane sweep over inverse depth: the baseline the depth solver must beat.
+
+For each of ``planes`` fronto-parallel planes of the reference camera, spaced uniformly in
+inverse depth between ``1 / max`` and ``1 / min``, every source view is warped into the
+reference with :func:`gradcv.core_ops.geometry.depth_warp` and compared with the reference
+image; each pixel keeps the plane of least cost. Planes are processed in chunks so that
+memory stays at a few ``chunk * B * C * H * W`` tensors whatever the number of planes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+
+from gradcv.core_ops._checks import check_floating, check_shape, check_tensor
+from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError, ShapeError
+from gradcv.core_ops.filters import box_blur
+from gradcv.core_ops.geometry import depth_warp
+
+__all__ = ["PlaneSweepResult", "plane_sweep"]
+
+
+class PlaneSweepResult(NamedTuple):
+    """What :func:`plane_sweep` returns.
+
+    Attributes:
+        depth: ``(B, 1, H, W)`` depth (camera ``z``) of the winning plane; ``0`` where invalid.
+        cost: ``(B, 1, H, W)`` the least cost over the planes (window-averaged absolute
+            difference, averaged over the sources that see the pixel); ``inf`` where invalid.
+        valid: ``(B, 1, H, W)`` bool, the pixel is seen by at least one source for at least
+            one plane.
+        plane_depths: ``(B, planes)`` the depths of the planes swept, far to near.
+    """
+
+    depth: torch.Tensor
+    cost: torch.Tensor
+    valid: torch.Tensor
+    plane_depths: torch.Tensor
+
+
+def _check_int(value: object, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ArgumentTypeError(name, int, type(value), f"{name}: expected an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ArgumentValueError(name, f">= {minimum}", value, f"{name}: expected an int >= {minimum}, got {value}")
+    return value
+
+
+def _depth_range(depth_range: object, batch: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(B,)`` near and far depths from a ``(min, max)`` pair or a ``(B, 2)`` tensor."""
+    if isinstance(depth_range, torch.Tensor):
+        check_floating(depth_range, "depth_range")
+        if depth_range.shape == (2,):
+            depth_range = depth_range.expand(batch, 2)
+        check_shape(depth_range, [batch, 2], "depth_range")
+        rng = depth_range.detach().to(device=like.device, dtype=like.dtype)
+    elif isinstance(depth_range, (tuple, list)) and len(depth_range) == 2:
+        for v in depth_range:
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ArgumentTypeError(
+                    "depth_range", "(float, float)", type(v),
+                    f"depth_range: expected a (min, max) pair of numbers, got an item of type {type(v).__name__}",
+                )
+        rng = torch.tensor([[float(depth_range[0]), float(depth_range[1])]], dtype=like.dtype, device=like.device)
+        rng = rng.expand(batch, 2)
+    else:
+        raise ArgumentTypeError(
+            "depth_range", "(min, max) or (B, 2) tensor", type(depth_range),
+            f"depth_range: expected a (min, max) pair or a (B, 2) tensor, got {depth_range!r}",
+        )
+    near, far = rng[:, 0], rng[:, 1]
+    if not (torch.isfinite(rng).all() and (near > 0).all() and (near < far).all()):
+        raise ArgumentValueError(
+            "depth_range", "finite 0 < min < max", rng.tolist(),
+            f"depth_range: expected finite 0 < min < max, got {rng.tolist()}",
+        )
+    return near, far
+
+
+def plane_sweep(
+    images: torch.Tensor,
+    intrinsics: torch.Tensor,
+    extrinsics: torch.Tensor,
+    ref_index: int = 0,
+    *,
+    depth_range: tuple[float, float] | torch.Tensor,
+    planes: int = 128,
+    window: int = 5,
+    chunk: int = 8,
+) -> PlaneSweepResult:
+    """Winner-take-all plane-sweep depth of the reference view of each problem of a batch.
+
+    Args:
+        images: ``(B, N, C, H, W)`` floating views, ``N >= 2``.
+        intrinsics: ``(B, N, 3, 3)`` camera matrices.
+        extrinsics: ``(B, N, 4, 4)`` world-to-camera transforms.
+        ref_index: the reference view, ``0 <= ref_index < N``; the others are sources.
+        depth_range: ``(min, max)`` positive depths, ``min < max``, or a ``(B, 2)`` tensor.
+        planes: number of planes (``>= 2``), uniform in inverse depth from ``1 / max`` to ``1 / min``.
+        window: odd side of the box window that aggregates the per-pixel cost (``1``: none).
+        chunk: planes warped at a time (memory is a few ``chunk * B * C * H * W`` tensors).
+
+    Returns:
+        A :class:`PlaneSweepResult` ``(depth, cost, valid, plane_depths)``.
+
+    Convention:
+        Pixel centres at integers; camera frames x right, y down, z forward; depth is
+        camera-frame ``z`` of the reference. Each source ``s`` is warped with
+        ``src_T_ref = E_s @ E_ref^-1``. The per-pixel cost is the absolute difference
+        averaged over channels, box-averaged over the window (source samples outside the
+        image take the border's value), then averaged over the sources whose warp of the
+        window's centre lands inside their image. Ties go to the farther plane.
+
+    Example:
+        >>> K = torch.tensor([[4.0, 0.0, 2.5], [0.0, 4.0, 1.5], [0.0, 0.0, 1.0]]).expand(1, 2, 3, 3)
+        >>> E = torch.eye(4).repeat(1, 2, 1, 1)
+        >>> E[0, 1, 0, 3] = -0.5
+        >>> img = torch.rand(1, 1, 4, 6, generator=torch.Generator().manual_seed(0))
+        >>> out = plane_sweep(torch.cat([img, img], 1)[:, :, None], K, E, depth_range=(1.0, 4.0), planes=4, window=1)
+        >>> out.plane_depths
+        tensor([[4.0000, 2.0000, 1.3333, 1.0000]])
+    """
+    check_shape(images, ["B", "N", "C", "H", "W"], "images")
+    check_floating(images, "images")
+    B, N, C, H, W = images.shape
+    check_shape(intrinsics, ["B", "N", 3, 3], "intrinsics")
+    check_floating(intrinsics, "intrinsics")
+    check_shape(extrinsics, ["B", "N", 4, 4], "extrinsics")
+    check_floating(extrinsics, "extrinsics")
+    for name, cams in (("intrinsics", intrinsics), ("extrinsics", extrinsics)):
+        if cams.shape[:2] != (B, N):
+            raise ShapeError(
+                name, (B, N) + tuple(cams.shape[2:]), tuple(cams.shape),
+                f"{name}: expected batch and view sizes ({B}, {N}) (those of images), got {tuple(cams.shape[:2])}",
+            )
+    if N < 2:
+        raise ShapeError("images", ("B", "N >= 2", "C", "H", "W"), tuple(images.shape),
+                         f"images: expected at least 2 views (a reference and a source), got {N}")
+    ref_index = _check_int(ref_index, "ref_index", 0)
+    if ref_index >= N:
+        raise ArgumentValueError("ref_index", f"< {N}", ref_index,
+                                 f"ref_index: expected 0 <= ref_index < {N} (the number of views), got {ref_index}")
+    planes = _check_int(planes, "planes", 2)
+    window = _check_int(window, "window", 1)
+    if window % 2 == 0:
+        raise ArgumentValueError("window", "odd", window, f"window: expected an odd int, got {window}")
+    chunk = _check_int(chunk, "chunk", 1)
+
+    work = torch.float64 if torch.float64 in (images.dtype, intrinsics.dtype, extrinsics.dtype) else torch.float32
+    near, far = _depth_range(depth_range, B, images.to(work))
+    steps = torch.linspace(0.0, 1.0, planes, dtype=work, device=images.device)
+    inv = (1.0 / far)[:, None] + steps[None, :] * (1.0 / near - 1.0 / far)[:, None]
+    plane_depths = 1.0 / inv  # (B, P), far to near
+
+    ref = images[:, ref_index]
+    K_ref, E_ref = intrinsics[:, ref_index], extrinsics[:, ref_index]
+    sources = [s for s in range(N) if s != ref_index]
+    E_ref_inv = torch.linalg.inv(E_ref.to(work))
+    poses = [(extrinsics[:, s].to(work) @ E_ref_inv) for s in sources]
+
+    best_cost = torch.full((B, 1, H, W), math.inf, dtype=images.dtype, device=images.device)
+    best_index = torch.zeros((B, 1, H, W), dtype=torch.long, device=images.device)
+    for start in range(0, planes, chunk):
+        k = min(chunk, planes - start)
+        depth = plane_depths[:, start : start + k].reshape(B * k, 1, 1, 1).expand(B * k, 1, H, W).to(images.dtype)
+        ref_k = ref.repeat_interleave(k, 0)
+        K_ref_k = K_ref.repeat_interleave(k, 0)
+        total = torch.zeros((B * k, 1, H, W), dtype=images.dtype, device=images.device)
+        count = torch.zeros_like(total)
+        for s, pose in zip(sources, poses):
+            warped, seen = depth_warp(
+                images[:, s].repeat_interleave(k, 0), depth, K_ref_k,
+                intrinsics[:, s].repeat_interleave(k, 0), pose.repeat_interleave(k, 0), padding_mode="border",
+            )
+            cost = (warped - ref_k).abs().mean(1, keepdim=True)
+            if window > 1:
+                cost = box_blur(cost, window, border_type="replicate")
+            seen = seen.to(images.dtype)
+            total = total + cost * seen
+            count = count + seen
+        mean = torch.where(count > 0, total / count.clamp_min(1.0), torch.full_like(total, math.inf))
+        chunk_cost, chunk_index = mean.view(B, k, H, W).min(1, keepdim=True)
+        better = chunk_cost < best_cost
+        best_cost = torch.where(better, chunk_cost, best_cost)
+        best_index = torch.where(better, chunk_index + start, best_index)
+
+    valid = torch.isfinite(best_cost)
+    depth = plane_depths.to(images.dtype).gather(1, best_index.view(B, H * W)).view(B, 1, H, W)
+    depth = torch.where(valid, depth, torch.zeros_like(depth))
+    return PlaneSweepResult(depth, best_cost, valid, plane_depths.to(images.dtype))
