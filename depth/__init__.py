@@ -4,7 +4,9 @@ Landed so far (issue 11, in progress): the scene renderer with exact ground trut
 (``render_scene``: ray-cast textured rooms, boxes, planes and spheres, z-depth,
 visibility and edge masks), ``metrics`` (Eigen et al.'s depth metrics per problem of a
 batch) and the calibration loaders and writers (COLMAP text models, a small JSON format,
-ground-truth depth as ``.npy`` or 16-bit PNG in millimetres). The solver is to come.
+ground-truth depth as ``.npy`` or 16-bit PNG in millimetres) and the winner-take-all
+``plane_sweep`` over inverse depth (the baseline and an initialisation). The
+gradient-descent solver is to come.
 """
 
 from gradcv.depth.io import (
@@ -20,6 +22,7 @@ from gradcv.depth.io import (
     write_json,
 )
 from gradcv.depth.metrics import METRIC_NAMES, metrics
+from gradcv.depth.plane_sweep import PlaneSweepResult, plane_sweep
 from gradcv.depth.png16 import read_png16, write_png16
 from gradcv.depth.render import RenderedScene, render_scene, render_views
 from gradcv.depth.scene import Scene, SceneConfig, make_cameras, make_scene
@@ -29,6 +32,7 @@ __all__ = [
     "Calibration",
     "FileFormatError",
     "MissingFileError",
+    "PlaneSweepResult",
     "RenderedScene",
     "Scene",
     "SceneConfig",
@@ -36,6 +40,7 @@ __all__ = [
     "make_cameras",
     "make_scene",
     "metrics",
+    "plane_sweep",
     "read_colmap_text",
     "read_depth",
     "read_json",
