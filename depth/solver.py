@@ -1,0 +1,402 @@
+"""Multi-view depth of a reference view by gradient descent on a photometric loss.
+
+For each of ``B`` independent problems, the per-pixel (normalised) inverse depth of the
+reference view is moved coarse to fine over the centred pyramid so that every source,
+warped into the reference through :func:`gradcv.core_ops.geometry.depth_warp`, matches
+the reference: ``alpha (1 - SSIM) / 2 + (1 - alpha) L1`` per source (each warped source's
+mean and std matched to the reference's over their overlap, so a per-view gain and bias
+cost nothing), averaged over the sources that see the pixel, plus ``lambda`` times an
+edge-aware smoothness (first or second order) of the inverse depth.
+
+Convention:
+    Pixel centres at integers; depth is the reference camera's ``z``. Level ``l`` of the
+    centred pyramid has ``x_l = (x + 1/2) / 2^l - 1/2``, so its camera matrix is ``S K``
+    with ``S = [[s, 0, s/2 - 1/2], [0, s, s/2 - 1/2], [0, 0, 1]]``, ``s = 2^-l``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from gradcv.core_ops._checks import check_floating, check_shape, check_tensor
+from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError, ShapeError
+from gradcv.core_ops.filters import box_blur
+from gradcv.core_ops.geometry import depth_warp
+from gradcv.core_ops.losses import ssim
+from gradcv.core_ops.pyramid import build_centred_pyramid
+from gradcv.depth.config import DepthConfig
+from gradcv.depth.plane_sweep import _depth_range, plane_sweep
+from gradcv.optim import (
+    PerSampleStopping,
+    ProgressCallback,
+    PyramidLevel,
+    SolverResult,
+    StoppingCriteria,
+    carry_upsampled,
+    coarse_to_fine,
+    keep_stopped,
+    make_optimizer,
+    pad_history,
+    relative_change,
+    sample_status,
+    scheduled_learning_rate,
+    set_learning_rate,
+)
+
+__all__ = ["DepthResult", "estimate_depth", "level_intrinsics", "derive_depth_range"]
+
+
+@dataclass
+class DepthResult(SolverResult):
+    """What :func:`estimate_depth` found (and, from :class:`gradcv.optim.SolverResult`,
+    ``loss_history`` per level, ``iterations_used``, ``wall_time`` and ``status``).
+
+    Attributes:
+        depth: ``(B, 1, H, W)`` z-depth of the reference view.
+        valid: ``(B, 1, H, W)`` bool: seen by at least one source, textured, and with a
+            final photometric cost below ``config.residual_threshold``.
+        cost: ``(B, 1, H, W)`` final per-pixel photometric cost (``inf`` where no source sees it).
+        depth_range: ``(B, 2)`` the ``(min, max)`` depth range used.
+    """
+
+    depth: torch.Tensor
+    valid: torch.Tensor
+    cost: torch.Tensor
+    depth_range: torch.Tensor
+
+
+def level_intrinsics(K: torch.Tensor, level: int) -> torch.Tensor:
+    """``S K``: the camera matrices of level ``level`` of the centred pyramid.
+
+    Example:
+        >>> level_intrinsics(torch.eye(3)[None], 1)[0]
+        tensor([[ 0.5000,  0.0000, -0.2500],
+                [ 0.0000,  0.5000, -0.2500],
+                [ 0.0000,  0.0000,  1.0000]])
+    """
+    s = 0.5**level
+    S = torch.tensor([[s, 0.0, s / 2 - 0.5], [0.0, s, s / 2 - 0.5], [0.0, 0.0, 1.0]], dtype=K.dtype, device=K.device)
+    return S @ K
+
+
+def derive_depth_range(intrinsics: torch.Tensor, extrinsics: torch.Tensor, ref_index: int, width: int,
+                       fraction: float) -> torch.Tensor:
+    """``(B, 2)`` depth range from the cameras: the near depth is where the disparity to
+    the nearest source reaches ``fraction * width`` pixels; the far one is 1000 times it."""
+    N = intrinsics.shape[1]
+    E_ref_inv = torch.linalg.inv(extrinsics[:, ref_index].double())
+    f = intrinsics[:, ref_index, :2, :2].double().diagonal(dim1=-2, dim2=-1).abs().max(-1).values
+    baselines = []
+    for s in range(N):
+        if s != ref_index:
+            t = (extrinsics[:, s].double() @ E_ref_inv)[:, :3, 3]
+            lateral = t[:, :2].norm(dim=-1)
+            baselines.append(torch.where(lateral > 1e-9 * t.norm(dim=-1).clamp_min(1e-300), lateral, t.norm(dim=-1)))
+    nearest = torch.stack(baselines, 1).min(1).values.clamp_min(1e-12)
+    near = f * nearest / (fraction * width)
+    return torch.stack([near, near * 1000.0], 1)
+
+
+def _check_inputs(images: Any, intrinsics: Any, extrinsics: Any, ref_index: Any) -> None:
+    for name, x in (("images", images), ("intrinsics", intrinsics), ("extrinsics", extrinsics)):
+        check_tensor(x, name)
+        check_floating(x, name)
+    check_shape(images, ["B", "N", "C", "H", "W"], "images")
+    B, N = images.shape[:2]
+    check_shape(intrinsics, ["B", "N", 3, 3], "intrinsics")
+    check_shape(extrinsics, ["B", "N", 4, 4], "extrinsics")
+    for name, cams in (("intrinsics", intrinsics), ("extrinsics", extrinsics)):
+        if cams.shape[:2] != (B, N):
+            raise ShapeError(name, (B, N) + tuple(cams.shape[2:]), tuple(cams.shape),
+                             f"{name}: expected batch and view sizes ({B}, {N}) (those of images), got {tuple(cams.shape[:2])}")
+    if N < 2:
+        raise ShapeError("images", ("B", "N >= 2", "C", "H", "W"), tuple(images.shape),
+                         f"images: expected at least 2 views (a reference and a source), got {N}")
+    if isinstance(ref_index, bool) or not isinstance(ref_index, int):
+        raise ArgumentTypeError("ref_index", int, type(ref_index), f"ref_index: expected an int, got {type(ref_index).__name__}")
+    if not 0 <= ref_index < N:
+        raise ArgumentValueError("ref_index", f"0 <= ref_index < {N}", ref_index,
+                                 f"ref_index: expected 0 <= ref_index < {N} (the number of views), got {ref_index}")
+    if not torch.isfinite(images).all():
+        raise ArgumentValueError("images", "finite", "non-finite values", "images: expected finite values")
+    if not torch.isfinite(intrinsics).all():
+        raise ArgumentValueError("intrinsics", "finite", "non-finite values", "intrinsics: expected finite values")
+    det = torch.linalg.det(intrinsics.double())
+    scale = intrinsics.double().abs().flatten(-2).amax(-1).clamp_min(1e-300) ** 3
+    if not ((det.abs() > 1e-12 * scale).all()):
+        raise ArgumentValueError("intrinsics", "invertible 3x3 matrices", "singular",
+                                 "intrinsics: expected invertible camera matrices, got a singular one")
+    if not torch.isfinite(extrinsics).all():
+        raise ArgumentValueError("extrinsics", "finite", "non-finite values", "extrinsics: expected finite poses")
+    det = torch.linalg.det(extrinsics.double()[..., :3, :3])
+    if not (det.abs() > 1e-9).all():
+        raise ArgumentValueError("extrinsics", "invertible poses", "singular", "extrinsics: expected invertible poses")
+
+
+def _check_masks(masks: Any, images: torch.Tensor) -> torch.Tensor | None:
+    if masks is None:
+        return None
+    check_tensor(masks, "masks")
+    B, N, _, H, W = images.shape
+    if masks.dim() == 4:
+        masks = masks[:, :, None]
+    if masks.dim() != 5 or masks.shape[0] not in (1, B) or masks.shape[1] != N or masks.shape[2] != 1 or masks.shape[-2:] != (H, W):
+        raise ShapeError("masks", (B, N, 1, H, W), tuple(masks.shape),
+                         f"masks: expected shape ({B}, {N}, 1, {H}, {W}) (one per view), got {tuple(masks.shape)}")
+    return masks.expand(B, N, 1, H, W).to(images.dtype)
+
+
+def _smoothness(inv: torch.Tensor, ref: torch.Tensor, order: int, gamma: float) -> torch.Tensor:
+    """``(B,)`` edge-aware smoothness of ``inv`` normalised by its mean."""
+    d = inv / inv.mean((1, 2, 3), keepdim=True).detach().clamp_min(1e-12)
+    gx = (ref[..., :, 1:] - ref[..., :, :-1]).abs().mean(1, keepdim=True)
+    gy = (ref[..., 1:, :] - ref[..., :-1, :]).abs().mean(1, keepdim=True)
+    if order == 1:
+        dx = (d[..., :, 1:] - d[..., :, :-1]).abs() * torch.exp(-gamma * gx)
+        dy = (d[..., 1:, :] - d[..., :-1, :]).abs() * torch.exp(-gamma * gy)
+    else:
+        dx = (d[..., :, 2:] - 2 * d[..., :, 1:-1] + d[..., :, :-2]).abs()
+        dy = (d[..., 2:, :] - 2 * d[..., 1:-1, :] + d[..., :-2, :]).abs()
+        dx = dx * torch.exp(-gamma * torch.maximum(gx[..., :, 1:], gx[..., :, :-1]))
+        dy = dy * torch.exp(-gamma * torch.maximum(gy[..., 1:, :], gy[..., :-1, :]))
+    return dx.mean((1, 2, 3)) + dy.mean((1, 2, 3))
+
+
+class _Level:
+    """The photometric problem of one pyramid level."""
+
+    def __init__(self, views: torch.Tensor, masks: torch.Tensor | None, K: torch.Tensor, poses: list[torch.Tensor],
+                 ref_index: int, cfg: DepthConfig) -> None:
+        self.views, self.masks, self.K, self.poses, self.ref_index, self.cfg = views, masks, K, poses, ref_index, cfg
+        self.ref = views[:, ref_index]
+        self.sources = [s for s in range(views.shape[1]) if s != ref_index]
+
+    def photometric(self, inv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(cost (B,1,h,w), count (B,1,h,w))``: the source-averaged cost and how many see each pixel."""
+        cfg, ref = self.cfg, self.ref
+        depth = 1.0 / inv.clamp_min(1e-12)
+        total = torch.zeros_like(inv)
+        count = torch.zeros_like(inv)
+        for s, pose in zip(self.sources, self.poses):
+            warped, seen = depth_warp(self.views[:, s], depth, self.K[:, self.ref_index], self.K[:, s], pose,
+                                      padding_mode="border")
+            w = seen.to(inv.dtype)
+            if self.masks is not None:
+                m, _ = depth_warp(self.masks[:, s], depth, self.K[:, self.ref_index], self.K[:, s], pose,
+                                  padding_mode="border")
+                w = w * (m > 0.5).to(inv.dtype) * (self.masks[:, self.ref_index] > 0.5).to(inv.dtype)
+            if cfg.normalise_gain:
+                with torch.no_grad():
+                    n = w.sum((1, 2, 3), keepdim=True).clamp_min(1.0) * ref.shape[1]
+                    mr = (ref * w).sum((1, 2, 3), keepdim=True) / n
+                    ms = (warped * w).sum((1, 2, 3), keepdim=True) / n
+                    sr = (((ref - mr) ** 2) * w).sum((1, 2, 3), keepdim=True) / n
+                    ss = (((warped - ms) ** 2) * w).sum((1, 2, 3), keepdim=True) / n
+                    gain = (sr.sqrt() / ss.sqrt().clamp_min(1e-6)).clamp(0.2, 5.0)
+                warped = (warped - ms) * gain + mr
+            l1 = (warped - ref).abs().mean(1, keepdim=True)
+            if cfg.alpha > 0:
+                sim = ssim(warped, ref, cfg.ssim_window, sigma=cfg.ssim_window / 4.0).mean(1, keepdim=True)
+                cost = cfg.alpha * (1 - sim) / 2 + (1 - cfg.alpha) * l1
+            else:
+                cost = l1
+            total = total + cost * w
+            count = count + w
+        return total / count.clamp_min(1.0), count
+
+    def loss(self, inv: torch.Tensor) -> torch.Tensor:
+        """``(B,)`` the level's loss."""
+        cost, count = self.photometric(inv)
+        seen = (count > 0).to(inv.dtype)
+        photo = (cost * seen).sum((1, 2, 3)) / seen.sum((1, 2, 3)).clamp_min(1.0)
+        if self.cfg.smoothness > 0:
+            photo = photo + self.cfg.smoothness * _smoothness(inv, self.ref, self.cfg.smoothness_order, self.cfg.edge_gamma)
+        return photo
+
+
+def _to_param(inv: torch.Tensor, scale: torch.Tensor, kind: str) -> torch.Tensor:
+    x = inv / scale
+    if kind == "inverse_depth":
+        return x
+    if kind == "depth":
+        return 1.0 / x
+    return -torch.log(x)
+
+
+def _from_param(theta: torch.Tensor, scale: torch.Tensor, kind: str, lo: torch.Tensor) -> torch.Tensor:
+    if kind == "inverse_depth":
+        x = theta
+    elif kind == "depth":
+        x = 1.0 / theta.clamp_min(1.0)
+    else:
+        x = torch.exp(-theta)
+    return torch.maximum(x, lo).clamp_max(1.0) * scale
+
+
+def estimate_depth(
+    images: torch.Tensor,
+    intrinsics: torch.Tensor,
+    extrinsics: torch.Tensor,
+    ref_index: int = 0,
+    *,
+    depth_range: tuple[float, float] | torch.Tensor | None = None,
+    masks: torch.Tensor | None = None,
+    initial_depth: torch.Tensor | None = None,
+    config: DepthConfig | None = None,
+    callback: ProgressCallback | None = None,
+    **overrides: Any,
+) -> DepthResult:
+    """Depth of the reference view of each of ``B`` multi-view problems.
+
+    Args:
+        images: ``(B, N, C, H, W)`` floating views in ``[0, 1]``, ``N >= 2``.
+        intrinsics: ``(B, N, 3, 3)`` camera matrices.
+        extrinsics: ``(B, N, 4, 4)`` world-to-camera transforms.
+        ref_index: the reference view.
+        depth_range: ``(min, max)`` or ``(B, 2)``; by default derived from the cameras
+            (:func:`derive_depth_range`).
+        masks: optional ``(B, N, 1, H, W)`` (or ``(B, N, H, W)``) weights; pixels below 0.5 are ignored.
+        initial_depth: optional ``(B, 1, H, W)`` start (replaces the initialisation).
+        config: a :class:`~gradcv.depth.config.DepthConfig` (default ``DepthConfig.default()``).
+        callback: optional ``callback(level, iteration, loss)``.
+        **overrides: config fields to change for this call.
+
+    Returns:
+        A :class:`DepthResult`.
+
+    Raises:
+        ShapeError, ArgumentTypeError, ArgumentValueError: naming the argument.
+
+    Example:
+        >>> K = torch.tensor([[8.0, 0.0, 7.5], [0.0, 8.0, 5.5], [0.0, 0.0, 1.0]]).expand(1, 2, 3, 3)
+        >>> E = torch.eye(4).repeat(1, 2, 1, 1); E[0, 1, 0, 3] = -0.5
+        >>> img = torch.rand(1, 2, 1, 12, 16)
+        >>> estimate_depth(img, K, E, scales=1, iterations=2, planes=4).depth.shape
+        torch.Size([1, 1, 12, 16])
+    """
+    start = time.perf_counter()
+    cfg = DepthConfig.default() if config is None else config
+    if not isinstance(cfg, DepthConfig):
+        raise ArgumentTypeError("config", DepthConfig, type(cfg), f"config: expected a DepthConfig, got {type(cfg).__name__}")
+    if overrides:
+        cfg = cfg.replace(**overrides)
+    _check_inputs(images, intrinsics, extrinsics, ref_index)
+    B, N, C, H, W = images.shape
+    dtype, device = images.dtype, images.device
+    work = torch.float64 if dtype == torch.float64 else torch.float32
+    masks = _check_masks(masks, images)
+    if depth_range is None:
+        rng = derive_depth_range(intrinsics, extrinsics, ref_index, W, cfg.disparity_fraction).to(work)
+    else:
+        near, far = _depth_range(depth_range, B, images.to(work))
+        rng = torch.stack([near, far], 1)
+    scale = (1.0 / rng[:, 0]).view(B, 1, 1, 1).to(dtype)  # the largest inverse depth
+    lo = (rng[:, 0] / rng[:, 1]).view(B, 1, 1, 1).to(dtype)  # the smallest normalised inverse depth
+
+    levels = 1
+    while levels < cfg.scales and min(H, W) // 2**levels >= cfg.min_size:
+        levels += 1
+    flat = images.reshape(B * N, C, H, W)
+    view_pyr = [p.view(B, N, C, *p.shape[-2:]) for p in build_centred_pyramid(flat, levels, cfg.blur_sigma)]
+    mask_pyr = None
+    if masks is not None:
+        mask_pyr = [p.view(B, N, 1, *p.shape[-2:]) for p in build_centred_pyramid(masks.reshape(B * N, 1, H, W), levels, 0.0)]
+    E_ref_inv = torch.linalg.inv(extrinsics[:, ref_index].to(work))
+    poses = [(extrinsics[:, s].to(work) @ E_ref_inv).to(dtype) for s in range(N) if s != ref_index]
+    sizes = [(int(p.shape[-2]), int(p.shape[-1])) for p in view_pyr]
+
+    # Initial inverse depth at the coarsest level.
+    hc, wc = sizes[-1]
+    if initial_depth is not None:
+        check_tensor(initial_depth, "initial_depth")
+        check_shape(initial_depth, [B, 1, H, W], "initial_depth")
+        if not (torch.isfinite(initial_depth).all() and (initial_depth > 0).all()):
+            raise ArgumentValueError("initial_depth", "finite > 0", "other", "initial_depth: expected finite positive depths")
+        inv0 = F.interpolate(1.0 / initial_depth.to(dtype), size=(hc, wc), mode="area")
+    elif cfg.initialisation == "plane_sweep":
+        Kc = level_intrinsics(intrinsics.to(dtype), levels - 1)
+        views = view_pyr[-1]
+        if cfg.normalise_gain:  # the sweep's absolute difference is not robust to gain: match whole images
+            mu = views.mean((2, 3, 4), keepdim=True)
+            sd = views.std((2, 3, 4), keepdim=True).clamp_min(1e-6)
+            views = (views - mu) / sd * sd[:, ref_index : ref_index + 1] + mu[:, ref_index : ref_index + 1]
+        sweep = plane_sweep(views, Kc, extrinsics.to(dtype), ref_index, depth_range=rng,
+                            planes=cfg.planes, window=3)
+        inv0 = torch.where(sweep.valid, 1.0 / sweep.depth.clamp_min(1e-12), 0.5 * scale * (1 + lo))
+    elif cfg.initialisation == "constant":
+        inv0 = (0.5 * scale * (1 + lo)).expand(B, 1, hc, wc)
+    else:
+        g = torch.Generator(device="cpu").manual_seed(cfg.seed)
+        u = torch.rand(B, 1, hc, wc, generator=g, dtype=dtype).to(device)
+        inv0 = scale * (lo + (1 - lo) * u)
+    inv0 = inv0.to(dtype).clamp(lo * scale, scale)
+
+    histories: list[torch.Tensor] = []
+    steps_used: list[torch.Tensor] = []
+    stopped_last = torch.zeros(B, dtype=torch.bool, device=device)
+    criteria = StoppingCriteria(tolerance=cfg.tolerance, patience=cfg.patience)
+    opt_kwargs = {"momentum": cfg.momentum} if cfg.optimizer == "SGD" else {}
+
+    def solve(inv: torch.Tensor, level: PyramidLevel) -> torch.Tensor:
+        nonlocal stopped_last
+        problem = _Level(view_pyr[level.level], None if mask_pyr is None else mask_pyr[level.level],
+                         level_intrinsics(intrinsics.to(dtype), level.level), poses, ref_index, cfg)
+        theta = _to_param(inv.detach(), scale, cfg.parameterisation).clone().requires_grad_(True)
+        opt = make_optimizer([theta], cfg.optimizer, cfg.lr, opt_kwargs)
+        stop = PerSampleStopping(criteria, B, device)
+        iterations = cfg.iterations_at(level.index, level.count)
+        losses: list[torch.Tensor] = []
+        previous = torch.full((B,), math.inf, dtype=dtype, device=device)
+        for it in range(iterations):
+            set_learning_rate(opt, scheduled_learning_rate(cfg.lr_schedule, cfg.lr, it, iterations))
+            before = theta.detach().clone()
+            opt.zero_grad(set_to_none=True)
+            loss = problem.loss(_from_param(theta, scale, cfg.parameterisation, lo))
+            loss.sum().backward()
+            grad = theta.grad
+            theta.grad = torch.where(torch.isfinite(grad), grad, torch.zeros_like(grad))
+            opt.step()
+            active = stop.active
+            with torch.no_grad():
+                theta.copy_(keep_stopped(theta, before, active))
+            losses.append(loss.detach())
+            if callback is not None:
+                callback(level.index, it, loss.detach())
+            stop.update(relative_change(previous, loss.detach()))
+            previous = loss.detach()
+        histories.append(pad_history(losses, stop.steps, iterations))
+        steps_used.append(stop.steps)
+        stopped_last = ~stop.active
+        with torch.no_grad():
+            return _from_param(theta.detach(), scale, cfg.parameterisation, lo)
+
+    invs = coarse_to_fine(inv0, sizes, solve, carry_upsampled)
+    inv = invs[-1]
+    with torch.no_grad():
+        final = _Level(view_pyr[0], None if mask_pyr is None else mask_pyr[0], intrinsics.to(dtype), poses, ref_index, cfg)
+        cost, count = final.photometric(inv)
+        ref = images[:, ref_index]
+        mean = box_blur(ref, 7, border_type="replicate")
+        spread = (box_blur(ref * ref, 7, border_type="replicate") - mean * mean).clamp_min(0).sqrt().amax(1, keepdim=True)
+        seen = count > 0
+        valid = seen & (cost < cfg.residual_threshold) & (spread >= cfg.min_texture) & torch.isfinite(inv)
+        cost = torch.where(seen, cost, torch.full_like(cost, math.inf))
+        depth = 1.0 / inv
+        finite = torch.isfinite(depth).flatten(1).all(1)
+        degenerate = valid.flatten(1).float().mean(1) < 0.05
+    return DepthResult(
+        loss_history=histories,
+        iterations_used=torch.stack(steps_used),
+        wall_time=time.perf_counter() - start,
+        status=sample_status(stopped_last, degenerate=degenerate, finite=finite),
+        depth=depth,
+        valid=valid,
+        cost=cost,
+        depth_range=rng.to(dtype),
+    )
