@@ -77,6 +77,8 @@ class DepthConfig:
         parameterisation: ``'inverse_depth'``, ``'depth'`` or ``'log_depth'``.
         initialisation: ``'plane_sweep'``, ``'constant'`` or ``'uniform_random'``.
         planes: planes of the initial sweep.
+        sweep_level: pyramid level the sweep runs at (at most the coarsest); its inverse
+            depth is area-averaged down to the coarsest level.
         disparity_fraction: without a ``depth_range``, the nearest depth is where the
             disparity to the nearest source reaches this fraction of the image width.
         normalise_gain: match each warped source's mean and std to the reference over
@@ -92,7 +94,7 @@ class DepthConfig:
     scales: int = 4
     iterations: int | tuple[int, ...] = 60
     optimizer: str = "Adam"
-    lr: float = 0.02
+    lr: float = 0.01
     momentum: float = 0.9
     lr_schedule: str = "cosine"
     alpha: float = 0.85
@@ -103,6 +105,7 @@ class DepthConfig:
     parameterisation: str = "inverse_depth"
     initialisation: str = "plane_sweep"
     planes: int = 64
+    sweep_level: int = 1
     disparity_fraction: float = 0.25
     normalise_gain: bool = True
     residual_threshold: float = 0.3
@@ -189,6 +192,7 @@ class DepthConfig:
         _choice("parameterisation", self.parameterisation, PARAMETERISATIONS)
         _choice("initialisation", self.initialisation, INITIALISATIONS)
         _integer("planes", self.planes, 2)
+        _integer("sweep_level", self.sweep_level, 0)
         _number("disparity_fraction", self.disparity_fraction, low=0.0, low_open=True, high=1.0)
         if not isinstance(self.normalise_gain, bool):
             raise ArgumentTypeError("normalise_gain", bool, type(self.normalise_gain), "normalise_gain: expected a bool")

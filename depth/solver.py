@@ -220,8 +220,10 @@ class _Level:
         return photo
 
 
-def _to_param(inv: torch.Tensor, scale: torch.Tensor, kind: str) -> torch.Tensor:
-    x = inv / scale
+def _to_param(inv: torch.Tensor, unit: torch.Tensor, kind: str) -> torch.Tensor:
+    """The optimised variable: inverse depth, depth or log depth in units of ``unit``
+    (a typical inverse depth of the problem, so that a step of ``lr`` is relative)."""
+    x = inv / unit
     if kind == "inverse_depth":
         return x
     if kind == "depth":
@@ -229,14 +231,15 @@ def _to_param(inv: torch.Tensor, scale: torch.Tensor, kind: str) -> torch.Tensor
     return -torch.log(x)
 
 
-def _from_param(theta: torch.Tensor, scale: torch.Tensor, kind: str, lo: torch.Tensor) -> torch.Tensor:
+def _from_param(theta: torch.Tensor, unit: torch.Tensor, kind: str, bounds: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """The inverse depth of ``theta``, clamped to ``bounds`` (``(B, 1, 1, 1)`` inverse depths)."""
     if kind == "inverse_depth":
         x = theta
     elif kind == "depth":
-        x = 1.0 / theta.clamp_min(1.0)
+        x = 1.0 / theta.clamp_min(torch.finfo(theta.dtype).tiny)
     else:
         x = torch.exp(-theta)
-    return torch.maximum(x, lo).clamp_max(1.0) * scale
+    return torch.minimum(torch.maximum(x * unit, bounds[0]), bounds[1])
 
 
 def estimate_depth(
@@ -320,8 +323,9 @@ def estimate_depth(
             raise ArgumentValueError("initial_depth", "finite > 0", "other", "initial_depth: expected finite positive depths")
         inv0 = F.interpolate(1.0 / initial_depth.to(dtype), size=(hc, wc), mode="area")
     elif cfg.initialisation == "plane_sweep":
-        Kc = level_intrinsics(intrinsics.to(dtype), levels - 1)
-        views = view_pyr[-1]
+        sl = min(cfg.sweep_level, levels - 1)
+        Kc = level_intrinsics(intrinsics.to(dtype), sl)
+        views = view_pyr[sl]
         if cfg.normalise_gain:  # the sweep's absolute difference is not robust to gain: match whole images
             mu = views.mean((2, 3, 4), keepdim=True)
             sd = views.std((2, 3, 4), keepdim=True).clamp_min(1e-6)
@@ -329,13 +333,18 @@ def estimate_depth(
         sweep = plane_sweep(views, Kc, extrinsics.to(dtype), ref_index, depth_range=rng,
                             planes=cfg.planes, window=3)
         inv0 = torch.where(sweep.valid, 1.0 / sweep.depth.clamp_min(1e-12), 0.5 * scale * (1 + lo))
+        if inv0.shape[-2:] != (hc, wc):
+            inv0 = F.interpolate(inv0, size=(hc, wc), mode="area")
     elif cfg.initialisation == "constant":
         inv0 = (0.5 * scale * (1 + lo)).expand(B, 1, hc, wc)
     else:
         g = torch.Generator(device="cpu").manual_seed(cfg.seed)
         u = torch.rand(B, 1, hc, wc, generator=g, dtype=dtype).to(device)
         inv0 = scale * (lo + (1 - lo) * u)
-    inv0 = inv0.to(dtype).clamp(lo * scale, scale)
+    inv0 = torch.minimum(torch.maximum(inv0.to(dtype), lo * scale), scale.expand_as(inv0))
+    bounds = (lo * scale, scale)
+    # The parameter's unit: each problem's median initial inverse depth, so that lr is a relative step.
+    unit = inv0.flatten(1).median(1).values.view(B, 1, 1, 1).clamp_min(1e-12)
 
     histories: list[torch.Tensor] = []
     steps_used: list[torch.Tensor] = []
@@ -347,7 +356,7 @@ def estimate_depth(
         nonlocal stopped_last
         problem = _Level(view_pyr[level.level], None if mask_pyr is None else mask_pyr[level.level],
                          level_intrinsics(intrinsics.to(dtype), level.level), poses, ref_index, cfg)
-        theta = _to_param(inv.detach(), scale, cfg.parameterisation).clone().requires_grad_(True)
+        theta = _to_param(inv.detach(), unit, cfg.parameterisation).clone().requires_grad_(True)
         opt = make_optimizer([theta], cfg.optimizer, cfg.lr, opt_kwargs)
         stop = PerSampleStopping(criteria, B, device)
         iterations = cfg.iterations_at(level.index, level.count)
@@ -357,7 +366,7 @@ def estimate_depth(
             set_learning_rate(opt, scheduled_learning_rate(cfg.lr_schedule, cfg.lr, it, iterations))
             before = theta.detach().clone()
             opt.zero_grad(set_to_none=True)
-            loss = problem.loss(_from_param(theta, scale, cfg.parameterisation, lo))
+            loss = problem.loss(_from_param(theta, unit, cfg.parameterisation, bounds))
             loss.sum().backward()
             grad = theta.grad
             theta.grad = torch.where(torch.isfinite(grad), grad, torch.zeros_like(grad))
@@ -374,7 +383,7 @@ def estimate_depth(
         steps_used.append(stop.steps)
         stopped_last = ~stop.active
         with torch.no_grad():
-            return _from_param(theta.detach(), scale, cfg.parameterisation, lo)
+            return _from_param(theta.detach(), unit, cfg.parameterisation, bounds)
 
     invs = coarse_to_fine(inv0, sizes, solve, carry_upsampled)
     inv = invs[-1]
