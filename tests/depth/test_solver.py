@@ -76,7 +76,8 @@ def test_batch_equals_one_by_one(scene: RenderedScene, jittered: RenderedScene) 
     both = estimate_depth(images, K, E, config=config)
     for b in range(2):
         one = estimate_depth(images[b : b + 1], K[b : b + 1], E[b : b + 1], config=config)
-        # Independent problems: the batched convolutions may round differently only.
+        # Independent problems (per-sample losses summed, per-element Adam): measured bitwise
+        # equal on CPU; the tolerance allows batched kernels that round differently elsewhere.
         torch.testing.assert_close(both.depth[b : b + 1], one.depth, rtol=1e-3, atol=1e-3)
         assert torch.equal(both.valid[b : b + 1], one.valid) or (both.valid[b : b + 1] != one.valid).float().mean() < 1e-3
 
