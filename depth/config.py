@@ -83,6 +83,8 @@ class DepthConfig:
             disparity to the nearest source reaches this fraction of the image width.
         normalise_gain: match each warped source's mean and std to the reference over
             their overlap (robust to a per-view gain and bias).
+        aggregation: ``'mean'`` over the sources that see a pixel, or ``'min'`` (the
+            per-pixel minimum over them: robust to occlusion with two or more sources).
         residual_threshold: pixels whose final photometric cost exceeds this are invalid.
         min_texture: pixels whose local reference std is below this are invalid.
         tolerance, patience: per-sample stopping on the relative loss change (0: never).
@@ -108,6 +110,7 @@ class DepthConfig:
     sweep_level: int = 1
     disparity_fraction: float = 0.25
     normalise_gain: bool = True
+    aggregation: str = "mean"
     residual_threshold: float = 0.3
     min_texture: float = 2e-3
     tolerance: float = 0.0
@@ -196,6 +199,7 @@ class DepthConfig:
         _number("disparity_fraction", self.disparity_fraction, low=0.0, low_open=True, high=1.0)
         if not isinstance(self.normalise_gain, bool):
             raise ArgumentTypeError("normalise_gain", bool, type(self.normalise_gain), "normalise_gain: expected a bool")
+        _choice("aggregation", self.aggregation, ("mean", "min"))
         _number("residual_threshold", self.residual_threshold, low=0.0, low_open=True)
         _number("min_texture", self.min_texture, low=0.0)
         _number("tolerance", self.tolerance, low=0.0)

@@ -183,6 +183,7 @@ class _Level:
         depth = 1.0 / inv.clamp_min(1e-12)
         total = torch.zeros_like(inv)
         count = torch.zeros_like(inv)
+        best = torch.full_like(inv, 1e4)
         for s, pose in zip(self.sources, self.poses):
             warped, seen = depth_warp(self.views[:, s], depth, self.K[:, self.ref_index], self.K[:, s], pose,
                                       padding_mode="border")
@@ -206,8 +207,13 @@ class _Level:
                 cost = cfg.alpha * (1 - sim) / 2 + (1 - cfg.alpha) * l1
             else:
                 cost = l1
-            total = total + cost * w
+            if cfg.aggregation == "min":
+                best = torch.where(w > 0, torch.minimum(best, cost), best)
+            else:
+                total = total + cost * w
             count = count + w
+        if cfg.aggregation == "min":
+            return torch.where(count > 0, best, torch.zeros_like(best)), count
         return total / count.clamp_min(1.0), count
 
     def loss(self, inv: torch.Tensor) -> torch.Tensor:

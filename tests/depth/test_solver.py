@@ -149,3 +149,9 @@ def test_paper_preset_runs() -> None:
                             callback=lambda level, it, loss: seen.append((level, it)))
     assert torch.isfinite(result.depth).all()
     assert seen[0] == (0, 0) and len(seen) == 2 * result.iterations_used.shape[0]
+
+
+def test_min_aggregation_runs(scene: RenderedScene) -> None:
+    result = estimate_depth(*_inputs(scene), aggregation="min", iterations=10)
+    err, _ = _abs_rel(scene, result)
+    assert math.isfinite(err) and err < 0.1, err
