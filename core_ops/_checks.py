@@ -134,3 +134,19 @@ def check_choice(value: object, choices: Sequence[object], name: str) -> None:
     """Raise ``ArgumentValueError`` (a ``ValueError``) unless ``value`` is one of ``choices``."""
     if value not in choices:
         raise ArgumentValueError(name, tuple(choices), value, f"{name}: expected one of {tuple(choices)}, got {value!r}")
+
+
+def check_int(value: object, name: str, minimum: int | None = None) -> int:
+    """Check that ``value`` is an ``int`` (not a ``bool``), at least ``minimum`` when given;
+    returns it. The shared check of every config's counts (levels, iterations, planes ...).
+
+    Raises:
+        ArgumentTypeError: not an int (a ``TypeError``).
+        ArgumentValueError: below ``minimum`` (a ``ValueError``).
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ArgumentTypeError(name, "an int", value, f"{name}: expected an int, got {type(value).__name__} {value!r}")
+    if minimum is not None and value < minimum:
+        raise ArgumentValueError(name, f"an int >= {minimum}", value, f"{name}: expected an int >= {minimum}, got {value}")
+    return value
+

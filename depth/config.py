@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from gradcv.core_ops._checks import check_int
 from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError
 from gradcv.optim import SCHEDULES, resolve_optimizer
 
@@ -40,13 +41,6 @@ def _number(name: str, value: object, *, low: float | None = None, high: float |
         raise ArgumentValueError(name, f"finite {lo}{name}{hi}", value, f"{name}: expected finite {lo}{name}{hi}, got {value!r}")
     return v
 
-
-def _integer(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ArgumentTypeError(name, int, type(value), f"{name}: expected an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ArgumentValueError(name, f">= {minimum}", value, f"{name}: expected an int >= {minimum}, got {value}")
-    return value
 
 
 def _choice(name: str, value: object, choices: tuple[str, ...]) -> None:
@@ -162,17 +156,17 @@ class DepthConfig:
 
     def validate(self) -> None:
         """Raise a typed error (``ArgumentTypeError`` / ``ArgumentValueError``) naming the bad field."""
-        _integer("scales", self.scales, 1)
+        check_int(self.scales, "scales", 1)
         if isinstance(self.iterations, tuple):
             if not self.iterations:
                 raise ArgumentValueError("iterations", "non-empty", self.iterations, "iterations: expected a non-empty tuple")
             for it in self.iterations:
-                _integer("iterations", it, 1)
+                check_int(it, "iterations", 1)
             if len(self.iterations) < self.scales:
                 raise ArgumentValueError("iterations", f"{self.scales} values", len(self.iterations),
                                          f"iterations: expected one value per scale ({self.scales}), got {len(self.iterations)}")
         else:
-            _integer("iterations", self.iterations, 1)
+            check_int(self.iterations, "iterations", 1)
         if not isinstance(self.optimizer, str):
             raise ArgumentTypeError("optimizer", str, type(self.optimizer), "optimizer: expected a class name")
         try:
@@ -183,19 +177,19 @@ class DepthConfig:
         _number("momentum", self.momentum, low=0.0, high=1.0, high_open=True)
         _choice("lr_schedule", self.lr_schedule, SCHEDULES)
         _number("alpha", self.alpha, low=0.0, high=1.0)
-        _integer("ssim_window", self.ssim_window, 1)
+        check_int(self.ssim_window, "ssim_window", 1)
         if self.ssim_window % 2 == 0:
             raise ArgumentValueError("ssim_window", "odd", self.ssim_window, f"ssim_window: expected odd, got {self.ssim_window}")
         _number("smoothness", self.smoothness, low=0.0)
-        _integer("smoothness_order", self.smoothness_order, 1)
+        check_int(self.smoothness_order, "smoothness_order", 1)
         if self.smoothness_order not in (1, 2):
             raise ArgumentValueError("smoothness_order", (1, 2), self.smoothness_order,
                                      f"smoothness_order: expected 1 or 2, got {self.smoothness_order}")
         _number("edge_gamma", self.edge_gamma, low=0.0)
         _choice("parameterisation", self.parameterisation, PARAMETERISATIONS)
         _choice("initialisation", self.initialisation, INITIALISATIONS)
-        _integer("planes", self.planes, 2)
-        _integer("sweep_level", self.sweep_level, 0)
+        check_int(self.planes, "planes", 2)
+        check_int(self.sweep_level, "sweep_level", 0)
         _number("disparity_fraction", self.disparity_fraction, low=0.0, low_open=True, high=1.0)
         if not isinstance(self.normalise_gain, bool):
             raise ArgumentTypeError("normalise_gain", bool, type(self.normalise_gain), "normalise_gain: expected a bool")
@@ -203,7 +197,7 @@ class DepthConfig:
         _number("residual_threshold", self.residual_threshold, low=0.0, low_open=True)
         _number("min_texture", self.min_texture, low=0.0)
         _number("tolerance", self.tolerance, low=0.0)
-        _integer("patience", self.patience, 1)
-        _integer("min_size", self.min_size, 2)
+        check_int(self.patience, "patience", 1)
+        check_int(self.min_size, "min_size", 2)
         _number("blur_sigma", self.blur_sigma, low=0.0)
-        _integer("seed", self.seed, 0)
+        check_int(self.seed, "seed", 0)

@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import torch
 
-from gradcv.core_ops._checks import check_floating, check_shape, check_tensor
+from gradcv.core_ops._checks import check_floating, check_int, check_shape, check_tensor
 from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError, ShapeError
 from gradcv.core_ops.filters import box_blur
 from gradcv.core_ops.geometry import depth_warp
@@ -39,13 +39,6 @@ class PlaneSweepResult(NamedTuple):
     valid: torch.Tensor
     plane_depths: torch.Tensor
 
-
-def _check_int(value: object, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ArgumentTypeError(name, int, type(value), f"{name}: expected an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ArgumentValueError(name, f">= {minimum}", value, f"{name}: expected an int >= {minimum}, got {value}")
-    return value
 
 
 def _depth_range(depth_range: object, batch: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -138,15 +131,15 @@ def plane_sweep(
     if N < 2:
         raise ShapeError("images", ("B", "N >= 2", "C", "H", "W"), tuple(images.shape),
                          f"images: expected at least 2 views (a reference and a source), got {N}")
-    ref_index = _check_int(ref_index, "ref_index", 0)
+    ref_index = check_int(ref_index, "ref_index", 0)
     if ref_index >= N:
         raise ArgumentValueError("ref_index", f"< {N}", ref_index,
                                  f"ref_index: expected 0 <= ref_index < {N} (the number of views), got {ref_index}")
-    planes = _check_int(planes, "planes", 2)
-    window = _check_int(window, "window", 1)
+    planes = check_int(planes, "planes", 2)
+    window = check_int(window, "window", 1)
     if window % 2 == 0:
         raise ArgumentValueError("window", "odd", window, f"window: expected an odd int, got {window}")
-    chunk = _check_int(chunk, "chunk", 1)
+    chunk = check_int(chunk, "chunk", 1)
 
     work = torch.float64 if torch.float64 in (images.dtype, intrinsics.dtype, extrinsics.dtype) else torch.float32
     near, far = _depth_range(depth_range, B, images.to(work))

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
+from gradcv.core_ops._checks import check_int
 from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError
 
 __all__ = ["SCENE_KINDS", "Scene", "SceneConfig", "make_cameras", "make_scene"]
@@ -71,12 +72,7 @@ class SceneConfig:
 
     def __post_init__(self) -> None:
         for name in ("height", "width", "num_views", "supersampling", "num_boxes", "num_spheres", "num_slanted"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise ArgumentTypeError(name, int, type(value), f"{name}: expected an int, got {type(value).__name__}")
-            low = 0 if name.startswith("num_") and name != "num_views" else 1
-            if value < low:
-                raise ArgumentValueError(name, f">= {low}", value, f"{name}: expected an int >= {low}, got {value}")
+            check_int(getattr(self, name), name, 0 if name.startswith("num_") and name != "num_views" else 1)
         for name in ("fov_deg", "baseline", "rotation_deg", "noise_sigma", "gain_jitter", "bias_jitter",
                      "plane_depth", "edge_threshold", "visibility_tolerance"):
             value = getattr(self, name)
@@ -140,8 +136,7 @@ def make_scene(seed: int = 0, kind: str = "room_boxes", *, num_boxes: int = 3, n
         >>> scene.quad_origin.shape, scene.sphere_radius.shape
         (torch.Size([25, 3]), torch.Size([2]))
     """
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise ArgumentTypeError("seed", int, type(seed), f"seed: expected an int, got {type(seed).__name__}")
+    check_int(seed, "seed")
     if kind not in SCENE_KINDS:
         raise ArgumentValueError("kind", SCENE_KINDS, kind, f"kind: expected one of {SCENE_KINDS}, got {kind!r}")
     g = torch.Generator().manual_seed(seed)

@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from gradcv.core_ops._checks import check_int
 from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError
 from gradcv.optim import SCHEDULES, UNROLLED, resolve_optimizer
 from gradcv.registration.motion import MOTIONS
@@ -158,8 +159,8 @@ class RegistrationConfig:
         value of the wrong type (a float or a bool where an int belongs, a string where a
         number belongs), ``ValueError`` for a value out of range or not finite."""
         _choice(self.method, METHODS, "method")
-        _integer(self.levels, "levels", 1)
-        _integer(self.iterations, "iterations", 1)
+        check_int(self.levels, "levels", 1)
+        check_int(self.iterations, "iterations", 1)
         if not isinstance(self.optimizer, str):
             raise TypeError(f"optimizer: expected a class name (str), got {type(self.optimizer).__name__}")
         _keyword_arguments(self.optimizer_kwargs)
@@ -173,12 +174,12 @@ class RegistrationConfig:
         _choice(self.motion, MOTIONS, "motion")
         _real(self.tolerance, "tolerance", 0.0)
         _real(self.step_tolerance, "step_tolerance", 0.0)
-        _integer(self.patience, "patience", 1)
+        check_int(self.patience, "patience", 1)
         _real(self.blur_sigma, "blur_sigma", 0.0)
-        _integer(self.min_size, "min_size", 2)
+        check_int(self.min_size, "min_size", 2)
         _real(self.min_texture, "min_texture", 0.0)
         _real(self.search_range, "search_range", 0.0)
-        _integer(self.search_steps, "search_steps", 0)
+        check_int(self.search_steps, "search_steps", 0)
         _boolean(self.differentiable, "differentiable")
         if self.method != "first_order" and self.loss not in LEAST_SQUARES:
             raise ValueError(
@@ -197,12 +198,6 @@ def _choice(value: object, choices: tuple[str, ...], name: str) -> None:
     if value not in choices:
         raise ArgumentValueError(name, choices, value, f"{name}: expected one of {choices}, got {value!r}")
 
-
-def _integer(value: object, name: str, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ArgumentTypeError(name, "an int", value, f"{name}: expected an int, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ArgumentValueError(name, f"an int >= {minimum}", value, f"{name}: expected an int >= {minimum}, got {value}")
 
 
 def _real(value: object, name: str, minimum: float, *, strict: bool = False, upper: float | None = None) -> None:
