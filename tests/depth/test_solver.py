@@ -155,3 +155,18 @@ def test_min_aggregation_runs(scene: RenderedScene) -> None:
     result = estimate_depth(*_inputs(scene), aggregation="min", iterations=10)
     err, _ = _abs_rel(scene, result)
     assert math.isfinite(err) and err < 0.1, err
+
+
+def test_history_is_padded_after_a_problem_stops(scene: RenderedScene, jittered: RenderedScene) -> None:
+    """Two problems that stop at different steps: each level's history holds a loss for
+    exactly the steps a problem took and NaN after it stopped (never its last loss repeated)."""
+    images = torch.stack([scene.images, jittered.images])
+    K = torch.stack([scene.intrinsics, jittered.intrinsics])
+    E = torch.stack([scene.extrinsics, jittered.extrinsics])
+    result = estimate_depth(images, K, E, tolerance=2e-2, patience=1)
+    stopped_early = False
+    for level, history in enumerate(result.loss_history):
+        recorded = (~torch.isnan(history)).sum(1)
+        assert torch.equal(recorded, result.iterations_used[level]), (level, recorded, result.iterations_used[level])
+        stopped_early |= bool((recorded < history.shape[1]).any())
+    assert stopped_early  # the case this test is about happened
