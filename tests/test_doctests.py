@@ -50,15 +50,9 @@ def test_docstring_examples(name: str) -> None:
     flags = doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS | _get_number_flag()
     runner = doctest.DocTestRunner(checker=_get_checker(), optionflags=flags)
     module = importlib.import_module(name)
+    report: list[str] = []  # this module's failures only
     for test in doctest.DocTestFinder().find(module):
-        runner.run(test, out=_collect)
+        runner.run(test, out=report.append)
     result = runner.summarize(verbose=False)
     assert result.attempted > 0
-    assert result.failed == 0, "".join(_REPORT)
-
-
-_REPORT: list[str] = []
-
-
-def _collect(text: str) -> None:
-    _REPORT.append(text)
+    assert result.failed == 0, "".join(report)
