@@ -16,6 +16,7 @@ Convention:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -63,12 +64,17 @@ class DepthResult(SolverResult):
             final photometric cost below ``config.residual_threshold``.
         cost: ``(B, 1, H, W)`` final per-pixel photometric cost (``inf`` where no source sees it).
         depth_range: ``(B, 2)`` the ``(min, max)`` depth range used.
+        level_depths: the depth reached at each pyramid level, coarse to fine, each
+            ``(B, 1, h_l, w_l)`` in that level's pixels (the paper's Figure 4 columns; the
+            camera matrices of level ``l`` are :func:`level_intrinsics` ``(K, l)``, and
+            level ``l`` is ``level_depths[-1 - l]``).
     """
 
     depth: torch.Tensor
     valid: torch.Tensor
     cost: torch.Tensor
     depth_range: torch.Tensor
+    level_depths: list[torch.Tensor] = dataclasses.field(default_factory=list)
 
 
 def level_intrinsics(K: torch.Tensor, level: int) -> torch.Tensor:
@@ -414,4 +420,5 @@ def estimate_depth(
         valid=valid,
         cost=cost,
         depth_range=rng.to(dtype),
+        level_depths=[1.0 / v for v in invs],
     )
