@@ -98,6 +98,7 @@ DataConfig = dataclasses.make_dataclass(
         ("path", Optional[str], field(default=None)),
         ("image_folder", Optional[str], field(default=None)),
         ("depth_folder", Optional[str], field(default=None)),
+        ("views", Optional[list[Any]], field(default=None)),
         ("seed", int, field(default=0)),
     ]
     + [(name, _optional(typing.get_type_hints(SceneConfig)[name]), field(default=None)) for name in SCENE_FIELDS],
@@ -200,6 +201,26 @@ def _synthetic(data: Any, ref_index: int) -> Views:
     )
 
 
+def _select(names: list[str], chosen: list[Any] | None) -> list[int]:
+    """Indices of the views ``data.views`` names (names or indices; ``None``: all)."""
+    if chosen is None:
+        return list(range(len(names)))
+    out = []
+    for item in chosen:
+        if isinstance(item, int) and not isinstance(item, bool):
+            if not 0 <= item < len(names):
+                raise ExperimentError(f"data.views: index {item} out of range: the calibration has {len(names)} views")
+            out.append(item)
+        elif isinstance(item, str) and item in names:
+            out.append(names.index(item))
+        else:
+            shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+            raise ExperimentError(f"data.views: no view named {item!r} (the views: {shown}; or give indices)")
+    if len(set(out)) != len(out):
+        raise ExperimentError(f"data.views: a view is named twice in {chosen}")
+    return out
+
+
 def _calibration_views(data: Any) -> Views:
     from gradcv.core_ops.errors import GradcvError
     from gradcv.depth import read_colmap_text, read_json
@@ -210,15 +231,11 @@ def _calibration_views(data: Any) -> Views:
     path = Path(data.path)
     if not path.exists():
         raise ExperimentError(f"data.path: no such {'folder' if data.source == 'colmap' else 'file or folder'}: {str(path)!r}")
-
-    def reader(p: Path) -> torch.Tensor:
-        return read_image(p, "image")
-
     try:
         if data.source == "colmap":
             if not path.is_dir():
                 raise ExperimentError(f"data.path: expected the folder of cameras.txt and images.txt, got the file {str(path)!r}")
-            cal = read_colmap_text(path, image_folder=data.image_folder, depth_folder=data.depth_folder, read_image=reader)
+            cal = read_colmap_text(path, image_folder=data.image_folder, depth_folder=data.depth_folder)
         else:
             if data.image_folder is not None or data.depth_folder is not None:
                 raise ExperimentError("data=json: image and depth paths come from the JSON file, not data.image_folder / data.depth_folder")
@@ -230,25 +247,39 @@ def _calibration_views(data: Any) -> Views:
                     path = found[0]
                 else:
                     raise ExperimentError(f"data.path: {str(data.path)!r} holds {len(found)} .json files and no views.json: name the file")
-            cal = read_json(path, read_image=reader)
+            cal = read_json(path)
     except GradcvError as ex:
         raise ExperimentError(f"data={data.source}: {ex}") from None
-    assert cal.images is not None
-    sizes = {tuple(img.shape[-2:]) for img in cal.images}
+    chosen = _select(cal.names, data.views)
+    # Only the chosen views' images are read (a model may hold hundreds), each checked
+    # against its camera's size as the loaders' own reader check does.
+    images = []
+    for i in chosen:
+        image_path = cal.image_paths[i]
+        if not image_path.is_file():
+            raise ExperimentError(f"data={data.source}: image: no such file: {str(image_path)!r}")
+        image = read_image(image_path, "image")
+        hw = (int(image.shape[-2]), int(image.shape[-1]))
+        size = cal.sizes[i]
+        if size is not None and hw != tuple(size):
+            raise ExperimentError(f"data={data.source}: {str(image_path)!r}: image is {hw[1]} x {hw[0]} pixels, "
+                                  f"its camera {size[1]} x {size[0]} (width x height)")
+        images.append(image)
+    sizes = {tuple(img.shape[-2:]) for img in images}
     if len(sizes) > 1:
-        raise ExperimentError(f"data={data.source}: the views must share one image size, got {sorted(sizes)} (width x height: resize or crop them)")
-    images = cal.images
+        shown = ", ".join(f"{w}x{h}" for h, w in sorted(sizes))
+        raise ExperimentError(f"data={data.source}: the views must share one image size, got {shown} (resize or crop them, or choose data.views)")
     if len({img.shape[0] for img in images}) > 1:
         images = [to_gray(img) for img in images]
     h, w = images[0].shape[-2:]
     return Views(
         images=torch.stack(images).float(),
-        intrinsics=cal.intrinsics.double(),
-        extrinsics=cal.extrinsics.double(),
-        names=list(cal.names),
-        description=f"{data.source} calibration {str(path)!r}: {len(cal)} views of {w}x{h}",
+        intrinsics=cal.intrinsics[chosen].double(),
+        extrinsics=cal.extrinsics[chosen].double(),
+        names=[cal.names[i] for i in chosen],
+        description=f"{data.source} calibration {str(path)!r}: {len(chosen)} of {len(cal)} views, {w}x{h}",
         truth=None,
-        info={"depths": [d for d in cal.depths]},
+        info={"depths": [cal.depths[i] if cal.depths else None for i in chosen]},
     )
 
 
@@ -258,8 +289,8 @@ def load_views(conf: DepthAppConfig) -> Views:
     if data.source not in SOURCES:
         raise ExperimentError(f"data.source: expected one of {', '.join(SOURCES)}, got {data.source!r}")
     if data.source == "synthetic":
-        if data.path is not None or data.image_folder is not None or data.depth_folder is not None:
-            raise ExperimentError("data=synthetic renders its views: data.path and the folders need data=colmap or data=json")
+        if any(getattr(data, k) is not None for k in ("path", "image_folder", "depth_folder", "views")):
+            raise ExperimentError("data=synthetic renders its views: data.path, data.views and the folders need data=colmap or data=json")
         return _synthetic(data, conf.ref_index)
     given = [name for name in SCENE_FIELDS if getattr(data, name) is not None]
     if given:
@@ -267,7 +298,7 @@ def load_views(conf: DepthAppConfig) -> Views:
     views = _calibration_views(data)
     n = len(views.names)
     if not 0 <= conf.ref_index < n:
-        raise ExperimentError(f"ref_index: expected 0 <= ref_index < {n} (the views in {data.path!r}), got {conf.ref_index}")
+        raise ExperimentError(f"ref_index: expected 0 <= ref_index < {n} (the views chosen from {data.path!r}), got {conf.ref_index}")
     if n < 2:
         raise ExperimentError(f"data={data.source}: need at least 2 views (a reference and a source), got {n}")
     depth = views.info.pop("depths")[conf.ref_index]

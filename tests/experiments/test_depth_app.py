@@ -275,3 +275,16 @@ def test_register_data_group_unchanged():
         assert cfg.data.source == "bundled"
         cfg = compose("depth")
         assert cfg.data.source == "synthetic" and cfg.preset == "default"
+
+
+def test_chosen_views(folder, tmp_path, capsys):
+    """data.views picks views by name or index; ref_index counts in the chosen list."""
+    args = ["data=colmap", f"data.path={folder / 'sparse'}", f"data.image_folder={folder / 'images'}",
+            f"data.depth_folder={folder / 'depth'}", *TINY_SOLVER, "figure=false", "progress=false"]
+    status, out, err = run_inprocess(capsys, *args, "data.views=[view2.png,0]", "ref_index=1", out=tmp_path / "a")
+    assert status == 0, err
+    metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert metrics["views"] == ["view2.png", "view0.png"] and metrics["ref_index"] == 1
+    assert math.isfinite(metrics["metrics"]["abs_rel"])
+    status, _, err = run_inprocess(capsys, *args, "data.views=[view9.png,0]", out=tmp_path / "b")
+    assert status == 1 and "view9.png" in _one_line(err)
