@@ -64,6 +64,8 @@ if TYPE_CHECKING:
 APP = "depth"
 PRESETS = ("default", "paper")
 SOURCES = ("synthetic", "colmap", "json")
+#: The most sources Figure 4 shows (two rows each).
+FIGURE_SOURCES = 4
 
 # ``seed`` is the app's top-level ``seed``.
 _NOT_SOLVER_FIELDS = frozenset({"seed"})
@@ -91,7 +93,7 @@ SCENE_FIELDS = tuple(f.name for f in dataclasses.fields(SceneConfig))
 
 #: Types of ``conf/data/{synthetic,colmap,json}.yaml``: the source, the files of the
 #: real-data sources, the scene's seed and every :class:`SceneConfig` field.
-DataConfig = dataclasses.make_dataclass(
+DepthDataConfig = dataclasses.make_dataclass(
     "DepthDataConfig",
     [
         ("source", str, field(default="synthetic")),
@@ -111,7 +113,7 @@ class DepthAppConfig:
 
     preset: str = "default"
     solver: SolverConfig = field(default_factory=SolverConfig)  # type: ignore[valid-type]
-    data: DataConfig = field(default_factory=DataConfig)  # type: ignore[valid-type]
+    data: DepthDataConfig = field(default_factory=DepthDataConfig)  # type: ignore[valid-type]
     ref_index: int = 0
     seed: int = 0
     device: str = "cpu"
@@ -370,8 +372,9 @@ def colour_inverse_depth(depth: np.ndarray, valid: np.ndarray, colormap: str) ->
 def figure4(views: Views, result: DepthResult, ref_index: int, config: DepthConfig, colormap: str,
             scored: torch.Tensor | None, title: str) -> Figure:
     """The paper's Figure 4: one column per pyramid scale, coarse to fine; rows: the
-    reference and each source at that scale, each source warped into the reference with that scale's depth, the
-    depth, and (with ground truth) its relative error ``|d - d*| / d*``."""
+    reference and the sources at that scale (the first :data:`FIGURE_SOURCES`), each source
+    warped into the reference with that scale's depth, the depth, and (with ground truth)
+    its relative error ``|d - d*| / d*``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -385,7 +388,9 @@ def figure4(views: Views, result: DepthResult, ref_index: int, config: DepthConf
 
     levels = len(result.level_depths)
     n = views.images.shape[0]
-    sources = [s for s in range(n) if s != ref_index]
+    sources = [s for s in range(n) if s != ref_index][:FIGURE_SOURCES]
+    if n - 1 > len(sources):
+        title += f" ({len(sources)} of {n - 1} sources shown)"
     pyramid = build_centred_pyramid(views.images.float(), levels, config.blur_sigma)
     K = views.intrinsics.float()
     poses = _poses(views.extrinsics, ref_index).float()
@@ -474,8 +479,7 @@ def _metrics(views: Views, result: DepthResult, config: DepthConfig, conf: Depth
         "depth_range_source": "derived from the cameras",
         "levels": len(result.level_depths),
         "iterations_used_per_level": result.iterations_used[:, 0].tolist(),
-        "final_loss_per_level": [float(torch.nan_to_num(hist[0], nan=math.inf).min()) if hist.numel() else math.nan
-                                 for hist in result.loss_history],
+        "final_loss_per_level": [float(result.final_loss(level)[0]) for level in range(len(result.loss_history))],
         "status": SolverStatus(int(result.status[0])).name.lower(),
         "wall_time_s": result.wall_time,
         "total_time_s": total_time,

@@ -288,3 +288,20 @@ def test_chosen_views(folder, tmp_path, capsys):
     assert math.isfinite(metrics["metrics"]["abs_rel"])
     status, _, err = run_inprocess(capsys, *args, "data.views=[view9.png,0]", out=tmp_path / "b")
     assert status == 1 and "view9.png" in _one_line(err)
+
+
+def test_interrupted_run_keeps_finished_outputs(tmp_path, capsys, monkeypatch):
+    """Ctrl-C while the point cloud is written: exit 130, the depth maps written before it
+    stay, no half-written file and no metrics.json (the folder is not complete)."""
+    from gradcv.experiments import _ply
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_ply, "write_ply", interrupted)
+    status, _, err = run_inprocess(capsys, *TINY, "progress=false", out=tmp_path)
+    assert status == 130 and "interrupted" in err
+    names = {p.name for p in tmp_path.iterdir()}
+    assert {"depth.npy", "depth.png", "depth_color.png"} <= names
+    assert "metrics.json" not in names and "points.ply" not in names
+    assert not [n for n in names if n.endswith(".tmp")]
