@@ -24,9 +24,10 @@ source, where bilinear interpolation's gradient jumps and either side is right.
 
 "Where the time goes": ``profile_repetitions`` forward calls, then as many forward +
 backward calls, per library under ``torch.profiler`` at the largest batch and the first
-thread count; the operators' self CPU time is split into ``grid_sample`` forward, the
-rest of the forward (projection maths, masks), ``grid_sample`` backward and the rest of
-the backward (the difference of the two runs).
+thread count; the forward + backward calls' self CPU time is split into ``grid_sample``
+forward, ``grid_sample`` backward, the rest of the forward (projection maths, masks: what
+the forward calls alone spent outside ``grid_sample``) and the rest of the backward
+(what remains).
 
 Outputs (in the Hydra run folder): ``results.csv`` (one row per thread count, task,
 library and mode), ``profile_<library>.txt`` (the profiler's tables), then ``metrics.json``
@@ -214,11 +215,12 @@ def profile(fn: Callable[[torch.Tensor], torch.Tensor], depth: torch.Tensor, rep
     forward, forward_table = _self_times(lambda: fn(d), repetitions)
     both, table = _self_times(lambda: forward_backward(fn, d), repetitions)
     total = sum(ms for _, ms, _ in both)
-    f_grid = sum(ms for name, ms, _ in forward if _is_grid_sample(name))
-    f_rest = sum(ms for _, ms, _ in forward) - f_grid
-    b_grid = sum(ms for name, ms, _ in both if _is_grid_sample(name)) - f_grid
-    categories = {FORWARD_GRID: f_grid, FORWARD_REST: f_rest, BACKWARD_GRID: b_grid,
-                  BACKWARD_REST: max(total - f_grid - f_rest - b_grid, 0.0)}
+    f_grid = sum(ms for name, ms, _ in both if _is_grid_sample(name) and "backward" not in name.lower())
+    b_grid = sum(ms for name, ms, _ in both if _is_grid_sample(name) and "backward" in name.lower())
+    rest = total - f_grid - b_grid
+    # The forward's share of the rest is what the forward alone spent outside grid_sample.
+    f_rest = min(sum(ms for name, ms, _ in forward if not _is_grid_sample(name)), rest)
+    categories = {FORWARD_GRID: f_grid, FORWARD_REST: f_rest, BACKWARD_GRID: b_grid, BACKWARD_REST: rest - f_rest}
     top = [{"op": name, "self_ms": ms, "calls": calls, "share": ms / total} for name, ms, calls in both[:rows]]
     text = f"forward + backward:\n{table}\n\nforward alone:\n{forward_table}\n"
     return {"total_ms": total, "categories": categories, "top": top}, text

@@ -17,11 +17,12 @@ import pytest
 import torch
 
 from gradcv.depth import SceneConfig, render_scene
-from gradcv.experiments.bench_depth import CSV_COLUMNS, METRIC_COLUMNS, check_targets, render_batch, run_method, score
+from gradcv.experiments.bench_depth import CSV_COLUMNS, METRIC_COLUMNS, OFF_EDGE_COLUMNS, check_targets, render_batch, run_method, score
 from tests.experiments.run_folders import app_outputs, assert_metrics_last
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = ["scenes=2", "scene.height=48", "scene.width=64", "methods=[default,sweep64]", "solver.iterations=5", "solver.scales=2"]
+TINY = ["scenes=2", "scene.height=48", "scene.width=64", "methods=[default,sweep64]", "solver.iterations=5", "solver.scales=2",
+        "batch=2"]
 TINY_SCENE = SceneConfig(height=24, width=32, supersampling=1)
 
 
@@ -50,10 +51,10 @@ def test_tiny_run_writes_csv_metrics_table_and_targets(tiny_run):
     assert list(rows[0]) == CSV_COLUMNS
     assert [(r["seed"], r["method"]) for r in rows] == [("1000", "default"), ("1000", "sweep64"), ("1001", "default"), ("1001", "sweep64")]
     for r in rows:
-        values = {c: float(r[c]) for c in [*METRIC_COLUMNS, "coverage", "seconds"]}
+        values = {c: float(r[c]) for c in [*METRIC_COLUMNS, *OFF_EDGE_COLUMNS, "coverage", "seconds"]}
         assert all(math.isfinite(v) for v in values.values()), r
         assert 0 <= values["delta1"] <= values["delta2"] <= values["delta3"] <= 1
-        assert 0 < values["coverage"] <= 1 and values["seconds"] > 0 and int(r["pixels"]) > 0 and int(r["batch"]) == 1
+        assert 0 < values["coverage"] <= 1 and values["seconds"] > 0 and int(r["pixels"]) > 0 and int(r["batch"]) == 2
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["seeds"] == [1000, 1001] and metrics["scene_config"]["width"] == 64
     assert set(metrics["summary"]) == {"default", "sweep64"}
@@ -64,6 +65,7 @@ def test_tiny_run_writes_csv_metrics_table_and_targets(tiny_run):
     targets = lines[lines.index("targets (default column):") + 1 :][:4]
     assert [t[:8] for t in targets][2] == "  [SKIP]" and all(t[:8] in ("  [PASS]", "  [FAIL]", "  [SKIP]") for t in targets)
     assert "AbsRel <= 0.01 on every scene" in targets[0] and "<= 10 s per scene at 1 thread" in targets[3]
+    assert any("2 scene(s) per call" in line for line in lines)
     assert lines[-1].startswith("outputs:") and str(out) in lines[-1]
 
 
@@ -108,6 +110,8 @@ def test_scored_pixels_are_valid_and_seen_by_a_source_and_the_sweep_gets_the_tru
     r = render_scene(TINY_SCENE, 7)
     expected = r.valid[0] & r.visibility[1:].any(0)
     assert torch.equal(batch.mask[0], expected) and expected.any()
+    near_edge = torch.nn.functional.max_pool2d(r.edges[0][None].float(), 7, 1, 3)[0] > 0
+    assert torch.equal(batch.off_edges[0], expected & ~near_edge) and r.edges[0].any()
     gt = r.depths[0][r.valid[0]]
     assert torch.equal(batch.depth_range[0], torch.stack([gt.min(), gt.max()]))
     assert batch.images.shape == (1, 3, 3, 24, 32) and batch.intrinsics.shape == (1, 3, 3, 3)
@@ -126,7 +130,8 @@ def test_batched_sweep_scores_each_scene_as_alone():
 
 
 def _row(seed: int, method: str, abs_rel: float, delta1: float, seconds: float) -> dict:
-    return {"seed": seed, "method": method, "abs_rel": abs_rel, "delta1": delta1, "seconds": seconds, "rmse": 0.1, "coverage": 1.0}
+    return {"seed": seed, "method": method, "abs_rel": abs_rel, "delta1": delta1, "seconds": seconds, "rmse": 0.1, "coverage": 1.0,
+            "abs_rel_off_edges": abs_rel, "delta1_off_edges": delta1}
 
 
 def test_targets_pass_fail_and_skip():
