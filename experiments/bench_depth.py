@@ -235,17 +235,16 @@ def run_method(method: str, batch: Batch, solver_configs: dict[str, Any], window
 
 
 def warm_up(methods: list[str], batch: Batch, solver_configs: dict[str, Any], window: int) -> None:
-    """One cheap untimed call per column (solvers with one iteration per level): lazy
-    initialisation, allocator and caches are not charged to the first scene."""
+    """One cheap untimed call per column on ``batch`` (solvers with one iteration per
+    level, sweeps with two planes): lazy initialisation, the allocator and the caches are
+    not charged to the first scenes."""
     from gradcv.depth import estimate_depth, plane_sweep
 
-    one = Batch([batch.seeds[0]], *(x[:1] for x in (batch.images, batch.intrinsics, batch.extrinsics, batch.depth,
-                                                      batch.mask, batch.off_edges, batch.depth_range)))
     for method in methods:
         if method in SOLVER_METHODS:
-            estimate_depth(one.images, one.intrinsics, one.extrinsics, config=solver_configs[method].replace(iterations=1))
+            estimate_depth(batch.images, batch.intrinsics, batch.extrinsics, config=solver_configs[method].replace(iterations=1))
         else:
-            plane_sweep(one.images, one.intrinsics, one.extrinsics, depth_range=one.depth_range, planes=2, window=window)
+            plane_sweep(batch.images, batch.intrinsics, batch.extrinsics, depth_range=batch.depth_range, planes=2, window=window)
 
 
 def score(method: str, batch: Batch, depth: torch.Tensor, seconds: float) -> list[dict]:
