@@ -137,6 +137,7 @@ class Views:
     truth: torch.Tensor | None = None  # (H, W) float64 reference depth, 0 = unknown
     scored: torch.Tensor | None = None  # (H, W) bool: the pixels the metrics score (None: truth > 0 and seen)
     info: dict[str, Any] = field(default_factory=dict)
+    units: str = "m"  # of depth: COLMAP models have an arbitrary scale
 
 
 # ----------------------------------------------------------------------------- config
@@ -282,6 +283,7 @@ def _calibration_views(data: Any) -> Views:
         description=f"{data.source} calibration {str(path)!r}: {len(chosen)} of {len(cal)} views, {w}x{h}",
         truth=None,
         info={"depths": [cal.depths[i] if cal.depths else None for i in chosen]},
+        units="model units" if data.source == "colmap" else "m",
     )
 
 
@@ -433,7 +435,7 @@ def figure4(views: Views, result: DepthResult, ref_index: int, config: DepthConf
         axes[len(sources) + r, 0].set_ylabel(f"{views.names[s]} warped\nto the reference")
     axes[2 * len(sources) + 1, 0].set_ylabel("estimated depth")
     if depth_im is not None:
-        fig.colorbar(depth_im, ax=list(axes[2 * len(sources) + 1]), fraction=0.046, pad=0.02, label="depth (m)")
+        fig.colorbar(depth_im, ax=list(axes[2 * len(sources) + 1]), fraction=0.046, pad=0.02, label=f"depth ({views.units})")
     if error_im is not None:
         axes[-1, 0].set_ylabel("|d - d*| / d*")
         fig.colorbar(error_im, ax=list(axes[-1]), fraction=0.046, pad=0.02, label="relative error (clipped at 0.1)", extend="max")
@@ -560,7 +562,7 @@ def depth(cfg: DictConfig) -> None:
     near, far = metrics["depth_range_m"]
     print(
         f"{APP}: valid {100 * metrics['valid_fraction']:.1f} % of the pixels, mean photometric cost "
-        f"{metrics['mean_photometric_cost']:.4f}, depth range {near:.3g}-{far:.3g} m, {metrics['status'].replace('_', ' ')}, "
+        f"{metrics['mean_photometric_cost']:.4f}, depth range {near:.3g}-{far:.3g} {views.units}, {metrics['status'].replace('_', ' ')}, "
         f"{result.wall_time:.2f} s"
     )
     print(f"{APP}: wrote {run_dir()}")
