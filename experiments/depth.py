@@ -477,7 +477,8 @@ def _metrics(views: Views, result: DepthResult, config: DepthConfig, conf: Depth
         "valid_fraction": float(valid.double().mean()),
         "seen_fraction": float(seen.double().mean()),
         "mean_photometric_cost": float(cost[seen].mean()) if bool(seen.any()) else math.nan,
-        "depth_range_m": rng,
+        "depth_range": rng,
+        "depth_units": views.units,
         "depth_range_source": "derived from the cameras",
         "levels": len(result.level_depths),
         "iterations_used_per_level": result.iterations_used[:, 0].tolist(),
@@ -559,7 +560,7 @@ def depth(cfg: DictConfig) -> None:
             f"delta<1.25 {m['delta1']:.4f}, <1.25^2 {m['delta2']:.4f}, <1.25^3 {m['delta3']:.4f} "
             f"({metrics['scored_pixel_count']} pixels seen by a source)"
         )
-    near, far = metrics["depth_range_m"]
+    near, far = metrics["depth_range"]
     print(
         f"{APP}: valid {100 * metrics['valid_fraction']:.1f} % of the pixels, mean photometric cost "
         f"{metrics['mean_photometric_cost']:.4f}, depth range {near:.3g}-{far:.3g} {views.units}, {metrics['status'].replace('_', ' ')}, "

@@ -76,7 +76,7 @@ def _check_outputs(folder: Path) -> dict:
     assert (folder / "figure4.png").read_bytes().startswith(b"\x89PNG")
     for key in ("valid_fraction", "mean_photometric_cost", "wall_time_s", "total_time_s"):
         assert math.isfinite(metrics[key]), key
-    near, far = metrics["depth_range_m"]
+    near, far = metrics["depth_range"]
     assert 0 < near < far
     return metrics
 
