@@ -148,3 +148,13 @@ def test_targets_pass_fail_and_skip():
     assert check_targets(only_default, rows[:2], threads=1)[2]["passed"] is None
     nan = [_row(0, "default", math.nan, math.nan, 1.0)]
     assert [t["passed"] for t in check_targets(summarise(nan, ["default"]), nan, 1)][:2] == [False, False]
+
+
+def test_scene_notes_name_the_issues_variants():
+    from gradcv.experiments.bench_depth import scene_notes
+
+    assert scene_notes(SceneConfig()) == []
+    assert ["5-view" in n for n in scene_notes(SceneConfig(num_views=5))] == [True]
+    jitter = scene_notes(SceneConfig(gain_jitter=0.15, bias_jitter=0.03, noise_sigma=0.005))
+    assert len(jitter) == 1 and "not robust to a per-view gain" in jitter[0]
+    assert len(scene_notes(SceneConfig(height=48, width=64, gain_jitter=0.1))) == 3
