@@ -13,7 +13,7 @@ Config (``conf/depth.yaml``): ``preset`` (``default`` or ``paper``: :meth:`Depth
 ``device``, ``figure``, ``progress``, ``colormap``; the ``data`` group (``conf/data/``):
 ``synthetic`` (:func:`gradcv.depth.render_scene`, every :class:`SceneConfig` field as
 ``data.<field>``, ``data.seed``), ``colmap`` (a COLMAP text model) or ``json`` (gradcv's
-JSON calibration), see :mod:`gradcv.depth.io`. The depth range is derived from the cameras
+JSON calibration), see :mod:`gradcv.depth.io`; ``data.views`` picks some of their views. The depth range is derived from the cameras
 by the solver. With ground truth (always for ``synthetic``; optional depth maps for the
 others) the Eigen et al. metrics are reported on the reference pixels seen by at least one
 source; without, the fraction of valid pixels and the mean photometric cost.
@@ -566,6 +566,8 @@ def depth(cfg: DictConfig) -> None:
         f"{metrics['mean_photometric_cost']:.4f}, depth range {near:.3g}-{far:.3g} {views.units}, {metrics['status'].replace('_', ' ')}, "
         f"{result.wall_time:.2f} s"
     )
+    if metrics["depth_png_beyond_range_pixels"]:
+        print(f"{APP}: depth.png: {metrics['depth_png_beyond_range_pixels']} valid pixels beyond 65.535 written as 0 (depth.npy has them)")
     print(f"{APP}: wrote {run_dir()}")
 
 
