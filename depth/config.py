@@ -68,11 +68,25 @@ class DepthConfig:
         smoothness: ``lambda``, weight of the edge-aware smoothness.
         smoothness_order: 1 (the paper's equation 4) or 2 (second order, zero on planes).
         edge_gamma: ``exp(-edge_gamma * |grad I|)`` edge weight of the smoothness.
+        correction_levels: the step of each level is a sum of per-pixel corrections at
+            that level's size and this many coarser ones (halving), bilinearly upsampled,
+            so that low-frequency errors are fixed as fast as pixel ones (``0``: per pixel).
+        search_steps, search_rounds: a discrete local search, ``search_rounds`` times per
+            level (evenly spaced among its iterations): each pixel keeps the best of its
+            inverse depth times ``1 + step`` (``()``/``0``: off).
+        full_resolution_loss: evaluate every level's loss at full resolution, on its depth
+            upsampled bilinearly (the paper's scheme; costs a full-size loss per step).
         parameterisation: ``'inverse_depth'``, ``'depth'`` or ``'log_depth'``.
         initialisation: ``'plane_sweep'``, ``'constant'`` or ``'uniform_random'``.
         planes: planes of the initial sweep.
-        sweep_level: pyramid level the sweep runs at (at most the coarsest); its inverse
-            depth is area-averaged down to the coarsest level.
+        sweep_level: pyramid level the initial sweep runs at; gradient descent then runs
+            from that level to the finest (coarser levels would only blur its edges).
+        sweep_window: window of the sweep's cost (shiftable windows, per-pixel minimum
+            over sources, parabolic sub-plane refinement).
+        range_planes: planes of a quick sweep two levels coarser that narrows the depth
+            range to the scene's before the sweep (``0``: sweep the whole range).
+        sgm_p1, sgm_p2: semi-global matching penalties of the sweep's plane choice
+            (:func:`gradcv.depth.sgm.semi_global_aggregation`; ``sgm_p2 = 0``: winner-take-all).
         disparity_fraction: without a ``depth_range``, the nearest depth is where the
             disparity to the nearest source reaches this fraction of the image width.
         normalise_gain: match each warped source's mean and std to the reference over
@@ -88,23 +102,32 @@ class DepthConfig:
     """
 
     scales: int = 4
-    iterations: int | tuple[int, ...] = 60
+    iterations: int | tuple[int, ...] = 100
     optimizer: str = "Adam"
-    lr: float = 0.01
+    lr: float = 0.0007
     momentum: float = 0.9
     lr_schedule: str = "cosine"
     alpha: float = 0.85
-    ssim_window: int = 7
-    smoothness: float = 0.05
+    ssim_window: int = 5
+    smoothness: float = 0.3
     smoothness_order: int = 2
     edge_gamma: float = 10.0
+    correction_levels: int = 4
+    search_steps: tuple[float, ...] = ()
+    search_rounds: int = 0
+    full_resolution_loss: bool = False
     parameterisation: str = "inverse_depth"
     initialisation: str = "plane_sweep"
-    planes: int = 64
-    sweep_level: int = 1
+    planes: int = 96
+    sweep_level: int = 0
+    sweep_window: int = 5
+    range_planes: int = 48
+    sgm_p1: float = 0.002
+    sgm_p2: float = 0.03
     disparity_fraction: float = 0.25
     normalise_gain: bool = True
-    aggregation: str = "mean"
+    aggregation: str = "softmin"
+    softmin_temperature: float = 0.02
     residual_threshold: float = 0.3
     min_texture: float = 2e-3
     tolerance: float = 0.0
@@ -136,7 +159,8 @@ class DepthConfig:
             7
         """
         fields = dict(scales=7, iterations=500, optimizer="SGD", momentum=0.9, lr=0.05, lr_schedule="constant",
-                      smoothness_order=1, initialisation="uniform_random", min_size=4)
+                      smoothness=0.05, smoothness_order=1, ssim_window=7, aggregation="mean", full_resolution_loss=True,
+                      initialisation="uniform_random", min_size=4, correction_levels=0)
         fields.update(overrides)
         return cls(**fields)
 
@@ -186,14 +210,35 @@ class DepthConfig:
             raise ArgumentValueError("smoothness_order", (1, 2), self.smoothness_order,
                                      f"smoothness_order: expected 1 or 2, got {self.smoothness_order}")
         _number("edge_gamma", self.edge_gamma, low=0.0)
+        check_int(self.correction_levels, "correction_levels", 0)
+        if not isinstance(self.search_steps, tuple):
+            raise ArgumentTypeError("search_steps", tuple, type(self.search_steps), "search_steps: expected a tuple of numbers")
+        for step in self.search_steps:
+            _number("search_steps", step, low=-1.0, low_open=True)
+        check_int(self.search_rounds, "search_rounds", 0)
+        if not isinstance(self.full_resolution_loss, bool):
+            raise ArgumentTypeError("full_resolution_loss", bool, type(self.full_resolution_loss),
+                                    "full_resolution_loss: expected a bool")
         _choice("parameterisation", self.parameterisation, PARAMETERISATIONS)
         _choice("initialisation", self.initialisation, INITIALISATIONS)
         check_int(self.planes, "planes", 2)
         check_int(self.sweep_level, "sweep_level", 0)
+        check_int(self.sweep_window, "sweep_window", 1)
+        if self.sweep_window % 2 == 0:
+            raise ArgumentValueError("sweep_window", "odd", self.sweep_window, f"sweep_window: expected odd, got {self.sweep_window}")
+        check_int(self.range_planes, "range_planes", 0)
+        if self.range_planes == 1:
+            raise ArgumentValueError("range_planes", "0 or >= 2", 1, "range_planes: expected 0 (off) or >= 2, got 1")
+        _number("sgm_p1", self.sgm_p1, low=0.0)
+        _number("sgm_p2", self.sgm_p2, low=0.0)
+        if self.sgm_p2 > 0 and self.sgm_p2 < self.sgm_p1:
+            raise ArgumentValueError("sgm_p2", f">= sgm_p1 ({self.sgm_p1})", self.sgm_p2,
+                                     f"sgm_p2: expected >= sgm_p1 ({self.sgm_p1}) or 0, got {self.sgm_p2}")
         _number("disparity_fraction", self.disparity_fraction, low=0.0, low_open=True, high=1.0)
         if not isinstance(self.normalise_gain, bool):
             raise ArgumentTypeError("normalise_gain", bool, type(self.normalise_gain), "normalise_gain: expected a bool")
-        _choice("aggregation", self.aggregation, ("mean", "min"))
+        _choice("aggregation", self.aggregation, ("mean", "min", "softmin"))
+        _number("softmin_temperature", self.softmin_temperature, low=0.0, low_open=True)
         _number("residual_threshold", self.residual_threshold, low=0.0, low_open=True)
         _number("min_texture", self.min_texture, low=0.0)
         _number("tolerance", self.tolerance, low=0.0)

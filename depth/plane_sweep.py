@@ -13,11 +13,13 @@ import math
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 
 from gradcv.core_ops._checks import check_floating, check_int, check_shape, check_tensor
 from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError, ShapeError
 from gradcv.core_ops.filters import box_blur
 from gradcv.core_ops.geometry import depth_warp
+from gradcv.depth.sgm import semi_global_aggregation
 
 __all__ = ["PlaneSweepResult", "plane_sweep"]
 
@@ -82,6 +84,10 @@ def plane_sweep(
     planes: int = 128,
     window: int = 5,
     chunk: int = 8,
+    aggregation: str = "mean",
+    shiftable: bool = False,
+    subpixel: bool = False,
+    sgm: tuple[float, float] | None = None,
 ) -> PlaneSweepResult:
     """Winner-take-all plane-sweep depth of the reference view of each problem of a batch.
 
@@ -94,6 +100,19 @@ def plane_sweep(
         planes: number of planes (``>= 2``), uniform in inverse depth from ``1 / max`` to ``1 / min``.
         window: odd side of the box window that aggregates the per-pixel cost (``1``: none).
         chunk: planes warped at a time (memory is a few ``chunk * B * C * H * W`` tensors).
+        aggregation: ``'mean'`` over the sources that see a pixel, or ``'min'``: the least
+            cost among them (a pixel occluded in one source is matched in another).
+        shiftable: take, for each pixel, the least cost of all the windows that contain it
+            rather than the one centred on it ("shiftable windows"), so that a window
+            straddling a depth edge does not drag the background to the foreground's depth.
+        subpixel: refine the winning plane by the vertex of the parabola through the costs
+            of it and its two neighbours (in inverse depth; keeps a ``(B, planes, H, W)``
+            cost volume).
+        sgm: ``(p1, p2)``: choose each pixel's plane on the cost volume aggregated by
+            :func:`gradcv.depth.sgm.semi_global_aggregation` (guided by the reference;
+            ``cost`` stays the unaggregated cost of the chosen plane, and ``subpixel``
+            fits the unaggregated costs around it). Removes the winner-take-all's blotches
+            where texture is weak.
 
     Returns:
         A :class:`PlaneSweepResult` ``(depth, cost, valid, plane_depths)``.
@@ -140,6 +159,14 @@ def plane_sweep(
     if window % 2 == 0:
         raise ArgumentValueError("window", "odd", window, f"window: expected an odd int, got {window}")
     chunk = check_int(chunk, "chunk", 1)
+    if aggregation not in ("mean", "min"):
+        raise ArgumentValueError("aggregation", ("mean", "min"), aggregation,
+                                 f"aggregation: expected 'mean' or 'min', got {aggregation!r}")
+    if sgm is not None and not (isinstance(sgm, (tuple, list)) and len(sgm) == 2):
+        raise ArgumentTypeError("sgm", "(p1, p2)", type(sgm), f"sgm: expected a (p1, p2) pair or None, got {sgm!r}")
+    for name, flag in (("shiftable", shiftable), ("subpixel", subpixel)):
+        if not isinstance(flag, bool):
+            raise ArgumentTypeError(name, bool, type(flag), f"{name}: expected a bool, got {type(flag).__name__}")
 
     work = torch.float64 if torch.float64 in (images.dtype, intrinsics.dtype, extrinsics.dtype) else torch.float32
     near, far = _depth_range(depth_range, B, images.to(work))
@@ -155,6 +182,8 @@ def plane_sweep(
 
     best_cost = torch.full((B, 1, H, W), math.inf, dtype=images.dtype, device=images.device)
     best_index = torch.zeros((B, 1, H, W), dtype=torch.long, device=images.device)
+    keep = subpixel or sgm is not None
+    volume = torch.empty((B, planes, H, W), dtype=images.dtype, device=images.device) if keep else None
     for start in range(0, planes, chunk):
         k = min(chunk, planes - start)
         depth = plane_depths[:, start : start + k].reshape(B * k, 1, 1, 1).expand(B * k, 1, H, W).to(images.dtype)
@@ -162,6 +191,7 @@ def plane_sweep(
         K_ref_k = K_ref.repeat_interleave(k, 0)
         total = torch.zeros((B * k, 1, H, W), dtype=images.dtype, device=images.device)
         count = torch.zeros_like(total)
+        least = torch.full_like(total, math.inf)
         for s, pose in zip(sources, poses):
             warped, seen = depth_warp(
                 images[:, s].repeat_interleave(k, 0), depth, K_ref_k,
@@ -170,16 +200,42 @@ def plane_sweep(
             cost = (warped - ref_k).abs().mean(1, keepdim=True)
             if window > 1:
                 cost = box_blur(cost, window, border_type="replicate")
+            if shiftable and window > 1:
+                # The least cost of the windows containing the pixel: a min filter of the window costs.
+                cost = -F.max_pool2d(-cost, (1, window), stride=1, padding=(0, window // 2))
+                cost = -F.max_pool2d(-cost, (window, 1), stride=1, padding=(window // 2, 0))
+            if aggregation == "min":
+                least = torch.where(seen, torch.minimum(least, cost), least)
             seen = seen.to(images.dtype)
             total = total + cost * seen
             count = count + seen
-        mean = torch.where(count > 0, total / count.clamp_min(1.0), torch.full_like(total, math.inf))
+        if aggregation == "min":
+            mean = least
+        else:
+            mean = torch.where(count > 0, total / count.clamp_min(1.0), torch.full_like(total, math.inf))
+        if volume is not None:
+            volume[:, start : start + k] = mean.view(B, k, H, W)
         chunk_cost, chunk_index = mean.view(B, k, H, W).min(1, keepdim=True)
         better = chunk_cost < best_cost
         best_cost = torch.where(better, chunk_cost, best_cost)
         best_index = torch.where(better, chunk_index + start, best_index)
 
+    if sgm is not None and volume is not None:
+        aggregated = semi_global_aggregation(volume, ref, float(sgm[0]), float(sgm[1]))
+        best_index = aggregated.argmin(1, keepdim=True)
+        best_cost = volume.gather(1, best_index)
     valid = torch.isfinite(best_cost)
     depth = plane_depths.to(images.dtype).gather(1, best_index.view(B, H * W)).view(B, 1, H, W)
+    if subpixel and volume is not None and planes >= 3:
+        inv_planes = inv.to(images.dtype)
+        chosen = inv_planes.gather(1, best_index.view(B, H * W)).view(B, 1, H, W)
+        # Parabola through (i - 1, i, i + 1); its vertex offset, in planes, within +-1/2.
+        i = best_index.clamp(1, planes - 2)
+        c0, cm, cp = (volume.gather(1, j) for j in (i, i - 1, i + 1))
+        curvature = cm - 2 * c0 + cp
+        fit = torch.isfinite(curvature) & (curvature > 0) & (i == best_index)
+        offset = torch.where(fit, (cm - cp) / (2 * curvature.clamp_min(1e-12)), torch.zeros_like(c0))
+        step = (inv_planes[:, 1] - inv_planes[:, 0]).view(B, 1, 1, 1)
+        depth = 1.0 / (chosen + offset.clamp(-0.5, 0.5) * step)
     depth = torch.where(valid, depth, torch.zeros_like(depth))
     return PlaneSweepResult(depth, best_cost, valid, plane_depths.to(images.dtype))

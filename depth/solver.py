@@ -50,7 +50,7 @@ from gradcv.optim import (
     set_learning_rate,
 )
 
-__all__ = ["DepthResult", "estimate_depth", "level_intrinsics", "derive_depth_range"]
+__all__ = ["DepthResult", "estimate_depth", "level_intrinsics", "derive_depth_range", "pyramid_levels", "solved_levels"]
 
 
 @dataclass
@@ -75,6 +75,35 @@ class DepthResult(SolverResult):
     cost: torch.Tensor
     depth_range: torch.Tensor
     level_depths: list[torch.Tensor] = dataclasses.field(default_factory=list)
+
+
+def pyramid_levels(config: DepthConfig, height: int, width: int) -> int:
+    """Levels of the pyramid built for an image: ``config.scales``, fewer where a side
+    would drop below ``config.min_size``.
+
+    Example:
+        >>> pyramid_levels(DepthConfig(scales=7, min_size=8), 48, 64)
+        3
+    """
+    levels = 1
+    while levels < config.scales and min(height, width) // 2**levels >= config.min_size:
+        levels += 1
+    return levels
+
+
+def solved_levels(config: DepthConfig, height: int, width: int, initial_depth: bool = False) -> int:
+    """How many levels :func:`estimate_depth` solves (the length of ``loss_history`` and
+    ``level_depths``): the pyramid's, or, when it starts from its plane sweep, the sweep's
+    level and those finer.
+
+    Example:
+        >>> solved_levels(DepthConfig(scales=4, sweep_level=1), 240, 320)
+        2
+    """
+    levels = pyramid_levels(config, height, width)
+    if not initial_depth and config.initialisation == "plane_sweep":
+        levels = min(levels, config.sweep_level + 1)
+    return levels
 
 
 def level_intrinsics(K: torch.Tensor, level: int) -> torch.Tensor:
@@ -190,6 +219,8 @@ class _Level:
         total = torch.zeros_like(inv)
         count = torch.zeros_like(inv)
         best = torch.full_like(inv, 1e4)
+        costs: list[torch.Tensor] = []
+        seens: list[torch.Tensor] = []
         for s, pose in zip(self.sources, self.poses):
             warped, seen = depth_warp(self.views[:, s], depth, self.K[:, self.ref_index], self.K[:, s], pose,
                                       padding_mode="border")
@@ -215,11 +246,23 @@ class _Level:
                 cost = l1
             if cfg.aggregation == "min":
                 best = torch.where(w > 0, torch.minimum(best, cost), best)
+            elif cfg.aggregation == "softmin":
+                costs.append(cost)
+                seens.append(w)
             else:
                 total = total + cost * w
             count = count + w
         if cfg.aggregation == "min":
             return torch.where(count > 0, best, torch.zeros_like(best)), count
+        if cfg.aggregation == "softmin":
+            # Weights softmax(-cost / T) over the sources that see the pixel (not
+            # differentiated): the mean where the sources agree, the best one where one
+            # of them is occluded and its cost stands out.
+            stacked, seen = torch.stack(costs), torch.stack(seens)
+            with torch.no_grad():
+                logits = torch.where(seen > 0, -stacked / cfg.softmin_temperature, torch.full_like(stacked, -1e30))
+                weights = torch.softmax(logits, 0) * seen
+            return (weights * stacked).sum(0), count
         return total / count.clamp_min(1.0), count
 
     def loss(self, inv: torch.Tensor) -> torch.Tensor:
@@ -230,6 +273,50 @@ class _Level:
         if self.cfg.smoothness > 0:
             photo = photo + self.cfg.smoothness * _smoothness(inv, self.ref, self.cfg.smoothness_order, self.cfg.edge_gamma)
         return photo
+
+
+def _local_search(problem: "_Level", inv: torch.Tensor, steps: tuple[float, ...],
+                  bounds: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Each pixel's best of ``inv * (1 + step)`` over ``steps`` (and ``0``), by the level's
+    photometric cost with the whole map scaled alike (so windows follow slanted surfaces):
+    a discrete move out of the small basins that gradient descent cannot leave."""
+    best_cost, _ = problem.photometric(inv)
+    best = inv
+    for step in steps:
+        cand = torch.minimum(torch.maximum(inv * (1.0 + step), bounds[0]), bounds[1])
+        cost, count = problem.photometric(cand)
+        better = (cost < best_cost) & (count > 0)
+        best = torch.where(better, cand, best)
+        best_cost = torch.where(better, cost, best_cost)
+    return best
+
+
+def _narrow_range(views: torch.Tensor, K: torch.Tensor, E: torch.Tensor, ref_index: int, rng: torch.Tensor,
+                  level: int, planes: int) -> torch.Tensor:
+    """``(B, 2)`` the depth range of a quick sweep two levels coarser than ``level``: its
+    2nd and 98th inverse-depth percentiles over the pixels it sees, widened by half their
+    span and by two of its planes on each side, within ``rng``."""
+    B, N, C = views.shape[:3]
+    extra = 2
+    small = build_centred_pyramid(views.reshape(B * N, C, *views.shape[-2:]), extra + 1, 0.8)[-1]
+    small = small.view(B, N, C, *small.shape[-2:])
+    sweep = plane_sweep(small, level_intrinsics(K, level + extra), E, ref_index, depth_range=rng, planes=planes,
+                        window=3, aggregation="min", shiftable=True)
+    inv_lo, inv_hi = 1.0 / rng[:, 1], 1.0 / rng[:, 0]
+    step = (inv_hi - inv_lo) / (planes - 1)
+    out = rng.clone()
+    for b in range(B):
+        seen = sweep.valid[b, 0]
+        if int(seen.sum()) < 16:
+            continue
+        inv = 1.0 / sweep.depth[b, 0][seen].to(rng.dtype)
+        q = torch.quantile(inv, torch.tensor([0.02, 0.98], dtype=inv.dtype, device=inv.device))
+        span = q[1] - q[0]
+        low = torch.maximum(q[0] - 0.5 * span - 2 * step[b], inv_lo[b])
+        high = torch.minimum(q[1] + 0.5 * span + 2 * step[b], inv_hi[b])
+        if bool(high > low):
+            out[b, 0], out[b, 1] = 1.0 / high, 1.0 / low
+    return out
 
 
 def _to_param(inv: torch.Tensor, unit: torch.Tensor, kind: str) -> torch.Tensor:
@@ -314,9 +401,7 @@ def estimate_depth(
     scale = (1.0 / rng[:, 0]).view(B, 1, 1, 1).to(dtype)  # the largest inverse depth
     lo = (rng[:, 0] / rng[:, 1]).view(B, 1, 1, 1).to(dtype)  # the smallest normalised inverse depth
 
-    levels = 1
-    while levels < cfg.scales and min(H, W) // 2**levels >= cfg.min_size:
-        levels += 1
+    levels = pyramid_levels(cfg, H, W)
     flat = images.reshape(B * N, C, H, W)
     view_pyr = [p.view(B, N, C, *p.shape[-2:]) for p in build_centred_pyramid(flat, levels, cfg.blur_sigma)]
     mask_pyr = None
@@ -326,7 +411,13 @@ def estimate_depth(
     poses = [(extrinsics[:, s].to(work) @ E_ref_inv).to(dtype) for s in range(N) if s != ref_index]
     sizes = [(int(p.shape[-2]), int(p.shape[-1])) for p in view_pyr]
 
-    # Initial inverse depth at the coarsest level.
+    # Initial inverse depth, at the coarsest level solved (the sweep's level when the
+    # initialisation is a plane sweep: the levels above it would only blur its edges).
+    if initial_depth is None and cfg.initialisation == "plane_sweep":
+        levels = solved_levels(cfg, H, W)
+        view_pyr, sizes = view_pyr[:levels], sizes[:levels]
+        if mask_pyr is not None:
+            mask_pyr = mask_pyr[:levels]
     hc, wc = sizes[-1]
     if initial_depth is not None:
         check_tensor(initial_depth, "initial_depth")
@@ -335,18 +426,20 @@ def estimate_depth(
             raise ArgumentValueError("initial_depth", "finite > 0", "other", "initial_depth: expected finite positive depths")
         inv0 = F.interpolate(1.0 / initial_depth.to(dtype), size=(hc, wc), mode="area")
     elif cfg.initialisation == "plane_sweep":
-        sl = min(cfg.sweep_level, levels - 1)
-        Kc = level_intrinsics(intrinsics.to(dtype), sl)
-        views = view_pyr[sl]
+        sweep_views = view_pyr[-1]
         if cfg.normalise_gain:  # the sweep's absolute difference is not robust to gain: match whole images
-            mu = views.mean((2, 3, 4), keepdim=True)
-            sd = views.std((2, 3, 4), keepdim=True).clamp_min(1e-6)
-            views = (views - mu) / sd * sd[:, ref_index : ref_index + 1] + mu[:, ref_index : ref_index + 1]
-        sweep = plane_sweep(views, Kc, extrinsics.to(dtype), ref_index, depth_range=rng,
-                            planes=cfg.planes, window=3)
+            mu = sweep_views.mean((2, 3, 4), keepdim=True)
+            sd = sweep_views.std((2, 3, 4), keepdim=True).clamp_min(1e-6)
+            sweep_views = (sweep_views - mu) / sd * sd[:, ref_index : ref_index + 1] + mu[:, ref_index : ref_index + 1]
+        sweep_range = rng
+        if cfg.range_planes > 0 and min(sizes[-1]) >= 16:
+            sweep_range = _narrow_range(sweep_views, intrinsics.to(dtype), extrinsics.to(dtype), ref_index, rng,
+                                        levels - 1, cfg.range_planes)
+        sgm = (cfg.sgm_p1, cfg.sgm_p2) if cfg.sgm_p2 > 0 else None
+        sweep = plane_sweep(sweep_views, level_intrinsics(intrinsics.to(dtype), levels - 1), extrinsics.to(dtype),
+                            ref_index, depth_range=sweep_range, planes=cfg.planes, window=cfg.sweep_window,
+                            aggregation="min", shiftable=True, subpixel=True, sgm=sgm)
         inv0 = torch.where(sweep.valid, 1.0 / sweep.depth.clamp_min(1e-12), 0.5 * scale * (1 + lo))
-        if inv0.shape[-2:] != (hc, wc):
-            inv0 = F.interpolate(inv0, size=(hc, wc), mode="area")
     elif cfg.initialisation == "constant":
         inv0 = (0.5 * scale * (1 + lo)).expand(B, 1, hc, wc)
     else:
@@ -366,26 +459,57 @@ def estimate_depth(
 
     def solve(inv: torch.Tensor, level: PyramidLevel) -> torch.Tensor:
         nonlocal stopped_last
-        problem = _Level(view_pyr[level.level], None if mask_pyr is None else mask_pyr[level.level],
-                         level_intrinsics(intrinsics.to(dtype), level.level), poses, ref_index, cfg)
-        theta = _to_param(inv.detach(), unit, cfg.parameterisation).clone().requires_grad_(True)
-        opt = make_optimizer([theta], cfg.optimizer, cfg.lr, opt_kwargs)
+        at = 0 if cfg.full_resolution_loss else level.level
+        problem = _Level(view_pyr[at], None if mask_pyr is None else mask_pyr[at],
+                         level_intrinsics(intrinsics.to(dtype), at), poses, ref_index, cfg)
+        full_size = (H, W) if at != level.level else None
+        base = _to_param(inv.detach(), unit, cfg.parameterisation)
+        h, w = base.shape[-2:]
+        # The step is a sum of corrections at this level's size and `correction_levels`
+        # coarser ones, bilinearly upsampled: a low-frequency error moves as fast as a
+        # pixel's (a pyramid parameterisation; 0: one value per pixel).
+        thetas = [torch.zeros(B, 1, -(-h // 2**j), -(-w // 2**j), dtype=dtype, device=device, requires_grad=True)
+                  for j in range(cfg.correction_levels + 1)]
+
+        def param() -> torch.Tensor:
+            x = base + thetas[0]
+            for t in thetas[1:]:
+                x = x + F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False)
+            return x
+
+        opt = make_optimizer(thetas, cfg.optimizer, cfg.lr, opt_kwargs)
         stop = PerSampleStopping(criteria, B, device)
         iterations = cfg.iterations_at(level.index, level.count)
         losses: list[torch.Tensor] = []
         previous = torch.full((B,), math.inf, dtype=dtype, device=device)
+        search_at = set()
+        if cfg.search_rounds > 0 and cfg.search_steps:
+            search_at = {int(r * iterations / cfg.search_rounds) for r in range(cfg.search_rounds)}
         for it in range(iterations):
+            if it in search_at:
+                with torch.no_grad():
+                    found = _from_param(param(), unit, cfg.parameterisation, bounds)
+                    if full_size is None:
+                        found = _local_search(problem, found, cfg.search_steps, bounds)
+                    base = _to_param(found, unit, cfg.parameterisation)
+                    for t in thetas:
+                        t.zero_()
+                opt = make_optimizer(thetas, cfg.optimizer, cfg.lr, opt_kwargs)
             set_learning_rate(opt, scheduled_learning_rate(cfg.lr_schedule, cfg.lr, it, iterations))
-            before = theta.detach().clone()
+            before = [t.detach().clone() for t in thetas]
             opt.zero_grad(set_to_none=True)
-            loss = problem.loss(_from_param(theta, unit, cfg.parameterisation, bounds))
+            current = _from_param(param(), unit, cfg.parameterisation, bounds)
+            if full_size is not None:
+                current = F.interpolate(current, size=full_size, mode="bilinear", align_corners=False)
+            loss = problem.loss(current)
             loss.sum().backward()
-            grad = theta.grad
-            theta.grad = torch.where(torch.isfinite(grad), grad, torch.zeros_like(grad))
+            for t in thetas:
+                t.grad = torch.where(torch.isfinite(t.grad), t.grad, torch.zeros_like(t.grad))
             opt.step()
             active = stop.active
             with torch.no_grad():
-                theta.copy_(keep_stopped(theta, before, active))
+                for t, b in zip(thetas, before):
+                    t.copy_(keep_stopped(t, b, active))
             losses.append(loss.detach())
             if callback is not None:
                 callback(level.index, it, loss.detach())
@@ -395,7 +519,7 @@ def estimate_depth(
         steps_used.append(stop.steps)
         stopped_last = ~stop.active
         with torch.no_grad():
-            return _from_param(theta.detach(), unit, cfg.parameterisation, bounds)
+            return _from_param(param(), unit, cfg.parameterisation, bounds)
 
     invs = coarse_to_fine(inv0, sizes, solve, carry_upsampled)
     inv = invs[-1]

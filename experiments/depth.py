@@ -311,12 +311,6 @@ def load_views(conf: DepthAppConfig) -> Views:
 
 
 # ----------------------------------------------------------------------------- solving
-def pyramid_levels(config: DepthConfig, height: int, width: int) -> int:
-    """The levels :func:`estimate_depth` solves: ``scales``, fewer where a side would drop below ``min_size``."""
-    levels = 1
-    while levels < config.scales and min(height, width) // 2**levels >= config.min_size:
-        levels += 1
-    return levels
 
 
 class ScaleProgress(LevelProgress):
@@ -532,9 +526,9 @@ def depth(cfg: DictConfig) -> None:
     print(f"{APP}: {_describe(config, conf.preset)}", flush=True)
 
     from gradcv.core_ops.errors import GradcvError
-    from gradcv.depth import estimate_depth
+    from gradcv.depth.solver import estimate_depth, solved_levels
 
-    levels = pyramid_levels(config, h, w)
+    levels = solved_levels(config, h, w)
     per_level = [config.iterations_at(i, levels) for i in range(levels)]
     with ScaleProgress(per_level, conf.progress) as progress:
         try:

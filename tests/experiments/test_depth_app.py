@@ -19,7 +19,7 @@ import pytest
 from tests.experiments.run_folders import assert_metrics_last
 
 REPO = Path(__file__).resolve().parents[2]
-TINY_SOLVER = ["solver.scales=2", "solver.iterations=5", "solver.planes=8"]
+TINY_SOLVER = ["solver.scales=2", "solver.sweep_level=1", "solver.iterations=5", "solver.planes=8"]
 TINY = ["data.height=48", "data.width=64", "data.supersampling=1", *TINY_SOLVER]
 OUTPUTS = {"depth.npy", "depth.png", "depth_color.png", "points.ply", "figure4.png", "metrics.json"}
 
