@@ -12,7 +12,7 @@ import torch
 from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError, GradcvError
 from gradcv.depth.config import DepthConfig
 from gradcv.depth.render import RenderedScene, SceneConfig, render_scene
-from gradcv.depth.solver import _Level, _local_search, estimate_depth, pyramid_levels, solved_levels
+from gradcv.depth.solver import _Level, _local_search, _narrow_range, estimate_depth, pyramid_levels, solved_levels
 
 SCENE = SceneConfig(height=48, width=64, baseline=1.0, supersampling=1)
 #: Small and quick: a short run with a coarse sweep.
@@ -245,6 +245,28 @@ def test_local_search_keeps_each_pixels_best(scene: RenderedScene, inverse_depth
     # The whole map was scaled wrong by 1.3: the search moves most pixels (measured 0.82).
     assert (found != inv).float().mean() > 0.5
     assert torch.equal(_local_search(problem, inv, (), bounds), inv)
+
+
+# ------------------------------------------------------------------------ range narrowing
+
+
+def test_narrow_range_keeps_the_scene_and_drops_the_rest(scene: RenderedScene) -> None:
+    flat = render_scene(SceneConfig(height=48, width=64, baseline=1.0, supersampling=1, kind="plane"), seed=0)
+    wide = torch.tensor([[0.5, 100.0], [0.5, 100.0]])
+    scenes = (scene, flat)
+    views, K, E = (torch.stack([getattr(s, name) for s in scenes]) for name in ("images", "intrinsics", "extrinsics"))
+    out = _narrow_range(views, K, E, 0, wide, 0, 48)
+    assert out.shape == (2, 2)
+    for b, s in enumerate(scenes):
+        single = _narrow_range(views[b : b + 1], K[b : b + 1], E[b : b + 1], 0, wide[b : b + 1], 0, 48)
+        torch.testing.assert_close(out[b : b + 1], single)
+        depths = s.depths[0][s.valid[0]]
+        low, high = torch.quantile(depths, torch.tensor([0.02, 0.98])).tolist()
+        near, far = out[b].tolist()
+        # Measured: room (3.49 to 8.0 m) -> (2.43, 100); plane at 4 m -> (2.31, 10.56).
+        assert 0.5 <= near <= low and high <= far <= 100.0, (near, far, low, high)
+        span = 1.0 / near - 1.0 / far
+        assert span < 0.35 * (1.0 / 0.5 - 1.0 / 100.0), span  # measured 0.20 and 0.17 of it
 
 
 # --------------------------------------------------------------------------- batching
