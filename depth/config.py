@@ -73,7 +73,10 @@ class DepthConfig:
             so that low-frequency errors are fixed as fast as pixel ones (``0``: per pixel).
         search_steps, search_rounds: a discrete local search, ``search_rounds`` times per
             level (evenly spaced among its iterations): each pixel keeps the best of its
-            inverse depth times ``1 + step`` (``()``/``0``: off).
+            inverse depth times ``1 + step`` (``()``/``0``: off). It runs on the levels whose
+            loss is evaluated at their own size, so with ``full_resolution_loss`` on the
+            finest only. Off by default: the per-pixel photometric cost is too noisy to
+            choose between nearby depths (it raised AbsRel on the rendered scenes).
         full_resolution_loss: evaluate every level's loss at full resolution, on its depth
             upsampled bilinearly (the paper's scheme; costs a full-size loss per step).
         parameterisation: ``'inverse_depth'``, ``'depth'`` or ``'log_depth'``.
@@ -98,6 +101,8 @@ class DepthConfig:
         tolerance, patience: per-sample stopping on the relative loss change (0: never).
         min_size: smallest side of a pyramid level.
         blur_sigma: pre-blur of the pyramid.
+        image_sigma: Gaussian pre-filter of every view before anything else (against
+            sensor noise; ``0``: none).
         seed: seed of the uniform random initialisation.
     """
 
@@ -134,6 +139,7 @@ class DepthConfig:
     patience: int = 5
     min_size: int = 8
     blur_sigma: float = 0.8
+    image_sigma: float = 0.6
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -245,4 +251,5 @@ class DepthConfig:
         check_int(self.patience, "patience", 1)
         check_int(self.min_size, "min_size", 2)
         _number("blur_sigma", self.blur_sigma, low=0.0)
+        _number("image_sigma", self.image_sigma, low=0.0)
         check_int(self.seed, "seed", 0)

@@ -29,8 +29,9 @@ class PlaneSweepResult(NamedTuple):
 
     Attributes:
         depth: ``(B, 1, H, W)`` depth (camera ``z``) of the winning plane; ``0`` where invalid.
-        cost: ``(B, 1, H, W)`` the least cost over the planes (window-averaged absolute
-            difference, averaged over the sources that see the pixel); ``inf`` where invalid.
+        cost: ``(B, 1, H, W)`` the cost of the chosen plane (window-averaged absolute
+            difference, averaged over the sources that see the pixel, or their least with
+            ``aggregation='min'``); ``inf`` where invalid.
         valid: ``(B, 1, H, W)`` bool, the pixel is seen by at least one source for at least
             one plane.
         plane_depths: ``(B, planes)`` the depths of the planes swept, far to near.
@@ -162,8 +163,13 @@ def plane_sweep(
     if aggregation not in ("mean", "min"):
         raise ArgumentValueError("aggregation", ("mean", "min"), aggregation,
                                  f"aggregation: expected 'mean' or 'min', got {aggregation!r}")
-    if sgm is not None and not (isinstance(sgm, (tuple, list)) and len(sgm) == 2):
-        raise ArgumentTypeError("sgm", "(p1, p2)", type(sgm), f"sgm: expected a (p1, p2) pair or None, got {sgm!r}")
+    if sgm is not None:
+        if not (isinstance(sgm, (tuple, list)) and len(sgm) == 2
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in sgm)):
+            raise ArgumentTypeError("sgm", "(p1, p2)", type(sgm), f"sgm: expected a (p1, p2) pair of numbers or None, got {sgm!r}")
+        if not (math.isfinite(sgm[0]) and math.isfinite(sgm[1]) and 0 <= sgm[0] <= sgm[1]):
+            raise ArgumentValueError("sgm", "finite 0 <= p1 <= p2", tuple(sgm),
+                                     f"sgm: expected finite penalties 0 <= p1 <= p2, got {tuple(sgm)!r}")
     for name, flag in (("shiftable", shiftable), ("subpixel", subpixel)):
         if not isinstance(flag, bool):
             raise ArgumentTypeError(name, bool, type(flag), f"{name}: expected a bool, got {type(flag).__name__}")
@@ -222,8 +228,12 @@ def plane_sweep(
 
     if sgm is not None and volume is not None:
         aggregated = semi_global_aggregation(volume, ref, float(sgm[0]), float(sgm[1]))
-        best_index = aggregated.argmin(1, keepdim=True)
-        best_cost = volume.gather(1, best_index)
+        chosen = aggregated.argmin(1, keepdim=True)
+        chosen_cost = volume.gather(1, chosen)
+        # A plane that no source sees there (its cost is inf) falls back to the winner-take-all's.
+        seen = torch.isfinite(chosen_cost)
+        best_index = torch.where(seen, chosen, best_index)
+        best_cost = torch.where(seen, chosen_cost, best_cost)
     valid = torch.isfinite(best_cost)
     depth = plane_depths.to(images.dtype).gather(1, best_index.view(B, H * W)).view(B, 1, H, W)
     if subpixel and volume is not None and planes >= 3:

@@ -12,6 +12,8 @@ coincide with image edges.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -73,8 +75,11 @@ def semi_global_aggregation(cost: torch.Tensor, guide: torch.Tensor, p1: float, 
             raise ArgumentValueError(name, "finite >= 0", value, f"{name}: expected a finite number >= 0, got {value!r}")
     if p2 < p1:
         raise ArgumentValueError("p2", f">= p1 ({p1})", p2, f"p2: expected p2 >= p1 ({p1}), got {p2}")
+    if cost.numel() == 0:
+        return cost.clone()
     finite = torch.isfinite(cost)
-    top = torch.where(finite, cost, torch.zeros_like(cost)).amax(1, keepdim=True)
+    top = torch.where(finite, cost, torch.full_like(cost, -math.inf)).amax(1, keepdim=True)
+    top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))  # no finite cost at all: 0
     c = torch.where(finite, cost, top)
     g = guide.to(c.dtype).mean(1)
     total = _scan(c, g, p1, p2, gamma)

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from gradcv.core_ops._checks import check_floating, check_shape, check_tensor
 from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError, ShapeError
-from gradcv.core_ops.filters import box_blur
+from gradcv.core_ops.filters import box_blur, gaussian_blur2d
 from gradcv.core_ops.geometry import depth_warp
 from gradcv.core_ops.losses import ssim
 from gradcv.core_ops.pyramid import build_centred_pyramid
@@ -403,6 +403,9 @@ def estimate_depth(
 
     levels = pyramid_levels(cfg, H, W)
     flat = images.reshape(B * N, C, H, W)
+    if cfg.image_sigma > 0:
+        k = 2 * math.ceil(3 * cfg.image_sigma) + 1
+        flat = gaussian_blur2d(flat, (k, k), (cfg.image_sigma, cfg.image_sigma), border_type="replicate")
     view_pyr = [p.view(B, N, C, *p.shape[-2:]) for p in build_centred_pyramid(flat, levels, cfg.blur_sigma)]
     mask_pyr = None
     if masks is not None:
@@ -486,11 +489,10 @@ def estimate_depth(
         if cfg.search_rounds > 0 and cfg.search_steps:
             search_at = {int(r * iterations / cfg.search_rounds) for r in range(cfg.search_rounds)}
         for it in range(iterations):
-            if it in search_at:
+            if it in search_at and full_size is None:
                 with torch.no_grad():
-                    found = _from_param(param(), unit, cfg.parameterisation, bounds)
-                    if full_size is None:
-                        found = _local_search(problem, found, cfg.search_steps, bounds)
+                    found = _local_search(problem, _from_param(param(), unit, cfg.parameterisation, bounds),
+                                          cfg.search_steps, bounds)
                     base = _to_param(found, unit, cfg.parameterisation)
                     for t in thetas:
                         t.zero_()

@@ -30,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
-import os
 import time
 import typing
 from dataclasses import dataclass, field
@@ -46,7 +45,6 @@ from gradcv.depth.config import DepthConfig
 from gradcv.depth.scene import SceneConfig
 from gradcv.experiments._cli import (
     ExperimentError,
-    _umask,
     atomic_write_bytes,
     config_to_object,
     run_app,
@@ -579,8 +577,6 @@ def _write_outputs(views: Views, result: DepthResult, config: DepthConfig, conf:
     in_png = valid & (np.rint(kept * 1000.0) <= 65535)
     for name, values in (("depth.npy", kept.astype(np.float32)), ("depth.png", np.where(in_png, kept, 0.0))):
         write_depth(out / name, values)
-        # The library's atomic writer leaves mkstemp's owner-only mode; give the files a plain open()'s.
-        os.chmod(out / name, 0o666 & ~_umask())
 
     import matplotlib.image as mpimg
 
