@@ -101,6 +101,10 @@ class DepthConfig:
         tolerance, patience: per-sample stopping on the relative loss change (0: never).
         min_size: smallest side of a pyramid level.
         blur_sigma: pre-blur of the pyramid.
+        saturation: a channel value ``>= 1 - saturation`` or ``<= saturation`` is clipped:
+            when more than 0.1 % of the values are, clipped channels are left out of the
+            photometric terms (a pixel with no channel left gets its depth from its
+            neighbours and is flagged invalid). ``0``: off.
         image_sigma: Gaussian pre-filter of every view before anything else (against
             sensor noise; ``0``: none).
         seed: seed of the uniform random initialisation.
@@ -140,6 +144,7 @@ class DepthConfig:
     min_size: int = 8
     blur_sigma: float = 0.8
     image_sigma: float = 0.6
+    saturation: float = 0.002
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -252,4 +257,5 @@ class DepthConfig:
         check_int(self.min_size, "min_size", 2)
         _number("blur_sigma", self.blur_sigma, low=0.0)
         _number("image_sigma", self.image_sigma, low=0.0)
+        _number("saturation", self.saturation, low=0.0, high=0.5, high_open=True)
         check_int(self.seed, "seed", 0)

@@ -44,6 +44,22 @@ class PlaneSweepResult(NamedTuple):
 
 
 
+def _min_filter(x: torch.Tensor, window: int) -> torch.Tensor:
+    """Minimum over a ``window x window`` neighbourhood (separable; the border repeats),
+    as running minima of shifted slices: cheaper than a pooling kernel with indices."""
+    r = window // 2
+    h, w = x.shape[-2:]
+    p = F.pad(x, (r, r, 0, 0), mode="replicate")
+    out = p[..., :, 0:w]
+    for k in range(1, window):
+        out = torch.minimum(out, p[..., :, k : k + w])
+    p = F.pad(out, (0, 0, r, r), mode="replicate")
+    out = p[..., 0:h, :]
+    for k in range(1, window):
+        out = torch.minimum(out, p[..., k : k + h, :])
+    return out
+
+
 def _depth_range(depth_range: object, batch: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(B,)`` near and far depths from a ``(min, max)`` pair or a ``(B, 2)`` tensor."""
     if isinstance(depth_range, torch.Tensor):
@@ -89,6 +105,7 @@ def plane_sweep(
     shiftable: bool = False,
     subpixel: bool = False,
     sgm: tuple[float, float] | None = None,
+    masks: torch.Tensor | None = None,
 ) -> PlaneSweepResult:
     """Winner-take-all plane-sweep depth of the reference view of each problem of a batch.
 
@@ -114,6 +131,12 @@ def plane_sweep(
             ``cost`` stays the unaggregated cost of the chosen plane, and ``subpixel``
             fits the unaggregated costs around it). Removes the winner-take-all's blotches
             where texture is weak.
+        masks: optional ``(B, N, 1, H, W)`` (per pixel) or ``(B, N, C, H, W)`` (per channel)
+            weights, values below 0.5 unusable (saturated, outside a region of interest):
+            the cost averages the channels usable in both the reference and the source
+            sample, a sample with none counts as unseen, and a reference pixel with none
+            costs ``0`` on every plane (no evidence either way, so
+            ``sgm`` fills it from its neighbours; without ``sgm`` it takes the farthest plane).
 
     Returns:
         A :class:`PlaneSweepResult` ``(depth, cost, valid, plane_depths)``.
@@ -160,6 +183,12 @@ def plane_sweep(
     if window % 2 == 0:
         raise ArgumentValueError("window", "odd", window, f"window: expected an odd int, got {window}")
     chunk = check_int(chunk, "chunk", 1)
+    if masks is not None:
+        check_tensor(masks, "masks")
+        if masks.dim() != 5 or masks.shape[:2] != (B, N) or masks.shape[2] not in (1, C) or masks.shape[-2:] != (H, W):
+            raise ShapeError("masks", (B, N, "1 or C", H, W), tuple(masks.shape),
+                             f"masks: expected shape ({B}, {N}, 1 or {C}, {H}, {W}) (one per view), got {tuple(masks.shape)}")
+        masks = masks.to(images.dtype)
     if aggregation not in ("mean", "min"):
         raise ArgumentValueError("aggregation", ("mean", "min"), aggregation,
                                  f"aggregation: expected 'mean' or 'min', got {aggregation!r}")
@@ -194,6 +223,8 @@ def plane_sweep(
         k = min(chunk, planes - start)
         depth = plane_depths[:, start : start + k].reshape(B * k, 1, 1, 1).expand(B * k, 1, H, W).to(images.dtype)
         ref_k = ref.repeat_interleave(k, 0)
+        if masks is not None:
+            ref_usable_k = masks[:, ref_index].repeat_interleave(k, 0) > 0.5
         K_ref_k = K_ref.repeat_interleave(k, 0)
         total = torch.zeros((B * k, 1, H, W), dtype=images.dtype, device=images.device)
         count = torch.zeros_like(total)
@@ -203,13 +234,22 @@ def plane_sweep(
                 images[:, s].repeat_interleave(k, 0), depth, K_ref_k,
                 intrinsics[:, s].repeat_interleave(k, 0), pose.repeat_interleave(k, 0), padding_mode="border",
             )
-            cost = (warped - ref_k).abs().mean(1, keepdim=True)
+            if masks is None:
+                cost = (warped - ref_k).abs().mean(1, keepdim=True)
+            else:
+                usable, _ = depth_warp(
+                    masks[:, s].repeat_interleave(k, 0), depth, K_ref_k,
+                    intrinsics[:, s].repeat_interleave(k, 0), pose.repeat_interleave(k, 0), padding_mode="border",
+                )
+                channels = ((usable > 0.5) & ref_usable_k).to(images.dtype).expand_as(warped)
+                per_pixel = channels.sum(1, keepdim=True)
+                cost = ((warped - ref_k).abs() * channels).sum(1, keepdim=True) / per_pixel.clamp_min(1.0)
+                seen = seen & (per_pixel > 0)
             if window > 1:
                 cost = box_blur(cost, window, border_type="replicate")
             if shiftable and window > 1:
                 # The least cost of the windows containing the pixel: a min filter of the window costs.
-                cost = -F.max_pool2d(-cost, (1, window), stride=1, padding=(0, window // 2))
-                cost = -F.max_pool2d(-cost, (window, 1), stride=1, padding=(window // 2, 0))
+                cost = _min_filter(cost, window)
             if aggregation == "min":
                 least = torch.where(seen, torch.minimum(least, cost), least)
             seen = seen.to(images.dtype)
@@ -219,6 +259,8 @@ def plane_sweep(
             mean = least
         else:
             mean = torch.where(count > 0, total / count.clamp_min(1.0), torch.full_like(total, math.inf))
+        if masks is not None:
+            mean = torch.where(ref_usable_k.any(1, keepdim=True), mean, torch.zeros_like(mean))
         if volume is not None:
             volume[:, start : start + k] = mean.view(B, k, H, W)
         chunk_cost, chunk_index = mean.view(B, k, H, W).min(1, keepdim=True)

@@ -25,20 +25,22 @@ __all__ = ["semi_global_aggregation"]
 
 def _scan(cost: torch.Tensor, guide: torch.Tensor, p1: float, p2: float, gamma: float) -> torch.Tensor:
     """Path costs along the last axis of ``cost (B, P, L, T)`` (``guide (B, L, T)``)."""
-    out = torch.empty_like(cost)
-    prev = cost[..., 0]
-    out[..., 0] = prev
-    floor = p1 * 1.0001
-    inf = torch.finfo(cost.dtype).max
-    for t in range(1, cost.shape[-1]):
-        jump = (p2 / (1.0 + gamma * (guide[..., t] - guide[..., t - 1]).abs())).clamp_min(floor)[:, None]
+    # Scan order first, so that every step reads and writes contiguous (B, P, L) slices.
+    c = cost.permute(3, 0, 1, 2).contiguous()
+    jumps = (p2 / (1.0 + gamma * (guide[..., 1:] - guide[..., :-1]).abs())).clamp_min(p1 * 1.0001)
+    jumps = jumps.permute(2, 0, 1).unsqueeze(2).contiguous()  # (T - 1, B, 1, L)
+    out = torch.empty_like(c)
+    prev = c[0]
+    out[0] = prev
+    P = c.shape[2]
+    for t in range(1, c.shape[0]):
         least = prev.amin(1, keepdim=True)
-        up = F.pad(prev[:, 1:], (0, 0, 0, 1), value=inf)
-        down = F.pad(prev[:, :-1], (0, 0, 1, 0), value=inf)
-        step = torch.minimum(torch.minimum(prev, torch.minimum(up, down) + p1), least + jump)
-        prev = cost[..., t] + step - least
-        out[..., t] = prev
-    return out
+        step = torch.minimum(prev, least + jumps[t - 1])
+        if P > 1:
+            step[:, :-1] = torch.minimum(step[:, :-1], prev[:, 1:] + p1)
+            step[:, 1:] = torch.minimum(step[:, 1:], prev[:, :-1] + p1)
+        prev = torch.add(c[t], step - least, out=out[t])
+    return out.permute(1, 2, 3, 0)
 
 
 def semi_global_aggregation(cost: torch.Tensor, guide: torch.Tensor, p1: float, p2: float,

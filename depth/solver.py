@@ -225,22 +225,31 @@ class _Level:
             warped, seen = depth_warp(self.views[:, s], depth, self.K[:, self.ref_index], self.K[:, s], pose,
                                       padding_mode="border")
             w = seen.to(inv.dtype)
+            channels = None  # per-channel weights (B, C, h, w) where masks make channels unusable
             if self.masks is not None:
-                m, _ = depth_warp(self.masks[:, s], depth, self.K[:, self.ref_index], self.K[:, s], pose,
-                                  padding_mode="border")
-                w = w * (m > 0.5).to(inv.dtype) * (self.masks[:, self.ref_index] > 0.5).to(inv.dtype)
+                with torch.no_grad():  # a mask is thresholded: no gradient flows through it
+                    m, _ = depth_warp(self.masks[:, s], depth.detach(), self.K[:, self.ref_index], self.K[:, s], pose,
+                                      padding_mode="border")
+                channels = (w * (m > 0.5).to(inv.dtype) * (self.masks[:, self.ref_index] > 0.5).to(inv.dtype)).expand_as(warped)
+                w = (channels.sum(1, keepdim=True) > 0).to(inv.dtype)
             if cfg.normalise_gain:
                 with torch.no_grad():
-                    n = w.sum((1, 2, 3), keepdim=True).clamp_min(1.0) * ref.shape[1]
-                    mr = (ref * w).sum((1, 2, 3), keepdim=True) / n
-                    ms = (warped * w).sum((1, 2, 3), keepdim=True) / n
-                    sr = (((ref - mr) ** 2) * w).sum((1, 2, 3), keepdim=True) / n
-                    ss = (((warped - ms) ** 2) * w).sum((1, 2, 3), keepdim=True) / n
+                    wc = w.expand_as(warped) if channels is None else channels
+                    n = wc.sum((1, 2, 3), keepdim=True).clamp_min(1.0)
+                    mr = (ref * wc).sum((1, 2, 3), keepdim=True) / n
+                    ms = (warped * wc).sum((1, 2, 3), keepdim=True) / n
+                    sr = (((ref - mr) ** 2) * wc).sum((1, 2, 3), keepdim=True) / n
+                    ss = (((warped - ms) ** 2) * wc).sum((1, 2, 3), keepdim=True) / n
                     gain = (sr.sqrt() / ss.sqrt().clamp_min(1e-6)).clamp(0.2, 5.0)
                 warped = (warped - ms) * gain + mr
-            l1 = (warped - ref).abs().mean(1, keepdim=True)
+            if channels is None:
+                l1 = (warped - ref).abs().mean(1, keepdim=True)
+            else:
+                per_pixel = channels.sum(1, keepdim=True).clamp_min(1.0)
+                l1 = ((warped - ref).abs() * channels).sum(1, keepdim=True) / per_pixel
             if cfg.alpha > 0:
-                sim = ssim(warped, ref, cfg.ssim_window, sigma=cfg.ssim_window / 4.0).mean(1, keepdim=True)
+                sim = ssim(warped, ref, cfg.ssim_window, sigma=cfg.ssim_window / 4.0)
+                sim = sim.mean(1, keepdim=True) if channels is None else (sim * channels).sum(1, keepdim=True) / per_pixel
                 cost = cfg.alpha * (1 - sim) / 2 + (1 - cfg.alpha) * l1
             else:
                 cost = l1
@@ -393,6 +402,14 @@ def estimate_depth(
     dtype, device = images.dtype, images.device
     work = torch.float64 if dtype == torch.float64 else torch.float32
     masks = _check_masks(masks, images)
+    if cfg.saturation > 0:
+        # Clipped pixels carry no texture: their data term is dropped and smoothness (and
+        # the sweep's SGM) fills them from their neighbours.
+        with torch.no_grad():
+            clipped = (images >= 1.0 - cfg.saturation) | (images <= cfg.saturation)
+        if float(clipped.float().mean()) > 1e-3:  # a few stray values are not worth the masked path's cost
+            usable = (~clipped).to(images.dtype)  # per channel: a clipped channel is dropped, not the pixel
+            masks = usable if masks is None else masks * usable
     if depth_range is None:
         rng = derive_depth_range(intrinsics, extrinsics, ref_index, W, cfg.disparity_fraction).to(work)
     else:
@@ -409,7 +426,8 @@ def estimate_depth(
     view_pyr = [p.view(B, N, C, *p.shape[-2:]) for p in build_centred_pyramid(flat, levels, cfg.blur_sigma)]
     mask_pyr = None
     if masks is not None:
-        mask_pyr = [p.view(B, N, 1, *p.shape[-2:]) for p in build_centred_pyramid(masks.reshape(B * N, 1, H, W), levels, 0.0)]
+        Cm = masks.shape[2]
+        mask_pyr = [p.view(B, N, Cm, *p.shape[-2:]) for p in build_centred_pyramid(masks.reshape(B * N, Cm, H, W), levels, 0.0)]
     E_ref_inv = torch.linalg.inv(extrinsics[:, ref_index].to(work))
     poses = [(extrinsics[:, s].to(work) @ E_ref_inv).to(dtype) for s in range(N) if s != ref_index]
     sizes = [(int(p.shape[-2]), int(p.shape[-1])) for p in view_pyr]
@@ -441,7 +459,8 @@ def estimate_depth(
         sgm = (cfg.sgm_p1, cfg.sgm_p2) if cfg.sgm_p2 > 0 else None
         sweep = plane_sweep(sweep_views, level_intrinsics(intrinsics.to(dtype), levels - 1), extrinsics.to(dtype),
                             ref_index, depth_range=sweep_range, planes=cfg.planes, window=cfg.sweep_window,
-                            aggregation="min", shiftable=True, subpixel=True, sgm=sgm)
+                            aggregation="min", shiftable=True, subpixel=True, sgm=sgm,
+                            masks=None if mask_pyr is None else mask_pyr[levels - 1])
         inv0 = torch.where(sweep.valid, 1.0 / sweep.depth.clamp_min(1e-12), 0.5 * scale * (1 + lo))
     elif cfg.initialisation == "constant":
         inv0 = (0.5 * scale * (1 + lo)).expand(B, 1, hc, wc)
