@@ -103,7 +103,7 @@ def test_a_channel_mask_with_sgm_still_chooses_on_the_remaining_channels(scene: 
     assert torch.isin(masked.depth[masked.valid], masked.plane_depths[0]).all()
     # Where both chose the same plane their costs agree.
     same = masked.valid & (masked.depth == removed.depth)
-    assert same.float().mean() > 0.5  # measured 0.93 of the pixels
+    assert same.float().mean() > 0.8  # measured 0.99 of the pixels
     torch.testing.assert_close(masked.cost[same], removed.cost[same])
 
 
@@ -172,13 +172,14 @@ def test_a_reference_pixel_with_no_usable_channel_costs_nothing(plane: RenderedS
             sgm = _sweep(plane, masks=masks, **kwargs, **options)  # type: ignore[arg-type]
             assert (sgm.cost[square] == 0).all() and sgm.valid[square].all()
             # SGM fills the square from its neighbours: the plane's depth. Measured: 4.0 exactly
-            # (error 0) without subpixel, max 0.7 % with every option.
+            # (error 0), with and without the other options (16 planes in (3, 6), where 4 is no
+            # plane: 3.91 or 4.09, the unmasked sweep's own error there).
             err = (sgm.depth[square] - 4.0).abs() / 4.0
             assert err.max() < 0.02
     # One channel masked in the reference is not "no usable channel": the others still cost.
     one = torch.ones(1, N, C, H, W)
     one[0, 0, 1][square[0, 0]] = 0.0
-    assert (_sweep(plane, masks=one, **kwargs).cost[square] > 0).all()  # measured min 0.0017
+    assert (_sweep(plane, masks=one, **kwargs).cost[square] > 0).all()  # measured min 0.0009
 
 
 def test_bad_mask_shapes(scene: RenderedScene) -> None:
@@ -302,7 +303,7 @@ def test_saturated_highlights_drop_out() -> None:
     plain = _solve(out, images, saturation=0.0)
     assert torch.isfinite(masked.depth).all() and (masked.depth[masked.valid] > 0).all()
     assert torch.isfinite(masked.cost[masked.valid]).all()
-    assert masked.valid.float().mean() > 0.5  # measured 0.76
+    assert masked.valid.float().mean() > 0.8  # measured 0.98
     assert not torch.equal(masked.depth, plain.depth)
     # Measured AbsRel on the pixels a source sees: 0.0983 with the default saturation, 0.1089
     # with saturation=0. Not so on every seed: seed 1 0.0860 / 0.0917, but seed 0 0.1208 / 0.1145
@@ -321,6 +322,28 @@ def test_a_saturated_reference_channel_stays_finite(scene: RenderedScene) -> Non
     assert torch.isfinite(result.depth).all() and (result.depth > 0).all()
     assert torch.isfinite(result.cost[result.valid]).all()
     assert result.valid.float().mean() > 0.5  # measured 0.75
+    # Measured AbsRel: 0.396 with the default saturation, 0.386-0.387 with saturation=0 (the
+    # last digit depends on the thread count); seeds 1 and 2: 0.428 / 0.377 and 0.388 / 0.353.
+
+
+def test_a_fully_clipped_reference_region_is_filled_and_flagged_invalid(plane: RenderedScene) -> None:
+    # A white square (every channel clipped) in the reference view of the plane at z = 4.
+    images = plane.images.clone()
+    images[0, :, 18:30, 26:38] = 1.0
+    square = torch.zeros(1, 1, 48, 64, dtype=torch.bool)
+    square[..., 18:30, 26:38] = True
+    masked = _solve(plane, images)
+    plain = _solve(plane, images, saturation=0.0)
+    assert torch.isfinite(masked.depth).all() and (masked.depth > 0).all()
+    # The docstring: "a pixel with no channel left gets its depth from its neighbours and is
+    # flagged invalid".
+    assert not masked.valid[square].any()
+    assert masked.valid[~square].float().mean() > 0.5
+    err = (masked.depth[square] - 4.0).abs() / 4.0
+    plain_err = (plain.depth[square] - 4.0).abs() / 4.0
+    # Measured relative error in the square: mean 0.018 (max 0.049) with the default
+    # saturation, 0.074 (max 0.100, the depth range's bound) with saturation=0.
+    assert err.mean() < 0.04 and err.mean() < 0.5 * plain_err.mean()
 
 
 @pytest.mark.parametrize("field,value,kind", [
