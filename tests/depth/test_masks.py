@@ -338,7 +338,7 @@ def test_a_fully_clipped_reference_region_is_filled_and_flagged_invalid(plane: R
     # The docstring: "a pixel with no channel left gets its depth from its neighbours and is
     # flagged invalid".
     assert not masked.valid[square].any()
-    assert masked.valid[~square].float().mean() > 0.5
+    assert masked.valid[~square].float().mean() > 0.8  # measured 0.96
     err = (masked.depth[square] - 4.0).abs() / 4.0
     plain_err = (plain.depth[square] - 4.0).abs() / 4.0
     # Measured relative error in the square: mean 0.018 (max 0.049) with the default
