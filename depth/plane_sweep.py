@@ -245,7 +245,11 @@ def plane_sweep(
                 per_pixel = channels.sum(1, keepdim=True)
                 cost = ((warped - ref_k).abs() * channels).sum(1, keepdim=True) / per_pixel.clamp_min(1.0)
                 seen = seen & (per_pixel > 0)
-            if window > 1:
+                if window > 1:  # the window averages its usable samples only
+                    weight = (per_pixel > 0).to(images.dtype)
+                    cost = box_blur(cost * weight, window, border_type="replicate") / box_blur(
+                        weight, window, border_type="replicate").clamp_min(1e-6)
+            if window > 1 and masks is None:
                 cost = box_blur(cost, window, border_type="replicate")
             if shiftable and window > 1:
                 # The least cost of the windows containing the pixel: a min filter of the window costs.

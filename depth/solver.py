@@ -1,12 +1,21 @@
 """Multi-view depth of a reference view by gradient descent on a photometric loss.
 
 For each of ``B`` independent problems, the per-pixel (normalised) inverse depth of the
-reference view is moved coarse to fine over the centred pyramid so that every source,
+reference view is moved, coarse to fine over the levels solved, so that every source,
 warped into the reference through :func:`gradcv.core_ops.geometry.depth_warp`, matches
 the reference: ``alpha (1 - SSIM) / 2 + (1 - alpha) L1`` per source (each warped source's
 mean and std matched to the reference's over their overlap, so a per-view gain and bias
-cost nothing), averaged over the sources that see the pixel, plus ``lambda`` times an
-edge-aware smoothness (first or second order) of the inverse depth.
+cost nothing; clipped channels left out), aggregated over the sources that see the pixel
+(mean, min, or softmin: the mean where they agree, the best where one is occluded), plus
+``lambda`` times an edge-aware smoothness (first or second order) of the inverse depth.
+
+The start decides the basin: gradient descent cannot carry a pixel across a depth edge or
+out of an occluded source's minimum. The default starts from a full-resolution plane
+sweep over a range narrowed by a quick coarse sweep (per-pixel minimum over sources,
+shiftable windows, semi-global plane choice, parabolic sub-plane fit) and descends at full
+resolution only, its step a sum of per-pixel and coarser corrections (so smooth errors
+move as fast as pixel ones). Without a ``depth_range`` the range comes from the cameras
+(:func:`derive_depth_range`).
 
 Convention:
     Pixel centres at integers; depth is the reference camera's ``z``. Level ``l`` of the
