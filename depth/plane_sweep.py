@@ -230,17 +230,15 @@ def plane_sweep(
         count = torch.zeros_like(total)
         least = torch.full_like(total, math.inf)
         for s, pose in zip(sources, poses):
-            warped, seen = depth_warp(
-                images[:, s].repeat_interleave(k, 0), depth, K_ref_k,
+            source = images[:, s] if masks is None else torch.cat([images[:, s], masks[:, s]], 1)
+            warped, seen = depth_warp(  # one warp for the image and its mask
+                source.repeat_interleave(k, 0), depth, K_ref_k,
                 intrinsics[:, s].repeat_interleave(k, 0), pose.repeat_interleave(k, 0), padding_mode="border",
             )
             if masks is None:
                 cost = (warped - ref_k).abs().mean(1, keepdim=True)
             else:
-                usable, _ = depth_warp(
-                    masks[:, s].repeat_interleave(k, 0), depth, K_ref_k,
-                    intrinsics[:, s].repeat_interleave(k, 0), pose.repeat_interleave(k, 0), padding_mode="border",
-                )
+                warped, usable = warped[:, :C], warped[:, C:]
                 channels = ((usable > 0.5) & ref_usable_k).to(images.dtype).expand_as(warped)
                 per_pixel = channels.sum(1, keepdim=True)
                 cost = ((warped - ref_k).abs() * channels).sum(1, keepdim=True) / per_pixel.clamp_min(1.0)

@@ -231,14 +231,14 @@ class _Level:
         costs: list[torch.Tensor] = []
         seens: list[torch.Tensor] = []
         for s, pose in zip(self.sources, self.poses):
-            warped, seen = depth_warp(self.views[:, s], depth, self.K[:, self.ref_index], self.K[:, s], pose,
-                                      padding_mode="border")
+            source = self.views[:, s] if self.masks is None else torch.cat([self.views[:, s], self.masks[:, s].detach()], 1)
+            # One warp for the image and its mask (the projection is most of a warp's cost).
+            warped, seen = depth_warp(source, depth, self.K[:, self.ref_index], self.K[:, s], pose, padding_mode="border")
             w = seen.to(inv.dtype)
             channels = None  # per-channel weights (B, C, h, w) where masks make channels unusable
             if self.masks is not None:
-                with torch.no_grad():  # a mask is thresholded: no gradient flows through it
-                    m, _ = depth_warp(self.masks[:, s], depth.detach(), self.K[:, self.ref_index], self.K[:, s], pose,
-                                      padding_mode="border")
+                C = self.views.shape[2]
+                warped, m = warped[:, :C], warped[:, C:].detach()  # a mask is thresholded: no gradient through it
                 channels = (w * (m > 0.5).to(inv.dtype) * (self.masks[:, self.ref_index] > 0.5).to(inv.dtype)).expand_as(warped)
                 w = (channels.sum(1, keepdim=True) > 0).to(inv.dtype)
             if cfg.normalise_gain:
