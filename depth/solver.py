@@ -77,6 +77,8 @@ class DepthResult(SolverResult):
             ``(B, 1, h_l, w_l)`` in that level's pixels (the paper's Figure 4 columns; the
             camera matrices of level ``l`` are :func:`level_intrinsics` ``(K, l)``, and
             level ``l`` is ``level_depths[-1 - l]``).
+        initial_depth: ``(B, 1, h, w)`` the start at the coarsest level solved (the plane
+            sweep's depth, the constant or random start, or ``initial_depth`` resampled).
     """
 
     depth: torch.Tensor
@@ -84,6 +86,7 @@ class DepthResult(SolverResult):
     cost: torch.Tensor
     depth_range: torch.Tensor
     level_depths: list[torch.Tensor] = dataclasses.field(default_factory=list)
+    initial_depth: torch.Tensor | None = None
 
 
 def pyramid_levels(config: DepthConfig, height: int, width: int) -> int:
@@ -575,4 +578,5 @@ def estimate_depth(
         cost=cost,
         depth_range=rng.to(dtype),
         level_depths=[1.0 / v for v in invs],
+        initial_depth=1.0 / inv0,
     )

@@ -365,7 +365,7 @@ def colour_inverse_depth(depth: np.ndarray, valid: np.ndarray, colormap: str) ->
 
 def figure4(views: Views, result: DepthResult, ref_index: int, config: DepthConfig, colormap: str,
             scored: torch.Tensor | None, title: str) -> Figure:
-    """The paper's Figure 4: one column per pyramid scale, coarse to fine; rows: the
+    """The paper's Figure 4: the start, then one column per pyramid scale solved, coarse to fine; rows: the
     reference and the sources at that scale (the first :data:`FIGURE_SOURCES`), each source
     warped into the reference with that scale's depth, the depth, and (with ground truth)
     its relative error ``|d - d*| / d*``."""
@@ -381,6 +381,10 @@ def figure4(views: Views, result: DepthResult, ref_index: int, config: DepthConf
     from gradcv.experiments._figures import show_image
 
     levels = len(result.level_depths)
+    # Columns: the start (the sweep, for the default preset), then each level solved.
+    columns = [(f"scale {col + 1}/{levels}", result.level_depths[col], levels - 1 - col) for col in range(levels)]
+    if result.initial_depth is not None:
+        columns.insert(0, ("start", result.initial_depth, levels - 1))
     n = views.images.shape[0]
     sources = [s for s in range(n) if s != ref_index][:FIGURE_SOURCES]
     if n - 1 > len(sources):
@@ -394,15 +398,14 @@ def figure4(views: Views, result: DepthResult, ref_index: int, config: DepthConf
     d_lo, d_hi = (np.percentile(shown.numpy(), [1.0, 99.0]) if shown.numel() else (0.0, 1.0))
     truth = views.truth
     rows = 2 * len(sources) + 2 + (truth is not None)
-    fig, axes = plt.subplots(rows, levels, figsize=(2.6 * levels + 1.6, 2.2 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, len(columns), figsize=(2.6 * len(columns) + 1.6, 2.2 * rows), squeeze=False)
     depth_im = error_im = None
     err_cmap = matplotlib.colormaps["magma"].with_extremes(bad="0.5")
-    for col in range(levels):
-        level = levels - 1 - col
-        depth = result.level_depths[col][:1].detach().cpu().float()
+    for col, (label, level_depth, level) in enumerate(columns):
+        depth = level_depth[:1].detach().cpu().float()
         h, w = depth.shape[-2:]
         K_l = level_intrinsics(K, level)
-        axes[0, col].set_title(f"scale {col + 1}/{levels} ({w}x{h})")
+        axes[0, col].set_title(f"{label} ({w}x{h})")
         show_image(axes[0, col], pyramid[level][ref_index])
         for r, s in enumerate(sources, start=1):
             show_image(axes[r, col], pyramid[level][s])
@@ -494,11 +497,16 @@ def _metrics(views: Views, result: DepthResult, config: DepthConfig, conf: Depth
     return out
 
 
-def _describe(config: DepthConfig, preset: str) -> str:
+def _describe(config: DepthConfig, preset: str, height: int, width: int) -> str:
+    from gradcv.depth.solver import solved_levels
+
+    levels = solved_levels(config, height, width)
     its = config.iterations if isinstance(config.iterations, int) else "/".join(map(str, config.iterations))
+    start = f"a {config.planes}-plane sweep" if config.initialisation == "plane_sweep" else config.initialisation
     return (
-        f"preset {preset}: {config.optimizer}(lr={config.lr:g}) on {config.parameterisation}, {config.scales} scales x {its} "
-        f"iterations, init {config.initialisation}, smoothness {config.smoothness:g} (order {config.smoothness_order})"
+        f"preset {preset}: {config.optimizer}(lr={config.lr:g}) on {config.parameterisation}, {levels} "
+        f"{'scale' if levels == 1 else 'scales'} x {its} iterations from {start}, "
+        f"smoothness {config.smoothness:g} (order {config.smoothness_order})"
     )
 
 
@@ -521,7 +529,7 @@ def depth(cfg: DictConfig) -> None:
     views = load_views(conf)
     n, _, h, w = views.images.shape
     print(f"{APP}: {views.description}")
-    print(f"{APP}: {_describe(config, conf.preset)}", flush=True)
+    print(f"{APP}: {_describe(config, conf.preset, h, w)}", flush=True)
 
     from gradcv.core_ops.errors import GradcvError
     from gradcv.depth.solver import estimate_depth, solved_levels
@@ -600,7 +608,8 @@ def _write_outputs(views: Views, result: DepthResult, config: DepthConfig, conf:
 
             m = depth_metrics(result.depth.detach().cpu().double(), views.truth[None, None], scored[None, None])
             what = f": AbsRel {float(m['abs_rel'][0]):.4f}"
-        fig = figure4(views, result, ref, config, conf.colormap, scored, f"preset {conf.preset}, {len(result.level_depths)} scales{what}")
+        fig = figure4(views, result, ref, config, conf.colormap, scored, f"preset {conf.preset}, start and {len(result.level_depths)} "
+                      f"{'scale' if len(result.level_depths) == 1 else 'scales'}{what}")
         save_figure(fig, out / "figure4.png", dpi=90)
         plt.close(fig)
     return {

@@ -33,6 +33,11 @@ def _inputs(out: RenderedScene) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
     return out.images[None], out.intrinsics[None], out.extrinsics[None]
 
 
+def _abs_rel_mask(out: RenderedScene) -> torch.Tensor:
+    visible = out.visibility[1:].any(0, keepdim=True) & out.valid[:1]
+    return visible & ~(F.max_pool2d(out.edges[:1].float(), 5, 1, 2) > 0)
+
+
 def _abs_rel(out: RenderedScene, result: DepthResult) -> tuple[float, float]:
     """AbsRel on valid, visible, non-edge reference pixels, and the fraction of those kept."""
     visible = out.visibility[1:].any(0, keepdim=True) & out.valid[:1]
@@ -60,6 +65,10 @@ def test_default_beats_its_plane_sweep_start(scene: RenderedScene, solved: Depth
     assert solved.depth.shape == (1, 1, 48, 64) and solved.valid.dtype == torch.bool
     assert torch.isfinite(solved.depth).all()
     assert len(solved.loss_history) == solved.iterations_used.shape[0]
+    # The start is kept (Figure 4's first column): the sweep's depth at the first level solved.
+    assert solved.initial_depth is not None and solved.initial_depth.shape == solved.level_depths[0].shape
+    start_only = float(metrics(solved.initial_depth, scene.depths[:1], _abs_rel_mask(scene))["abs_rel"][0])
+    assert start_only > err, (start_only, err)
     assert solved.wall_time > 0 and solved.status.shape == (1,)
 
 
