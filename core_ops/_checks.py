@@ -9,6 +9,8 @@ formatted only when a check fails.
 
 from __future__ import annotations
 
+import math
+
 from typing import Sequence
 
 import torch
@@ -134,6 +136,47 @@ def check_choice(value: object, choices: Sequence[object], name: str) -> None:
     """Raise ``ArgumentValueError`` (a ``ValueError``) unless ``value`` is one of ``choices``."""
     if value not in choices:
         raise ArgumentValueError(name, tuple(choices), value, f"{name}: expected one of {tuple(choices)}, got {value!r}")
+
+
+def check_str_choice(value: object, choices: Sequence[str], name: str) -> str:
+    """A ``str`` among ``choices`` (``ArgumentTypeError`` for another type, else
+    :func:`check_choice`); returns it. The shared check of configs' string options."""
+    if not isinstance(value, str):
+        raise ArgumentTypeError(name, "a str", value, f"{name}: expected one of {tuple(choices)}, got {type(value).__name__} {value!r}")
+    check_choice(value, choices, name)
+    return value
+
+
+def check_real(value: object, name: str, *, low: float | None = None, high: float | None = None,
+               low_open: bool = False, high_open: bool = False) -> float:
+    """A finite ``int`` or ``float`` (not a ``bool``) within ``[low, high]`` (an end is
+    excluded when ``low_open`` / ``high_open``); returns it as a float. The shared check of
+    every config's real numbers (learning rates, weights, penalties ...).
+
+    Raises:
+        ArgumentTypeError: not a number (a ``TypeError``).
+        ArgumentValueError: not finite or out of range (a ``ValueError``).
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ArgumentTypeError(name, "a float", value, f"{name}: expected a number, got {type(value).__name__} {value!r}")
+    v = float(value)
+    bad = not math.isfinite(v)
+    if low is not None:
+        bad = bad or (v <= low if low_open else v < low)
+    if high is not None:
+        bad = bad or (v >= high if high_open else v > high)
+    if bad:
+        lo = "" if low is None else f"{low:g} {'<' if low_open else '<='} "
+        hi = "" if high is None else f" {'<' if high_open else '<='} {high:g}"
+        raise ArgumentValueError(name, f"finite {lo}{name}{hi}", value, f"{name}: expected finite {lo}{name}{hi}, got {value!r}")
+    return v
+
+
+def check_bool(value: object, name: str) -> bool:
+    """A ``bool`` (``ArgumentTypeError`` otherwise); returns it."""
+    if not isinstance(value, bool):
+        raise ArgumentTypeError(name, "a bool", value, f"{name}: expected a bool, got {type(value).__name__} {value!r}")
+    return value
 
 
 def check_int(value: object, name: str, minimum: int | None = None) -> int:

@@ -12,11 +12,10 @@ upsampling: slow and inaccurate, kept for comparison.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Any
 
-from gradcv.core_ops._checks import check_int
+from gradcv.core_ops._checks import check_bool, check_int, check_real, check_str_choice
 from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError
 from gradcv.optim import SCHEDULES, resolve_optimizer
 
@@ -26,31 +25,6 @@ __all__ = ["DepthConfig", "PARAMETERISATIONS", "INITIALISATIONS"]
 PARAMETERISATIONS = ("inverse_depth", "depth", "log_depth")
 #: Where the coarsest level starts.
 INITIALISATIONS = ("plane_sweep", "constant", "uniform_random")
-
-
-def _number(name: str, value: object, *, low: float | None = None, high: float | None = None,
-            low_open: bool = False, high_open: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ArgumentTypeError(name, float, type(value), f"{name}: expected a number, got {type(value).__name__}")
-    v = float(value)
-    bad = not math.isfinite(v)
-    if low is not None:
-        bad = bad or (v <= low if low_open else v < low)
-    if high is not None:
-        bad = bad or (v >= high if high_open else v > high)
-    if bad:
-        lo = "" if low is None else f"{low} {'<' if low_open else '<='} "
-        hi = "" if high is None else f" {'<' if high_open else '<='} {high}"
-        raise ArgumentValueError(name, f"finite {lo}{name}{hi}", value, f"{name}: expected finite {lo}{name}{hi}, got {value!r}")
-    return v
-
-
-
-def _choice(name: str, value: object, choices: tuple[str, ...]) -> None:
-    if not isinstance(value, str):
-        raise ArgumentTypeError(name, str, type(value), f"{name}: expected one of {choices}, got {value!r}")
-    if value not in choices:
-        raise ArgumentValueError(name, choices, value, f"{name}: expected one of {choices}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -74,12 +48,6 @@ class DepthConfig:
         correction_levels: the step of each level is a sum of per-pixel corrections at
             that level's size and this many coarser ones (halving), bilinearly upsampled,
             so that low-frequency errors are fixed as fast as pixel ones (``0``: per pixel).
-        search_steps, search_rounds: a discrete local search, ``search_rounds`` times per
-            level (evenly spaced among its iterations): each pixel keeps the best of its
-            inverse depth times ``1 + step`` (``()``/``0``: off). It runs on the levels whose
-            loss is evaluated at their own size, so with ``full_resolution_loss`` on the
-            finest only. Off by default: the per-pixel photometric cost is too noisy to
-            choose between nearby depths (it raised AbsRel on the rendered scenes).
         full_resolution_loss: evaluate every level's loss at full resolution, on its depth
             upsampled bilinearly (the paper's scheme; costs a full-size loss per step).
         parameterisation: ``'inverse_depth'``, ``'depth'`` or ``'log_depth'``.
@@ -125,8 +93,6 @@ class DepthConfig:
     smoothness_order: int = 2
     edge_gamma: float = 10.0
     correction_levels: int = 4
-    search_steps: tuple[float, ...] = ()
-    search_rounds: int = 0
     full_resolution_loss: bool = False
     parameterisation: str = "inverse_depth"
     initialisation: str = "plane_sweep"
@@ -213,30 +179,23 @@ class DepthConfig:
             resolve_optimizer(self.optimizer)
         except ValueError as exc:
             raise ArgumentValueError("optimizer", "an optimiser class name", self.optimizer, str(exc)) from None
-        _number("lr", self.lr, low=0.0, low_open=True)
-        _number("momentum", self.momentum, low=0.0, high=1.0, high_open=True)
-        _choice("lr_schedule", self.lr_schedule, SCHEDULES)
-        _number("alpha", self.alpha, low=0.0, high=1.0)
+        check_real(self.lr, "lr", low=0.0, low_open=True)
+        check_real(self.momentum, "momentum", low=0.0, high=1.0, high_open=True)
+        check_str_choice(self.lr_schedule, SCHEDULES, "lr_schedule")
+        check_real(self.alpha, "alpha", low=0.0, high=1.0)
         check_int(self.ssim_window, "ssim_window", 1)
         if self.ssim_window % 2 == 0:
             raise ArgumentValueError("ssim_window", "odd", self.ssim_window, f"ssim_window: expected odd, got {self.ssim_window}")
-        _number("smoothness", self.smoothness, low=0.0)
+        check_real(self.smoothness, "smoothness", low=0.0)
         check_int(self.smoothness_order, "smoothness_order", 1)
         if self.smoothness_order not in (1, 2):
             raise ArgumentValueError("smoothness_order", (1, 2), self.smoothness_order,
                                      f"smoothness_order: expected 1 or 2, got {self.smoothness_order}")
-        _number("edge_gamma", self.edge_gamma, low=0.0)
+        check_real(self.edge_gamma, "edge_gamma", low=0.0)
         check_int(self.correction_levels, "correction_levels", 0)
-        if not isinstance(self.search_steps, tuple):
-            raise ArgumentTypeError("search_steps", tuple, type(self.search_steps), "search_steps: expected a tuple of numbers")
-        for step in self.search_steps:
-            _number("search_steps", step, low=-1.0, low_open=True)
-        check_int(self.search_rounds, "search_rounds", 0)
-        if not isinstance(self.full_resolution_loss, bool):
-            raise ArgumentTypeError("full_resolution_loss", bool, type(self.full_resolution_loss),
-                                    "full_resolution_loss: expected a bool")
-        _choice("parameterisation", self.parameterisation, PARAMETERISATIONS)
-        _choice("initialisation", self.initialisation, INITIALISATIONS)
+        check_bool(self.full_resolution_loss, "full_resolution_loss")
+        check_str_choice(self.parameterisation, PARAMETERISATIONS, "parameterisation")
+        check_str_choice(self.initialisation, INITIALISATIONS, "initialisation")
         check_int(self.planes, "planes", 2)
         check_int(self.sweep_level, "sweep_level", 0)
         check_int(self.sweep_window, "sweep_window", 1)
@@ -245,22 +204,21 @@ class DepthConfig:
         check_int(self.range_planes, "range_planes", 0)
         if self.range_planes == 1:
             raise ArgumentValueError("range_planes", "0 or >= 2", 1, "range_planes: expected 0 (off) or >= 2, got 1")
-        _number("sgm_p1", self.sgm_p1, low=0.0)
-        _number("sgm_p2", self.sgm_p2, low=0.0)
+        check_real(self.sgm_p1, "sgm_p1", low=0.0)
+        check_real(self.sgm_p2, "sgm_p2", low=0.0)
         if self.sgm_p2 > 0 and self.sgm_p2 < self.sgm_p1:
             raise ArgumentValueError("sgm_p2", f">= sgm_p1 ({self.sgm_p1})", self.sgm_p2,
                                      f"sgm_p2: expected >= sgm_p1 ({self.sgm_p1}) or 0, got {self.sgm_p2}")
-        _number("disparity_fraction", self.disparity_fraction, low=0.0, low_open=True, high=1.0)
-        if not isinstance(self.normalise_gain, bool):
-            raise ArgumentTypeError("normalise_gain", bool, type(self.normalise_gain), "normalise_gain: expected a bool")
-        _choice("aggregation", self.aggregation, ("mean", "min", "softmin"))
-        _number("softmin_temperature", self.softmin_temperature, low=0.0, low_open=True)
-        _number("residual_threshold", self.residual_threshold, low=0.0, low_open=True)
-        _number("min_texture", self.min_texture, low=0.0)
-        _number("tolerance", self.tolerance, low=0.0)
+        check_real(self.disparity_fraction, "disparity_fraction", low=0.0, low_open=True, high=1.0)
+        check_bool(self.normalise_gain, "normalise_gain")
+        check_str_choice(self.aggregation, ("mean", "min", "softmin"), "aggregation")
+        check_real(self.softmin_temperature, "softmin_temperature", low=0.0, low_open=True)
+        check_real(self.residual_threshold, "residual_threshold", low=0.0, low_open=True)
+        check_real(self.min_texture, "min_texture", low=0.0)
+        check_real(self.tolerance, "tolerance", low=0.0)
         check_int(self.patience, "patience", 1)
         check_int(self.min_size, "min_size", 2)
-        _number("blur_sigma", self.blur_sigma, low=0.0)
-        _number("image_sigma", self.image_sigma, low=0.0)
-        _number("saturation", self.saturation, low=0.0, high=0.5, high_open=True)
+        check_real(self.blur_sigma, "blur_sigma", low=0.0)
+        check_real(self.image_sigma, "image_sigma", low=0.0)
+        check_real(self.saturation, "saturation", low=0.0, high=0.5, high_open=True)
         check_int(self.seed, "seed", 0)

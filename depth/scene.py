@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
-from gradcv.core_ops._checks import check_int
-from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError
+from gradcv.core_ops._checks import check_int, check_real
+from gradcv.core_ops.errors import ArgumentValueError
 
 __all__ = ["SCENE_KINDS", "Scene", "SceneConfig", "make_cameras", "make_scene"]
 
@@ -75,11 +75,7 @@ class SceneConfig:
             check_int(getattr(self, name), name, 0 if name.startswith("num_") and name != "num_views" else 1)
         for name in ("fov_deg", "baseline", "rotation_deg", "noise_sigma", "gain_jitter", "bias_jitter",
                      "plane_depth", "edge_threshold", "visibility_tolerance"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool):
-                raise ArgumentTypeError(name, float, type(value), f"{name}: expected a number, got {type(value).__name__}")
-            if not math.isfinite(value):
-                raise ArgumentValueError(name, "finite", value, f"{name}: expected a finite number, got {value}")
+            check_real(getattr(self, name), name)
         if not 0.0 < self.fov_deg < 170.0:
             raise ArgumentValueError("fov_deg", "in (0, 170)", self.fov_deg, f"fov_deg: expected a value in (0, 170), got {self.fov_deg}")
         for name in ("noise_sigma", "gain_jitter", "bias_jitter", "edge_threshold", "visibility_tolerance"):

@@ -296,22 +296,6 @@ class _Level:
         return photo
 
 
-def _local_search(problem: "_Level", inv: torch.Tensor, steps: tuple[float, ...],
-                  bounds: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """Each pixel's best of ``inv * (1 + step)`` over ``steps`` (and ``0``), by the level's
-    photometric cost with the whole map scaled alike (so windows follow slanted surfaces):
-    a discrete move out of the small basins that gradient descent cannot leave."""
-    best_cost, _ = problem.photometric(inv)
-    best = inv
-    for step in steps:
-        cand = torch.minimum(torch.maximum(inv * (1.0 + step), bounds[0]), bounds[1])
-        cost, count = problem.photometric(cand)
-        better = (cost < best_cost) & (count > 0)
-        best = torch.where(better, cand, best)
-        best_cost = torch.where(better, cost, best_cost)
-    return best
-
-
 def _narrow_range(views: torch.Tensor, K: torch.Tensor, E: torch.Tensor, ref_index: int, rng: torch.Tensor,
                   level: int, planes: int) -> torch.Tensor:
     """``(B, 2)`` the depth range of a quick sweep two levels coarser than ``level``: its
@@ -516,18 +500,7 @@ def estimate_depth(
         iterations = cfg.iterations_at(level.index, level.count)
         losses: list[torch.Tensor] = []
         previous = torch.full((B,), math.inf, dtype=dtype, device=device)
-        search_at = set()
-        if cfg.search_rounds > 0 and cfg.search_steps:
-            search_at = {int(r * iterations / cfg.search_rounds) for r in range(cfg.search_rounds)}
         for it in range(iterations):
-            if it in search_at and full_size is None:
-                with torch.no_grad():
-                    found = _local_search(problem, _from_param(param(), unit, cfg.parameterisation, bounds),
-                                          cfg.search_steps, bounds)
-                    base = _to_param(found, unit, cfg.parameterisation)
-                    for t in thetas:
-                        t.zero_()
-                opt = make_optimizer(thetas, cfg.optimizer, cfg.lr, opt_kwargs)
             set_learning_rate(opt, scheduled_learning_rate(cfg.lr_schedule, cfg.lr, it, iterations))
             before = [t.detach().clone() for t in thetas]
             opt.zero_grad(set_to_none=True)

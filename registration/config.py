@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from gradcv.core_ops._checks import check_int
+from gradcv.core_ops._checks import check_bool, check_int, check_real, check_str_choice
 from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError
 from gradcv.optim import SCHEDULES, UNROLLED, resolve_optimizer
 from gradcv.registration.motion import MOTIONS
@@ -158,29 +158,29 @@ class RegistrationConfig:
         """Raise a typed error naming the first field out of range: ``TypeError`` for a
         value of the wrong type (a float or a bool where an int belongs, a string where a
         number belongs), ``ValueError`` for a value out of range or not finite."""
-        _choice(self.method, METHODS, "method")
+        check_str_choice(self.method, METHODS, "method")
         check_int(self.levels, "levels", 1)
         check_int(self.iterations, "iterations", 1)
         if not isinstance(self.optimizer, str):
             raise TypeError(f"optimizer: expected a class name (str), got {type(self.optimizer).__name__}")
         _keyword_arguments(self.optimizer_kwargs)
-        _real(self.lr, "lr", 0.0, strict=True)
-        _choice(self.schedule, SCHEDULES, "schedule")
-        _real(self.final_lr_ratio, "final_lr_ratio", 0.0, strict=True, upper=1.0)
-        _choice(self.loss, LOSSES, "loss")
-        _real(self.charbonnier_eps, "charbonnier_eps", 0.0, strict=True)
-        _choice(self.coarse_loss, LEAST_SQUARES, "coarse_loss")
-        _boolean(self.symmetric, "symmetric")
-        _choice(self.motion, MOTIONS, "motion")
-        _real(self.tolerance, "tolerance", 0.0)
-        _real(self.step_tolerance, "step_tolerance", 0.0)
+        check_real(self.lr, "lr", low=0.0, low_open=True)
+        check_str_choice(self.schedule, SCHEDULES, "schedule")
+        check_real(self.final_lr_ratio, "final_lr_ratio", low=0.0, low_open=True, high=1.0)
+        check_str_choice(self.loss, LOSSES, "loss")
+        check_real(self.charbonnier_eps, "charbonnier_eps", low=0.0, low_open=True)
+        check_str_choice(self.coarse_loss, LEAST_SQUARES, "coarse_loss")
+        check_bool(self.symmetric, "symmetric")
+        check_str_choice(self.motion, MOTIONS, "motion")
+        check_real(self.tolerance, "tolerance", low=0.0)
+        check_real(self.step_tolerance, "step_tolerance", low=0.0)
         check_int(self.patience, "patience", 1)
-        _real(self.blur_sigma, "blur_sigma", 0.0)
+        check_real(self.blur_sigma, "blur_sigma", low=0.0)
         check_int(self.min_size, "min_size", 2)
-        _real(self.min_texture, "min_texture", 0.0)
-        _real(self.search_range, "search_range", 0.0)
+        check_real(self.min_texture, "min_texture", low=0.0)
+        check_real(self.search_range, "search_range", low=0.0)
         check_int(self.search_steps, "search_steps", 0)
-        _boolean(self.differentiable, "differentiable")
+        check_bool(self.differentiable, "differentiable")
         if self.method != "first_order" and self.loss not in LEAST_SQUARES:
             raise ValueError(
                 f"loss: the {self.method} method needs a sum of (reweighted) squares: "
@@ -190,29 +190,6 @@ class RegistrationConfig:
         if self.method == "first_order":
             if self.differentiable and self.optimizer not in UNROLLED:
                 raise ValueError(f"optimizer: a differentiable first-order solve supports {UNROLLED}, got {self.optimizer!r}")
-
-
-def _choice(value: object, choices: tuple[str, ...], name: str) -> None:
-    if not isinstance(value, str):
-        raise ArgumentTypeError(name, choices, type(value).__name__, f"{name}: expected one of {choices} (str), got {type(value).__name__}")
-    if value not in choices:
-        raise ArgumentValueError(name, choices, value, f"{name}: expected one of {choices}, got {value!r}")
-
-
-
-def _real(value: object, name: str, minimum: float, *, strict: bool = False, upper: float | None = None) -> None:
-    """A finite int or float ``>= minimum`` (``> minimum`` when ``strict``), ``<= upper``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ArgumentTypeError(name, "a float", value, f"{name}: expected a float, got {type(value).__name__} {value!r}")
-    low = f"> {minimum:g}" if strict else f">= {minimum:g}"
-    expected = f"a finite float {low}" + (f" and <= {upper:g}" if upper is not None else "")
-    if not math.isfinite(value) or value < minimum or (strict and value == minimum) or (upper is not None and value > upper):
-        raise ArgumentValueError(name, expected, value, f"{name}: expected {expected}, got {value!r}")
-
-
-def _boolean(value: object, name: str) -> None:
-    if not isinstance(value, bool):
-        raise ArgumentTypeError(name, "a bool", value, f"{name}: expected a bool, got {type(value).__name__} {value!r}")
 
 
 def _keyword_arguments(value: object) -> None:

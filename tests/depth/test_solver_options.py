@@ -1,6 +1,6 @@
 """The depth solver's newer options: DepthConfig validation of each, the number of levels
 solved, runs with each option on a tiny scene, the softmin source aggregation against min
-and mean, the discrete local search, and batching with coarse corrections."""
+and mean, and batching with coarse corrections."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError, GradcvError
 from gradcv.depth.config import DepthConfig
 from gradcv.depth.render import RenderedScene, SceneConfig, render_scene
-from gradcv.depth.solver import _Level, _local_search, _narrow_range, estimate_depth, pyramid_levels, solved_levels
+from gradcv.depth.solver import _Level, _narrow_range, estimate_depth, pyramid_levels, solved_levels
 
 SCENE = SceneConfig(height=48, width=64, baseline=1.0, supersampling=1)
 #: Small and quick: a short run with a coarse sweep.
@@ -49,14 +49,6 @@ def _range(out: RenderedScene) -> tuple[float, float]:
     ("sgm_p2", "0.1", ArgumentTypeError),
     ("correction_levels", -1, ArgumentValueError),
     ("correction_levels", 1.5, ArgumentTypeError),
-    ("search_steps", (-1.5,), ArgumentValueError),
-    ("search_steps", (0.02, -1.0), ArgumentValueError),
-    ("search_steps", (math.inf,), ArgumentValueError),
-    ("search_steps", [0.02], ArgumentTypeError),
-    ("search_steps", 0.02, ArgumentTypeError),
-    ("search_steps", ("0.02",), ArgumentTypeError),
-    ("search_rounds", -1, ArgumentValueError),
-    ("search_rounds", 1.0, ArgumentTypeError),
     ("full_resolution_loss", "yes", ArgumentTypeError),
     ("full_resolution_loss", 1, ArgumentTypeError),
     ("aggregation", "max", ArgumentValueError),
@@ -84,10 +76,10 @@ def test_config_rejects_p2_below_p1() -> None:
 
 
 def test_config_accepts_edge_values() -> None:
-    config = DepthConfig(sweep_window=1, range_planes=0, correction_levels=0, search_steps=(), search_rounds=0,
+    config = DepthConfig(sweep_window=1, range_planes=0, correction_levels=0,
                          full_resolution_loss=True, aggregation="softmin", softmin_temperature=1e-9)
-    assert config.range_planes == 0 and config.search_steps == ()
-    DepthConfig(range_planes=2, search_steps=(-0.999, 0.0, 5.0), search_rounds=3, sgm_p1=0.0, sgm_p2=0.0)
+    assert config.range_planes == 0 and config.correction_levels == 0
+    DepthConfig(range_planes=2, sgm_p1=0.0, sgm_p2=0.0)
     for aggregation in ("mean", "min", "softmin"):
         assert DepthConfig(aggregation=aggregation).aggregation == aggregation
 
@@ -95,8 +87,8 @@ def test_config_accepts_edge_values() -> None:
 def test_estimate_depth_rejects_bad_overrides(scene: RenderedScene) -> None:
     with pytest.raises(ArgumentValueError, match="^softmin_temperature"):
         estimate_depth(*_inputs(scene), softmin_temperature=0.0)
-    with pytest.raises(ArgumentTypeError, match="^search_steps"):
-        estimate_depth(*_inputs(scene), search_steps=[0.02])
+    with pytest.raises(ArgumentTypeError, match="^full_resolution_loss"):
+        estimate_depth(*_inputs(scene), full_resolution_loss="yes")
 
 
 # ----------------------------------------------------------------------------- levels
@@ -146,8 +138,7 @@ def test_solved_levels_match_the_result(scene: RenderedScene, overrides: dict, g
     dict(correction_levels=0),
     dict(correction_levels=3),
     dict(correction_levels=8),  # coarser than the image: 1 x 1 corrections
-    dict(search_rounds=2, search_steps=(-0.02, 0.02)),
-    dict(search_rounds=2, search_steps=(-0.02, 0.02), sweep_level=1),
+    dict(sweep_level=1),
     dict(initialisation="constant", scales=3, full_resolution_loss=True),
     dict(initialisation="constant", scales=3, full_resolution_loss=True, correction_levels=2),
     dict(sgm_p2=0.0, range_planes=0, sweep_window=3),
@@ -161,17 +152,6 @@ def test_options_run(scene: RenderedScene, overrides: dict) -> None:
     assert result.valid.float().mean() > 0.5
     for history in result.loss_history:
         assert torch.isfinite(history).all()
-
-
-def test_search_rounds_do_not_raise_the_loss(scene: RenderedScene) -> None:
-    rng = _range(scene)
-    start = dict(initialisation="constant", scales=1, iterations=2, lr=1e-12, correction_levels=0)
-    plain = estimate_depth(*_inputs(scene), depth_range=rng, **start)
-    searched = estimate_depth(*_inputs(scene), depth_range=rng, search_rounds=1,
-                              search_steps=(-0.1, -0.05, 0.05, 0.1), **start)
-    # The search runs before the first step; from a constant start it finds better depths for
-    # most pixels, so the first loss drops: measured 0.181 -> 0.144.
-    assert searched.loss_history[0][0, 0] < 0.9 * plain.loss_history[0][0, 0]
 
 
 # -------------------------------------------------------------- source aggregation
@@ -228,25 +208,6 @@ def test_softmin_limits(scene: RenderedScene, inverse_depths: list[torch.Tensor]
         assert ((default > least + 1e-4) & (default < mean - 1e-4)).any()
 
 
-def test_local_search_keeps_each_pixels_best(scene: RenderedScene, inverse_depths: list[torch.Tensor]) -> None:
-    problem = _level(scene)
-    inv = inverse_depths[1]
-    bounds = (torch.full((1, 1, 1, 1), 0.1), torch.full((1, 1, 1, 1), 0.5))
-    steps = (-0.1, 0.05, 0.1)
-    found = _local_search(problem, inv, steps, bounds)
-    candidates = [inv] + [torch.minimum(torch.maximum(inv * (1 + s), bounds[0]), bounds[1]) for s in steps]
-    costs = []
-    for i, cand in enumerate(candidates):
-        cost, count = problem.photometric(cand)
-        costs.append(cost if i == 0 else torch.where(count > 0, cost, torch.full_like(cost, math.inf)))
-    choice = torch.stack(costs).argmin(0)  # the first of equal costs, as the search keeps the earlier
-    expected = torch.stack(candidates).gather(0, choice[None])[0]
-    torch.testing.assert_close(found, expected, rtol=0, atol=0)
-    # The whole map was scaled wrong by 1.3: the search moves most pixels (measured 0.82).
-    assert (found != inv).float().mean() > 0.5
-    assert torch.equal(_local_search(problem, inv, (), bounds), inv)
-
-
 # ------------------------------------------------------------------------ range narrowing
 
 
@@ -277,8 +238,7 @@ def test_batch_equals_one_by_one_with_corrections(scene: RenderedScene) -> None:
     images = torch.stack([scene.images, other.images])
     K = torch.stack([scene.intrinsics, other.intrinsics])
     E = torch.stack([scene.extrinsics, other.extrinsics])
-    config = DepthConfig.default(**{**QUICK, "iterations": 6}, correction_levels=3, sweep_level=1,
-                                 search_rounds=1, search_steps=(-0.02, 0.02))
+    config = DepthConfig.default(**{**QUICK, "iterations": 6}, correction_levels=3, sweep_level=1)
     both = estimate_depth(images, K, E, config=config)
     for b in range(2):
         one = estimate_depth(images[b : b + 1], K[b : b + 1], E[b : b + 1], config=config)
