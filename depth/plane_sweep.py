@@ -226,9 +226,10 @@ def plane_sweep(
         if masks is not None:
             ref_usable_k = masks[:, ref_index].repeat_interleave(k, 0) > 0.5
         K_ref_k = K_ref.repeat_interleave(k, 0)
-        total = torch.zeros((B * k, 1, H, W), dtype=images.dtype, device=images.device)
-        count = torch.zeros_like(total)
-        least = torch.full_like(total, math.inf)
+        # 'min': the least cost of the sources that see the pixel (inf: none); 'mean': their sum and count.
+        least = torch.full((B * k, 1, H, W), math.inf, dtype=images.dtype, device=images.device)
+        total = torch.zeros_like(least)
+        count = torch.zeros_like(least)
         for s, pose in zip(sources, poses):
             source = images[:, s] if masks is None else torch.cat([images[:, s], masks[:, s]], 1)
             warped, seen = depth_warp(  # one warp for the image and its mask
@@ -254,9 +255,10 @@ def plane_sweep(
                 cost = _min_filter(cost, window)
             if aggregation == "min":
                 least = torch.where(seen, torch.minimum(least, cost), least)
-            seen = seen.to(images.dtype)
-            total = total + cost * seen
-            count = count + seen
+            else:
+                seen = seen.to(images.dtype)
+                total = total + cost * seen
+                count = count + seen
         if aggregation == "min":
             mean = least
         else:

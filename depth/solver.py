@@ -309,18 +309,15 @@ def _narrow_range(views: torch.Tensor, K: torch.Tensor, E: torch.Tensor, ref_ind
                         window=3, aggregation="min", shiftable=True)
     inv_lo, inv_hi = 1.0 / rng[:, 1], 1.0 / rng[:, 0]
     step = (inv_hi - inv_lo) / (planes - 1)
-    out = rng.clone()
-    for b in range(B):
-        seen = sweep.valid[b, 0]
-        if int(seen.sum()) < 16:
-            continue
-        inv = 1.0 / sweep.depth[b, 0][seen].to(rng.dtype)
-        q = torch.quantile(inv, torch.tensor([0.02, 0.98], dtype=inv.dtype, device=inv.device))
-        span = q[1] - q[0]
-        low = torch.maximum(q[0] - 0.5 * span - 2 * step[b], inv_lo[b])
-        high = torch.minimum(q[1] + 0.5 * span + 2 * step[b], inv_hi[b])
-        if bool(high > low):
-            out[b, 0], out[b, 1] = 1.0 / high, 1.0 / low
+    seen = sweep.valid.flatten(1)
+    inv = torch.where(seen, 1.0 / sweep.depth.flatten(1).to(rng.dtype), torch.full_like(seen, math.nan, dtype=rng.dtype))
+    q = torch.nanquantile(inv, torch.tensor([0.02, 0.98], dtype=rng.dtype, device=rng.device), dim=1)  # (2, B)
+    span = q[1] - q[0]
+    low = torch.maximum(q[0] - 0.5 * span - 2 * step, inv_lo)
+    high = torch.minimum(q[1] + 0.5 * span + 2 * step, inv_hi)
+    # Too few pixels seen, or an empty interval: keep the range given.
+    keep = (seen.sum(1) >= 16) & (high > low)
+    out = torch.where(keep[:, None], torch.stack([1.0 / high, 1.0 / low], 1), rng)
     return out
 
 
