@@ -38,11 +38,13 @@ a table on stdout.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import statistics
 import sys
 import time
+import typing
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
@@ -50,6 +52,7 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from gradcv.depth.scene import SceneConfig
 from gradcv.experiments._cli import ExperimentError, UsageError, atomic_write_text, config_to_object, run_app, run_dir, write_metrics
 from gradcv.experiments._timing import set_threads
 
@@ -69,20 +72,15 @@ TARGET_SECONDS = 10.0
 RATIO_BASELINE = "sweep128"
 
 
-@dataclass
-class SceneOptions:
-    """The ``SceneConfig`` fields a run may change (the rest keep the library's defaults)."""
-
-    height: int = 240
-    width: int = 320
-    num_views: int = 3
-    fov_deg: float = 60.0
-    baseline: float = 0.15
-    rotation_deg: float = 1.0
-    supersampling: int = 2
-    noise_sigma: float = 0.0
-    gain_jitter: float = 0.0
-    bias_jitter: float = 0.0
+#: The ``SceneConfig`` fields a run may change (the rest keep the library's defaults);
+#: made from it, so names, types and defaults cannot drift from the library.
+SCENE_OPTIONS = ("height", "width", "num_views", "fov_deg", "baseline", "rotation_deg", "supersampling",
+                 "noise_sigma", "gain_jitter", "bias_jitter")
+SceneOptions = dataclasses.make_dataclass(
+    "SceneOptions",
+    [(f.name, typing.get_type_hints(SceneConfig)[f.name], field(default=f.default))
+     for f in dataclasses.fields(SceneConfig) if f.name in SCENE_OPTIONS],
+)
 
 
 @dataclass
@@ -115,10 +113,9 @@ ConfigStore.instance().store(name="bench_depth_schema", node=BenchDepthConfig)
 
 
 # ------------------------------------------------------------------------ checks
-def _scene_config(options: SceneOptions):
+def _scene_config(options: Any) -> SceneConfig:
     """``options`` as a :class:`gradcv.depth.SceneConfig`; a bad value is a :class:`UsageError` naming ``scene.<field>``."""
     from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError
-    from gradcv.depth import SceneConfig
 
     try:
         return SceneConfig(**asdict(options))
