@@ -7,40 +7,31 @@ Every threshold below was measured first (the value is in a comment) and asserte
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
-from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError, GradcvError, ShapeError
+from gradcv.core_ops.errors import GradcvError, ShapeError
 from gradcv.core_ops.geometry import depth_warp
 from gradcv.depth.config import DepthConfig
 from gradcv.depth.plane_sweep import PlaneSweepResult, plane_sweep
-from gradcv.depth.render import RenderedScene, render_scene
-from gradcv.depth.scene import SceneConfig
+from gradcv.depth.render import RenderedScene
 from gradcv.depth.solver import _Level, estimate_depth
+from tests.depth._tiny import QUICK, tiny_plane, tiny_scene, true_range
 
-CONFIG = SceneConfig(height=48, width=64, num_views=3, baseline=1.0, supersampling=1)
 #: Small and quick: a short run with a coarse sweep.
-QUICK = dict(iterations=4, planes=16, range_planes=8)
 #: Every sweep option at once (SGM, the minimum over sources, shiftable windows, sub-plane refinement).
 ALL_OPTIONS = dict(aggregation="min", shiftable=True, subpixel=True, sgm=(0.02, 0.2))
 
 
 @pytest.fixture(scope="module")
 def scene() -> RenderedScene:
-    return render_scene(CONFIG, seed=0)
+    return tiny_scene()
 
 
 @pytest.fixture(scope="module")
 def plane() -> RenderedScene:
-    # A fronto-parallel plane at z = 4 filling the reference view.
-    return render_scene(SceneConfig(height=48, width=64, num_views=3, baseline=1.0, supersampling=1, kind="plane"), seed=0)
+    return tiny_plane()
 
-
-def _true_range(out: RenderedScene) -> tuple[float, float]:
-    d = out.depths[0][out.valid[0]]
-    return float(d.min()), float(d.max())
 
 
 def _sweep(out: RenderedScene, images: torch.Tensor | None = None, views: list[int] | None = None,
@@ -63,7 +54,7 @@ def _assert_same(a: PlaneSweepResult, b: PlaneSweepResult) -> None:
 @pytest.mark.parametrize("options", [{}, ALL_OPTIONS], ids=["plain", "all_options"])
 def test_all_ones_masks_change_nothing(scene: RenderedScene, options: dict) -> None:
     N, C, H, W = scene.images.shape
-    rng = _true_range(scene)
+    rng = true_range(scene)
     base = _sweep(scene, depth_range=rng, planes=12, **options)
     for shape in ((1, N, 1, H, W), (1, N, C, H, W)):
         for ones in (torch.ones(shape), torch.ones(shape, dtype=torch.bool)):
@@ -74,7 +65,7 @@ def test_all_ones_masks_change_nothing(scene: RenderedScene, options: dict) -> N
                          ids=["plain", "min", "shiftable", "subpixel"])
 def test_a_channel_masked_everywhere_is_that_channel_removed(scene: RenderedScene, options: dict) -> None:
     N, C, H, W = scene.images.shape
-    rng = _true_range(scene)
+    rng = true_range(scene)
     masks = torch.ones(1, N, C, H, W)
     masks[:, :, 1] = 0.0
     masked = _sweep(scene, depth_range=rng, planes=12, masks=masks, **options)
@@ -94,7 +85,7 @@ def test_a_channel_mask_with_sgm_still_chooses_on_the_remaining_channels(scene: 
     # With SGM the guidance is the whole reference (every channel), so the depths may differ
     # from a run on the images without the channel; the costs the SGM chose from may not.
     N, C, H, W = scene.images.shape
-    rng = _true_range(scene)
+    rng = true_range(scene)
     masks = torch.ones(1, N, C, H, W)
     masks[:, :, 1] = 0.0
     masked = _sweep(scene, depth_range=rng, planes=12, masks=masks, sgm=(0.02, 0.2))
@@ -125,7 +116,7 @@ def _always_masked(out: RenderedScene, masks: torch.Tensor, source: int, plane_d
 @pytest.mark.parametrize("window", [1, 5])
 def test_a_region_masked_in_one_source_leaves_the_other(scene: RenderedScene, window: int) -> None:
     N, C, H, W = scene.images.shape
-    rng = _true_range(scene)
+    rng = true_range(scene)
     masks = torch.ones(1, N, 1, H, W)
     masks[0, 2, :, :, : W // 2] = 0.0  # the left half of source 2
     kwargs = dict(depth_range=rng, planes=12, window=window)
@@ -294,7 +285,7 @@ def test_saturated_highlights_drop_out() -> None:
     # Blown highlights in the reference's channel 1: its brightest 20 % read 1 (2.2 % of all
     # values clip). The unclipped values stay consistent with the sources, the clipped ones are
     # wrong, and the default saturation leaves them out.
-    out = render_scene(CONFIG, seed=2)
+    out = tiny_scene(2)
     images = out.images.clone()
     channel = images[0, 1]
     images[0, 1] = torch.where(channel >= torch.quantile(channel, 0.8), torch.ones_like(channel), channel)
@@ -346,26 +337,6 @@ def test_a_fully_clipped_reference_region_is_filled_and_flagged_invalid(plane: R
     assert err.mean() < 0.04 and err.mean() < 0.5 * plain_err.mean()
 
 
-@pytest.mark.parametrize("field,value,kind", [
-    ("saturation", -0.1, ArgumentValueError),
-    ("saturation", 0.5, ArgumentValueError),
-    ("saturation", 0.7, ArgumentValueError),
-    ("saturation", math.nan, ArgumentValueError),
-    ("saturation", "x", ArgumentTypeError),
-    ("saturation", True, ArgumentTypeError),
-    ("image_sigma", -1, ArgumentValueError),
-    ("image_sigma", math.inf, ArgumentValueError),
-    ("image_sigma", "0.6", ArgumentTypeError),
-])
-def test_config_rejects_bad_saturation_and_image_sigma(field: str, value: object, kind: type) -> None:
-    for make in (lambda: DepthConfig(**{field: value}), lambda: DepthConfig.default().replace(**{field: value}),
-                 lambda: DepthConfig.paper(**{field: value})):
-        with pytest.raises(kind) as info:
-            make()
-        assert isinstance(info.value, GradcvError)
-        assert info.value.name == field and str(info.value).startswith(field), str(info.value)
-
-
 def test_config_accepts_saturation_and_image_sigma_bounds() -> None:
     assert DepthConfig.default().saturation == pytest.approx(0.002)
     assert DepthConfig.default().image_sigma == pytest.approx(0.6)
@@ -376,7 +347,7 @@ def test_config_accepts_saturation_and_image_sigma_bounds() -> None:
 
 def test_user_masks_combine_with_saturation() -> None:
     # The highlights scene of seed 2 and a user mask over a square of the reference.
-    out = render_scene(CONFIG, seed=2)
+    out = tiny_scene(2)
     images = out.images.clone()
     channel = images[0, 1]
     images[0, 1] = torch.where(channel >= torch.quantile(channel, 0.8), torch.ones_like(channel), channel)

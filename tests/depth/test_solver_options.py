@@ -13,15 +13,13 @@ from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError, Gradcv
 from gradcv.depth.config import DepthConfig
 from gradcv.depth.render import RenderedScene, SceneConfig, render_scene
 from gradcv.depth.solver import _Level, _narrow_range, estimate_depth, pyramid_levels, solved_levels
+from tests.depth._tiny import QUICK, tiny_plane, tiny_scene
 
-SCENE = SceneConfig(height=48, width=64, baseline=1.0, supersampling=1)
-#: Small and quick: a short run with a coarse sweep.
-QUICK = dict(iterations=4, planes=16, range_planes=8)
 
 
 @pytest.fixture(scope="module")
 def scene() -> RenderedScene:
-    return render_scene(SCENE, seed=0)
+    return tiny_scene()
 
 
 def _inputs(out: RenderedScene) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -49,6 +47,15 @@ def _range(out: RenderedScene) -> tuple[float, float]:
     ("sgm_p2", "0.1", ArgumentTypeError),
     ("correction_levels", -1, ArgumentValueError),
     ("correction_levels", 1.5, ArgumentTypeError),
+    ("saturation", -0.1, ArgumentValueError),
+    ("saturation", 0.5, ArgumentValueError),
+    ("saturation", 0.7, ArgumentValueError),
+    ("saturation", math.nan, ArgumentValueError),
+    ("saturation", "x", ArgumentTypeError),
+    ("saturation", True, ArgumentTypeError),
+    ("image_sigma", -1, ArgumentValueError),
+    ("image_sigma", math.inf, ArgumentValueError),
+    ("image_sigma", "0.6", ArgumentTypeError),
     ("full_resolution_loss", "yes", ArgumentTypeError),
     ("full_resolution_loss", 1, ArgumentTypeError),
     ("aggregation", "max", ArgumentValueError),
@@ -212,7 +219,7 @@ def test_softmin_limits(scene: RenderedScene, inverse_depths: list[torch.Tensor]
 
 
 def test_narrow_range_keeps_the_scene_and_drops_the_rest(scene: RenderedScene) -> None:
-    flat = render_scene(SceneConfig(height=48, width=64, baseline=1.0, supersampling=1, kind="plane"), seed=0)
+    flat = tiny_plane()
     wide = torch.tensor([[0.5, 100.0], [0.5, 100.0]])
     scenes = (scene, flat)
     views, K, E = (torch.stack([getattr(s, name) for s in scenes]) for name in ("images", "intrinsics", "extrinsics"))

@@ -15,23 +15,19 @@ from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError, Gradcv
 from gradcv.depth.plane_sweep import PlaneSweepResult, plane_sweep
 from gradcv.depth.render import RenderedScene, render_scene
 from gradcv.depth.scene import SceneConfig
+from tests.depth._tiny import tiny_plane, tiny_scene, true_range
 
-CONFIG = SceneConfig(height=48, width=64, num_views=3, baseline=1.0, supersampling=1)
 
 
 @pytest.fixture(scope="module")
 def scene() -> RenderedScene:
-    return render_scene(CONFIG, seed=0)
+    return tiny_scene()
 
 
 @pytest.fixture(scope="module")
 def plane() -> RenderedScene:
-    return render_scene(SceneConfig(height=48, width=64, num_views=3, baseline=1.0, supersampling=1, kind="plane"), seed=0)
+    return tiny_plane()
 
-
-def _true_range(out: RenderedScene) -> tuple[float, float]:
-    d = out.depths[0][out.valid[0]]
-    return float(d.min()), float(d.max())
 
 
 def _sweep(out: RenderedScene, **kwargs: object) -> PlaneSweepResult:
@@ -74,14 +70,14 @@ def test_subpixel_leaves_the_plane_depths_and_is_more_accurate(plane: RenderedSc
 
 def test_subpixel_needs_three_planes(scene: RenderedScene) -> None:
     # With two planes there is no parabola to fit: the depths stay the plane depths.
-    rng = _true_range(scene)
+    rng = true_range(scene)
     a = _sweep(scene, depth_range=rng, planes=2)
     b = _sweep(scene, depth_range=rng, planes=2, subpixel=True)
     assert torch.equal(a.depth, b.depth) and torch.equal(a.valid, b.valid)
 
 
 def test_min_over_sources_helps_where_one_source_sees(scene: RenderedScene) -> None:
-    rng = _true_range(scene)
+    rng = true_range(scene)
     count = scene.visibility[1:].sum(0, keepdim=True)
     one = scene.valid[:1] & (count == 1)
     both = scene.valid[:1] & (count == 2)
@@ -104,11 +100,11 @@ def test_min_over_sources_helps_where_one_source_sees(scene: RenderedScene) -> N
 def test_shiftable_windows_help_near_depth_edges() -> None:
     # Seed 1: on seed 0 the gain is smaller (0.1067 -> 0.1005, 6 %), on seeds 2 and 3 it is
     # 12 % and 6 %; seed 1's 16 % leaves a margin.
-    out = render_scene(CONFIG, seed=1)
+    out = tiny_scene(1)
     near = F.max_pool2d(out.edges[:1].float(), 5, 1, 2) > 0  # within 2 px (half the window) of a depth edge
     mask = _seen(out) & near
     assert mask.sum() > 500  # measured 1426
-    rng = _true_range(out)
+    rng = true_range(out)
     fixed = _sweep(out, depth_range=rng, planes=32, window=5)
     shifted = _sweep(out, depth_range=rng, planes=32, window=5, shiftable=True)
     fixed_err, shifted_err = _rel(fixed, out, mask).mean().item(), _rel(shifted, out, mask).mean().item()
@@ -123,7 +119,7 @@ def test_sgm_reduces_gross_outliers() -> None:
     # Image noise (sigma 0.03) and a 3x3 window make the winner-take-all blotchy.
     out = render_scene(SceneConfig(height=48, width=64, num_views=3, baseline=1.0, supersampling=1, noise_sigma=0.03), seed=0)
     mask = _seen(out)
-    rng = _true_range(out)
+    rng = true_range(out)
     wta = _sweep(out, depth_range=rng, planes=32, window=3)
     sgm = _sweep(out, depth_range=rng, planes=32, window=3, sgm=(0.05, 0.2))
     wta_gross = (_rel(wta, out, mask) > 0.1).float().mean().item()
@@ -147,7 +143,7 @@ def test_sgm_reduces_gross_outliers() -> None:
 
 def test_sgm_helps_without_noise(scene: RenderedScene) -> None:
     mask = _seen(scene)
-    rng = _true_range(scene)
+    rng = true_range(scene)
     wta = _sweep(scene, depth_range=rng, planes=32)
     sgm = _sweep(scene, depth_range=rng, planes=32, sgm=(0.02, 0.2))
     # Measured: gross outliers 0.145 (winner-take-all, 5x5 window) and 0.131 (SGM).
@@ -155,7 +151,7 @@ def test_sgm_helps_without_noise(scene: RenderedScene) -> None:
 
 
 def test_defaults_unchanged(scene: RenderedScene) -> None:
-    rng = _true_range(scene)
+    rng = true_range(scene)
     implicit = _sweep(scene, depth_range=rng, planes=12)
     explicit = _sweep(scene, depth_range=rng, planes=12, aggregation="mean", shiftable=False, subpixel=False, sgm=None)
     for a, b in zip(implicit, explicit):
@@ -163,8 +159,8 @@ def test_defaults_unchanged(scene: RenderedScene) -> None:
 
 
 def test_all_options_chunking_and_batch(scene: RenderedScene) -> None:
-    other = render_scene(CONFIG, seed=1)
-    ranges = torch.tensor([_true_range(scene), _true_range(other)])
+    other = tiny_scene(1)
+    ranges = torch.tensor([true_range(scene), true_range(other)])
     options = dict(planes=12, aggregation="min", shiftable=True, subpixel=True, sgm=(0.01, 0.1))
     a = _sweep(scene, depth_range=tuple(ranges[0].tolist()), chunk=12, **options)
     b = _sweep(scene, depth_range=tuple(ranges[0].tolist()), chunk=5, **options)
