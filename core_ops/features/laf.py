@@ -589,15 +589,6 @@ def _check_extraction(img: object, laf: object, PS: object, normalize: object) -
     check_bool(normalize, "normalize_lafs_before_extraction")
 
 
-def _patch_offsets(laf: torch.Tensor, PS: int) -> torch.Tensor:
-    """``(B, N, PS, PS, 2)``: ``c + A (u_j, u_i)`` with ``u_k = (2 k + 1) / PS - 1``, in pixels."""
-    u = (2.0 * torch.arange(PS, dtype=laf.dtype, device=laf.device) + 1.0) / PS - 1.0
-    a = laf[..., None, None, :, :]  # (B, N, 1, 1, 2, 3)
-    ux = u.view(1, 1, 1, PS, 1)
-    uy = u.view(1, 1, PS, 1, 1)
-    return a[..., 0] * ux + a[..., 1] * uy + a[..., 2]
-
-
 def _prepare(img: torch.Tensor, laf: torch.Tensor, normalize: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The LAF in pixels in the sampling dtype, non-finite frames zeroed, and their mask."""
     dtype = torch.promote_types(torch.promote_types(img.dtype, laf.dtype), torch.float32)
@@ -615,14 +606,37 @@ def _empty_patches(img: torch.Tensor, laf: torch.Tensor, PS: int) -> torch.Tenso
     return img.new_zeros(b, n, img.shape[1], PS, PS) + link
 
 
-def _sample(src: torch.Tensor, grid_px: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
-    """Bilinear samples of ``src`` at atlas pixels ``grid_px (B, N, PS, PS, 2)`` -> ``(B, N, C, PS, PS)``."""
-    b, n, ps = grid_px.shape[:3]
-    h, w = src.shape[-2:]
-    scale = grid_px.new_tensor([2.0 / w, 2.0 / h])
-    grid = (grid_px * scale + (scale / 2 - 1)).view(b, n * ps, ps, 2)
-    out = F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    return out.view(b, -1, n, ps, ps).transpose(1, 2).contiguous().to(out_dtype)
+def _sample(
+    src: torch.Tensor, laf_px: torch.Tensor, factor: torch.Tensor, offset: torch.Tensor, extent: torch.Tensor,
+    PS: int, out_dtype: torch.dtype,
+) -> torch.Tensor:
+    """Bilinear ``PS x PS`` patches ``(B, N, C, PS, PS)`` of ``src`` (an image or the atlas).
+
+    Cell ``(i, j)`` of LAF ``n`` reads ``src`` at pixel ``factor * (c + A (u_j, u_i)) + offset``,
+    clamped to ``[offset, offset + extent]`` (the outer pixel centres of the LAF's level);
+    ``factor`` is ``(B, N)``, ``offset`` and ``extent`` ``(B, N, 2)``. The grid is one matrix
+    product ``[u_x, u_y, 1] @ theta`` laid out cell-major, ``(B, PS*PS, N, 2)``, so that
+    building it costs one pass and ``grid_sample`` walks neighbouring keypoints' cells together.
+    """
+    b, n = laf_px.shape[:2]
+    c = src.shape[1]
+    ha, wa = src.shape[-2:]
+    k = laf_px.new_tensor([2.0 / wa, 2.0 / ha])  # atlas pixels -> grid_sample's [-1, 1]
+    b0 = k / 2 - 1
+    a = laf_px[..., :2] * factor[..., None, None]
+    t = laf_px[..., 2] * factor[..., None] + offset
+    theta = torch.stack([a[..., 0] * k, a[..., 1] * k, t * k + b0], dim=1)  # (B, 3, N, 2)
+    u = (2.0 * torch.arange(PS, dtype=laf_px.dtype, device=laf_px.device) + 1.0) / PS - 1.0
+    base = torch.stack([u.repeat(PS), u.repeat_interleave(PS), torch.ones_like(u).repeat(PS)], dim=-1)
+    grid = torch.matmul(base, theta.reshape(b, 3, n * 2)).view(b, PS * PS, n, 2)
+    lo = (offset * k + b0)[:, None]
+    hi = ((offset + extent) * k + b0)[:, None]
+    if torch.is_grad_enabled() and grid.requires_grad:
+        grid = torch.clamp(grid, lo, hi)
+    else:
+        grid = grid.clamp_(lo, hi)
+    out = F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=False)  # (B, C, PS*PS, N)
+    return out.view(b, c, PS, PS, n).permute(0, 4, 1, 2, 3).contiguous().to(out_dtype)
 
 
 def extract_patches_simple(
@@ -657,12 +671,16 @@ def extract_patches_simple(
     if laf.shape[0] == 0 or laf.shape[1] == 0:
         return _empty_patches(img, laf, PS)
     laf_px, invalid, src = _prepare(img, laf, normalize_lafs_before_extraction)
-    h, w = img.shape[-2:]
-    pts = _patch_offsets(laf_px, PS)
-    hi = pts.new_tensor([w - 1.0, h - 1.0])
-    pts = pts.clamp_min(0.0).minimum(hi)
-    out = _sample(src, pts, img.dtype)
+    out = _sample(src, laf_px, *_level_zero(laf_px, img), PS, img.dtype)
     return out.masked_fill(invalid[..., None, None, None], 0.0)
+
+
+def _level_zero(laf_px: torch.Tensor, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``factor``, ``offset`` and ``extent`` of :func:`_sample` for sampling ``img`` itself."""
+    b, n = laf_px.shape[:2]
+    h, w = img.shape[-2:]
+    extent = laf_px.new_tensor([w - 1.0, h - 1.0]).expand(b, n, 2)
+    return laf_px.new_ones(b, n), laf_px.new_zeros(b, n, 2), extent
 
 
 def _pyramid_sizes(h: int, w: int, PS: int) -> list[tuple[int, int]]:
@@ -729,10 +747,9 @@ def extract_patches_from_pyramid(
     laf_px, invalid, src = _prepare(img, laf, normalize_lafs_before_extraction)
     h, w = img.shape[-2:]
     sizes = _pyramid_sizes(h, w, PS)
-    pts = _patch_offsets(laf_px, PS)  # level-0 pixels
     if len(sizes) == 1:
-        pts = pts.clamp_min(0.0).minimum(pts.new_tensor([w - 1.0, h - 1.0]))
-        return _sample(src, pts, img.dtype).masked_fill(invalid[..., None, None, None], 0.0)
+        out = _sample(src, laf_px, *_level_zero(laf_px, img), PS, img.dtype)
+        return out.masked_fill(invalid[..., None, None, None], 0.0)
 
     # Atlas: level 0 on the left, levels 1.. stacked in a column on its right; each level
     # sits inside a one-pixel replicated guard, so that a sample clamped to a level's outer
@@ -751,12 +768,12 @@ def extract_patches_from_pyramid(
             level = pyrdown(level)
         atlas[..., oy - 1 : oy + lh + 1, ox - 1 : ox + lw + 1] = F.pad(level, (1, 1, 1, 1), mode="replicate")
 
-    table = pts.new_tensor(
+    table = laf_px.new_tensor(
         [[2.0**-i, ox, oy, lw - 1.0, lh - 1.0] for i, ((lh, lw), (ox, oy)) in enumerate(zip(sizes, offsets))]
     )
     scale = get_laf_scale(laf_px.detach())[..., 0, 0]
     # floor(log2(2 s / PS)); a zero scale gives -inf, clamped to level 0.
     idx = torch.log2(2.0 * scale / PS).floor().clamp(0, len(sizes) - 1).long()
-    per = table[idx][:, :, None, None, :]  # (B, N, 1, 1, 5)
-    pts = (pts * per[..., 0:1]).clamp_min(0.0).minimum(per[..., 3:5]) + per[..., 1:3]
-    return _sample(atlas, pts, img.dtype).masked_fill(invalid[..., None, None, None], 0.0)
+    per = table[idx]  # (B, N, 5)
+    out = _sample(atlas, laf_px, per[..., 0], per[..., 1:3], per[..., 3:5], PS, img.dtype)
+    return out.masked_fill(invalid[..., None, None, None], 0.0)
