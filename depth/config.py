@@ -48,6 +48,10 @@ class DepthConfig:
         correction_levels: the step of each level is a sum of per-pixel corrections at
             that level's size and this many coarser ones (halving), bilinearly upsampled,
             so that low-frequency errors are fixed as fast as pixel ones (``0``: per pixel).
+        correction_gate: the coarser corrections are switched off within 2 pixels of the
+            level's starting depth edges (a relative inverse-depth step above this between
+            neighbours of its 5x5 median); upsampled across an edge, they would move both
+            sides together and widen the foreground into a halo (``0``: off).
         full_resolution_loss: evaluate every level's loss at full resolution, on its depth
             upsampled bilinearly (the paper's scheme; costs a full-size loss per step).
         parameterisation: ``'inverse_depth'``, ``'depth'`` or ``'log_depth'``.
@@ -93,6 +97,7 @@ class DepthConfig:
     smoothness_order: int = 2
     edge_gamma: float = 10.0
     correction_levels: int = 4
+    correction_gate: float = 0.2
     full_resolution_loss: bool = False
     parameterisation: str = "inverse_depth"
     initialisation: str = "plane_sweep"
@@ -193,6 +198,7 @@ class DepthConfig:
                                      f"smoothness_order: expected 1 or 2, got {self.smoothness_order}")
         check_real(self.edge_gamma, "edge_gamma", low=0.0)
         check_int(self.correction_levels, "correction_levels", 0)
+        check_real(self.correction_gate, "correction_gate", low=0.0)
         check_bool(self.full_resolution_loss, "full_resolution_loss")
         check_str_choice(self.parameterisation, PARAMETERISATIONS, "parameterisation")
         check_str_choice(self.initialisation, INITIALISATIONS, "initialisation")

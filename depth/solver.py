@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from gradcv.core_ops._checks import check_floating, check_shape, check_tensor
 from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError, ShapeError
-from gradcv.core_ops.filters import box_blur, gaussian_blur2d
+from gradcv.core_ops.filters import box_blur, gaussian_blur2d, median_blur
 from gradcv.core_ops.geometry import depth_warp
 from gradcv.core_ops.losses import ssim
 from gradcv.core_ops.pyramid import build_centred_pyramid
@@ -213,6 +213,22 @@ def _smoothness(inv: torch.Tensor, ref: torch.Tensor, order: int, gamma: float) 
         dx = dx * torch.exp(-gamma * torch.maximum(gx[..., :, 1:], gx[..., :, :-1]))
         dy = dy * torch.exp(-gamma * torch.maximum(gy[..., 1:, :], gy[..., :-1, :]))
     return dx.mean((1, 2, 3)) + dy.mean((1, 2, 3))
+
+
+def _away_from_depth_edges(inv: torch.Tensor, jump: float, radius: int = 2) -> torch.Tensor:
+    """``(B, 1, h, w)`` bool: pixels farther than ``radius`` from a depth edge of ``inv``,
+    an edge being a relative inverse-depth step above ``jump`` between 4-neighbours of
+    its 5x5 median (so that isolated outliers of a sweep are not edges)."""
+    g = median_blur(inv, 5)
+    edge = torch.zeros_like(g, dtype=torch.bool)
+    for dim in (-1, -2):
+        n = g.shape[dim]
+        a, b = g.narrow(dim, 1, n - 1), g.narrow(dim, 0, n - 1)
+        step = (a - b).abs() > jump * torch.minimum(a, b)
+        edge.narrow(dim, 1, n - 1).logical_or_(step)
+        edge.narrow(dim, 0, n - 1).logical_or_(step)
+    near = F.max_pool2d(edge.to(inv.dtype), 2 * radius + 1, 1, radius)
+    return near == 0
 
 
 class _Level:
@@ -486,10 +502,17 @@ def estimate_depth(
         thetas = [torch.zeros(B, 1, -(-h // 2**j), -(-w // 2**j), dtype=dtype, device=device, requires_grad=True)
                   for j in range(cfg.correction_levels + 1)]
 
+        # Coarser corrections stop short of the start's depth edges: upsampled, they would
+        # move both sides of an edge together and widen the foreground into a halo.
+        gate = None
+        if cfg.correction_gate > 0 and cfg.correction_levels > 0:
+            gate = _away_from_depth_edges(inv.detach(), cfg.correction_gate).to(dtype)
+
         def param() -> torch.Tensor:
             x = base + thetas[0]
             for t in thetas[1:]:
-                x = x + F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False)
+                up = F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False)
+                x = x + (up if gate is None else up * gate)
             return x
 
         opt = make_optimizer(thetas, cfg.optimizer, cfg.lr, opt_kwargs)

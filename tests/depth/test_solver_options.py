@@ -12,7 +12,7 @@ import torch
 from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError, GradcvError
 from gradcv.depth.config import DepthConfig
 from gradcv.depth.render import RenderedScene, SceneConfig, render_scene
-from gradcv.depth.solver import _Level, _narrow_range, estimate_depth, pyramid_levels, solved_levels
+from gradcv.depth.solver import _away_from_depth_edges, _Level, _narrow_range, estimate_depth, pyramid_levels, solved_levels
 from tests.depth._tiny import QUICK, tiny_plane, tiny_scene
 
 
@@ -47,6 +47,8 @@ def _range(out: RenderedScene) -> tuple[float, float]:
     ("sgm_p2", "0.1", ArgumentTypeError),
     ("correction_levels", -1, ArgumentValueError),
     ("correction_levels", 1.5, ArgumentTypeError),
+    ("correction_gate", -0.1, ArgumentValueError),
+    ("correction_gate", "0.2", ArgumentTypeError),
     ("saturation", -0.1, ArgumentValueError),
     ("saturation", 0.5, ArgumentValueError),
     ("saturation", 0.7, ArgumentValueError),
@@ -144,6 +146,7 @@ def test_solved_levels_match_the_result(scene: RenderedScene, overrides: dict, g
     dict(aggregation="softmin", softmin_temperature=0.05),
     dict(correction_levels=0),
     dict(correction_levels=3),
+    dict(correction_levels=3, correction_gate=0.0),
     dict(correction_levels=8),  # coarser than the image: 1 x 1 corrections
     dict(sweep_level=1),
     dict(initialisation="constant", scales=3, full_resolution_loss=True),
@@ -256,3 +259,21 @@ def test_batch_equals_one_by_one_with_corrections(scene: RenderedScene) -> None:
             torch.testing.assert_close(level_both[b : b + 1], level_one, rtol=1e-4, atol=1e-4)
         for hist_both, hist_one in zip(both.loss_history, one.loss_history):
             torch.testing.assert_close(hist_both[b : b + 1], hist_one, rtol=1e-4, atol=1e-6)
+
+
+# ------------------------------------------------------------- correction gate
+
+
+def test_correction_gate_stops_at_depth_edges_only() -> None:
+    inv = torch.full((2, 1, 20, 24), 0.5, dtype=torch.float64)
+    inv[0, :, :, 12:] = 0.8  # a depth edge between columns 11 and 12 (a 60 % step)
+    inv[1, :, :, 12:] = 0.55  # a 10 % step: below the 20 % jump
+    inv[:, :, 5, 5] = 2.0  # an isolated outlier: the 5x5 median removes it
+    inv[:, :, 15:, :] *= torch.linspace(1.0, 1.02, 24, dtype=torch.float64)  # a slanted patch: no edge
+    away = _away_from_depth_edges(inv, 0.2)
+    assert away.shape == inv.shape and away.dtype == torch.bool
+    near = torch.zeros(20, 24, dtype=torch.bool)
+    near[:, 9:15] = True  # columns 11 and 12 are on the edge, and 2 more pixels on each side
+    assert torch.equal(away[0, 0], ~near)
+    assert away[1].all()
+    assert torch.equal(_away_from_depth_edges(inv, 0.05)[1, 0], ~near)
