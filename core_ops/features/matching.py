@@ -21,11 +21,18 @@ Returns:
     valid descriptors: padding is never a neighbour, never matched, and its values (even
     NaN) never reach a result or a gradient.
 
-Distances: the neighbours are selected from ``|a|^2 + |b|^2 - 2 a.b`` (one batched matrix
-product, computed without autograd), and the distances of the selected pairs only are then
-computed directly, ``|a - b|``, gradient-safe (zero gradient at zero distance): exact values,
-and a backward pass that never holds the ``N x M`` matrix. Ties between candidates
-closer than float rounding of the matrix product may be broken differently from Kornia's.
+Distances: the neighbours are selected from ``|a|^2 + |b|^2 - 2 a.b`` (batched matrix
+products without autograd, made in blocks of rows into one reused buffer and reduced block
+by block), and the distances of the selected pairs only are then computed directly,
+``|a - b|``, gradient-safe (zero gradient at zero distance): exact values, and a backward
+pass that never holds the ``N x M`` matrix. ``mnn`` (and ``fginn(mutual=True)``) get both
+directions from one product (column minima); ``smnn`` makes the second direction's
+product. Ties between candidates closer than the float rounding of the product may be broken
+differently from Kornia's; of exactly tied rows, ``mnn`` keeps the first.
+
+Speed (2500 x 2500, 128-D float32, one thread, this project's CPU): ``nn`` 14 ms, ``mnn``
+16 ms, ``snn`` 19 ms, ``smnn`` 37 ms (Kornia 0.9: 17 / 43 / 20 / 51 ms); the matrix product
+alone is about 11 ms of each.
 """
 
 from __future__ import annotations
@@ -125,28 +132,69 @@ def _check_th(th: object) -> float:
 
 
 # ---------------------------------------------------------------------------- neighbours
-def _selection(p: _Prepared, rows_only: bool) -> torch.Tensor:
-    """``(B, N, M)`` matrix ordered as the distances, without autograd; +inf off the valid pairs.
+# Bytes of one block of the distance matrix: small enough to stay in cache and to be
+# allocated once per call (a fresh N x M matrix costs page faults on every call).
+_BLOCK_BYTES = 1 << 22
 
-    For ``rows_only`` (only each desc1 row's neighbours are needed) the row-constant ``|a|^2``
-    is left out.
+
+class _Selection(NamedTuple):
+    vals: torch.Tensor  # (B, N, k) the ordering values (inf: no valid partner)
+    idx: torch.Tensor  # (B, N, k) long
+    col_min: torch.Tensor | None  # (B, M) each column's minimum of the same values
+
+
+def _select(
+    a: torch.Tensor, b: torch.Tensor, va: torch.Tensor | None, vb: torch.Tensor | None, dm: torch.Tensor | None,
+    k: int, *, col_min: bool = False,
+) -> _Selection:
+    """The ``k`` nearest valid rows of ``b`` for each row of ``a``, without autograd.
+
+    Ordered by ``dm`` when given, else by ``|a|^2 + |b|^2 - 2 a.b`` (``|a|^2`` is left out
+    unless the column minima are wanted: it does not change a row's order). The matrix is
+    made in blocks of rows into one reused buffer, reduced block by block.
     """
     with torch.no_grad():
-        if p.dm is not None:
-            sel = p.dm.detach().to(p.d1.dtype)
+        bsz, n = a.shape[:2]
+        m = b.shape[1]
+        kk = min(k, m)
+        vals = a.new_empty(bsz, n, kk)
+        idx = torch.empty(bsz, n, kk, dtype=torch.long, device=a.device)
+        cmin = a.new_full((bsz, m), float("inf")) if col_min else None
+        if dm is None:
+            n2 = (b * b).sum(-1)[:, None, :]
+            n1 = (a * a).sum(-1)[:, :, None] if col_min else None
+            bt = b.transpose(1, 2)
+            rows = max(1, min(n, _BLOCK_BYTES // (a.element_size() * bsz * max(m, 1))))
+            buf = a.new_empty(bsz * rows * m)
         else:
-            n2 = (p.d2 * p.d2).sum(-1)[:, None, :]
-            base = n2 if rows_only else (p.d1 * p.d1).sum(-1)[:, :, None] + n2
-            sel = torch.baddbmm(base, p.d1, p.d2.transpose(1, 2), alpha=-2.0)
-        if p.valid1 is not None or p.valid2 is not None:
-            b, n, m = sel.shape
-            ok = torch.ones(b, n, m, dtype=torch.bool, device=sel.device)
-            if p.valid1 is not None:
-                ok = ok & p.valid1[:, :, None]
-            if p.valid2 is not None:
-                ok = ok & p.valid2[:, None, :]
-            sel = sel.masked_fill(~ok, float("inf"))
-    return sel
+            rows = n
+        for r0 in range(0, n, rows):
+            r1 = min(n, r0 + rows)
+            if dm is None:
+                blk = buf[: bsz * (r1 - r0) * m].view(bsz, r1 - r0, m)
+                torch.baddbmm(n2, a[:, r0:r1], bt, alpha=-2.0, out=blk)
+                if n1 is not None:
+                    blk.add_(n1[:, r0:r1])
+            else:
+                blk = dm.detach().to(a.dtype, copy=True)
+            if va is not None:
+                blk.masked_fill_(~va[:, r0:r1, None], float("inf"))
+            if vb is not None:
+                blk.masked_fill_(~vb[:, None, :], float("inf"))
+            if cmin is not None:
+                torch.minimum(cmin, blk.amin(dim=1), out=cmin)
+            if kk <= 2:
+                # min, blank it, min again: half the time of topk(2) (the block is scratch).
+                v, i = blk.min(dim=-1, keepdim=True)
+                if kk == 2:
+                    blk.scatter_(-1, i, float("inf"))
+                    v2, i2 = blk.min(dim=-1, keepdim=True)
+                    v, i = torch.cat([v, v2], -1), torch.cat([i, i2], -1)
+            else:
+                v, i = blk.topk(kk, dim=-1, largest=False)
+            vals[:, r0:r1] = v
+            idx[:, r0:r1] = i
+    return _Selection(vals, idx, cmin)
 
 
 def _safe_norm(x: torch.Tensor) -> torch.Tensor:
@@ -155,23 +203,18 @@ def _safe_norm(x: torch.Tensor) -> torch.Tensor:
     return torch.where(pos, torch.where(pos, sq, torch.ones_like(sq)).sqrt(), torch.zeros_like(sq))
 
 
-def _knn(sel: torch.Tensor, k: int, a: torch.Tensor, b: torch.Tensor, dm: torch.Tensor | None) -> _Knn:
-    """The ``k`` nearest columns of each row of ``sel``, with the exact distances ``|a_i - b_j|``
-    (or ``dm``'s entries); missing neighbours (fewer than ``k`` valid) are flagged."""
-    bsz, n, m = sel.shape
-    kk = min(k, m)
-    if kk == 1:
-        vals, idx = sel.min(dim=-1, keepdim=True)
-    else:
-        vals, idx = sel.topk(kk, dim=-1, largest=False)
-    found = torch.isfinite(vals)
+def _knn(sel: _Selection, k: int, a: torch.Tensor, b: torch.Tensor, dm: torch.Tensor | None) -> _Knn:
+    """The exact distances ``|a_i - b_j|`` (or ``dm``'s entries) of the selected neighbours,
+    padded to ``k`` columns; missing neighbours (fewer than ``k`` valid) are flagged."""
+    bsz, n, kk = sel.idx.shape
+    found = torch.isfinite(sel.vals)
+    idx = torch.where(found, sel.idx, torch.zeros_like(sel.idx))
     if dm is not None:
         dist = dm.gather(-1, idx)
     else:
         partner = b.gather(1, idx.reshape(bsz, n * kk, 1).expand(-1, -1, b.shape[-1])).view(bsz, n, kk, -1)
         dist = _safe_norm(a[:, :, None, :] - partner)
     dist = torch.where(found, dist, torch.zeros_like(dist))
-    idx = torch.where(found, idx, torch.zeros_like(idx))
     if kk < k:
         pad = k - kk
         dist = torch.cat([dist, dist.new_zeros(bsz, n, pad)], -1)
@@ -180,13 +223,28 @@ def _knn(sel: torch.Tensor, k: int, a: torch.Tensor, b: torch.Tensor, dm: torch.
     return _Knn(dist, idx, found)
 
 
-def _rows(p: _Prepared, sel: torch.Tensor, k: int) -> _Knn:
-    return _knn(sel, k, p.d1, p.d2, p.dm)
+def _rows(p: _Prepared, k: int, *, col_min: bool = False) -> tuple[_Knn, _Selection]:
+    sel = _select(p.d1, p.d2, p.valid1, p.valid2, p.dm, k, col_min=col_min)
+    return _knn(sel, k, p.d1, p.d2, p.dm), sel
 
 
-def _cols(p: _Prepared, sel: torch.Tensor, k: int) -> _Knn:
+def _cols(p: _Prepared, k: int) -> _Knn:
     dm_t = None if p.dm is None else p.dm.transpose(1, 2)
-    return _knn(sel.transpose(1, 2), k, p.d2, p.d1, dm_t)
+    return _knn(_select(p.d2, p.d1, p.valid2, p.valid1, dm_t, k), k, p.d2, p.d1, dm_t)
+
+
+def _mutual_by_value(rows: _Knn, sel: _Selection) -> torch.Tensor:
+    """Row ``i``'s nearest column ``j`` has ``i`` as its nearest row: ``j``'s column minimum is
+    row ``i``'s value, and of the rows that tie there (duplicates) ``i`` is the first, as
+    ``torch.min`` picks. One matrix product serves both directions."""
+    n = rows.idx.shape[1]
+    j = rows.idx[..., 0]
+    hit = rows.found[..., 0] & (sel.vals[..., 0] == sel.col_min.gather(1, j))
+    i = torch.arange(n, device=j.device).expand_as(j)
+    first = torch.full_like(sel.col_min, n, dtype=torch.long).scatter_reduce(
+        1, j, torch.where(hit, i, torch.full_like(i, n)), reduce="amin"
+    )
+    return hit & (first.gather(1, j) == i)
 
 
 def _ratio(knn: _Knn) -> tuple[torch.Tensor, torch.Tensor]:
@@ -261,7 +319,7 @@ def match_nn(
     p = _prepare(desc1, desc2, dm, mask1, mask2)
     if p.d1.shape[0] == 0 or p.d1.shape[1] == 0 or p.d2.shape[1] == 0:
         return _empty(p)
-    rows = _rows(p, _selection(p, rows_only=True), 1)
+    rows, _ = _rows(p, 1)
     return _finish(p, rows.dist[..., 0], rows.idx[..., 0], rows.found[..., 0])
 
 
@@ -291,9 +349,8 @@ def match_mnn(
     p = _prepare(desc1, desc2, dm, mask1, mask2)
     if p.d1.shape[0] == 0 or p.d1.shape[1] == 0 or p.d2.shape[1] == 0:
         return _empty(p)
-    sel = _selection(p, rows_only=False)
-    rows, cols = _rows(p, sel, 1), _cols(p, sel, 1)
-    keep = rows.found[..., 0] & _mutual(rows, cols)
+    rows, sel = _rows(p, 1, col_min=True)
+    keep = _mutual_by_value(rows, sel)
     return _finish(p, rows.dist[..., 0], rows.idx[..., 0], keep)
 
 
@@ -327,7 +384,7 @@ def match_snn(
     p = _prepare(desc1, desc2, dm, mask1, mask2)
     if p.d1.shape[0] == 0 or p.d1.shape[1] == 0 or p.d2.shape[1] < 2:
         return _empty(p)
-    rows = _rows(p, _selection(p, rows_only=True), 2)
+    rows, _ = _rows(p, 2)
     ratio, defined = _ratio(rows)
     return _finish(p, ratio, rows.idx[..., 0], defined & (ratio <= th))
 
@@ -362,8 +419,7 @@ def match_smnn(
     p = _prepare(desc1, desc2, dm, mask1, mask2)
     if p.d1.shape[0] == 0 or p.d1.shape[1] < 2 or p.d2.shape[1] < 2:
         return _empty(p)
-    sel = _selection(p, rows_only=False)
-    rows, cols = _rows(p, sel, 2), _cols(p, sel, 2)
+    (rows, _), cols = _rows(p, 2), _cols(p, 2)
     ratio1, defined1 = _ratio(rows)
     ratio2, defined2 = _ratio(cols)
     j = rows.idx[..., 0]
@@ -414,8 +470,7 @@ def match_fginn(
     check_shape(lafs1, [b if p.batched else 1, n, 2, 3], "lafs1")
     if b == 0 or n == 0 or m < 2:
         return _empty(p)
-    sel = _selection(p, rows_only=not mutual)
-    rows = _rows(p, sel, max(2, min(10, m)))
+    rows, sel = _rows(p, max(2, min(10, m)), col_min=mutual)
     with torch.no_grad():
         xy2 = lafs2[..., 2].to(p.d1)  # (B, M, 2)
         k = rows.idx.shape[-1]
@@ -430,7 +485,7 @@ def match_fginn(
     )
     keep = defined & (ratio <= th)
     if mutual:
-        keep = keep & _mutual(rows, _cols(p, sel, 1))
+        keep = keep & _mutual_by_value(rows, sel)
     return _finish(p, ratio, rows.idx[..., 0], keep)
 
 

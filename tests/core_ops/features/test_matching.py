@@ -74,6 +74,39 @@ def test_matchers_match_kornia(dtype, n, m):
     _assert_same(match_smnn(a, b, 0.9, dm), KF.match_smnn(a, b, 0.9, dm), atol)
 
 
+def test_blocked_selection_equals_one_block(monkeypatch):
+    """The distance matrix is made in blocks of rows: many small blocks give the same matches."""
+    import gradcv.core_ops.features.matching as matching
+
+    a, b = _descs(70, 50, seed=14, b=2)
+    mask1 = torch.rand(2, 70, generator=torch.Generator().manual_seed(15)) > 0.1
+    lafs1, lafs2 = torch.rand(2, 70, 2, 3) * 30, torch.rand(2, 50, 2, 3) * 30
+    calls = [lambda: fn(a, b, mask1=mask1) for fn in MATCHERS.values()]
+    calls.append(lambda: match_fginn(a, b, lafs1, lafs2, mutual=True, mask1=mask1))
+    whole = [c() for c in calls]
+    monkeypatch.setattr(matching, "_BLOCK_BYTES", 4 * 2 * 50 * 7)  # 7 rows per block
+    for c, ref in zip(calls, whole):
+        for x, y in zip(c(), ref):
+            assert torch.equal(x, y)
+
+
+def test_mutual_ties_give_one_match_per_descriptor():
+    """Duplicated desc1 rows tie for a desc2 row: one of them is its mutual partner, never both
+    (which one is implementation-defined in Kornia: torch.min's tie order; ours is the first)."""
+    a = torch.tensor([[0.0, 0.0], [0.0, 0.0], [5.0, 5.0], [5.0, 5.0]])
+    b = torch.tensor([[0.0, 0.1], [5.0, 5.2], [9.0, 0.0]])
+    for fn, kfn in ((match_mnn, KF.match_mnn), (lambda x, y: match_smnn(x, y, 1.0), lambda x, y: KF.match_smnn(x, y, 1.0))):
+        for x, y in ((a, b), (b, a)):
+            i, ki = fn(x, y)[1], kfn(x, y)[1]
+            assert len(i) == len(ki)
+            assert len(set(i[:, 0].tolist())) == len(i) and len(set(i[:, 1].tolist())) == len(i)
+            # the same pairs up to the choice among identical rows
+            assert torch.equal(x[i[:, 0]], x[ki[:, 0]]) and torch.equal(y[i[:, 1]], y[ki[:, 1]])
+    assert match_mnn(a, b)[1].tolist() == [[0, 0], [2, 1]]
+    dists, idxs, mask = match_mnn(a[None], b[None])
+    assert mask.tolist() == [[True, False, True, False]]
+
+
 def test_unbatched_results_are_sorted_by_desc1_index():
     a, b = _descs(80, 50, seed=3)
     for fn in MATCHERS.values():
