@@ -214,10 +214,8 @@ def laf_from_center_scale_ori(
         ``(B, N, 2, 3)``: ``[scale * R(ori) | xy]`` with ``R = [[cos, sin], [-sin, cos]]``.
 
     Convention:
-        ``xy`` in pixels, centres at integers; the patch spans ``2 * scale`` pixels (module
-        Convention). An OpenCV ``KeyPoint`` ``(pt, size, angle)`` with a SIFT magnification
-        ``m`` is ``xy = pt``, ``scale = m * size / 2``, ``ori = -angle`` (OpenCV's angle
-        turns clockwise on screen, ours counter-clockwise).
+        ``xy`` in pixels, centres at integers (an OpenCV ``KeyPoint.pt`` as it is); the patch
+        of :func:`extract_patches_from_pyramid` spans ``2 * scale`` pixels (module Convention).
 
     Example:
         >>> laf_from_center_scale_ori(torch.tensor([[[5.0, 7.0]]]), torch.full((1, 1, 1, 1), 2.0), torch.tensor([[[30.0]]]))

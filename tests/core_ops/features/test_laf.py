@@ -365,3 +365,16 @@ def test_bad_input_raises_typed_errors():
     assert e.value.name == "ells"
     with pytest.raises(ArgumentTypeError):
         get_laf_center([[1.0]])
+
+
+def test_half_precision_and_device(device):
+    """float16 images are sampled in float32 and returned in float16; the LAF may live elsewhere."""
+    g = torch.Generator().manual_seed(18)
+    img = torch.rand(1, 1, 40, 48, generator=g)
+    lafs = _random_lafs(1, 6, seed=19)
+    ref = extract_patches_from_pyramid(img, lafs, 9)
+    out = extract_patches_from_pyramid(img.to(device, torch.float16), lafs, 9)
+    assert out.dtype == torch.float16 and out.device.type == torch.device(device).type
+    torch.testing.assert_close(out.float().cpu(), ref, atol=2e-3, rtol=0)  # float16 rounding of values in [0, 1]
+    torch.testing.assert_close(extract_patches_simple(img.to(device), lafs.to(device), 9).cpu(),
+                               extract_patches_simple(img, lafs, 9), atol=1e-5, rtol=0)
