@@ -1,4 +1,5 @@
-"""Tests for core_ops.features.orientation: known rotations, agreement with OpenCV's keypoint
+"""Tests for core_ops.features.orientation and core_ops.features.affine_shape (the shape
+tests are the last section of this file). Orientation: known rotations, agreement with OpenCV's keypoint
 angles on a real image, Lowe's multiple orientations on a synthetic two-edge patch, the
 LAF orienter, gradients, batching and typed errors.
 
@@ -27,6 +28,7 @@ from gradcv.core_ops.features.laf import (
     laf_from_center_scale_ori,
     rotate_laf,
 )
+from gradcv.core_ops.features.affine_shape import LAFAffineShapeEstimator, PatchAffineShapeEstimator
 from gradcv.core_ops.features.orientation import LAFOrienter, PassLAF, PatchDominantGradientOrientation
 from tests.core_ops.features.test_siftdesc import keypoints_to_lafs, scene  # noqa: F401  (fixture)
 from tests.helpers import noncontiguous
@@ -237,3 +239,113 @@ def test_bad_input_raises_typed_errors():
         orienter(lafs, torch.zeros(1, 1, 40, 40, dtype=torch.uint8))
     with pytest.raises(ArgumentTypeError, match="angle_detector"):
         LAFOrienter(angle_detector="sift")
+
+
+# ---------------------------------------------------------------------------- affine shape
+
+
+def _stretched_blob(phi_deg: float, s_major: float, s_minor: float, centre=(47.3, 48.6), size: int = 96) -> torch.Tensor:
+    yy, xx = torch.meshgrid(torch.arange(size, dtype=torch.float64), torch.arange(size, dtype=torch.float64), indexing="ij")
+    dx, dy = xx - centre[0], yy - centre[1]
+    phi = math.radians(phi_deg)
+    u = dx * math.cos(phi) + dy * math.sin(phi)
+    v = -dx * math.sin(phi) + dy * math.cos(phi)
+    return torch.exp(-(u**2 / (2 * s_major**2) + v**2 / (2 * s_minor**2)))[None, None]
+
+
+@pytest.mark.parametrize(("phi", "ratio"), [(30.0, 2.0), (-60.0, 1.5), (90.0, 2.5)])
+def test_affine_shape_recovers_the_stretch_of_a_blob(phi, ratio):
+    """Baumberg's iteration (a few calls) from a circle converges to the blob's ellipse: axis
+    ratio and major-axis direction (y down). Measured at (30, 2): 1.992 and 29.9994 deg."""
+    s_minor = 4.0
+    img = _stretched_blob(phi, ratio * s_minor, s_minor)
+    xy = torch.tensor([[[47.3, 48.6]]], dtype=torch.float64)
+    laf = laf_from_center_scale_ori(xy, torch.full((1, 1, 1, 1), 3 * s_minor * math.sqrt(ratio), dtype=torch.float64),
+                                    torch.tensor([[[17.0]]], dtype=torch.float64))
+    scale0 = torch.linalg.det(laf[0, 0, :, :2]).abs().sqrt()
+    est = LAFAffineShapeEstimator(32)
+    for _ in range(5):
+        laf = est(laf, img)
+    a = laf[0, 0, :, :2]
+    ev, evec = torch.linalg.eigh(a @ a.T)
+    assert abs(math.sqrt(ev[1] / ev[0]) - ratio) < 0.05 * ratio
+    major = math.degrees(math.atan2(evec[1, 1], evec[0, 1]))
+    assert abs((major - phi + 90) % 180 - 90) < 1.0
+    torch.testing.assert_close(torch.linalg.det(a).abs().sqrt(), scale0)  # scale kept
+    torch.testing.assert_close(laf[0, 0, :, 2], xy[0, 0])  # centre kept
+    assert abs(get_laf_orientation(laf).item() - 17.0) < 1e-6  # orientation kept
+    upright = LAFAffineShapeEstimator(32, preserve_orientation=False)(laf, img)
+    assert upright[0, 0, 0, 1].abs() < 1e-9
+
+
+def test_affine_shape_parity_with_kornia():
+    torch.manual_seed(0)
+    x = torch.rand(20, 1, 19, 19)
+    torch.testing.assert_close(PatchAffineShapeEstimator()(x), KF.PatchAffineShapeEstimator()(x), atol=1e-6, rtol=0)
+    img = _stretched_blob(30.0, 8.0, 4.0).float()
+    xy = torch.tensor([[[47.3, 48.6], [40.0, 52.0]]])
+    laf = laf_from_center_scale_ori(xy, torch.full((1, 2, 1, 1), 11.0), torch.tensor([[[0.0], [25.0]]]))
+    ours = LAFAffineShapeEstimator(32)(laf, img)
+    theirs = KF.LAFAffineShapeEstimator(32)(laf, img)
+    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
+
+
+def test_affine_shape_degenerate_patches():
+    """Flat patches and axis-aligned edges (a singular matrix) give the circle; a mirrored
+    patch gives the mirrored matrix (b negated), whatever b's sign (Kornia's #5824 made a
+    negative b count as degenerate); no NaN in value or gradient."""
+    est = PatchAffineShapeEstimator(19)
+    flat = torch.zeros(1, 1, 19, 19)
+    y, x = torch.meshgrid(torch.arange(19.0), torch.arange(19.0), indexing="ij")
+    vertical = (x > 9).float()[None, None]
+    horizontal = (y > 7).float()[None, None]
+    out = est(torch.cat([flat, vertical, horizontal]))
+    torch.testing.assert_close(out, torch.tensor([[[1.0, 0.0, 1.0]]]).expand(3, 1, 3))
+    blob = torch.exp(-((x - 9) ** 2 / 30 + (y - 9) ** 2 / 8 + (x - 9) * (y - 9) / 12))[None, None]
+    m, mirrored = est(torch.cat([blob, blob.flip(-1)]))
+    assert m[0, 1] > 0.1
+    torch.testing.assert_close(mirrored, m * torch.tensor([1.0, -1.0, 1.0]), atol=1e-6, rtol=0)
+    p = torch.zeros(1, 1, 19, 19, dtype=torch.float64, requires_grad=True)
+    est(p).sum().backward()
+    assert torch.isfinite(p.grad).all()
+    img = torch.zeros(1, 1, 40, 40, requires_grad=True)
+    laf = laf_from_center_scale_ori(torch.tensor([[[20.0, 20.0]]]), torch.full((1, 1, 1, 1), 5.0), torch.tensor([[[33.0]]]))
+    out_laf = LAFAffineShapeEstimator()(laf, img)
+    torch.testing.assert_close(out_laf, laf, atol=1e-5, rtol=0)  # a flat patch keeps the LAF
+    out_laf.sum().backward()
+    assert torch.isfinite(img.grad).all()
+
+
+def test_affine_shape_gradcheck_and_batch():
+    torch.manual_seed(0)
+    x = torch.rand(2, 1, 7, 7, dtype=torch.float64, requires_grad=True)
+    assert gradcheck(PatchAffineShapeEstimator(7), (x,), eps=1e-6, atol=1e-5, fast_mode=False)
+    img = _stretched_blob(30.0, 8.0, 4.0) + 0.05 * torch.rand(1, 1, 96, 96, dtype=torch.float64)
+    img.requires_grad_()
+    laf = laf_from_center_scale_ori(torch.tensor([[[47.3, 48.6]]], dtype=torch.float64),
+                                    torch.full((1, 1, 1, 1), 11.0, dtype=torch.float64))
+    assert gradcheck(lambda im: LAFAffineShapeEstimator(9)(laf, im), (img,), eps=1e-6, atol=1e-5, fast_mode=True)
+    xs = torch.rand(5, 1, 19, 19)
+    est = PatchAffineShapeEstimator()
+    torch.testing.assert_close(torch.cat([est(xs[i : i + 1]) for i in range(5)]), est(xs))
+    torch.testing.assert_close(est(noncontiguous(xs)), est(xs))
+    assert est(xs[:0]).shape == (0, 1, 3)
+
+
+def test_affine_shape_bad_input():
+    est = PatchAffineShapeEstimator()
+    with pytest.raises(ShapeError, match="patch"):
+        est(torch.rand(2, 1, 32, 32))
+    with pytest.raises(ShapeError, match="patch"):
+        est(torch.rand(2, 3, 19, 19))
+    with pytest.raises(DTypeError, match="patch"):
+        est(torch.zeros(2, 1, 19, 19, dtype=torch.int32))
+    lafs = laf_from_center_scale_ori(torch.rand(1, 2, 2) * 30, torch.full((1, 2, 1, 1), 5.0))
+    with pytest.raises(ShapeError, match="img"):
+        LAFAffineShapeEstimator()(lafs, torch.rand(1, 3, 40, 40))
+    with pytest.raises(ShapeError, match="laf"):
+        LAFAffineShapeEstimator()(lafs[..., :2], torch.rand(1, 1, 40, 40))
+    with pytest.raises(ArgumentTypeError, match="affine_shape_detector"):
+        LAFAffineShapeEstimator(affine_shape_detector=3)
+    with pytest.raises(ArgumentTypeError, match="preserve_orientation"):
+        LAFAffineShapeEstimator(preserve_orientation=None)
