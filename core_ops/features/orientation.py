@@ -23,7 +23,7 @@ from torch import nn
 
 from gradcv.core_ops._checks import check_floating, check_int, check_real, check_shape
 from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError, ShapeError
-from gradcv.core_ops.features.siftdesc import _gradient_polar
+from gradcv.core_ops.features.siftdesc import _CPU_BLOCK_BYTES, _gradient_polar
 
 __all__ = ["LAFOrienter", "PassLAF", "PatchDominantGradientOrientation"]
 
@@ -129,19 +129,34 @@ class PatchDominantGradientOrientation(nn.Module):
         windowed gradient magnitude near the angle ``2 pi k / A`` (from +x towards +y)."""
         check_shape(patch, ["B", 1, self.patch_size, self.patch_size], "patch")
         check_floating(patch, "patch")
-        b, a, ps = patch.shape[0], self.num_ang_bins, self.patch_size
-        mag, ang = _gradient_polar(patch)
-        mag = mag.reshape(b, ps * ps) * self.window.to(patch.device, patch.dtype)
-        # Angle slot t = phi A / (2 pi) + o in (0, A + 1): votes into floor(t), floor(t) + 1.
-        t = ang.reshape(b, ps * ps) * (a / (2 * math.pi)) + float((a + 1) // 2)
-        lower = torch.floor(t)
-        frac = t - lower
-        up = mag * frac
-        index = lower.long() + (torch.arange(b, device=patch.device) * (a + 2))[:, None]
-        slots = patch.new_zeros(b * (a + 2) + 1)
-        slots = slots.index_add(0, index.reshape(-1), (mag - up).reshape(-1))
-        slots = slots.index_add(0, index.reshape(-1) + 1, up.reshape(-1))
-        return slots[:-1].reshape(b, a + 2) @ self.fold_smooth.to(patch.device, patch.dtype)
+        a, ps = self.num_ang_bins, self.patch_size
+        window = self.window.to(patch.device, patch.dtype)
+        record = torch.is_grad_enabled() and patch.requires_grad
+        step = patch.shape[0]
+        if patch.device.type == "cpu":  # cache blocking, as SIFTDescriptor's
+            step = max(1, _CPU_BLOCK_BYTES // (ps * ps * patch.element_size() * 12))
+        parts = []
+        for x in patch.split(step) if patch.shape[0] > 0 else (patch,):
+            b = x.shape[0]
+            mag, ang = _gradient_polar(x)
+            mag = mag.reshape(b, ps * ps) * window
+            # Angle slot t = phi A / (2 pi) + o in (0, A + 1): votes into floor(t), floor(t) + 1.
+            t = ang.reshape(b, ps * ps) * (a / (2 * math.pi)) + float((a + 1) // 2)
+            lower = torch.floor(t)
+            up = mag * (t - lower)
+            # float index arithmetic (cheaper than int64), exact below 2**24 in float32
+            idx_dtype = torch.float64 if t.dtype == torch.float64 else torch.float32
+            offsets = torch.arange(b, device=x.device, dtype=idx_dtype) * (a + 2)
+            index = (lower.to(idx_dtype) + offsets[:, None]).long().reshape(-1)
+            slots = x.new_zeros(b * (a + 2) + 1)
+            if record:
+                slots = slots.scatter_add(0, torch.cat((index, index + 1)), torch.cat(((mag - up).reshape(-1), up.reshape(-1))))
+            else:
+                slots.scatter_add_(0, index, (mag - up).reshape(-1))
+                slots[1:].scatter_add_(0, index, up.reshape(-1))
+            parts.append(slots[:-1].reshape(b, a + 2))
+        hist = parts[0] if len(parts) == 1 else torch.cat(parts)
+        return hist @ self.fold_smooth.to(patch.device, patch.dtype)
 
     def forward(self, patch: torch.Tensor) -> torch.Tensor:
         """``(B, 1, PS, PS)`` -> ``(B,)`` angles in radians (see the class Convention)."""
