@@ -18,12 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gradcv.core_ops._checks import check_bool, check_floating, check_int, check_real, check_shape
+from gradcv.core_ops._checks import check_bool, check_choice, check_floating, check_int, check_real, check_shape, check_tensor
 from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError, ShapeError
 
 __all__ = [
     "LAFDescriptor",
     "SIFTDescriptor",
+    "convert_sift_descriptor_layout",
     "get_laf_descriptors",
     "get_sift_bin_ksize_stride_pad",
     "get_sift_pooling_kernel",
@@ -376,6 +377,60 @@ class SIFTDescriptor(nn.Module):
         layout = (self.vote_index.to(dev), self.vote_low.to(dev, dt), self.vote_high.to(dev, dt),
                   self.vote_fold.to(dev, dt))
         return _describe(input, layout, self.tents.to(dev, dt), self.num_ang_bins, self.rootsift, self.clipval)
+
+
+_SIFT_LAYOUTS = ("kornia", "opencv")
+
+
+def convert_sift_descriptor_layout(
+    descriptors: torch.Tensor,
+    source: str,
+    target: str,
+    num_ang_bins: int = 8,
+    num_spatial_bins: int = 4,
+) -> torch.Tensor:
+    """Reorder SIFT descriptors between Kornia's (and gradcv's) layout and OpenCV's.
+
+    Args:
+        descriptors: ``(*, A * S * S)``.
+        source: ``"kornia"`` or ``"opencv"``.
+        target: ``"kornia"`` or ``"opencv"``.
+        num_ang_bins: ``A``.
+        num_spatial_bins: ``S``.
+
+    Returns:
+        The same values in the ``target`` layout (a permutation; converting back restores
+        the input exactly).
+
+    Convention:
+        ``"kornia"``: angle-major, entry ``a S^2 + cy S + cx``, angle bin ``a`` centred on
+        ``2 pi a / A`` from +x towards +y (y down), the layout of :class:`SIFTDescriptor`.
+        ``"opencv"``: ``cv2.SIFT``'s spatial-major ``(cy S + cx) A + a'`` with angles
+        measured towards -y, so ``a' = -a mod A`` (Kornia's ``convert_sift_descriptor_layout``).
+
+    Example:
+        >>> d = SIFTDescriptor(32)(torch.rand(2, 1, 32, 32))
+        >>> back = convert_sift_descriptor_layout(convert_sift_descriptor_layout(d, "kornia", "opencv"), "opencv", "kornia")
+        >>> torch.equal(back, d)
+        True
+    """
+    check_tensor(descriptors, "descriptors")
+    check_choice(source, _SIFT_LAYOUTS, "source")
+    check_choice(target, _SIFT_LAYOUTS, "target")
+    check_int(num_ang_bins, "num_ang_bins", 1)
+    check_int(num_spatial_bins, "num_spatial_bins", 1)
+    a, cells = num_ang_bins, num_spatial_bins * num_spatial_bins
+    check_shape(descriptors, ["*", a * cells], "descriptors")
+    # For each OpenCV position, the Kornia position holding the same value.
+    to_opencv = torch.tensor([((-ang) % a) * cells + cell for cell in range(cells) for ang in range(a)])
+    if source == target:
+        order = torch.arange(a * cells)
+    elif target == "opencv":
+        order = to_opencv
+    else:
+        order = torch.empty_like(to_opencv)
+        order[to_opencv] = torch.arange(a * cells)
+    return descriptors.index_select(-1, order.to(descriptors.device))
 
 
 def get_laf_descriptors(

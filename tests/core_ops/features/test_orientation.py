@@ -193,6 +193,15 @@ def test_gradcheck_single_orientation():
     assert gradcheck(det, (x,), eps=1e-6, atol=1e-5, fast_mode=False)
 
 
+def test_autograd_path_gives_the_same_histogram():
+    x = torch.rand(70, 1, 32, 32)  # several CPU blocks
+    det = PatchDominantGradientOrientation()
+    with torch.no_grad():
+        plain = det.histogram(x)
+    torch.testing.assert_close(det.histogram(x.clone().requires_grad_()).detach(), plain, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(torch.cat([det.histogram(x[i : i + 10]) for i in range(0, 70, 10)]), plain)
+
+
 def test_flat_patch_angle_zero_no_nan():
     x = torch.full((3, 1, 32, 32), 0.4, requires_grad=True)
     det = PatchDominantGradientOrientation()

@@ -29,6 +29,7 @@ from gradcv.core_ops.features.laf import extract_patches_from_pyramid, laf_from_
 from gradcv.core_ops.features.siftdesc import (
     LAFDescriptor,
     SIFTDescriptor,
+    convert_sift_descriptor_layout,
     get_laf_descriptors,
     get_sift_bin_ksize_stride_pad,
     get_sift_pooling_kernel,
@@ -152,8 +153,9 @@ def test_same_histogram_as_opencv_up_to_layout():
     _, cv_desc = cv2.SIFT_create().compute(img.astype(np.uint8), [kp])
     t = torch.from_numpy(img.astype(np.uint8).astype(np.float32))[None, None] / 255
     patch = extract_patches_from_pyramid(t, keypoints_to_lafs([kp], 7.5), 41)[0]
-    ours = SIFTDescriptor(41, rootsift=False)(patch)[0].view(8, 4, 4)
-    opencv_layout = ours[(-torch.arange(8)) % 8].permute(1, 2, 0).reshape(-1)
+    ours = SIFTDescriptor(41, rootsift=False)(patch)[0]
+    opencv_layout = convert_sift_descriptor_layout(ours, "kornia", "opencv")
+    torch.testing.assert_close(opencv_layout, ours.view(8, 4, 4)[(-torch.arange(8)) % 8].permute(1, 2, 0).reshape(-1))
     ref = torch.from_numpy(cv_desc[0]).float()
     cos = float((opencv_layout / opencv_layout.norm()) @ (ref / ref.norm()))
     assert cos > 0.95, cos
@@ -229,6 +231,32 @@ def test_gradient_finite_on_flat_and_sparse_patches():
     y.requires_grad_()
     (SIFTDescriptor()(y) - 0.1).pow(2).sum().backward()
     assert torch.isfinite(y.grad).all()
+
+
+def test_layout_conversion_matches_kornia():
+    d = SIFTDescriptor(32)(torch.rand(3, 1, 32, 32))
+    for src, dst in (("kornia", "opencv"), ("opencv", "kornia"), ("kornia", "kornia")):
+        torch.testing.assert_close(convert_sift_descriptor_layout(d, src, dst), KF.convert_sift_descriptor_layout(d, src, dst))
+    d16 = torch.rand(2, 5, 4 * 9)
+    torch.testing.assert_close(convert_sift_descriptor_layout(d16, "kornia", "opencv", 4, 3),
+                               KF.convert_sift_descriptor_layout(d16, "kornia", "opencv", 4, 3))
+    with pytest.raises(ArgumentValueError, match="source"):
+        convert_sift_descriptor_layout(d, "vlfeat", "opencv")
+    with pytest.raises(ShapeError, match="descriptors"):
+        convert_sift_descriptor_layout(d[:, :100], "kornia", "opencv")
+
+
+def test_autograd_path_gives_the_same_values():
+    """Under autograd the histogram is scattered differently (one out-of-place scatter, the
+    guarded magnitude and angle): same descriptors as the inference path."""
+    x = torch.rand(30, 1, 41, 41)
+    x[3] = 0.5  # a flat patch
+    sift = SIFTDescriptor()
+    with torch.no_grad():
+        plain = sift(x)
+    recorded = sift(x.clone().requires_grad_())
+    assert recorded.requires_grad
+    torch.testing.assert_close(recorded.detach(), plain, atol=1e-6, rtol=0)
 
 
 def test_kornia_helper_functions():
