@@ -155,7 +155,7 @@ def rotate_laf(LAF: torch.Tensor, angles_degrees: torch.Tensor) -> torch.Tensor:
 
     Args:
         LAF: ``(B, N, 2, 3)``.
-        angles_degrees: ``(B, N, 1)``.
+        angles_degrees: ``(B, N, 1)`` (or ``(B, N)``, which Kornia's reshape also takes).
 
     Returns:
         ``[A R | c]`` with ``R = [[cos, sin], [-sin, cos]]``, ``(B, N, 2, 3)``.
@@ -170,8 +170,9 @@ def rotate_laf(LAF: torch.Tensor, angles_degrees: torch.Tensor) -> torch.Tensor:
     """
     _check_laf(LAF, "LAF")
     b, n = LAF.shape[:2]
-    check_shape(angles_degrees, [b, n, 1], "angles_degrees")
-    rot = _rotation(angles_degrees[..., 0].to(LAF.dtype))
+    if not (isinstance(angles_degrees, torch.Tensor) and angles_degrees.shape == (b, n)):
+        check_shape(angles_degrees, [b, n, 1], "angles_degrees")
+    rot = _rotation(angles_degrees.reshape(b, n).to(LAF.dtype))
     return torch.cat([LAF[..., :2] @ rot, LAF[..., 2:]], dim=-1)
 
 
@@ -604,6 +605,10 @@ def _empty_patches(img: torch.Tensor, laf: torch.Tensor, PS: int) -> torch.Tenso
     return img.new_zeros(b, n, img.shape[1], PS, PS) + link
 
 
+# Bytes of the sampling grid of one chunk of keypoints.
+_GRID_BYTES = 1 << 23
+
+
 def _sample(
     src: torch.Tensor, laf_px: torch.Tensor, factor: torch.Tensor, offset: torch.Tensor, extent: torch.Tensor,
     PS: int, out_dtype: torch.dtype,
@@ -626,15 +631,29 @@ def _sample(
     theta = torch.stack([a[..., 0] * k, a[..., 1] * k, t * k + b0], dim=1)  # (B, 3, N, 2)
     u = (2.0 * torch.arange(PS, dtype=laf_px.dtype, device=laf_px.device) + 1.0) / PS - 1.0
     base = torch.stack([u.repeat(PS), u.repeat_interleave(PS), torch.ones_like(u).repeat(PS)], dim=-1)
-    grid = torch.matmul(base, theta.reshape(b, 3, n * 2)).view(b, PS * PS, n, 2)
     lo = (offset * k + b0)[:, None]
     hi = ((offset + extent) * k + b0)[:, None]
-    if torch.is_grad_enabled() and grid.requires_grad:
-        grid = torch.clamp(grid, lo, hi)
-    else:
-        grid = grid.clamp_(lo, hi)
-    out = F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=False)  # (B, C, PS*PS, N)
-    return out.view(b, c, PS, PS, n).permute(0, 4, 1, 2, 3).contiguous().to(out_dtype)
+    # Keypoints in chunks whose grid stays under _GRID_BYTES: the peak memory is then the
+    # output plus one chunk, whatever N (a single chunk for small N).
+    chunk = max(1, _GRID_BYTES // (b * PS * PS * 2 * laf_px.element_size()))
+    out = None
+    for n0 in range(0, n, chunk):
+        n1 = min(n, n0 + chunk)
+        grid = torch.matmul(base, theta[:, :, n0:n1].reshape(b, 3, (n1 - n0) * 2)).view(b, PS * PS, n1 - n0, 2)
+        if torch.is_grad_enabled() and grid.requires_grad:
+            grid = torch.clamp(grid, lo[:, :, n0:n1], hi[:, :, n0:n1])
+        else:
+            grid = grid.clamp_(lo[:, :, n0:n1], hi[:, :, n0:n1])
+        part = F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=False)  # (B, C, PS*PS, n)
+        part = part.view(b, c, PS, PS, n1 - n0).permute(0, 4, 1, 2, 3)
+        if n0 == 0 and n1 == n:
+            return part.contiguous().to(out_dtype)
+        if out is None:
+            out = src.new_empty(b, n, c, PS, PS, dtype=out_dtype)
+        out[:, n0:n1] = part
+        del grid, part  # free this chunk before the next one is made
+    assert out is not None
+    return out
 
 
 def extract_patches_simple(

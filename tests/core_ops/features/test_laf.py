@@ -268,6 +268,24 @@ def test_batched_equals_per_sample_noncontiguous_and_dtypes(gray_crop):
     torch.testing.assert_close(o3[:, :, 1], 2 * out[:, :, 0], atol=1e-5, rtol=0)
 
 
+def test_chunked_sampling_equals_one_chunk(monkeypatch, gray_crop):
+    """Keypoints are sampled in chunks of bounded grid memory: values and gradients unchanged."""
+    import gradcv.core_ops.features.laf as laf_module
+
+    img = torch.cat([gray_crop, gray_crop.flip(-2)]).double().requires_grad_(True)
+    lafs = (_random_lafs(2, 11, torch.float64, seed=20) * torch.tensor([1.0, 1.0, 2.0], dtype=torch.float64) * 2).requires_grad_(True)
+    whole = extract_patches_from_pyramid(img, lafs, 7)
+    g_img, g_laf = torch.autograd.grad((whole * whole).sum(), (img, lafs))
+    monkeypatch.setattr(laf_module, "_GRID_BYTES", 2 * 7 * 7 * 2 * 8 * 3)  # 3 keypoints per chunk
+    chunked = extract_patches_from_pyramid(img, lafs, 7)
+    c_img, c_laf = torch.autograd.grad((chunked * chunked).sum(), (img, lafs))
+    torch.testing.assert_close(chunked, whole, atol=1e-12, rtol=0)
+    torch.testing.assert_close(c_img, g_img, atol=1e-10, rtol=0)
+    torch.testing.assert_close(c_laf, g_laf, atol=1e-10, rtol=0)
+    with torch.no_grad():  # the in-place clamp of the no-gradient path
+        torch.testing.assert_close(extract_patches_from_pyramid(img, lafs, 7), whole.detach(), atol=1e-12, rtol=0)
+
+
 def test_empty_and_invalid_lafs():
     img = torch.rand(2, 1, 30, 30, requires_grad=True)
     empty = extract_patches_from_pyramid(img, torch.zeros(2, 0, 2, 3), 8)
