@@ -105,6 +105,27 @@ def _interior_maxima(x: torch.Tensor, kernel: tuple[int, ...], threshold: float 
     return keep
 
 
+def _interior_maxima_333(x: torch.Tensor, threshold: float | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`_interior_maxima` for a 3x3x3 window over the last three axes of ``(N, D, H, W)``,
+    with fewer passes: no full-window maximum, but 'above every earlier neighbour' and 'at
+    least every later one' directly (13 neighbours each). ``out``: an optional bool result."""
+    n, d, h, w = x.shape
+    rx = torch.maximum(x[..., :-2], x[..., 1:-1])
+    torch.maximum(rx, x[..., 2:], out=rx)  # (N, D, H, W - 2): the row maxima
+    ry = torch.maximum(rx[:, :, :-2], rx[:, :, 1:-1])
+    torch.maximum(ry, rx[:, :, 2:], out=ry)  # (N, D, H - 2, W - 2): the 3x3 maxima
+    centre = x[:, 1:-1, 1:-1, 1:-1]
+    before = torch.maximum(ry[:, :-2], rx[:, 1:-1, :-2])  # level below; row above
+    torch.maximum(before, x[:, 1:-1, 1:-1, :-2], out=before)  # left neighbour
+    if threshold is not None:
+        before.clamp_min_(threshold)
+    after = torch.maximum(ry[:, 2:], rx[:, 1:-1, 2:])  # level above; row below
+    torch.maximum(after, x[:, 1:-1, 1:-1, 2:], out=after)  # right neighbour
+    keep = torch.gt(centre, before, out=out) if out is not None else torch.gt(centre, before)
+    keep &= centre >= after
+    return keep
+
+
 def nms2d(input: torch.Tensor, kernel_size: tuple[int, int], mask_only: bool = False) -> torch.Tensor:
     """Keep the maxima of each ``kernel_size`` window, one per plateau, zero the rest.
 
@@ -156,7 +177,11 @@ def nms3d(input: torch.Tensor, kernel_size: tuple[int, int, int], mask_only: boo
     x = _check_input(input, ["B", "C", "D", "H", "W"])
     kernel = _check_kernel(kernel_size, 3)
     check_bool(mask_only, "mask_only")
-    mask = _maxima_mask(x, kernel)
+    if kernel == (3, 3, 3) and min(x.shape[-3:]) >= 3 and x.numel() > 0:
+        mask = torch.zeros(x.shape, dtype=torch.bool, device=x.device)
+        mask[..., 1:-1, 1:-1, 1:-1] = _interior_maxima_333(x.reshape(-1, *x.shape[-3:])).reshape(*x.shape[:-3], *(n - 2 for n in x.shape[-3:]))
+    else:
+        mask = _maxima_mask(x, kernel)
     return mask if mask_only else torch.where(mask, x, torch.zeros((), dtype=x.dtype, device=x.device))
 
 

@@ -34,7 +34,7 @@ from torch import nn
 from gradcv.core_ops._checks import check_bool, check_floating, check_int, check_real, check_shape, check_str_choice
 from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError, ShapeError
 from gradcv.core_ops.features.laf import laf_from_center_scale_ori
-from gradcv.core_ops.features.nms import _interior_maxima
+from gradcv.core_ops.features.nms import _interior_maxima_333
 from gradcv.core_ops.features.responses import BlobDoG, BlobHessian
 from gradcv.core_ops.pyramid import ScalePyramid
 
@@ -262,21 +262,27 @@ class ScaleSpaceDetector(nn.Module):
         h, w = src.shape[-2:]
         bd = self.border
         rows = max(8, _BLOCK_PIXELS // w) if src.device.type == "cpu" else h
-        found, values = [], []
+        found = []
         for y0 in range(bd, h - bd, rows):
             y1 = min(y0 + rows, h - bd)
             block = src[:, : top + 1 if dog else top, y0 - 1 : y1 + 1, bd - 1 : w - bd + 1]
             if dog:
-                block = block[:, 1:] - block[:, :-1]
-            score = block.abs() if self.minima_are_also_good else block
-            keep = _interior_maxima(score, (3, 3, 3), threshold)
-            idx = keep.nonzero()
-            values.append(block[:, 1:-1, 1:-1, 1:-1][keep])
+                score = torch.sub(block[:, 1:], block[:, :-1])
+                if self.minima_are_also_good:
+                    score.abs_()
+            else:
+                score = block.abs() if self.minima_are_also_good else block
+            idx = _interior_maxima_333(score, threshold).nonzero()
             idx += idx.new_tensor([0, 1, y0, bd])
             found.append(idx)
         idx = torch.cat(found) if found else torch.zeros((0, 4), dtype=torch.long, device=src.device)
-        val = torch.cat(values) if values else src.new_zeros(0)
-        return idx[:, 0], idx[:, 1], idx[:, 2], idx[:, 3], val
+        bi, li, yi, xi = idx.unbind(1)
+        flat = src.reshape(src.shape[0], -1)
+        at = (li * h + yi) * w + xi
+        val = flat[bi, at]
+        if dog:
+            val = flat[bi, at + h * w] - val
+        return bi, li, yi, xi, val
 
     def _detect(self, img: torch.Tensor, num: int, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         self._check(img, mask)
@@ -407,11 +413,10 @@ class _Geometry:
 
     def gather(self, l: torch.Tensor, y: torch.Tensor, x: torch.Tensor, stencil: list[tuple[int, int, int]]) -> torch.Tensor:
         """``(B, S, len(stencil))`` response values around each candidate."""
-        st = torch.tensor(stencil, device=l.device)
         plane = self.h * self.w
-        idx = (l[..., None] + st[:, 0]) * plane + (y[..., None] + st[:, 1]) * self.w + (x[..., None] + st[:, 2])
+        st = torch.tensor([ds * plane + dy * self.w + dx for ds, dy, dx in stencil], device=l.device)
         b, s = l.shape
-        idx = idx.reshape(b, -1)
+        idx = ((l * plane + y * self.w + x)[..., None] + st).reshape(b, -1)
         v = self.flat.gather(1, idx)
         if self.dog:
             v = self.flat.gather(1, idx + plane) - v
@@ -422,20 +427,41 @@ class _Geometry:
         return (l >= 1) & (l <= self.top) & (y >= bd) & (y < self.h - bd) & (x >= bd) & (x < self.w - bd)
 
 
+def _derivative_matrix() -> list[list[float]]:
+    """``(19, 10)``: the stencil's values to (value, dx, dy, ds, dxx, dxy, dxs, dyy, dys, dss)."""
+    rows = [[0.0] * 10 for _ in _STENCIL]
+    at = {o: i for i, o in enumerate(_STENCIL)}
+
+    def put(col: int, terms: list[tuple[tuple[int, int, int], float]]) -> None:
+        for o, coef in terms:
+            rows[at[o]][col] += coef
+
+    put(0, [((0, 0, 0), 1.0)])
+    put(1, [((0, 0, 1), 0.5), ((0, 0, -1), -0.5)])
+    put(2, [((0, 1, 0), 0.5), ((0, -1, 0), -0.5)])
+    put(3, [((1, 0, 0), 0.5), ((-1, 0, 0), -0.5)])
+    put(4, [((0, 0, 1), 1.0), ((0, 0, -1), 1.0), ((0, 0, 0), -2.0)])
+    put(5, [((0, 1, 1), 0.25), ((0, 1, -1), -0.25), ((0, -1, 1), -0.25), ((0, -1, -1), 0.25)])
+    put(6, [((1, 0, 1), 0.25), ((1, 0, -1), -0.25), ((-1, 0, 1), -0.25), ((-1, 0, -1), 0.25)])
+    put(7, [((0, 1, 0), 1.0), ((0, -1, 0), 1.0), ((0, 0, 0), -2.0)])
+    put(8, [((1, 1, 0), 0.25), ((1, -1, 0), -0.25), ((-1, 1, 0), -0.25), ((-1, -1, 0), 0.25)])
+    put(9, [((1, 0, 0), 1.0), ((-1, 0, 0), 1.0), ((0, 0, 0), -2.0)])
+    return rows
+
+
+_DERIVATIVES = _derivative_matrix()
+# Columns of the derivative vector that fill the symmetric 3x3 Hessian in (x, y, s).
+_HESSIAN_INDEX = [4, 5, 6, 5, 7, 8, 6, 8, 9]
+
+
 def _derivatives(geom: _Geometry, l: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Value ``(B, S)``, gradient ``(B, S, 3)`` and Hessian ``(B, S, 3, 3)`` in (x, y, s) by
-    central differences, as OpenCV's ``adjustLocalExtrema``."""
+    central differences, as OpenCV's ``adjustLocalExtrema`` (one product with a constant
+    matrix: the refinement is many small steps, where each operator call counts)."""
     v = geom.gather(l, y, x, _STENCIL)
-    c = v[..., 0]
-    xp, xm, yp, ym, sp, sm = (v[..., i] for i in range(1, 7))
-    g = torch.stack([(xp - xm) / 2, (yp - ym) / 2, (sp - sm) / 2], -1)
-    dxx, dyy, dss = xp + xm - 2 * c, yp + ym - 2 * c, sp + sm - 2 * c
-    # edges: (0, +-1, +-1) at 7..10, (+-1, 0, +-1) at 11..14, (+-1, +-1, 0) at 15..18; order (+,+), (+,-), (-,+), (-,-).
-    dxy = (v[..., 7] - v[..., 8] - v[..., 9] + v[..., 10]) / 4
-    dxs = (v[..., 11] - v[..., 12] - v[..., 13] + v[..., 14]) / 4
-    dys = (v[..., 15] - v[..., 16] - v[..., 17] + v[..., 18]) / 4
-    hess = torch.stack([torch.stack([dxx, dxy, dxs], -1), torch.stack([dxy, dyy, dys], -1), torch.stack([dxs, dys, dss], -1)], -2)
-    return c, g, hess
+    d = v @ torch.tensor(_DERIVATIVES, dtype=v.dtype, device=v.device)
+    hess = d[..., _HESSIAN_INDEX].unflatten(-1, (3, 3))
+    return d[..., 0], d[..., 1:4], hess
 
 
 def _solve3(hess: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
