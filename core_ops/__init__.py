@@ -1,6 +1,6 @@
 """Differentiable, batched, device-agnostic image operators (the gradcv operator layer)."""
 
-from gradcv.core_ops import color, contrib, errors, filters, geometry, losses, pyramid
+from gradcv.core_ops import color, contrib, errors, features, filters, geometry, losses, pyramid
 from gradcv.core_ops.errors import (
     ArgumentTypeError,
     ArgumentValueError,
@@ -20,6 +20,7 @@ __all__ = [
     "color",
     "contrib",
     "errors",
+    "features",
     "filters",
     "geometry",
     "losses",

@@ -22,7 +22,7 @@ import gradcv.core_ops as core_ops
 
 kornia = pytest.importorskip("kornia")
 
-GRADCV_MODULES = ("color", "filters", "pyramid", "geometry", "losses", "contrib")
+GRADCV_MODULES = ("color", "filters", "pyramid", "geometry", "losses", "contrib", "features")
 # Where Kornia keeps the same names, searched in this order (kornia.enhance holds the
 # colour adjustments, kornia.metrics the SSIM module, kornia.geometry re-exports most of
 # its sub-packages).
