@@ -31,6 +31,8 @@ __all__ = [
     "ellipse_to_laf",
     "extract_patches_from_pyramid",
     "extract_patches_simple",
+    "generate_patch_grid_from_normalized_LAF",
+    "get_laf_pts_to_draw",
     "get_laf_center",
     "get_laf_orientation",
     "get_laf_scale",
@@ -505,6 +507,30 @@ def laf_is_inside_image(laf: torch.Tensor, images: torch.Tensor, border: int = 0
     return (lo[..., 0] >= border) & (hi[..., 0] <= w - 1 - border) & (lo[..., 1] >= border) & (hi[..., 1] <= h - 1 - border)
 
 
+def get_laf_pts_to_draw(LAF: torch.Tensor, img_idx: int = 0) -> tuple[list[float], list[float]]:
+    """The outlines of image ``img_idx``'s LAFs as two lists ``(x, y)`` for ``plt.plot``.
+
+    Args:
+        LAF: ``(B, N, 2, 3)``.
+        img_idx: which image of the batch.
+
+    Returns:
+        ``(x, y)``: nested lists ``[n_pts][N]`` of :func:`laf_to_boundary_points` (Kornia's layout).
+
+    Convention:
+        Pixels, centres at integers (``plt.imshow``'s pixel centres too).
+
+    Example:
+        >>> x, y = get_laf_pts_to_draw(torch.tensor([[[[2.0, 0.0, 5.0], [0.0, 2.0, 3.0]]]]))
+        >>> len(x), len(x[0])
+        (50, 1)
+    """
+    _check_laf(LAF, "LAF")
+    check_int(img_idx, "img_idx", 0)
+    pts = laf_to_boundary_points(LAF[img_idx : img_idx + 1])[0].detach().permute(1, 0, 2).cpu()
+    return pts[..., 0].tolist(), pts[..., 1].tolist()
+
+
 # ---------------------------------------------------------------------------- normalisation
 def _norm_coefs(laf: torch.Tensor, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
     h, w = images.shape[-2:]
@@ -654,6 +680,42 @@ def _sample(
         del grid, part  # free this chunk before the next one is made
     assert out is not None
     return out
+
+
+def generate_patch_grid_from_normalized_LAF(img: torch.Tensor, LAF: torch.Tensor, PS: int = 32) -> torch.Tensor:
+    """The ``grid_sample`` grid of each LAF's ``PS x PS`` patch in ``img``.
+
+    Args:
+        img: ``(B, C, H, W)`` (only the size is read).
+        LAF: ``(B, N, 2, 3)`` in :func:`normalize_laf`'s frame for ``img`` (gradcv's edge-to-edge
+            frame; Kornia's is ``align_corners=True``-like, see :func:`normalize_laf`).
+        PS: patch size.
+
+    Returns:
+        ``(B * N, PS, PS, 2)`` for ``grid_sample(..., align_corners=False)``.
+
+    Convention:
+        Cell ``(i, j)`` is image pixel ``c + A (u_j, u_i)``, ``u_k = (2 k + 1) / PS - 1``, as
+        :func:`extract_patches_from_pyramid`; pixel ``x`` is ``(2 x + 1) / W - 1`` in the grid.
+
+    Example:
+        >>> img = torch.zeros(1, 1, 4, 4)
+        >>> laf = normalize_laf(torch.tensor([[[[2.0, 0.0, 1.5], [0.0, 2.0, 1.5]]]]), img)
+        >>> generate_patch_grid_from_normalized_LAF(img, laf, 2)[0, :, :, 0]
+        tensor([[-0.5000,  0.5000],
+                [-0.5000,  0.5000]])
+    """
+    _check_images(img, "img")
+    _check_laf(LAF, "LAF")
+    check_int(PS, "PS", 1)
+    b, n = LAF.shape[:2]
+    h, w = img.shape[-2:]
+    laf_px = denormalize_laf(LAF, img)
+    u = (2.0 * torch.arange(PS, dtype=LAF.dtype, device=LAF.device) + 1.0) / PS - 1.0
+    pts = (laf_px[..., None, None, :, 0] * u[:, None] + laf_px[..., None, None, :, 1] * u[:, None, None]
+           + laf_px[..., None, None, :, 2])  # (B, N, PS, PS, 2)
+    size = LAF.new_tensor([float(w), float(h)])
+    return ((2.0 * pts + 1.0) / size - 1.0).reshape(b * n, PS, PS, 2)
 
 
 def extract_patches_simple(

@@ -51,6 +51,7 @@ __all__ = [
     "match_mnn",
     "match_nn",
     "match_smnn",
+    "match_smnn_batched",
     "match_snn",
 ]
 
@@ -426,6 +427,38 @@ def match_smnn(
     back_ratio, back_defined = ratio2.gather(1, j), defined2.gather(1, j)
     keep = defined1 & back_defined & _mutual(rows, cols) & (ratio1 <= th) & (back_ratio <= th)
     return _finish(p, torch.maximum(ratio1, back_ratio), j, keep)
+
+
+def match_smnn_batched(
+    desc1: torch.Tensor, desc2: torch.Tensor, th: float = 0.95, dm: torch.Tensor | None = None,
+    mask1: torch.Tensor | None = None, mask2: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Kornia's flat form of the batched :func:`match_smnn`: the matches of all items in one list.
+
+    Args:
+        desc1: ``(B, N, D)``.
+        desc2: ``(B, M, D)``.
+        th: ratio threshold (inclusive).
+        dm: optional ``(B, N, M)`` distances.
+        mask1: optional ``(B, N)`` bool validity of ``desc1``'s rows.
+        mask2: optional ``(B, M)`` bool validity of ``desc2``'s rows.
+
+    Returns:
+        ``ratios (K, 1)`` and ``indices (K, 3)`` int64 rows ``(batch, index in desc1, index in
+        desc2)``, sorted by batch then ``desc1`` index (a data-dependent size: use
+        :func:`match_smnn`'s fixed-size batched form where that matters).
+
+    Example:
+        >>> a = torch.tensor([[[0., 0.], [1., 1.], [2., 2.]]])
+        >>> match_smnn_batched(a, a.flip(1))[1]
+        tensor([[0, 0, 2],
+                [0, 1, 1],
+                [0, 2, 0]])
+    """
+    check_shape(desc1, ["B", "N", "D"], "desc1")
+    dists, idxs, mask = match_smnn(desc1, desc2, th, dm, mask1=mask1, mask2=mask2)
+    batch, row = mask.nonzero(as_tuple=True)
+    return dists[batch, row], torch.cat([batch[:, None], idxs[batch, row]], dim=-1)
 
 
 def match_fginn(

@@ -23,7 +23,9 @@ from gradcv.core_ops.features.laf import (
     ellipse_to_laf,
     extract_patches_from_pyramid,
     extract_patches_simple,
+    generate_patch_grid_from_normalized_LAF,
     get_laf_center,
+    get_laf_pts_to_draw,
     get_laf_orientation,
     get_laf_scale,
     laf_from_center_scale_ori,
@@ -169,6 +171,23 @@ def test_normalize_laf_is_edge_to_edge_and_round_trips():
         extract_patches_from_pyramid(rimg, lafs, 8),
         atol=1e-5, rtol=0,
     )
+
+
+def test_patch_grid_and_drawing_points():
+    img = torch.rand(2, 3, 30, 26, generator=torch.Generator().manual_seed(21))
+    lafs = _random_lafs(2, 4, seed=22) / 2
+    grid = generate_patch_grid_from_normalized_LAF(img, normalize_laf(lafs, img), 6)
+    assert grid.shape == (8, 6, 6, 2)
+    sampled = torch.nn.functional.grid_sample(
+        img.repeat_interleave(4, 0), grid, align_corners=False, padding_mode="border"
+    ).view(2, 4, 3, 6, 6)
+    torch.testing.assert_close(sampled, extract_patches_simple(img, lafs, 6), atol=1e-5, rtol=0)
+    x, y = get_laf_pts_to_draw(lafs, 1)
+    from kornia.feature.laf import get_laf_pts_to_draw as kornia_pts_to_draw
+
+    ref = kornia_pts_to_draw(lafs, 1)
+    torch.testing.assert_close(torch.tensor(x), torch.tensor(ref[0]), atol=1e-4, rtol=0)
+    torch.testing.assert_close(torch.tensor(y), torch.tensor(ref[1]), atol=1e-4, rtol=0)
 
 
 def test_odd_patch_of_axis_aligned_laf_is_the_crop():

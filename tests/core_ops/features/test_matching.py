@@ -22,6 +22,7 @@ from gradcv.core_ops.features.matching import (
     match_mnn,
     match_nn,
     match_smnn,
+    match_smnn_batched,
     match_snn,
 )
 
@@ -200,6 +201,17 @@ def test_batched_equals_unbatched_on_valid_rows(name):
         d, i = run(a2[k], b2[k], l1[k : k + 1], l2[k : k + 1])
         assert torch.equal(idxs[k][mask[k]], i)
         torch.testing.assert_close(dists[k][mask[k]], d, atol=1e-5, rtol=0)
+
+
+def test_match_smnn_batched_matches_kornia():
+    a, b = _descs(30, 25, b=3, seed=16)
+    g = torch.Generator().manual_seed(17)
+    mask1, mask2 = torch.rand(3, 30, generator=g) > 0.2, torch.rand(3, 25, generator=g) > 0.2
+    for kw in ({}, {"mask1": mask1, "mask2": mask2}):
+        d, i = match_smnn_batched(a, b, 0.9, **kw)
+        kd, ki = KF.match_smnn_batched(a, b, 0.9, **kw)
+        assert torch.equal(i, ki) and len(i) > 0
+        torch.testing.assert_close(d, kd, atol=1e-5, rtol=0)
 
 
 def test_batched_edge_cases_and_module():
