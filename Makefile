@@ -33,7 +33,7 @@ demo: $(VENV)/.installed
 # Kornia: the bench extra), one after the other so that they do not share the cores;
 # each writes its CSV, figures and metrics.json in outputs/<benchmark>/<date>/<time>/.
 # Tens of minutes with the defaults; one of them: make bench BENCHMARKS=bench_ssim.
-BENCHMARKS ?= bench_sobel bench_filters bench_warp bench_ssim bench_ransac bench_registration bench_depth_warp bench_depth
+BENCHMARKS ?= bench_sobel bench_filters bench_warp bench_ssim bench_ransac bench_registration bench_depth_warp bench_depth bench_features
 
 $(VENV)/.installed-bench: pyproject.toml setup.py $(VENV)/.installed
 	$(PY) -m pip install $(PIP_QUIET) -e '.[bench]'
