@@ -121,10 +121,16 @@ def _lowe_window(patch_size: int, num_spatial_bins: int, dtype: torch.dtype) -> 
     return torch.outer(g, g).to(dtype)
 
 
-def _gradient_polar(patch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Twice the magnitude, and the angle ``atan2(gy, gx)`` (y down, in ``(-pi, pi]``), of
-    the central-difference gradients with a replicated border (Kornia's
-    ``spatial_gradient(..., "diff")``); the factor 2 is left in, as every user normalises.
+def _central_gradients(patch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Twice the central-difference gradients ``(gx, gy)`` with a replicated border
+    (Kornia's ``spatial_gradient(..., "diff")``; the factor 2 is left in, as every user
+    normalises)."""
+    p = F.pad(patch, (1, 1, 1, 1), mode="replicate")
+    return p[..., 1:-1, 2:] - p[..., 1:-1, :-2], p[..., 2:, 1:-1] - p[..., :-2, 1:-1]
+
+
+def _polar(gx: torch.Tensor, gy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Magnitude and angle ``atan2(gy, gx)`` (y down, in ``(-pi, pi]``) of a gradient field.
 
     Gradient-safe at a zero gradient when autograd records: the magnitude is
     ``sqrt(max(sq, tiny)) - sqrt(tiny)``, exactly 0 there with a zero derivative
@@ -133,16 +139,18 @@ def _gradient_polar(patch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     derivative at the origin never occurs. Without autograd the plain expressions run
     (same values).
     """
-    p = F.pad(patch, (1, 1, 1, 1), mode="replicate")
-    gx = p[..., 1:-1, 2:] - p[..., 1:-1, :-2]
-    gy = p[..., 2:, 1:-1] - p[..., :-2, 1:-1]
-    if not (torch.is_grad_enabled() and patch.requires_grad):
+    if not (torch.is_grad_enabled() and (gx.requires_grad or gy.requires_grad)):
         return torch.hypot(gx, gy), torch.atan2(gy, gx)
     sq = gx * gx + gy * gy
     tiny = torch.finfo(sq.dtype).tiny
     mag = torch.sqrt(sq.clamp_min(tiny)) - math.sqrt(tiny)
     ang = torch.atan2(gy, gx + (sq == 0).to(sq.dtype))
     return mag, ang
+
+
+def _gradient_polar(patch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_polar` of :func:`_central_gradients`."""
+    return _polar(*_central_gradients(patch))
 
 
 def _check_patches(input: object, patch_size: int) -> torch.Tensor:
