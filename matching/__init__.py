@@ -1,1 +1,31 @@
-"""Hessian + SIFT two-view matching with RANSAC, and the targeted attack on it (see DESIGN.md)."""
+"""Two-view matching with the differentiable feature stack (see DESIGN.md).
+
+- ``match_pair``: detector (Hessian or DoG) -> orientation -> SIFT descriptor -> ratio test
+  or mutual nearest neighbours -> RANSAC homography, batched over image pairs, returning a
+  ``MatchResult`` (fixed-size keypoints, matches and inliers with validity masks, the
+  homography, a per-pair ``MatchStatus``); ``MatchConfig`` with ``default()`` and
+  ``paper()`` presets.
+"""
+
+from gradcv.matching.config import DETECTORS, MATCHERS, SUBPIX_MODES, MatchConfig
+from gradcv.matching.pipeline import (
+    PATCH_SIZE,
+    MatchResult,
+    MatchStatus,
+    make_local_feature,
+    match_descriptors,
+    match_pair,
+)
+
+__all__ = [
+    "DETECTORS",
+    "MATCHERS",
+    "PATCH_SIZE",
+    "SUBPIX_MODES",
+    "MatchConfig",
+    "MatchResult",
+    "MatchStatus",
+    "make_local_feature",
+    "match_descriptors",
+    "match_pair",
+]

@@ -1,0 +1,230 @@
+"""gradcv.matching.match_pair: the two-view pipeline on a real photograph under known
+homographies (160 x 120 crops, a few hundred features: the whole file runs in seconds)."""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from gradcv.core_ops.color import rgb_to_grayscale
+from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError, DTypeError, ShapeError
+from gradcv.matching import MatchConfig, MatchResult, MatchStatus, match_pair
+
+H_, W_ = 120, 160
+FEATURES = 300
+
+
+def _about_centre(M: np.ndarray) -> np.ndarray:
+    c = np.array([[1.0, 0.0, (W_ - 1) / 2], [0.0, 1.0, (H_ - 1) / 2], [0.0, 0.0, 1.0]])
+    return c @ M @ np.linalg.inv(c)
+
+
+def _homography(angle_deg: float, scale: float, px: float = 0.0, py: float = 0.0) -> np.ndarray:
+    a = math.radians(angle_deg)
+    M = np.array([[scale * math.cos(a), -scale * math.sin(a), 0.0], [scale * math.sin(a), scale * math.cos(a), 0.0], [px, py, 1.0]])
+    H = _about_centre(M)
+    return H / H[2, 2]
+
+
+def _warp(image: np.ndarray, H: np.ndarray) -> np.ndarray:
+    """``image`` seen through ``H`` (image-1 pixels -> image-2 pixels), pixel centres at integers."""
+    return cv2.warpPerspective(image, H, (image.shape[1], image.shape[0]), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+
+
+def _corner_error(H: np.ndarray, H_true: np.ndarray) -> float:
+    corners = np.array([[0.0, 0.0, 1.0], [W_ - 1.0, 0.0, 1.0], [W_ - 1.0, H_ - 1.0, 1.0], [0.0, H_ - 1.0, 1.0]]).T
+    p, q = H @ corners, H_true @ corners
+    return float(np.linalg.norm(p[:2] / p[2] - q[:2] / q[2], axis=0).mean())
+
+
+def _t(image: np.ndarray) -> torch.Tensor:
+    t = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
+    return t[None, None] if t.ndim == 2 else t.permute(2, 0, 1)[None].contiguous()
+
+
+@pytest.fixture(scope="module")
+def crop(photo_gray) -> np.ndarray:
+    """A 160 x 120 crop of grace_hopper's face and uniform, gray."""
+    return photo_gray[0][150 : 150 + H_, 180 : 180 + W_].copy()
+
+
+@pytest.fixture(scope="module")
+def crop_rgb(photos) -> np.ndarray:
+    return photos[0][150 : 150 + H_, 180 : 180 + W_].copy()
+
+
+HOMOGRAPHIES = {
+    "rotation": _homography(25.0, 1.0),
+    "scale": _homography(0.0, 1.3),
+    "perspective": _homography(-10.0, 0.9, 4e-4, -3e-4),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOMOGRAPHIES))
+def test_recovers_a_known_homography(crop, name):
+    H_true = HOMOGRAPHIES[name]
+    r = match_pair(_t(crop), _t(_warp(crop, H_true)), num_features=FEATURES)
+    assert isinstance(r, MatchResult)
+    assert r.status.tolist() == [int(MatchStatus.FOUND)]
+    assert int(r.num_inliers[0]) >= 30
+    assert _corner_error(r.homography[0].numpy(), H_true) <= 3.0
+    # The inliers are correct matches under the true homography (within the RANSAC threshold, plus slack).
+    p1, p2 = r.matched_keypoints()
+    sel = r.inliers[0]
+    proj = torch.cat([p1[0][sel].double(), torch.ones(int(sel.sum()), 1, dtype=torch.float64)], 1) @ torch.from_numpy(H_true).T
+    err = (proj[:, :2] / proj[:, 2:] - p2[0][sel].double()).norm(dim=1)
+    assert float((err <= 4.0).double().mean()) >= 0.95
+
+
+@pytest.mark.parametrize("overrides", [dict(detector="dog", contrast_threshold=0.0), dict(matcher="mnn"), dict(orientation=False)],
+                         ids=["dog", "mnn", "upright"])
+def test_options_recover_a_rotation(crop, overrides):
+    H_true = _homography(8.0, 1.1)  # a small rotation: the upright variant still matches
+    r = match_pair(_t(crop), _t(_warp(crop, H_true)), num_features=FEATURES, **overrides)
+    assert r.status.tolist() == [int(MatchStatus.FOUND)]
+    assert _corner_error(r.homography[0].numpy(), H_true) <= 3.0
+
+
+@pytest.mark.parametrize("matcher", ["snn", "mnn"])
+def test_unrelated_images_give_few_inliers(crop, photo_gray, matcher):
+    other = photo_gray[1][200 : 200 + H_, 300 : 300 + W_]  # coffee: textured, unrelated
+    r = match_pair(_t(crop), _t(other), num_features=FEATURES, matcher=matcher)
+    assert int(r.num_inliers[0]) < r.config.min_inliers
+    assert r.status.tolist() == [int(MatchStatus.FEW_INLIERS)]
+    if matcher == "mnn":
+        assert int(r.num_matches[0]) >= 20  # RANSAC really rejected something
+
+
+def test_batch_equals_single_calls(crop, photo_gray):
+    H_true = HOMOGRAPHIES["perspective"]
+    a1, a2 = _t(crop), _t(_warp(crop, H_true))
+    b1 = _t(photo_gray[0][300 : 300 + H_, 100 : 100 + W_])
+    b2 = _t(_warp(photo_gray[0][300 : 300 + H_, 100 : 100 + W_], HOMOGRAPHIES["rotation"]))
+    both = match_pair(torch.cat([a1, b1]), torch.cat([a2, b2]), num_features=FEATURES)
+    for i, (x1, x2, H) in enumerate(((a1, a2, H_true), (b1, b2, HOMOGRAPHIES["rotation"]))):
+        one = match_pair(x1, x2, num_features=FEATURES)
+        torch.testing.assert_close(both.keypoints1[i], one.keypoints1[0], atol=1e-4, rtol=0)
+        torch.testing.assert_close(both.keypoints2[i], one.keypoints2[0], atol=1e-4, rtol=0)
+        torch.testing.assert_close(both.descriptors1[i], one.descriptors1[0], atol=1e-4, rtol=0)
+        assert torch.equal(both.valid1[i], one.valid1[0]) and torch.equal(both.valid2[i], one.valid2[0])
+        assert torch.equal(both.matches[i], one.matches[0]) and torch.equal(both.match_mask[i], one.match_mask[0])
+        # RANSAC's draws depend on the batch position: equally good, not bit-identical.
+        assert both.status[i] == one.status[0] == int(MatchStatus.FOUND)
+        assert abs(int(both.num_inliers[i]) - int(one.num_inliers[0])) <= 0.05 * int(one.num_inliers[0]) + 2
+        assert _corner_error(both.homography[i].numpy(), one.homography[0].numpy()) <= 0.5
+        assert _corner_error(both.homography[i].numpy(), H) <= 3.0
+
+
+def test_rgb_equals_grayscale(crop_rgb):
+    H_true = HOMOGRAPHIES["rotation"]
+    x1 = _t(crop_rgb)
+    x2 = _t(_warp(crop_rgb, H_true))
+    rgb = match_pair(x1, x2, num_features=FEATURES)
+    gray = match_pair(rgb_to_grayscale(x1), rgb_to_grayscale(x2), num_features=FEATURES)
+    assert torch.equal(rgb.keypoints1, gray.keypoints1) and torch.equal(rgb.descriptors2, gray.descriptors2)
+    assert torch.equal(rgb.matches, gray.matches) and torch.equal(rgb.inliers, gray.inliers)
+    assert torch.equal(rgb.homography, gray.homography)
+    assert _corner_error(rgb.homography[0].numpy(), H_true) <= 3.0
+
+
+def test_result_shapes_and_padding(crop):
+    x1, x2 = _t(crop).double(), _t(_warp(crop, HOMOGRAPHIES["scale"])).double()
+    r = match_pair(x1, x2, num_features=FEATURES)
+    n = FEATURES
+    assert r.keypoints1.shape == (1, n, 2) and r.keypoints2.shape == (1, n, 2)
+    assert r.lafs1.shape == (1, n, 2, 3) and r.descriptors1.shape == (1, n, 128)
+    assert r.matches.shape == (1, n, 2) and r.matches.dtype == torch.int64
+    assert r.match_mask.shape == r.inliers.shape == r.match_distances.shape == (1, n)
+    assert r.homography.shape == (1, 3, 3) and r.homography.dtype == torch.float64
+    assert r.keypoints1.dtype == torch.float64 and r.status.dtype == torch.int8 and r.wall_time > 0
+    k = int(r.num_matches[0])
+    assert bool(r.match_mask[0, :k].all()) and not bool(r.match_mask[0, k:].any())  # valid matches first
+    assert bool((r.matches[0, :k, 0].diff() > 0).all())  # in ascending img1 index
+    assert bool(r.valid1[0][r.matches[0, :k, 0]].all()) and bool(r.valid2[0][r.matches[0, :k, 1]].all())
+    assert not bool(r.inliers[~r.match_mask].any())
+    assert bool((r.match_distances[0, :k] <= 0.8).all()) and bool((r.match_distances[0, k:] == 0).all())
+    assert bool((r.keypoints1[~r.valid1] == 0).all()) and bool((r.descriptors2[~r.valid2] == 0).all())
+
+
+def test_textureless_pair_reports_zero_inliers_and_a_status(crop):
+    flat = torch.full((2, 1, H_, W_), 0.5)
+    flat[1] = _t(crop)  # the second pair: a photograph against a flat image
+    r = match_pair(flat, torch.full((2, 1, H_, W_), 0.5), num_features=FEATURES)
+    assert r.num_inliers.tolist() == [0, 0] and r.num_matches.tolist() == [0, 0]
+    assert r.status.tolist() == [int(MatchStatus.DEGENERATE_INPUT)] * 2
+    for t in (r.keypoints1, r.keypoints2, r.descriptors1, r.descriptors2, r.match_distances, r.homography):
+        assert bool(torch.isfinite(t).all())
+    assert not bool(r.valid1[0].any()) and not bool(r.valid2.any())
+
+
+def test_gradient_reaches_both_images(crop):
+    x1 = _t(crop).double().requires_grad_()
+    x2 = _t(_warp(crop, HOMOGRAPHIES["rotation"])).double().requires_grad_()
+    r = match_pair(x1, x2, num_features=64, subpix="soft")
+    p1, p2 = r.matched_keypoints()
+    loss = r.match_distances.sum() + (p1 - p2).square().sum() * 1e-3 + r.descriptors1.sum()
+    loss.backward()
+    for x in (x1, x2):
+        assert x.grad is not None and bool(torch.isfinite(x.grad).all()) and float(x.grad.abs().sum()) > 0
+    assert r.homography.grad_fn is None
+
+
+def test_config_presets_and_replace():
+    assert MatchConfig.default() == MatchConfig()
+    p = MatchConfig.paper()
+    assert (p.detector, p.num_features, p.max_orientations, p.subpix) == ("hessian", 2500, 1, "soft")
+    assert MatchConfig.paper(num_features=100).num_features == 100
+    c = MatchConfig().replace(matcher="mnn", ransac_threshold=2.0)
+    assert (c.matcher, c.ransac_threshold) == ("mnn", 2.0)
+    with pytest.raises(ArgumentValueError) as e:
+        MatchConfig().replace(threshold=2.0)
+    assert e.value.name == "overrides"
+
+
+@pytest.mark.parametrize("field, value, error", [
+    ("detector", "harris", ArgumentValueError), ("num_features", 0, ArgumentValueError),
+    ("num_features", 2.5, ArgumentTypeError), ("orientation", 1, ArgumentTypeError),
+    ("matcher", "nn", ArgumentValueError), ("ratio", 1.5, ArgumentValueError), ("ratio", 0.0, ArgumentValueError),
+    ("ransac_threshold", -1.0, ArgumentValueError), ("ransac_threshold", math.nan, ArgumentValueError),
+    ("ransac_confidence", 0.0, ArgumentValueError), ("ransac_iterations", 0, ArgumentValueError),
+    ("subpix", "cubic", ArgumentValueError), ("contrast_threshold", -0.1, ArgumentValueError),
+    ("min_inliers", 3, ArgumentValueError), ("seed", -1, ArgumentValueError),
+])
+def test_bad_config_values_raise_typed_errors(field, value, error):
+    with pytest.raises(error) as e:
+        MatchConfig(**{field: value})
+    assert e.value.name == field
+    img = torch.rand(1, 1, 48, 48)
+    with pytest.raises(error) as e:
+        match_pair(img, img, **{field: value})
+    assert e.value.name == field
+
+
+def test_bad_input_raises_typed_errors():
+    img = torch.rand(1, 1, 64, 64)
+    cases = [
+        ((torch.rand(1, 3, 64, 64), img), ShapeError, "img2"),  # different channel counts
+        ((img, torch.rand(1, 1, 64, 72)), ShapeError, "img2"),  # different sizes
+        ((img, torch.rand(2, 1, 64, 64)), ShapeError, "img2"),  # different batch
+        ((torch.rand(1, 2, 64, 64),) * 2, ShapeError, "img1"),  # neither gray nor RGB
+        ((torch.rand(1, 1, 40, 64),) * 2, ShapeError, "img1"),  # smaller than a patch
+        ((torch.rand(64, 64), img), ShapeError, "img1"),
+        ((torch.zeros(1, 1, 64, 64, dtype=torch.uint8), img), DTypeError, "img1"),
+        ((img, img.double()), DTypeError, "img2"),
+        ((img, "image"), ArgumentTypeError, "img2"),
+        ((img, torch.full((1, 1, 64, 64), math.nan)), ArgumentValueError, "img2"),
+    ]
+    for args, error, name in cases:
+        with pytest.raises(error) as e:
+            match_pair(*args)
+        assert e.value.name == name, (args[0].shape, e.value)
+    with pytest.raises(ArgumentTypeError) as e:
+        match_pair(img, img, config={"matcher": "mnn"})
+    assert e.value.name == "config"
+    with pytest.raises(ArgumentValueError) as e:
+        match_pair(img, img, num_feature=10)
+    assert e.value.name == "overrides"
