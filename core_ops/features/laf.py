@@ -631,8 +631,9 @@ def _empty_patches(img: torch.Tensor, laf: torch.Tensor, PS: int) -> torch.Tenso
     return img.new_zeros(b, n, img.shape[1], PS, PS) + link
 
 
-# Bytes of the sampling grid of one chunk of keypoints.
-_GRID_BYTES = 1 << 23
+# Bytes of the sampling grid of one chunk of keypoints: small chunks keep the grid and the
+# samples in cache (2 MiB measured fastest for 2500 patches of 32 or 41 pixels).
+_GRID_BYTES = 1 << 21
 
 
 def _sample(
