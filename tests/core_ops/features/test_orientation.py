@@ -211,6 +211,17 @@ def test_autograd_path_gives_the_same_histogram():
     torch.testing.assert_close(torch.cat([det.histogram(x[i : i + 10]) for i in range(0, 70, 10)]), plain)
 
 
+def test_laf_orienter_gradient_reaches_image_and_laf():
+    torch.manual_seed(0)
+    img = (_ramp(25.0, 48).float() + 0.05 * torch.rand(1, 1, 48, 48)).requires_grad_()
+    laf = laf_from_center_scale_ori(torch.tensor([[[24.0, 23.0]]]), torch.full((1, 1, 1, 1), 9.0)).requires_grad_()
+    out = LAFOrienter()(laf, img)
+    assert abs(get_laf_orientation(out).item() - 25.0) < 3.0
+    out[..., :2].sum().backward()
+    assert torch.isfinite(img.grad).all() and img.grad.abs().sum() > 0
+    assert torch.isfinite(laf.grad).all() and laf.grad.abs().sum() > 0
+
+
 def test_flat_patch_angle_zero_no_nan():
     x = torch.full((3, 1, 32, 32), 0.4, requires_grad=True)
     det = PatchDominantGradientOrientation()
