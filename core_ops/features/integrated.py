@@ -181,8 +181,9 @@ class SIFTFeature(_OrientedSIFT):
     """DoG detection, Lowe's orientations and (Root)SIFT description, configured like OpenCV's SIFT.
 
     Kornia's name and first arguments (``kornia.feature.SIFTFeature``); the detector is
-    :meth:`ScaleSpaceDetector.sift_dog` (3-D DoG extrema of a 3-level-per-octave pyramid,
-    quadratic refinement, OpenCV's contrast and edge thresholds), every histogram peak above
+    :meth:`ScaleSpaceDetector.sift_dog` (3-D DoG extrema of a 3-level-per-octave pyramid on
+    the doubled image, OpenCV's contrast and edge thresholds; soft sub-pixel refinement by
+    default, Lowe's quadratic one as an option), every histogram peak above
     0.8 of the maximum is an orientation (an extra slot, as OpenCV), and
     :class:`~gradcv.core_ops.features.siftdesc.SIFTDescriptor` describes 41 x 41 patches.
 
@@ -197,8 +198,11 @@ class SIFTFeature(_OrientedSIFT):
         edge_threshold: OpenCV's ``edgeThreshold`` (10).
         double_image: start from the image upsampled twice, as OpenCV (without it a
             640 x 480 photograph has a few hundred DoG extrema at most, against thousands).
-        subpix_module: ``'quadratic'`` (Lowe's, OpenCV's) or ``'soft'`` (a soft arg-max:
-            the positions are smooth functions of the image).
+        subpix_module: ``'soft'`` (a soft arg-max over the 3 x 3 x 3 window: positions and
+            scales are smooth functions of the image) or ``'quadratic'`` (Lowe's iterative
+            refinement, OpenCV's). The soft one is the default: on 4 bench pairs (2500
+            features, contrast 0) repeatability 0.62 -> 0.70, MMA@3 0.907 -> 0.933 and
+            correct matches 1255 -> 1434 over the quadratic one, in less time.
         max_orientations: orientation slots per location.
 
     Differences from Kornia's ``SIFTFeature``: Kornia's runs a multi-resolution detector
@@ -236,7 +240,7 @@ class SIFTFeature(_OrientedSIFT):
         contrast_threshold: float = 0.04,
         edge_threshold: float = 10.0,
         double_image: bool = True,
-        subpix_module: str = "quadratic",
+        subpix_module: str = "soft",
         max_orientations: int = 4,
     ) -> None:
         check_int(num_features, "num_features", 1)
@@ -265,8 +269,9 @@ class HessianSIFT(_OrientedSIFT):
         upright: skip the orientation.
         rootsift: RootSIFT descriptors.
         device: where the module's buffers live (``None``: CPU).
-        subpix_module: ``'quadratic'`` or ``'soft'`` (the paper's soft refinement; smooth in
-            the image).
+        subpix_module: ``'soft'`` (the paper's soft refinement, smooth in the image; on 4
+            bench pairs repeatability 0.75 -> 0.80, MMA@3 0.94 -> 0.956, correct matches
+            1507 -> 1604 over ``'quadratic'``) or ``'quadratic'``.
         contrast_threshold: minimum refined response (0: every maximum).
         double_image: start from the image upsampled twice, as Kornia's Hessian pipeline
             (measured on 4 bench pairs: repeatability 0.53 -> 0.75, MMA@3 0.88 -> 0.94).
@@ -291,7 +296,7 @@ class HessianSIFT(_OrientedSIFT):
         rootsift: bool = True,
         device: Union[str, torch.device, None] = None,
         *,
-        subpix_module: str = "quadratic",
+        subpix_module: str = "soft",
         contrast_threshold: float = 0.0,
         double_image: bool = True,
         max_orientations: int = 4,

@@ -96,19 +96,21 @@ def test_sift_keypoints_and_orientations_agree_with_opencv(crop):
     kps = cv2.SIFT_create().detect(u8, None)
     ref = np.array([k.pt for k in kps])
     ref_angle = np.array([k.angle for k in kps])
-    lafs, _, _, valid = SIFTFeature(num_features=len(kps)).detect_and_describe(torch.from_numpy(u8 / 255.0).float()[None, None])
+    # OpenCV's refinement (the default soft one moves positions by a few tenths of a pixel).
+    sift = SIFTFeature(num_features=len(kps), subpix_module="quadratic")
+    lafs, _, _, valid = sift.detect_and_describe(torch.from_numpy(u8 / 255.0).float()[None, None])
     ours = get_laf_center(lafs)[valid].double().numpy()
     angle = (-get_laf_orientation(lafs)[valid][:, 0].double().numpy()) % 360
     dist = np.linalg.norm(ours[:, None] - ref[None], axis=-1)
     near = dist.min(1) < 1.0
-    # Measured: 73 % of ours within 1 px of an OpenCV keypoint (same image, OpenCV's defaults).
+    # Measured: 73 % of ours within 1 px of an OpenCV keypoint (same image, OpenCV's defaults;
+    # 64 % with the default soft refinement).
     assert near.mean() > 0.65, near.mean()
-    # Where a location matches, the orientation is near one of OpenCV's there: measured 82 %
-    # within 20 degrees (48 % within 5: OpenCV bins integer-pixel gradients of the octave's
-    # level, the orienter samples a patch), and 6 % with the opposite sign convention.
+    # Where a location matches, the orientation is near one of OpenCV's there: measured 100 %
+    # within 20 degrees (6 % with the opposite sign convention).
     diff = np.abs((angle[:, None] - ref_angle[None] + 180) % 360 - 180)
     same = (np.where(dist < 1.0, diff, 360).min(1) < 20)[near]
-    assert same.mean() > 0.7, same.mean()
+    assert same.mean() > 0.9, same.mean()
 
 
 def test_local_feature_with_any_detector_and_scaling_coef(crop):
@@ -136,7 +138,7 @@ def test_gradient_flows_end_to_end_through_detection_orientation_and_description
     """The issue's test: the gradient of a sum of descriptor distances with respect to the
     image pixels, through the soft refinement of the detection, the orientation, the patch
     extraction and the description, is finite and non-zero."""
-    feat = cls(num_features=24, subpix_module="soft").double()
+    feat = cls(num_features=24).double()  # the default refinement is the soft one
     img1 = crop[..., 10:106, 20:148].double().clone().requires_grad_(True)
     img2 = (0.9 * crop[..., 12:108, 21:149].double() + 0.05).clone().requires_grad_(True)
     lafs1, _, d1, v1 = feat.detect_and_describe(img1)
@@ -160,7 +162,7 @@ def test_gradient_flows_end_to_end_through_detection_orientation_and_description
 
 def test_textureless_gradient_is_finite():
     img = torch.full((1, 1, 64, 64), 0.5, dtype=torch.float64, requires_grad=True)
-    _, responses, descs, _ = HessianSIFT(num_features=8, subpix_module="soft").double().detect_and_describe(img)
+    _, responses, descs, _ = HessianSIFT(num_features=8).double().detect_and_describe(img)
     (g,) = torch.autograd.grad(descs.sum() + responses.sum(), img, allow_unused=True)
     assert g is None or bool(torch.isfinite(g).all())
 
