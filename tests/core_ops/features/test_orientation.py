@@ -131,7 +131,7 @@ def test_close_to_kornia_on_most_patches(scene):
     patches = extract_patches_from_pyramid(img, upright, 32)[0]
     ours = torch.rad2deg(PatchDominantGradientOrientation(blur_sigma=0.0)(patches))
     theirs = torch.rad2deg(KF.PatchDominantGradientOrientation()(patches))
-    assert (_angle_diff_deg(ours, theirs) < 10).float().mean().item() > 0.7
+    assert (_angle_diff_deg(ours, theirs) < 10).float().mean().item() > 0.8  # measured 0.94
 
 
 # ---------------------------------------------------------------------------- multiple orientations
