@@ -43,7 +43,7 @@ from gradcv.core_ops.features.laf import (
     set_laf_orientation,
 )
 from gradcv.core_ops.pyramid import build_pyramid
-from tests.helpers import noncontiguous, to_tensor
+from tests.helpers import ignore_compile_warnings, noncontiguous, to_tensor
 
 
 def _random_lafs(b: int = 2, n: int = 7, dtype: torch.dtype = torch.float32, seed: int = 0) -> torch.Tensor:
@@ -415,3 +415,14 @@ def test_half_precision_and_device(device):
     torch.testing.assert_close(out.float().cpu(), ref, atol=2e-3, rtol=0)  # float16 rounding of values in [0, 1]
     torch.testing.assert_close(extract_patches_simple(img.to(device), lafs.to(device), 9).cpu(),
                                extract_patches_simple(img, lafs, 9), atol=1e-5, rtol=0)
+
+
+@ignore_compile_warnings
+def test_compiles_without_graph_breaks():
+    # aot_eager traces through dynamo and AOTAutograd (any graph break fails with fullgraph=True)
+    # without spending seconds on codegen.
+    g = torch.Generator().manual_seed(23)
+    img = torch.rand(1, 1, 64, 80, generator=g)
+    lafs = laf_from_center_scale_ori(torch.rand(1, 12, 2, generator=g) * 60, torch.rand(1, 12, 1, 1, generator=g) * 20 + 2)
+    fn = torch.compile(lambda i, l: extract_patches_from_pyramid(i, l, 8), fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(fn(img, lafs), extract_patches_from_pyramid(img, lafs, 8), atol=1e-5, rtol=0)

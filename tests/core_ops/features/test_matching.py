@@ -25,6 +25,7 @@ from gradcv.core_ops.features.matching import (
     match_smnn_batched,
     match_snn,
 )
+from tests.helpers import ignore_compile_warnings
 
 MATCHERS = {"nn": match_nn, "mnn": match_mnn, "snn": match_snn, "smnn": match_smnn}
 
@@ -284,3 +285,15 @@ def test_bad_input_raises_typed_errors():
         with pytest.raises(err) as e:
             call()
         assert e.value.name == name, (name, e.value)
+
+
+@ignore_compile_warnings
+@pytest.mark.parametrize("name", ["mnn", "snn", "smnn"])
+def test_batched_matchers_compile_without_graph_breaks(name):
+    """The batched path has fixed-size outputs and no host sync: one graph (aot_eager, no codegen)."""
+    a, b = _descs(30, 25, b=2, seed=18)
+    mask1 = torch.rand(2, 30, generator=torch.Generator().manual_seed(19)) > 0.2
+    fn = MATCHERS[name]
+    compiled = torch.compile(lambda x, y, m: fn(x, y, mask1=m), fullgraph=True, backend="aot_eager")
+    for got, ref in zip(compiled(a, b, mask1), fn(a, b, mask1=mask1)):
+        torch.testing.assert_close(got, ref, atol=1e-6, rtol=0)
