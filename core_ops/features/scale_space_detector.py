@@ -43,9 +43,11 @@ __all__ = ["ScaleSpaceDetector"]
 # Pixels of an octave searched per block (32 rows of 1280): the block's comparisons stay
 # in cache (about 35 % faster than whole-octave passes on a 1280 x 960 octave).
 _BLOCK_PIXELS = 32 * 1280
-# Candidates refined per image, as a multiple of num_features: refinement and rejection
-# drop some, and the strongest survivors fill the output.
-_PRESELECT = 2
+# Candidates refined per image and octave, at most, as a multiple of num_features:
+# refinement and the edge test drop many of the strongest raw extrema (edges respond
+# strongly), and a slot lost there is not refilled (Kornia's #5741 with a cap of 1x).
+# Refining costs little per candidate (gathers), so the cap is generous.
+_PRESELECT = 8
 
 # Offsets (ds, dy, dx) of the voxels the quadratic fit reads: centre, 6 faces, 12 edges.
 _STENCIL = [(0, 0, 0)]
@@ -360,11 +362,14 @@ class ScaleSpaceDetector(nn.Module):
             pos, offs, value, d2, ok = _refine_quadratic(geom, li, yi, xi, self.max_iterations)
         else:
             pos = (li, yi, xi)
-            value, _, d2 = _derivatives(geom, li, yi, xi)
             ok = torch.ones_like(valid)
-            offs = value.new_zeros(li.shape + (3,))
             if self.subpix == "soft":
-                offs, value = _soft_offsets(geom, li, yi, xi, value, self.temperature)
+                with torch.no_grad():  # the Hessian only feeds the edge test
+                    d2 = _derivatives(geom, li, yi, xi)[2]
+                offs, value = _soft_offsets(geom, li, yi, xi, self.temperature)
+            else:
+                value, _, d2 = _derivatives(geom, li, yi, xi)
+                offs = value.new_zeros(li.shape + (3,))
         valid = valid & ok
         response = value.abs() if self.minima_are_also_good else value
         if self.contrast_threshold > 0:
@@ -465,13 +470,16 @@ def _derivatives(geom: _Geometry, l: torch.Tensor, y: torch.Tensor, x: torch.Ten
 
 
 def _solve3(hess: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``-H^{-1} g`` by the adjugate, and where ``H`` is invertible (elsewhere the offset is zero)."""
+    """``-H^{-1} g`` by the adjugate, and where ``H`` is invertible (elsewhere the offset is
+    zero). ``H`` and ``g`` are to be scaled to order one (the offset does not depend on the
+    scale): a Hessian response's derivatives are ~1e-6, whose 3x3 determinant would
+    overflow the float32 gradient of the inverse."""
     a, b_, c = hess[..., 0, 0], hess[..., 0, 1], hess[..., 0, 2]
     d, e, f = hess[..., 1, 1], hess[..., 1, 2], hess[..., 2, 2]
     c00, c01, c02 = d * f - e * e, c * e - b_ * f, b_ * e - c * d
     c11, c12, c22 = a * f - c * c, b_ * c - a * e, a * d - b_ * b_
     det = a * c00 + b_ * c01 + c * c02
-    ok = det.abs() > torch.finfo(det.dtype).tiny * 1e6
+    ok = det.abs() > torch.finfo(det.dtype).eps ** 2
     inv_det = torch.where(ok, 1.0 / torch.where(ok, det, torch.ones_like(det)), torch.zeros_like(det))
     gx, gy, gs = g[..., 0], g[..., 1], g[..., 2]
     ox = -(c00 * gx + c01 * gy + c02 * gs) * inv_det
@@ -480,57 +488,59 @@ def _solve3(hess: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     return torch.stack([ox, oy, os_], -1), ok
 
 
+def _newton_step(geom: _Geometry, l: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Value, gradient, Hessian, offset ``-H^{-1} g`` (x, y, s) and invertibility at each voxel."""
+    c, g, hess = _derivatives(geom, l, y, x)
+    # The offset is homogeneous of degree 0 in the values: scaling by a detached |c| is exact, gradients included.
+    norm = torch.where(c.detach() != 0, c.detach().abs(), torch.ones_like(c)).reciprocal()[..., None]
+    off, invertible = _solve3(hess * norm[..., None], g * norm)
+    return c, g, hess, off, invertible
+
+
 def _refine_quadratic(
     geom: _Geometry, l: torch.Tensor, y: torch.Tensor, x: torch.Tensor, iterations: int
 ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Lowe's iterative refinement, all candidates at once (a fixed number of steps, masked).
+    """Lowe's iterative refinement, all candidates at once (masked steps).
 
     Returns the final voxel ``(l, y, x)``, the offset ``(B, S, 3)`` in (s, y, x) order,
     the interpolated value ``D + g.offset / 2``, the spatial Hessian ``(B, S, 2, 2)`` and
     the mask of candidates that settled (offset below 0.5 on every axis) inside the
-    searched levels and the border.
+    searched levels and the border. The search runs without autograd; the fit at the
+    final voxel is then made once more with it, so a backward pass scatters into the
+    response once (not once per step).
     """
-    done = torch.zeros_like(l, dtype=torch.bool)
-    ok = torch.ones_like(done)
-    for _ in range(iterations):
-        # Most candidates settle in one or two steps; stop when none is left moving (a host
-        # sync, like the candidate extraction's).
-        if _ > 0 and not bool((ok & ~done).any()):
-            break
-        c, g, hess = _derivatives(geom, l, y, x)
-        off, invertible = _solve3(hess, g)
-        ok = ok & (invertible | done)
-        settled = (off.detach().abs() < 0.5).all(-1)
-        newly = ~done & settled
-        if _ == 0:
-            keep_c, keep_g, keep_h, keep_off = c, g, hess, off
-        else:
-            sel = newly
-            keep_c = torch.where(sel, c, keep_c)
-            keep_g = torch.where(sel[..., None], g, keep_g)
-            keep_h = torch.where(sel[..., None, None], hess, keep_h)
-            keep_off = torch.where(sel[..., None], off, keep_off)
-        done = done | settled
-        # Move the others by the rounded offset (OpenCV), and drop those that leave the search volume.
-        step = torch.where(done[..., None], torch.zeros_like(off), off.detach()).clamp(-4, 4).round().long()
-        nx, ny, nl = x + step[..., 0], y + step[..., 1], l + step[..., 2]
-        inside = geom.inside(nl, ny, nx)
-        ok = ok & (inside | done)
-        x = torch.where(inside, nx, x)
-        y = torch.where(inside, ny, y)
-        l = torch.where(inside, nl, l)
-    ok = ok & done
-    value = keep_c + 0.5 * (keep_g * keep_off).sum(-1)
-    offs = keep_off[..., [2, 1, 0]]  # (s, y, x)
-    return (l, y, x), offs, value, keep_h[..., :2, :2], ok
+    with torch.no_grad():
+        done = torch.zeros_like(l, dtype=torch.bool)
+        ok = torch.ones_like(done)
+        for step_index in range(iterations):
+            # Most candidates settle in one or two steps; stop when none is left moving (a
+            # host sync, like the candidate extraction's).
+            if step_index > 0 and not bool((ok & ~done).any()):
+                break
+            off, invertible = _newton_step(geom, l, y, x)[3:]
+            ok &= invertible | done
+            done |= (off.abs() < 0.5).all(-1)
+            # Move the others by the rounded offset (OpenCV); drop those that leave the search volume.
+            step = torch.where(done[..., None], torch.zeros_like(off), off).clamp(-4, 4).round().long()
+            nx, ny, nl = x + step[..., 0], y + step[..., 1], l + step[..., 2]
+            inside = geom.inside(nl, ny, nx)
+            ok &= inside | done
+            x = torch.where(inside, nx, x)
+            y = torch.where(inside, ny, y)
+            l = torch.where(inside, nl, l)
+        ok &= done
+    c, g, hess, off, invertible = _newton_step(geom, l, y, x)
+    value = c + 0.5 * (g * off).sum(-1)
+    return (l, y, x), off[..., [2, 1, 0]], value, hess[..., :2, :2], ok & invertible
 
 
 def _soft_offsets(
-    geom: _Geometry, l: torch.Tensor, y: torch.Tensor, x: torch.Tensor, centre: torch.Tensor, temperature: float
+    geom: _Geometry, l: torch.Tensor, y: torch.Tensor, x: torch.Tensor, temperature: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Soft arg-max over the 3x3x3 window (sign-aware: a minimum is a soft arg-min):
     offsets ``(B, S, 3)`` in (s, y, x) and the soft-max-weighted value."""
     v = geom.gather(l, y, x, _CUBE)
+    centre = v[..., _CUBE.index((0, 0, 0))]
     sign = torch.where(centre.detach() < 0, -1.0, 1.0).to(v.dtype)
     scale = (temperature * centre.abs()).clamp_min(torch.finfo(v.dtype).tiny)
     weights = torch.softmax(v * (sign / scale)[..., None], dim=-1)

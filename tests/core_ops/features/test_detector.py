@@ -260,6 +260,13 @@ def test_quadratic_refinement_moves_to_the_neighbour():
     torch.testing.assert_close(value[0, 0], torch.tensor(1.0, dtype=torch.float64))
     (_, _, xx), _, _, _, ok = _refine_quadratic(geom, one(1), one(5), one(9), 1)
     assert not bool(ok)  # not settled after one step: dropped, as OpenCV
+    # The same in float32 at a Hessian response's magnitude (1e-6): the fit is scale-free.
+    small = (1e-6 * vol).reshape(1, -1).float().requires_grad_(True)
+    (l, yy, xx), offs32, value32, _, ok = _refine_quadratic(_Geometry(small, 12, 14, 3, 2, False), one(1), one(5), one(9), 5)
+    assert bool(ok) and (int(l), int(yy), int(xx)) == (2, 6, 7)
+    torch.testing.assert_close(offs32.double(), offs, rtol=0, atol=1e-4)
+    offs32.sum().backward()
+    assert torch.isfinite(small.grad).all() and float(small.grad.abs().sum()) > 0
 
 
 def test_soft_refinement_is_smooth_and_close(photo_gray):
@@ -270,11 +277,24 @@ def test_soft_refinement_is_smooth_and_close(photo_gray):
     for make in (lambda: ScaleSpaceDetector.hessian(1, subpix_module="soft"), lambda: ScaleSpaceDetector.sift_dog(1, subpix_module="soft")):
         detector = make()
         assert torch.autograd.gradcheck(lambda x: detector(x)[0][..., 2], (img,), fast_mode=True, atol=1e-5)
-    lafs, resp = ScaleSpaceDetector.sift_dog(20, subpix_module="soft")(to_tensor(photo_gray[0][:80, :96]).requires_grad_(True))
-    x = to_tensor(photo_gray[0][:80, :96]).requires_grad_(True)
-    lafs, resp = ScaleSpaceDetector.sift_dog(20, subpix_module="soft")(x)
-    (lafs[..., 2].sum() + resp.sum()).backward()
-    assert torch.isfinite(x.grad).all() and float(x.grad.abs().sum()) > 0
+    for make in (lambda: ScaleSpaceDetector.sift_dog(20, subpix_module="soft"), lambda: ScaleSpaceDetector.hessian(20, subpix_module="soft")):
+        x = to_tensor(photo_gray[0][:80, :96]).requires_grad_(True)
+        lafs, resp = make()(x)
+        (lafs[..., 2].sum() + resp.sum()).backward()
+        assert torch.isfinite(x.grad).all() and float(x.grad.abs().sum()) > 0
+
+
+def test_quadratic_refinement_gradients(photo_gray):
+    # The Newton offset is differentiable too (piecewise: the voxel it starts from is not).
+    detector = ScaleSpaceDetector.hessian(1)
+    img = _blob(48, 56, 27.3, 22.6, 3.0, torch.float64).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda x: detector(x)[0][..., 2], (img,), fast_mode=True, atol=1e-5)
+    for make in (lambda: ScaleSpaceDetector.hessian(50), lambda: ScaleSpaceDetector.sift_dog(40)):  # 114 and 47 found
+        x = to_tensor(photo_gray[0][150:270, 120:280]).requires_grad_(True)
+        lafs, resp, valid = make()(x, return_mask=True)
+        assert bool(valid.all())  # every slot filled: no fit was lost as 'singular'
+        (lafs[..., 2].sum() + resp.sum()).backward()
+        assert torch.isfinite(x.grad).all() and float(x.grad.abs().sum()) > 0
 
 
 def test_custom_response_and_pyramid_modules():
