@@ -70,10 +70,9 @@ def _maxima_mask(x: torch.Tensor, kernel: tuple[int, ...]) -> torch.Tensor:
     return mask
 
 
-def _interior_maxima(x: torch.Tensor, kernel: tuple[int, ...], threshold: float | None = None) -> torch.Tensor:
+def _interior_maxima(x: torch.Tensor, kernel: tuple[int, ...]) -> torch.Tensor:
     """The kept positions among those whose window fits ('valid' size: each of the last
-    ``len(kernel)`` axes shrinks by ``k - 1``). Every axis must be at least its ``k``.
-    With ``threshold``, a kept value must also exceed it (folded into the tie-break)."""
+    ``len(kernel)`` axes shrinks by ``k - 1``). Every axis must be at least its ``k``."""
     nd = len(kernel)
     dims = list(range(x.dim() - nd, x.dim()))
     half = [k // 2 for k in kernel]
@@ -97,8 +96,6 @@ def _interior_maxima(x: torch.Tensor, kernel: tuple[int, ...], threshold: float 
         for a in range(i):
             part = part.narrow(dims[a], half[a], sizes[a])
         before = part if before is None else torch.maximum(before, part)
-    if threshold is not None:
-        before = torch.full_like(centre, threshold) if before is None else before.clamp_min(threshold)
     keep = centre >= partial[0]
     if before is not None:
         keep &= centre > before

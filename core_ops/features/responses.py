@@ -59,7 +59,11 @@ def _check_sigmas(sigmas: object, batch: int) -> torch.Tensor | None:
 def _scale_by_sigmas(scores: torch.Tensor, sigmas: torch.Tensor | None) -> torch.Tensor:
     if sigmas is None:
         return scores
-    return scores * sigmas.to(scores.dtype).pow(4).view(-1, 1, 1, 1)
+    factor = sigmas.to(scores.dtype).pow(4).view(-1, 1, 1, 1)
+    if sigmas.requires_grad:  # its gradient reads the unscaled scores
+        return scores * factor
+    # In place: 'scores' is a fresh intermediate whose value no other backward formula reads.
+    return scores.mul_(factor)
 
 
 def _structure_tensor(input: torch.Tensor, grads_mode: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -179,7 +183,7 @@ def hessian_response(input: torch.Tensor, grads_mode: str = "sobel", sigmas: tor
     else:
         d2 = spatial_gradient(input, grads_mode, 2)
     dxx, dxy, dyy = d2[:, :, 0], d2[:, :, 1], d2[:, :, 2]
-    return _scale_by_sigmas(dxx * dyy - dxy * dxy, sigmas)
+    return _scale_by_sigmas(torch.mul(dxx, dyy).addcmul_(dxy, dxy, value=-1.0), sigmas)
 
 
 def dog_response(input: torch.Tensor) -> torch.Tensor:

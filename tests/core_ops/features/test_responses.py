@@ -161,6 +161,13 @@ def test_gradcheck(fn):
     assert torch.autograd.gradcheck(fn, (x,), fast_mode=False)
 
 
+def test_gradcheck_sigmas():
+    x = torch.rand(2, 1, 6, 7, dtype=torch.float64, requires_grad=True)
+    s = torch.tensor([1.3, 2.0], dtype=torch.float64, requires_grad=True)
+    for fn in (lambda a, b: harris_response(a, 0.04, sigmas=b), lambda a, b: gftt_response(a, sigmas=b), lambda a, b: hessian_response(a, sigmas=b)):
+        assert torch.autograd.gradcheck(fn, (x, s), fast_mode=False)
+
+
 def test_gradcheck_dog():
     x = torch.rand(1, 1, 3, 4, 5, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(dog_response, (x,), fast_mode=False)
