@@ -275,6 +275,7 @@ def test_batched_equals_per_sample_noncontiguous_and_dtypes(gray_crop):
     per = torch.cat([extract_patches_from_pyramid(img[i : i + 1], lafs[i : i + 1], 12) for i in range(2)])
     torch.testing.assert_close(out, per, atol=1e-6, rtol=0)
     torch.testing.assert_close(extract_patches_from_pyramid(noncontiguous(img), lafs, 12), out, atol=1e-6, rtol=0)
+    torch.testing.assert_close(extract_patches_from_pyramid(img, noncontiguous(lafs), 12), out, atol=1e-6, rtol=0)
     out64 = extract_patches_from_pyramid(img.double(), lafs.double(), 12)
     assert out64.dtype == torch.float64
     torch.testing.assert_close(out64.float(), out, atol=1e-5, rtol=0)

@@ -25,7 +25,7 @@ from gradcv.core_ops.features.matching import (
     match_smnn_batched,
     match_snn,
 )
-from tests.helpers import ignore_compile_warnings
+from tests.helpers import ignore_compile_warnings, noncontiguous
 
 MATCHERS = {"nn": match_nn, "mnn": match_mnn, "snn": match_snn, "smnn": match_smnn}
 
@@ -107,6 +107,16 @@ def test_mutual_ties_give_one_match_per_descriptor():
     assert match_mnn(a, b)[1].tolist() == [[0, 0], [2, 1]]
     dists, idxs, mask = match_mnn(a[None], b[None])
     assert mask.tolist() == [[True, False, True, False]]
+
+
+def test_noncontiguous_descriptors():
+    a, b = _descs(40, 30, seed=20)
+    for name, fn in MATCHERS.items():
+        ref = fn(a, b)
+        for x, y in zip(fn(noncontiguous(a), noncontiguous(b)), ref):
+            torch.testing.assert_close(x, y, atol=1e-6, rtol=0)
+        for x, y in zip(fn(a.t().contiguous().t(), b), ref):
+            torch.testing.assert_close(x, y, atol=1e-6, rtol=0)
 
 
 def test_unbatched_results_are_sorted_by_desc1_index():
