@@ -12,6 +12,13 @@ Lowe's edge rejection ``tr^2 / det < (r + 1)^2 / r`` on the response's spatial H
 The ``num_features`` strongest survivors of each image fill the output; the other slots
 are padding: zero response, zero LAF, ``False`` in the validity mask.
 
+The outputs have fixed sizes, but finding the candidates is data-dependent: their
+extraction (``nonzero``, per block of rows on the CPU, per octave elsewhere) and the
+refinement's stopping test read values on the host, so the detector does not trace into
+one ``torch.compile`` graph. Gradients reach the image through the refined offsets and
+responses (both refinements are differentiable; ``'soft'`` is smooth, ``'quadratic'``
+piecewise smooth), never through which voxels were selected.
+
 Convention:
     Pixel ``(x, y)`` of octave ``o`` is input pixel ``d_o (x, y)`` exactly
     (``d_o`` = the pyramid's ``pixel_dists[o]``: ``2**o``, or ``2**(o - 1)`` with
