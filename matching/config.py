@@ -34,8 +34,9 @@ class MatchConfig:
     Attributes:
         detector: ``'hessian'`` (determinant of the Hessian, the paper's) or ``'dog'``
             (difference of Gaussians, configured as OpenCV's SIFT).
-        num_features: feature slots per image (the strongest responses; with orientations
-            on, each orientation counts as one, as OpenCV's ``nfeatures``).
+        num_features: feature slots per image, at least 4 (a homography's minimal sample;
+            the strongest responses; with orientations on, each orientation counts as one,
+            as OpenCV's ``nfeatures``).
         orientation: estimate Lowe's dominant orientations (``False``: upright frames).
         max_orientations: orientation slots per location (1: one per keypoint, as Kornia).
         rootsift: RootSIFT descriptors rather than Lowe's SIFT.
@@ -115,7 +116,7 @@ class MatchConfig:
     def validate(self) -> None:
         """Raise a typed error (``ArgumentTypeError`` / ``ArgumentValueError``) naming the bad field."""
         check_str_choice(self.detector, DETECTORS, "detector")
-        check_int(self.num_features, "num_features", 1)
+        check_int(self.num_features, "num_features", 4)
         check_bool(self.orientation, "orientation")
         check_int(self.max_orientations, "max_orientations", 1)
         check_bool(self.rootsift, "rootsift")

@@ -150,6 +150,21 @@ def test_result_shapes_and_padding(crop):
     assert bool((r.keypoints1[~r.valid1] == 0).all()) and bool((r.descriptors2[~r.valid2] == 0).all())
 
 
+def test_empty_batch_noncontiguous_input_left_unchanged(crop):
+    x1, x2 = _t(crop), _t(_warp(crop, HOMOGRAPHIES["rotation"]))
+    before = x1.clone()
+    r = match_pair(x1, x2, num_features=FEATURES)
+    assert torch.equal(x1, before)
+    wide1, wide2 = torch.zeros(1, 1, H_, 2 * W_), torch.zeros(1, 1, H_, 2 * W_)
+    wide1[..., ::2], wide2[..., ::2] = x1, x2
+    nc = match_pair(wide1[..., ::2], wide2[..., ::2], num_features=FEATURES)
+    torch.testing.assert_close(nc.keypoints1, r.keypoints1, atol=1e-4, rtol=0)
+    assert torch.equal(nc.matches, r.matches) and torch.equal(nc.homography, r.homography)
+    empty = match_pair(x1[:0], x2[:0], num_features=FEATURES)
+    assert empty.keypoints1.shape == (0, FEATURES, 2) and empty.matches.shape == (0, FEATURES, 2)
+    assert empty.homography.shape == (0, 3, 3) and empty.status.shape == (0,)
+
+
 def test_textureless_pair_reports_zero_inliers_and_a_status(crop):
     flat = torch.full((2, 1, H_, W_), 0.5)
     flat[1] = _t(crop)  # the second pair: a photograph against a flat image
@@ -186,7 +201,7 @@ def test_config_presets_and_replace():
 
 
 @pytest.mark.parametrize("field, value, error", [
-    ("detector", "harris", ArgumentValueError), ("num_features", 0, ArgumentValueError),
+    ("detector", "harris", ArgumentValueError), ("num_features", 3, ArgumentValueError),
     ("num_features", 2.5, ArgumentTypeError), ("orientation", 1, ArgumentTypeError),
     ("matcher", "nn", ArgumentValueError), ("ratio", 1.5, ArgumentValueError), ("ratio", 0.0, ArgumentValueError),
     ("ransac_threshold", -1.0, ArgumentValueError), ("ransac_threshold", math.nan, ArgumentValueError),
