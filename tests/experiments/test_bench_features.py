@@ -65,8 +65,10 @@ def test_tiny_run_writes_csv_metrics_table_and_targets(tmp_path):
     assert all(float(r["repeatability"]) > 0.5 and float(r["mma_mnn_3px"]) > 0.5 for r in rows if r["kind"] == "illumination"), rows
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert set(metrics["summary"]) == set(TINY_METHODS)
-    for s in metrics["summary"].values():
-        assert s["peak_mib"] is not None and s["peak_mib"] > 0 and s["median_ms"]["1"] > 0
+    for method, s in metrics["summary"].items():
+        assert s["median_ms"]["1"] > 0 and s["peak_mib"] is not None
+        # OpenCV's few small buffers may fit in memory the process already holds.
+        assert s["peak_mib"] > 0 if method != "opencv_c0" else s["peak_mib"] >= 0
     passed = {t["target"].split(" >=")[0].split(" <=")[0]: t["passed"] for t in metrics["targets"]}
     # Run: the c=0 SIFT's accuracy and speed, the Hessian's accuracy and memory; the rest SKIP.
     assert [v is not None for v in passed.values()] == [False, False, True, True, True, True, True, False, True]
