@@ -40,7 +40,7 @@ from gradcv.core_ops.features.matching import match_mnn, match_snn
 from gradcv.core_ops.geometry.robust import ransac
 from gradcv.matching.config import MatchConfig
 
-__all__ = ["MatchResult", "MatchStatus", "PATCH_SIZE", "make_local_feature", "match_descriptors", "match_pair"]
+__all__ = ["MatchResult", "MatchStatus", "PATCH_SIZE", "distinct_inliers", "make_local_feature", "match_descriptors", "match_pair"]
 
 #: Side of the descriptor patches: the smallest image side the pipeline takes.
 PATCH_SIZE = 41
@@ -53,8 +53,8 @@ class MatchStatus(enum.IntEnum):
     :class:`gradcv.optim.SolverStatus` where the meaning is shared (0 success, 2 degenerate
     input, 3 non-finite)."""
 
-    FOUND = 0  #: a homography with at least ``min_inliers`` RANSAC inliers
-    FEW_INLIERS = 1  #: features were found but no homography has ``min_inliers`` inliers
+    FOUND = 0  #: a homography with ``min_inliers`` inliers on as many distinct keypoints of each image
+    FEW_INLIERS = 1  #: features were found but no homography has ``min_inliers`` distinct inliers
     DEGENERATE_INPUT = 2  #: fewer than 4 features in an image (no texture)
     NON_FINITE = 3  #: the homography is not finite
 
@@ -120,6 +120,12 @@ class MatchResult:
     def num_inliers(self) -> torch.Tensor:
         """``(B,)`` int64 RANSAC inliers per pair."""
         return self.inliers.sum(1)
+
+    @property
+    def num_distinct_inliers(self) -> torch.Tensor:
+        """``(B,)`` int64 inliers counted once per keypoint: the fewer of the distinct
+        keypoints of ``img1`` and of ``img2`` among the inliers (see :func:`distinct_inliers`)."""
+        return distinct_inliers(self.matches, self.inliers, self.keypoints1.shape[1], self.keypoints2.shape[1])
 
     @property
     def found(self) -> torch.Tensor:
@@ -190,6 +196,34 @@ def _matched_points(
     p2 = kp2.gather(1, matches[..., 1:].expand(-1, -1, 2))
     zero = torch.zeros((), dtype=kp1.dtype, device=kp1.device)
     return torch.where(mask[..., None], p1, zero), torch.where(mask[..., None], p2, zero)
+
+
+def distinct_inliers(matches: torch.Tensor, inliers: torch.Tensor, n1: int, n2: int) -> torch.Tensor:
+    """``(B,)`` the fewer of the distinct ``img1`` and the distinct ``img2`` keypoints among
+    the inliers.
+
+    The ratio test lets many keypoints of ``img1`` match one of ``img2``; on unrelated
+    images RANSAC then finds near-singular homographies that send a row of ``img1``
+    keypoints onto that one point (measured: 13 "inliers" on 4 keypoints of ``img2``
+    between two unrelated 640 x 480 photographs). Counted once per keypoint, such a
+    model has the support it really has.
+
+    Args:
+        matches: ``(B, M, 2)`` index pairs.
+        inliers: ``(B, M)`` bool.
+        n1, n2: keypoint slots of ``img1`` and ``img2``.
+
+    Example:
+        >>> matches = torch.tensor([[[0, 5], [1, 5], [2, 5], [3, 6]]])
+        >>> distinct_inliers(matches, torch.tensor([[True, True, True, True]]), 4, 8)
+        tensor([2])
+    """
+    counts = []
+    for side, n in ((0, n1), (1, n2)):
+        hit = torch.zeros(inliers.shape[0], max(n, 1), dtype=torch.int32, device=inliers.device)
+        hit.scatter_add_(1, matches[..., side], inliers.to(torch.int32))
+        counts.append((hit > 0).sum(1))
+    return torch.minimum(counts[0], counts[1])
 
 
 def _check_images(img1: object, img2: object) -> None:
@@ -286,7 +320,7 @@ def match_pair(img1: torch.Tensor, img2: torch.Tensor, config: Optional[MatchCon
         homography = torch.zeros(b, 3, 3, dtype=torch.float64, device=images.device)
         inliers = torch.zeros_like(match_mask)
 
-    count = inliers.sum(1)
+    count = distinct_inliers(matches, inliers, kp1.shape[1], kp2.shape[1])
     status = torch.where(count >= config.min_inliers, int(MatchStatus.FOUND), int(MatchStatus.FEW_INLIERS))
     degenerate = (valid1.sum(1) < _MINIMAL) | (valid2.sum(1) < _MINIMAL)
     status = torch.where(degenerate, int(MatchStatus.DEGENERATE_INPUT), status)

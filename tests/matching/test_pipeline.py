@@ -12,7 +12,7 @@ import torch
 
 from gradcv.core_ops.color import rgb_to_grayscale
 from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError, DTypeError, ShapeError
-from gradcv.matching import MatchConfig, MatchResult, MatchStatus, match_pair
+from gradcv.matching import MatchConfig, MatchResult, MatchStatus, distinct_inliers, match_pair
 
 H_, W_ = 120, 160
 FEATURES = 300
@@ -70,7 +70,7 @@ def test_recovers_a_known_homography(crop, name):
     r = match_pair(_t(crop), _t(_warp(crop, H_true)), num_features=FEATURES)
     assert isinstance(r, MatchResult)
     assert r.status.tolist() == [int(MatchStatus.FOUND)]
-    assert int(r.num_inliers[0]) >= 30
+    assert int(r.num_inliers[0]) >= 30 and int(r.num_distinct_inliers[0]) >= 0.9 * int(r.num_inliers[0])
     assert _corner_error(r.homography[0].numpy(), H_true) <= 3.0
     # The inliers are correct matches under the true homography (within the RANSAC threshold, plus slack).
     p1, p2 = r.matched_keypoints()
@@ -93,10 +93,20 @@ def test_options_recover_a_rotation(crop, overrides):
 def test_unrelated_images_give_few_inliers(crop, photo_gray, matcher):
     other = photo_gray[1][200 : 200 + H_, 300 : 300 + W_]  # coffee: textured, unrelated
     r = match_pair(_t(crop), _t(other), num_features=FEATURES, matcher=matcher)
-    assert int(r.num_inliers[0]) < r.config.min_inliers
+    assert int(r.num_distinct_inliers[0]) < r.config.min_inliers
     assert r.status.tolist() == [int(MatchStatus.FEW_INLIERS)]
     if matcher == "mnn":
         assert int(r.num_matches[0]) >= 20  # RANSAC really rejected something
+
+
+def test_distinct_inliers_count_each_keypoint_once():
+    # img1 keypoints 0, 1, 2 all matched to img2's 5 (the ratio test allows it), 3 to 6;
+    # slot 4 is an outlier, slot 5 padding.
+    matches = torch.tensor([[[0, 5], [1, 5], [2, 5], [3, 6], [4, 7], [0, 0]]])
+    inliers = torch.tensor([[True, True, True, True, False, False]])
+    assert distinct_inliers(matches, inliers, 6, 8).tolist() == [2]
+    assert distinct_inliers(matches[:, [3, 4]], torch.tensor([[True, True]]), 6, 8).tolist() == [2]
+    assert distinct_inliers(matches[:0], inliers[:0], 6, 8).shape == (0,)
 
 
 def test_batch_equals_single_calls(crop, photo_gray):
