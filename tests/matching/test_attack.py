@@ -1,0 +1,197 @@
+"""The targeted attack on two-view matching (gradcv.matching.attack): small crops of two
+unrelated photographs, a few hundred features, tens of iterations."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError, DTypeError, ShapeError
+from gradcv.matching.attack import attack_loss, attack_pair, evaluate_attack, quantize_8bit
+from gradcv.matching.attack_config import AttackConfig
+from gradcv.matching.config import MatchConfig
+from gradcv.optim import SolverStatus
+
+skimage_data = pytest.importorskip("skimage.data")
+
+MATCH = MatchConfig.paper(num_features=300)
+# Maps the hopper crop's pixels into the coffee crop: a small rotation, shear and perspective.
+TARGET = torch.tensor([[[0.95, 0.1, 5.0], [-0.08, 1.02, -3.0], [0.0002, 0.0, 1.0]]])
+
+
+def _gray(array) -> torch.Tensor:
+    t = torch.from_numpy(array).float() / 255
+    return t.mean(-1) if t.dim() == 3 else t
+
+
+@pytest.fixture(scope="module")
+def pair() -> tuple[torch.Tensor, torch.Tensor]:
+    a = _gray(skimage_data.astronaut())[100:196, 150:278][None, None].contiguous()
+    b = _gray(skimage_data.coffee())[100:196, 200:328][None, None].contiguous()
+    return a, b
+
+
+@pytest.fixture(scope="module")
+def attacked(pair):
+    a, b = pair
+    seen = []
+    result = attack_pair(a, b, TARGET, AttackConfig.default(match=MATCH, iterations=40, check_every=0),
+                         callback=lambda level, it, loss: seen.append((level, it, loss.shape)))
+    return result, seen
+
+
+def test_loss_decreases_and_history(attacked):
+    result, seen = attacked
+    history = result.loss_history[0]
+    assert history.shape == (1, 40) and torch.isfinite(history).all()
+    assert history[0, -5:].mean() < 0.85 * history[0, 0]
+    assert result.iterations_used.tolist() == [[40]]
+    assert seen[0] == (0, 0, torch.Size([1])) and len(seen) == 40
+    assert result.wall_time > 0
+
+
+def test_consistent_inliers_increase_on_unrelated_pair(attacked):
+    result, _ = attacked
+    before, after = result.before, result.after
+    # The crops are unrelated: nothing consistent with the target, no success.
+    assert before.consistent_inliers.tolist() == [0] and not before.success.any()
+    assert after.consistent_inliers.item() >= before.consistent_inliers.item() + 8
+    assert after.consistent_fraction.item() >= 0.5
+    assert torch.isfinite(after.psnr_a).all() and after.psnr_a.item() > 25
+    assert result.status.tolist() == [int(SolverStatus.ITERATION_LIMIT)] or result.success.all()
+
+
+def test_8bit_grid_and_budget_exact(attacked, pair):
+    result, _ = attacked
+    a, b = pair
+    budget_levels = math.floor(result.config.budget * 255 + 1e-6)
+    for adv, orig in ((result.adversarial_a, a), (result.adversarial_b, b)):
+        levels = adv * 255
+        assert torch.equal(levels, torch.round(levels))
+        assert adv.min() >= 0 and adv.max() <= 1
+        change = (torch.round(levels) - torch.round(orig * 255)).abs().max().item()
+        assert change <= budget_levels
+        assert change == budget_levels  # the attack uses its budget somewhere
+    assert result.after.linf_a.item() <= result.config.budget + 1 / 255  # against the unrounded originals
+
+
+def test_float_budget_respected(pair):
+    a, b = pair
+    r = attack_pair(a, b, TARGET, AttackConfig.default(match=MATCH, iterations=3, quantize=False, budget=0.01,
+                                                       lr=0.05, check_every=0))
+    for adv, orig in ((r.adversarial_a, a), (r.adversarial_b, b)):
+        assert (adv - orig).abs().max().item() <= 0.01 + 1e-7
+        assert (adv - orig).abs().max().item() >= 0.009
+        assert adv.min() >= 0 and adv.max() <= 1
+
+
+def test_batch_and_per_pair_stopping(pair):
+    a, b = pair
+    # Pair 0: one image against itself under the identity: it succeeds at the first check
+    # and stops; pair 1 (unrelated) runs every step.
+    imgs_a = torch.cat([a, a])
+    imgs_b = torch.cat([a, b])
+    target = torch.cat([torch.eye(3)[None], TARGET])
+    r = attack_pair(imgs_a, imgs_b, target, match=MATCH, iterations=4, check_every=2)
+    assert r.before.success.tolist() == [True, False]
+    assert r.iterations_used.tolist() == [[2, 4]]
+    history = r.loss_history[0]
+    assert torch.isfinite(history[0, :2]).all() and torch.isnan(history[0, 2:]).all()
+    assert torch.isfinite(history[1]).all()
+    assert r.status[0].item() == int(SolverStatus.CONVERGED)
+    assert r.adversarial_a.shape == imgs_a.shape
+
+
+def test_textureless_pair_reports_status_not_nan(pair):
+    a, _ = pair
+    flat = torch.full_like(a, 0.5)
+    r = attack_pair(torch.cat([flat, a]), torch.cat([flat, a]), torch.eye(3).expand(2, 3, 3).clone(), match=MATCH,
+                    iterations=2, check_every=0)
+    assert r.status[0].item() == int(SolverStatus.DEGENERATE_INPUT)
+    for m in (r.before, r.after):
+        assert m.inliers[0].item() == 0 and m.consistent_inliers[0].item() == 0
+        assert not torch.isnan(m.corner_error).any() and not torch.isnan(m.consistent_fraction).any()
+    assert torch.equal(r.adversarial_a[0], torch.round(flat[0] * 255) / 255)  # not attacked (only rounded)
+    assert r.iterations_used[0, 0].item() == 0 and torch.isnan(r.loss_history[0][0]).all()
+    assert torch.isfinite(r.loss_history[0][1]).all()
+
+
+def test_evaluate_identity_pair_succeeds(pair):
+    a, _ = pair
+    m = evaluate_attack(a, a, torch.eye(3)[None], AttackConfig(match=MATCH))
+    assert m.success.item() and m.consistent_inliers.item() >= 30 and m.corner_error.item() < 1
+    assert m.psnr_a.item() > 50  # rounding only
+
+
+def test_quantize_straight_through():
+    x = torch.tensor([0.1, 0.5, 1.2], requires_grad=True)
+    y = quantize_8bit(x)
+    assert torch.equal(y * 255, torch.round(y * 255)) and y.max() <= 1
+    y.sum().backward()
+    assert torch.equal(x.grad, torch.ones(3))
+
+
+def test_attack_loss_gradient_and_empty():
+    torch.manual_seed(0)
+    kp_a = (torch.rand(1, 6, 2, dtype=torch.float64) * 40).requires_grad_(True)
+    kp_b = kp_a.detach() + 0.5
+    desc_a = torch.nn.functional.normalize(torch.rand(1, 6, 8, dtype=torch.float64), dim=-1).requires_grad_(True)
+    desc_b = torch.nn.functional.normalize(torch.rand(1, 6, 8, dtype=torch.float64), dim=-1)
+    valid = torch.ones(1, 6, dtype=torch.bool)
+    loss, loc, desc = attack_loss(kp_a, kp_b, desc_a, desc_b, valid, valid, torch.eye(3, dtype=torch.float64)[None],
+                                  (50, 50), alpha=1.0, margin=1.0)
+    assert loc.item() == pytest.approx(0.5, abs=1e-9)  # each point 0.5 px off in x and y
+    loss.sum().backward()
+    assert torch.isfinite(kp_a.grad).all() and kp_a.grad.abs().sum() > 0 and desc_a.grad.abs().sum() > 0
+    none = torch.zeros_like(valid)
+    loss, loc, desc = attack_loss(kp_a, kp_b, desc_a, desc_b, none, none, torch.eye(3, dtype=torch.float64)[None],
+                                  (50, 50))
+    assert loss.tolist() == [0.0]
+
+
+def test_presets_and_replace():
+    paper = AttackConfig.paper()
+    assert paper.match.num_features == 2500 and paper.match.detector == "hessian" and paper.lr == 0.003
+    assert paper.optimizer == "Adam" and paper.budget is None and not paper.quantize
+    default = AttackConfig.default()
+    assert default.iterations == 500 and default.quantize and default.budget is not None
+    assert default.replace(iterations=7).iterations == 7
+    with pytest.raises(ArgumentValueError, match="overrides"):
+        default.replace(itterations=7)
+
+
+@pytest.mark.parametrize("field,value,error", [
+    ("iterations", 0, ArgumentValueError), ("iterations", 1.5, ArgumentTypeError), ("lr", 0.0, ArgumentValueError),
+    ("alpha", -1.0, ArgumentValueError), ("budget", 0.0, ArgumentValueError), ("budget", 2.0, ArgumentValueError),
+    ("quantize", 1, ArgumentTypeError), ("noise", -0.1, ArgumentValueError), ("check_every", -1, ArgumentValueError),
+    ("optimizer", "Nope", ArgumentValueError), ("match", "paper", ArgumentTypeError),
+    ("loc_radius", 0.0, ArgumentValueError), ("min_fraction", 1.5, ArgumentValueError), ("seed", -1, ArgumentValueError),
+])
+def test_bad_config(field, value, error):
+    with pytest.raises(error, match=field):
+        AttackConfig(**{field: value})
+
+
+def test_bad_inputs(pair):
+    a, b = pair
+    eye = torch.eye(3)[None]
+    cases = [
+        ((a, b.expand(1, 3, -1, -1), eye), ShapeError, "img2"),  # channel counts
+        ((a, b[..., :-1], eye), ShapeError, "img2"),  # sizes
+        ((a[..., :40, :40], b[..., :40, :40], eye), ShapeError, "img1"),  # smaller than a patch
+        ((a, b, torch.zeros(1, 3, 3)), ArgumentValueError, "target_homography"),  # singular
+        ((a, b, torch.tensor([[[1.0, 0, 0], [0, 1, 0], [0, 0, math.nan]]])), ArgumentValueError, "target_homography"),
+        ((a, b, torch.eye(3)), ShapeError, "target_homography"),
+        ((a, b, torch.eye(3).expand(2, 3, 3)), ShapeError, "target_homography"),
+        ((a, b, torch.eye(3, dtype=torch.int64)[None]), DTypeError, "target_homography"),
+        ((a.double(), b, eye), DTypeError, "img2"),
+    ]
+    for args, error, name in cases:
+        with pytest.raises(error, match=name):
+            attack_pair(*args, match=MATCH, iterations=1)
+    with pytest.raises(ArgumentTypeError, match="config"):
+        attack_pair(a, b, eye, config=MATCH)
+    with pytest.raises(ArgumentValueError, match="overrides"):
+        attack_pair(a, b, eye, bogus=1)
