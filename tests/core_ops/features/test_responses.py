@@ -135,6 +135,29 @@ def test_modules_equal_functions(crop):
     assert "CornerHarris" in repr(CornerHarris(0.04)) and "sigma1=1.0" in repr(BlobDoGSingle())
 
 
+@pytest.mark.parametrize("mode", ["sobel", "diff"])
+def test_hessian_in_chunks_equals_whole_batch(monkeypatch, mode):
+    # Large inputs are computed a block of rows at a time (no autograd): same values exactly.
+    from gradcv.core_ops.features import responses
+
+    x = torch.rand(5, 2, 23, 20, dtype=torch.float64).transpose(-1, -2)  # non-contiguous
+    s = torch.rand(5, dtype=torch.float64) + 0.5
+    whole = hessian_response(x, mode, s)
+    plain = hessian_response(x, mode)
+    # Blocks of 8 rows (the smallest): 23 rows in 3 blocks, the last one short.
+    monkeypatch.setattr(responses, "_CHUNK_BYTES", 1)
+    assert torch.equal(hessian_response(x, mode, s), whole)
+    assert torch.equal(hessian_response(x, mode), plain)
+    assert torch.equal(hessian_response(x, mode, s)[3:4], hessian_response(x[3:4], mode, s[3:4]))
+    inplace = x.clone()
+    assert responses._hessian_response_into(inplace, mode, s, inplace) is inplace
+    assert torch.equal(inplace, whole)
+    # With autograd it stays one expression: the gradient flows.
+    xg = x.clone().requires_grad_(True)
+    hessian_response(xg, mode, s).sum().backward()
+    assert xg.grad is not None and xg.grad.abs().sum() > 0
+
+
 def test_sigmas_scale_by_fourth_power(crop):
     x = to_tensor(crop, torch.float64).expand(2, -1, -1, -1)
     s = torch.tensor([1.0, 2.0], dtype=torch.float64)
