@@ -73,7 +73,7 @@ class AttackConfig:
     beta: float = 1.0
     margin: float = 0.5
     loc_radius: Optional[float] = 3.0
-    max_pairs: Optional[int] = 32
+    max_pairs: Optional[int] = 128
     budget: Optional[float] = 8.0 / 255.0
     quantize: bool = True
     noise: float = 0.0
