@@ -37,7 +37,7 @@ def pair() -> tuple[torch.Tensor, torch.Tensor]:
 def attacked(pair):
     a, b = pair
     seen = []
-    result = attack_pair(a, b, TARGET, AttackConfig.default(match=MATCH, iterations=40, check_every=0),
+    result = attack_pair(a, b, TARGET, AttackConfig.default(match=MATCH, iterations=40, check_every=0, max_pairs=32),
                          callback=lambda level, it, loss: seen.append((level, it, loss.shape)))
     return result, seen
 
