@@ -236,14 +236,24 @@ class ScalePyramid(nn.Module):
         if self.init_sigma > sigma:
             x = self._blur(x, self._taps(math.sqrt(self.init_sigma**2 - sigma**2)))
         pyramid, sigmas, dists = [], [], []
+        recorded = torch.is_grad_enabled() and input.requires_grad
         while True:
-            levels = [x]
-            for taps in self._steps:
-                levels.append(self._blur(levels[-1], taps))
-            pyramid.append(torch.stack(levels, dim=2))
+            if recorded:
+                levels = [x]
+                for taps in self._steps:
+                    levels.append(self._blur(levels[-1], taps))
+                octave = torch.stack(levels, dim=2)
+            else:
+                # Each level blurred straight into the octave: one level-sized temporary
+                # alive at a time, not the levels and their stacked copy.
+                octave = x.new_empty(x.shape[:2] + (len(self.sigmas),) + x.shape[2:])
+                octave[:, :, 0] = x
+                for i, taps in enumerate(self._steps, 1):
+                    octave[:, :, i] = self._blur(octave[:, :, i - 1], taps)
+            pyramid.append(octave)
             sigmas.append(input.new_tensor(self.sigmas).expand(b, -1))
-            dists.append(input.new_full((b, len(levels)), dist))
-            nxt = levels[self.n_levels][..., ::2, ::2]
+            dists.append(input.new_full((b, octave.shape[2]), dist))
+            nxt = octave[:, :, self.n_levels, ::2, ::2]
             if min(nxt.shape[-2:]) < self.min_size:
                 break
             x, dist = nxt, dist * 2
