@@ -105,6 +105,12 @@ DIFFERENCES: dict[str, tuple[str, tuple[str, ...]]] = {
         "batch_size is a number (2048), not 'auto'",
         ("Kornia", "batch_size"),
     ),
+    "SIFTFeature": (
+        "Kornia's later config, compile_model, score_threshold, descriptor_backend and "
+        "descriptor_layout are not taken: one DoG scale-space pipeline configured like OpenCV's, "
+        "in Kornia's descriptor layout",
+        ("Kornia", "config", "compile_model", "score_threshold"),
+    ),
     "depth_warp": (
         "another function under Kornia's name: an image, a depth map, intrinsics and a pose "
         "in, where Kornia takes two PinholeCameras and warps a patch",
