@@ -31,3 +31,24 @@ __all__ = [
     "match_descriptors",
     "match_pair",
 ]
+
+# The targeted attack on two-view matching (paper section 4.4).
+from gradcv.matching.attack import (  # noqa: E402
+    AttackMetrics,
+    AttackResult,
+    attack_loss,
+    attack_pair,
+    evaluate_attack,
+    quantize_8bit,
+)
+from gradcv.matching.attack_config import AttackConfig  # noqa: E402
+
+__all__ += [
+    "AttackConfig",
+    "AttackMetrics",
+    "AttackResult",
+    "attack_loss",
+    "attack_pair",
+    "evaluate_attack",
+    "quantize_8bit",
+]
