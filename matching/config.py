@@ -42,7 +42,7 @@ class MatchConfig:
         rootsift: RootSIFT descriptors rather than Lowe's SIFT.
         subpix: ``'quadratic'`` (Lowe's refinement) or ``'soft'`` (soft arg-max).
         contrast_threshold: minimum refined response; ``None``: the detector's default
-            (0 for the Hessian, OpenCV's 0.04 for DoG).
+            (0 for the Hessian, 0.01 for DoG: see SIFTFeature).
         double_image: detect on the image upsampled twice (as OpenCV and Kornia's Hessian).
         matcher: ``'snn'`` (ratio test) or ``'mnn'`` (mutual nearest neighbours).
         ratio: the ratio test's threshold (``'snn'`` only), in ``(0, 1]``.

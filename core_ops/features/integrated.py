@@ -178,7 +178,8 @@ class _OrientedSIFT(LocalFeature):
 
 
 class SIFTFeature(_OrientedSIFT):
-    """DoG detection, Lowe's orientations and (Root)SIFT description, configured like OpenCV's SIFT.
+    """DoG detection, Lowe's orientations and (Root)SIFT description, configured like OpenCV's SIFT
+    (but for a contrast threshold that fills the feature budget: see ``contrast_threshold``).
 
     Kornia's name and first arguments (``kornia.feature.SIFTFeature``); the detector is
     :meth:`ScaleSpaceDetector.sift_dog` (3-D DoG extrema of a 3-level-per-octave pyramid on
@@ -193,8 +194,12 @@ class SIFTFeature(_OrientedSIFT):
         upright: skip the orientation (every frame upright, one per location).
         rootsift: RootSIFT descriptors (Kornia's default) rather than Lowe's.
         device: where the module's buffers live (``None``: CPU).
-        contrast_threshold: OpenCV's ``contrastThreshold`` for images in [0, 1] (0.04);
-            0 keeps every extremum, to fill the budget.
+        contrast_threshold: OpenCV's ``contrastThreshold`` for images in [0, 1]. The
+            default, 0.01, is a quarter of OpenCV's 0.04: with OpenCV's value a photograph
+            fills about half of a 2500-feature budget (1266 on the 12 bench pairs), hence
+            fewer correct matches than OpenCV returning the full budget (744 against 1076);
+            0.01 fills it with stable extrema (MMA@3 0.915, 1181 correct), 0 with every
+            extremum (0.891, 1202). ``0.04`` gives OpenCV's exactly.
         edge_threshold: OpenCV's ``edgeThreshold`` (10).
         double_image: start from the image upsampled twice, as OpenCV (without it a
             640 x 480 photograph has a few hundred DoG extrema at most, against thousands).
@@ -237,7 +242,7 @@ class SIFTFeature(_OrientedSIFT):
         rootsift: bool = True,
         device: Union[str, torch.device, None] = None,
         *,
-        contrast_threshold: float = 0.04,
+        contrast_threshold: float = 0.01,
         edge_threshold: float = 10.0,
         double_image: bool = True,
         subpix_module: str = "soft",

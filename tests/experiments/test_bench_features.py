@@ -34,7 +34,7 @@ from gradcv.experiments.bench_features import (
 from tests.experiments.run_folders import app_outputs, assert_metrics_last
 
 REPO = Path(__file__).resolve().parents[2]
-TINY_METHODS = ["gradcv_sift_c0", "gradcv_hessian", "opencv_c0", "kornia_hessian"]
+TINY_METHODS = ["gradcv_sift", "gradcv_hessian", "opencv_c0", "kornia_hessian"]
 TINY = ["pairs=2", "kinds=[rotation,illumination]", "height=96", "width=128", "num_features=64",
         f"methods=[{','.join(TINY_METHODS)}]"]
 
@@ -70,8 +70,8 @@ def test_tiny_run_writes_csv_metrics_table_and_targets(tmp_path):
         # OpenCV's few small buffers may fit in memory the process already holds.
         assert s["peak_mib"] > 0 if method != "opencv_c0" else s["peak_mib"] >= 0
     passed = {t["target"].split(" >=")[0].split(" <=")[0]: t["passed"] for t in metrics["targets"]}
-    # Run: the c=0 SIFT's accuracy and speed, the Hessian's accuracy and memory; the rest SKIP.
-    assert [v is not None for v in passed.values()] == [False, False, True, True, True, True, True, False, True]
+    # Run: the default SIFT's accuracy and speed, the Hessian's accuracy and memory; the rest SKIP.
+    assert [v is not None for v in passed.values()] == [True, True, False, False, True, True, True, False, True]
     lines = proc.stdout.splitlines()
     assert "targets:" in lines and lines[-1].startswith("outputs:") and str(tmp_path) in lines[-1]
     assert any("128x96" in n for n in metrics["notes"])
@@ -199,8 +199,8 @@ def _summary(mma: float, correct: float, ms: float | None = None, mib: float | N
 
 def test_targets_pass_fail_and_skip():
     summary = {
-        "gradcv_sift": _summary(0.9, 900, 100.0, 50.0),
-        "gradcv_sift_c0": _summary(0.8, 1100, 130.0, 60.0),
+        "gradcv_sift": _summary(0.9, 900, 130.0, 50.0),
+        "gradcv_sift_c0": _summary(0.8, 1100, 100.0, 60.0),
         "opencv": _summary(0.8, 1000),
         "opencv_c0": _summary(0.7, 800, 60.0),
         "kornia_sift": _summary(0.85, 700, 900.0, 300.0),
@@ -209,7 +209,7 @@ def test_targets_pass_fail_and_skip():
     }
     got = [t["passed"] for t in check_targets(summary, [1])]
     # SIFT: MMA 0.9 >= 0.85 passes, 900 correct < OpenCV's 1000 fails; c=0: 0.8 < 0.85 fails,
-    # 1100 >= 1000 passes; Hessian both pass; time 130 > 2 x 60 fails; memory 50 <= 150
+    # 1100 >= 1000 passes; Hessian both pass; time (the default SIFT's) 130 > 2 x 60 fails; memory 50 <= 150
     # passes, 200 > 190 fails.
     assert got == [True, False, False, True, True, True, False, True, False]
     assert check_targets(summary, [2])[6]["passed"] is None
