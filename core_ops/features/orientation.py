@@ -23,7 +23,7 @@ from torch import nn
 
 from gradcv.core_ops._checks import check_floating, check_int, check_real, check_shape
 from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError, ShapeError
-from gradcv.core_ops.features.siftdesc import _CPU_BLOCK_BYTES, _central_gradients, _polar
+from gradcv.core_ops.features.siftdesc import _CPU_BLOCK_BYTES, _gradients, _polar
 
 __all__ = ["LAFOrienter", "PassLAF", "PatchDominantGradientOrientation"]
 
@@ -160,7 +160,7 @@ class PatchDominantGradientOrientation(nn.Module):
         parts = []
         for x in patch.split(step) if patch.shape[0] > 0 else (patch,):
             b = x.shape[0]
-            gx, gy = _central_gradients(x)
+            gx, gy = _gradients(x)
             if blur is not None:
                 # Blur the gradients rather than the patch (the same where the border does
                 # not reach): a flat patch keeps an exactly zero gradient.

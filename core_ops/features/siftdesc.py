@@ -148,6 +148,21 @@ def _polar(gx: torch.Tensor, gy: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     return mag, ang
 
 
+def _gradients(patch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_central_gradients`; without autograd written straight into two tensors (the
+    same numbers, without the padded copy of the patches)."""
+    if (torch.is_grad_enabled() and patch.requires_grad) or patch.shape[-1] < 2 or patch.shape[-2] < 2:
+        return _central_gradients(patch)
+    gx, gy = torch.empty_like(patch, memory_format=torch.contiguous_format), torch.empty_like(patch, memory_format=torch.contiguous_format)
+    torch.sub(patch[..., 2:], patch[..., :-2], out=gx[..., 1:-1])
+    torch.sub(patch[..., 1:2], patch[..., :1], out=gx[..., :1])
+    torch.sub(patch[..., -1:], patch[..., -2:-1], out=gx[..., -1:])
+    torch.sub(patch[..., 2:, :], patch[..., :-2, :], out=gy[..., 1:-1, :])
+    torch.sub(patch[..., 1:2, :], patch[..., :1, :], out=gy[..., :1, :])
+    torch.sub(patch[..., -1:, :], patch[..., -2:-1, :], out=gy[..., -1:, :])
+    return gx, gy
+
+
 def _gradient_polar(patch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`_polar` of :func:`_central_gradients`."""
     return _polar(*_central_gradients(patch))
@@ -211,27 +226,35 @@ def _describe(
     b, _, ps, _ = input.shape
     s, a = tents.shape[0], num_ang_bins
     base, w_low, w_high, fold = layout
-    slots = ps * (s + 2) * (a + 2)
+    row_slots = (s + 2) * (a + 2)
+    slots = ps * row_slots
     per_patch = ps * ps * input.element_size() * 12
     step = b if input.device.type != "cpu" else max(1, min(b, _CPU_BLOCK_BYTES // per_patch))
     # Float index arithmetic below is exact while a block has fewer than 2**24 slots.
     step = max(1, min(step, (1 << 24) // slots))
-    # Flat index of each pixel's first vote, for a whole block (patch offsets included), in
-    # floating point: the float add and one conversion cost less than an int64 add (exact:
-    # a block has far fewer than 2**24 slots).
     index_dtype = torch.float64 if input.dtype == torch.float64 else torch.float32
-    block_base = (base + (torch.arange(step, device=input.device) * slots)[:, None]).to(index_dtype)
+    # A block's histogram is row-major over the patches, (PS rows, n patches, S + 2, A + 2),
+    # so that the y-pooling is one matrix product (S, PS) @ (PS, n (S+2) (A+2)) rather than n
+    # tiny ones. ``base`` is the pixel's slot within its row: split it into the row and the rest.
+    row, within = torch.div(base, row_slots, rounding_mode="floor"), base % row_slots
+    bases: dict[int, torch.Tensor] = {}
     blocks = []
     # split, not slicing: its backward assembles the input's gradient once, where a slice
     # per block would each build (and add) a zero gradient of the whole batch.
     for x in input.split(step) if b > 0 else (input,):
         n = x.shape[0]
-        mag, ang = _gradient_polar(x)
+        if n not in bases:
+            # Flat index of each pixel's first vote for a block of n patches, in floating
+            # point: the float add and one conversion cost less than an int64 add (exact:
+            # a block has far fewer than 2**24 slots).
+            patch = torch.arange(n, device=input.device)[:, None]
+            bases[n] = (row[None] * (n * row_slots) + patch * row_slots + within[None]).to(index_dtype)
+        mag, ang = _polar(*_gradients(x))
         mag = mag.reshape(n, ps * ps)
         t = torch.addcmul(ang.new_full((), float((a + 1) // 2)), ang.reshape(n, ps * ps), ang.new_full((), a / (2 * math.pi)))
         lower = torch.floor(t)
         frac = t - lower
-        index = (lower + block_base[:n]).long().reshape(-1)
+        index = (lower + bases[n]).long().reshape(-1)
         m_low = mag * w_low
         m_high = mag * w_high
         v_low_up = m_low * frac
@@ -248,10 +271,12 @@ def _describe(
         else:
             for shift, v in zip((0, 1, a + 2, a + 3), votes):
                 hist[shift:].scatter_add_(0, index, v.reshape(-1))
-        # y-pooling (S, PS) @ (n, PS, (S+2)(A+2)), then the angle slots folded into bins.
-        pooled = (tents @ hist.reshape(n, ps, (s + 2) * (a + 2))).reshape(n, s, s + 2, a + 2)[:, :, 1:s + 1]
-        blocks.append((pooled @ fold).permute(0, 3, 1, 2).reshape(n, a * s * s))
-    cells = blocks[0] if len(blocks) == 1 else torch.cat(blocks)
+        # y-pooling (S, PS) @ (PS, n (S+2) (A+2)), then the angle slots folded into bins.
+        pooled = (tents @ hist.view(ps, n * row_slots)).view(s, n, s + 2, a + 2)[:, :, 1 : s + 1]
+        blocks.append(pooled.permute(1, 0, 2, 3))  # (n, S, S, A + 2)
+    # The angle slots folded into bins once for all blocks (one product, not one per block).
+    slotted = blocks[0] if len(blocks) == 1 else torch.cat(blocks)
+    cells = (slotted.reshape(-1, a + 2) @ fold).view(slotted.shape[0], s, s, a).permute(0, 3, 1, 2).reshape(-1, a * s * s)
     desc = _l2_normalize(cells)
     desc = _l2_normalize(desc.clamp(max=clipval))
     if rootsift:
