@@ -194,3 +194,19 @@ def test_local_feature_checks_its_modules_and_scaling_coef():
         LocalFeature(ScaleSpaceDetector(4), None)
     with pytest.raises(ArgumentValueError, match="^scaling_coef"):
         LocalFeature(ScaleSpaceDetector(4), desc, scaling_coef=0.0)
+
+
+def test_descriptor_patch_size_samples_the_same_window(crop):
+    # SIFTFeature describes OpenCV's window on 32 pixels by default, HessianSIFT on 41; the
+    # window (the LAF) is the same, so the descriptors of the two sizes mostly agree.
+    assert SIFTFeature(num_features=8).descriptor.patch_size == 32
+    assert HessianSIFT(num_features=8).descriptor.patch_size == 41
+    fine = SIFTFeature(num_features=64, descriptor_patch_size=41)
+    coarse = SIFTFeature(num_features=64)
+    lafs, _, d41, valid = fine.detect_and_describe(crop)
+    _, _, d32, valid32 = coarse.detect_and_describe(crop)
+    assert torch.equal(valid, valid32) and valid.any()
+    cosine = (d41[valid] * d32[valid]).sum(-1)  # unit-norm RootSIFT vectors
+    assert cosine.median() > 0.9
+    with pytest.raises(ArgumentValueError, match="^descriptor_patch_size"):
+        SIFTFeature(num_features=8, descriptor_patch_size=4)
