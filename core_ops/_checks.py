@@ -9,9 +9,10 @@ formatted only when a check fails.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
-from typing import Sequence
+from typing import Any, Sequence, TypeVar
 
 import torch
 
@@ -193,3 +194,16 @@ def check_int(value: object, name: str, minimum: int | None = None) -> int:
         raise ArgumentValueError(name, f"an int >= {minimum}", value, f"{name}: expected an int >= {minimum}, got {value}")
     return value
 
+
+_Config = TypeVar("_Config")
+
+
+def replace_fields(config: _Config, overrides: dict[str, Any]) -> _Config:
+    """A copy of the dataclass ``config`` with ``overrides`` applied (validated by its
+    ``__post_init__``); an unknown name raises ``ArgumentValueError`` naming them all."""
+    names = {f.name for f in dataclasses.fields(config)}  # type: ignore[arg-type]
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        kind = type(config).__name__
+        raise ArgumentValueError("overrides", sorted(names), unknown, f"overrides: unknown {kind} fields {unknown}")
+    return dataclasses.replace(config, **overrides)  # type: ignore[type-var]

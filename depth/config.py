@@ -11,11 +11,10 @@ upsampling: slow and inaccurate, kept for comparison.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from gradcv.core_ops._checks import check_bool, check_int, check_real, check_str_choice
+from gradcv.core_ops._checks import check_bool, check_int, check_real, check_str_choice, replace_fields
 from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError
 from gradcv.optim import SCHEDULES, resolve_optimizer
 
@@ -153,11 +152,7 @@ class DepthConfig:
 
     def replace(self, **overrides: Any) -> "DepthConfig":
         """A copy with some fields changed (validated); unknown names raise ``ArgumentValueError``."""
-        names = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(overrides) - names)
-        if unknown:
-            raise ArgumentValueError("overrides", sorted(names), unknown, f"overrides: unknown DepthConfig fields {unknown}")
-        return dataclasses.replace(self, **overrides)
+        return replace_fields(self, overrides)
 
     def iterations_at(self, index: int, count: int) -> int:
         """Steps at schedule position ``index`` (0 coarsest) of ``count`` levels."""

@@ -12,11 +12,10 @@ per step, and a success check every few steps that stops each pair once it succe
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from gradcv.core_ops._checks import check_bool, check_int, check_real
+from gradcv.core_ops._checks import check_bool, check_int, check_real, replace_fields
 from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError
 from gradcv.matching.config import MatchConfig
 from gradcv.optim import resolve_optimizer
@@ -120,11 +119,7 @@ class AttackConfig:
             >>> AttackConfig().replace(iterations=50).iterations
             50
         """
-        names = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(overrides) - names)
-        if unknown:
-            raise ArgumentValueError("overrides", sorted(names), unknown, f"overrides: unknown AttackConfig fields {unknown}")
-        return dataclasses.replace(self, **overrides)
+        return replace_fields(self, overrides)
 
     def validate(self) -> None:
         """Raise a typed error (``ArgumentTypeError`` / ``ArgumentValueError``) naming the bad field."""

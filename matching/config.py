@@ -9,12 +9,10 @@ sub-pixel refinement so that keypoint positions are smooth functions of the pixe
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from gradcv.core_ops._checks import check_bool, check_int, check_real, check_str_choice
-from gradcv.core_ops.errors import ArgumentValueError
+from gradcv.core_ops._checks import check_bool, check_int, check_real, check_str_choice, replace_fields
 
 __all__ = ["DETECTORS", "MATCHERS", "MatchConfig", "SUBPIX_MODES"]
 
@@ -109,11 +107,7 @@ class MatchConfig:
             >>> MatchConfig().replace(matcher="mnn").matcher
             'mnn'
         """
-        names = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(overrides) - names)
-        if unknown:
-            raise ArgumentValueError("overrides", sorted(names), unknown, f"overrides: unknown MatchConfig fields {unknown}")
-        return dataclasses.replace(self, **overrides)
+        return replace_fields(self, overrides)
 
     def validate(self) -> None:
         """Raise a typed error (``ArgumentTypeError`` / ``ArgumentValueError``) naming the bad field."""
