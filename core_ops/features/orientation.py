@@ -169,7 +169,7 @@ class PatchDominantGradientOrientation(nn.Module):
             mag = mag.reshape(b, ps * ps) * window
             # Angle slot t = phi A / (2 pi) + o in (0, A + 1): votes into floor(t), floor(t) + 1.
             t = ang.reshape(b, ps * ps) * (a / (2 * math.pi)) + float((a + 1) // 2)
-            lower = torch.floor(t)
+            lower = torch.floor(t).nan_to_num_(0.0, 0.0, 0.0)  # a non-finite pixel votes NaN into slot 0
             up = mag * (t - lower)
             # float index arithmetic (cheaper than int64), exact below 2**24 in float32
             idx_dtype = torch.float64 if t.dtype == torch.float64 else torch.float32

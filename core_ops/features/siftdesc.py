@@ -252,7 +252,9 @@ def _describe(
         mag, ang = _polar(*_gradients(x))
         mag = mag.reshape(n, ps * ps)
         t = torch.addcmul(ang.new_full((), float((a + 1) // 2)), ang.reshape(n, ps * ps), ang.new_full((), a / (2 * math.pi)))
-        lower = torch.floor(t)
+        # A non-finite pixel gives a NaN angle: its votes (NaN) go to slot 0, not to an
+        # index out of range.
+        lower = torch.floor(t).nan_to_num_(0.0, 0.0, 0.0)
         frac = t - lower
         index = (lower + bases[n]).long().reshape(-1)
         m_low = mag * w_low

@@ -26,6 +26,7 @@ from torch.autograd import gradcheck
 
 from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError, DTypeError, ShapeError
 from gradcv.core_ops.features.laf import extract_patches_from_pyramid, laf_from_center_scale_ori
+from gradcv.core_ops.features.orientation import PatchDominantGradientOrientation
 from gradcv.core_ops.features.siftdesc import (
     LAFDescriptor,
     SIFTDescriptor,
@@ -330,3 +331,15 @@ def test_laf_descriptor_gradient_reaches_image():
     # unit-norm descriptors: a distance to a fixed vector, not the (constant) squared norm
     (LAFDescriptor(SIFTDescriptor(13, 4, 2), patch_size=13)(img, lafs) - target).pow(2).sum().backward()
     assert torch.isfinite(img.grad).all() and img.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_non_finite_pixels_do_not_crash_the_binning(requires_grad):
+    # A NaN or inf pixel gives a NaN angle; its votes must not index out of the histogram.
+    x = torch.rand(3, 1, 41, 41)
+    x[1, 0, 5, 7] = float("nan")
+    x[2] = float("inf")
+    x.requires_grad_(requires_grad)
+    assert SIFTDescriptor(41)(x).shape == (3, 128)
+    angles = PatchDominantGradientOrientation(41)(x)
+    assert angles.shape == (3,) and torch.isfinite(angles[0])
