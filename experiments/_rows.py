@@ -103,3 +103,10 @@ def report(out: Path, csv_name: str, results: dict[Key, Measurement], notes: lis
     for note in notes:
         print(f"note: {note}")
     print(f"outputs: {csv_name} and metrics.json in {out}", flush=True)
+
+
+def target_line(target: dict) -> str:
+    """One line of a benchmark's target list: ``  [PASS|FAIL|SKIP] name: detail``
+    (``passed`` None: a column it needs did not run)."""
+    mark = "SKIP" if target["passed"] is None else ("PASS" if target["passed"] else "FAIL")
+    return f"  [{mark}] {target['target']}: {target['detail']}"

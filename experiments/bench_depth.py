@@ -54,6 +54,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from gradcv.depth.scene import SceneConfig
 from gradcv.experiments._cli import ExperimentError, UsageError, atomic_write_text, config_to_object, run_app, run_dir, write_metrics
+from gradcv.experiments._rows import target_line
 from gradcv.experiments._timing import set_threads
 
 APP = "bench_depth"
@@ -408,11 +409,6 @@ def scene_notes(s) -> list[str]:
     return notes
 
 
-def _target_line(t: dict) -> str:
-    mark = "SKIP" if t["passed"] is None else ("PASS" if t["passed"] else "FAIL")
-    return f"  [{mark}] {t['target']}: {t['detail']}"
-
-
 # ------------------------------------------------------------------------ task
 def bench_depth(cfg: DictConfig) -> None:
     """The Hydra task: render the scenes, run every column, write CSV and JSON, print tables and targets."""
@@ -491,7 +487,7 @@ def bench_depth(cfg: DictConfig) -> None:
         print(f"mean AbsRel(default) / mean AbsRel({RATIO_BASELINE}) = {r128:.3f} (target <= {TARGET_RATIO:g})")
     print("targets (default column):")
     for t in targets:
-        print(_target_line(t))
+        print(target_line(t))
     for note in notes:
         print(f"note: {note}")
     print(f"outputs: {CSV_NAME} and metrics.json in {out}", flush=True)

@@ -95,6 +95,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from gradcv.experiments._cli import ExperimentError, UsageError, atomic_write_text, config_to_object, run_app, run_dir, write_metrics
+from gradcv.experiments._rows import target_line
 from gradcv.experiments._timing import set_threads
 
 APP = "bench_features"
@@ -614,11 +615,6 @@ def summary_table(summary: dict[str, dict], threads: list[int]) -> str:
     return "\n".join(lines)
 
 
-def _target_line(t: dict) -> str:
-    mark = "SKIP" if t["passed"] is None else ("PASS" if t["passed"] else "FAIL")
-    return f"  [{mark}] {t['target']}: {t['detail']}"
-
-
 # ------------------------------------------------------------------------ task
 def bench_features(cfg: DictConfig) -> None:
     """The Hydra task: make the pairs, run every column, score, write CSV and JSON, print tables and targets."""
@@ -697,7 +693,7 @@ def bench_features(cfg: DictConfig) -> None:
     print(summary_table(summary, list(conf.threads)))
     print("targets:")
     for t in targets:
-        print(_target_line(t))
+        print(target_line(t))
     for note in notes:
         print(f"note: {note}")
     print(f"outputs: {CSV_NAME} and metrics.json in {out}", flush=True)

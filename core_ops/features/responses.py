@@ -317,7 +317,19 @@ class CornerHarris(nn.Module):
         return harris_response(input, self.k, self.grads_mode, sigmas)
 
 
-class CornerGFTT(nn.Module):
+class _GradsModeResponse(nn.Module):
+    """A response module whose only option is Kornia's ``grads_mode``."""
+
+    def __init__(self, grads_mode: str = "sobel") -> None:
+        super().__init__()
+        check_choice(grads_mode, ("sobel", "diff"), "grads_mode")
+        self.grads_mode = grads_mode
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}(grads_mode={self.grads_mode})"
+
+
+class CornerGFTT(_GradsModeResponse):
     """Module of :func:`gftt_response`.
 
     Example:
@@ -325,33 +337,17 @@ class CornerGFTT(nn.Module):
         torch.Size([1, 1, 8, 8])
     """
 
-    def __init__(self, grads_mode: str = "sobel") -> None:
-        super().__init__()
-        check_choice(grads_mode, ("sobel", "diff"), "grads_mode")
-        self.grads_mode = grads_mode
-
-    def __repr__(self) -> str:
-        return f"{self.__class__.__name__}(grads_mode={self.grads_mode})"
-
     def forward(self, input: torch.Tensor, sigmas: torch.Tensor | None = None) -> torch.Tensor:
         return gftt_response(input, self.grads_mode, sigmas)
 
 
-class BlobHessian(nn.Module):
+class BlobHessian(_GradsModeResponse):
     """Module of :func:`hessian_response`.
 
     Example:
         >>> BlobHessian()(torch.rand(1, 1, 8, 8)).shape
         torch.Size([1, 1, 8, 8])
     """
-
-    def __init__(self, grads_mode: str = "sobel") -> None:
-        super().__init__()
-        check_choice(grads_mode, ("sobel", "diff"), "grads_mode")
-        self.grads_mode = grads_mode
-
-    def __repr__(self) -> str:
-        return f"{self.__class__.__name__}(grads_mode={self.grads_mode})"
 
     def forward(self, input: torch.Tensor, sigmas: torch.Tensor | None = None) -> torch.Tensor:
         return hessian_response(input, self.grads_mode, sigmas)
