@@ -34,6 +34,14 @@ and ≤ 10 s per scene at one thread.
 Outputs (in the Hydra run folder): ``results.csv`` (one row per scene and column), then
 ``metrics.json`` (last: a folder that has it is complete), both written atomically, and
 a table on stdout.
+
+Several processes (:mod:`gradcv.experiments._distributed`): under ``torchrun
+--nproc_per_node=N`` (or across machines with torchrun's rendezvous) the scenes' batches
+are dealt over the ranks, and rank 0 gathers the rows and writes the same outputs, whose
+``metrics.json`` equals a single-process run's but for the paths it lists under
+``varies_between_runs`` (the seconds, the time target's verdict, the ``launch`` record)::
+
+    torchrun --standalone --nproc_per_node=2 -m gradcv.experiments.bench_depth scenes=20
 """
 
 from __future__ import annotations
@@ -54,6 +62,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from gradcv.depth.scene import SceneConfig
 from gradcv.experiments._cli import ExperimentError, UsageError, atomic_write_text, config_to_object, run_app, run_dir, write_metrics
+from gradcv.experiments._distributed import VARYING_KEY, Distributed, worker_argv
 from gradcv.experiments._rows import target_line
 from gradcv.experiments._timing import set_threads
 
@@ -412,24 +421,39 @@ def scene_notes(s) -> list[str]:
 # ------------------------------------------------------------------------ task
 def bench_depth(cfg: DictConfig) -> None:
     """The Hydra task: render the scenes, run every column, write CSV and JSON, print tables and targets."""
-    from tqdm import tqdm
-
     conf = config_to_object(cfg, BenchDepthConfig)
     _check(conf)
     scene_config = _scene_config(conf.scene)
     solver_configs = _solver_configs(conf)
-    device = torch.device(conf.device)
     set_threads(conf.threads)
 
     seeds = [conf.seed + i for i in range(conf.scenes)]
-    groups = [seeds[i : i + conf.batch] for i in range(0, len(seeds), conf.batch)]
-    s = scene_config
-    print(f"{conf.scenes} scenes (seeds {seeds[0]}..{seeds[-1]}) of {s.width}x{s.height}, {s.num_views} views, "
-          f"gain +-{s.gain_jitter:g}, bias +-{s.bias_jitter:g}, noise {s.noise_sigma:g}; columns {', '.join(conf.methods)}; "
-          f"{conf.threads} thread(s), {conf.batch} scene(s) per call, {device}", flush=True)
-    rows: list[dict] = []
-    bar = tqdm(total=conf.scenes, desc="scenes", unit="scene", file=sys.stderr, disable=None if conf.progress else True,
-               dynamic_ncols=True)
+    with Distributed.from_env(conf.device) as dist:
+        device = dist.device
+        # Rank 0 alone reports; every rank solves its batches (those of one process, dealt round-robin).
+        groups = dist.batches(seeds, conf.batch)
+        s = scene_config
+        if dist.is_main:
+            procs = f", {dist.world_size} processes ({dist.backend})" if dist.world_size > 1 else ""
+            print(f"{conf.scenes} scenes (seeds {seeds[0]}..{seeds[-1]}) of {s.width}x{s.height}, {s.num_views} views, "
+                  f"gain +-{s.gain_jitter:g}, bias +-{s.bias_jitter:g}, noise {s.noise_sigma:g}; columns {', '.join(conf.methods)}; "
+                  f"{conf.threads} thread(s), {conf.batch} scene(s) per call, {conf.device}{procs}", flush=True)
+        per_scene = _solve(groups, conf, scene_config, solver_configs, device, report=dist.is_main)
+        gathered = dist.gather(per_scene)
+    if gathered is None:  # not rank 0: rank 0 writes the outputs
+        return
+    rows = [r for scene_rows in gathered for r in scene_rows]
+    _report(cfg, conf, scene_config, seeds, rows, dist)
+
+
+def _solve(groups: list[list[int]], conf: BenchDepthConfig, scene_config: SceneConfig, solver_configs: dict[str, Any],
+           device: torch.device, report: bool) -> list[list[dict]]:
+    """Render and solve ``groups`` (lists of seeds, one call each); per scene, its rows (one per column)."""
+    from tqdm import tqdm
+
+    per_scene: list[list[dict]] = []
+    bar = tqdm(total=sum(map(len, groups)), desc="scenes", unit="scene", file=sys.stderr,
+               disable=None if conf.progress and report else True, dynamic_ncols=True)
     with bar:
         for index, group in enumerate(groups):
             bar.set_postfix_str("rendering", refresh=True)
@@ -443,13 +467,18 @@ def bench_depth(cfg: DictConfig) -> None:
                 depth, seconds = run_method(method, batch, solver_configs, conf.sweep_window)
                 done += score(method, batch, depth, seconds)
             for seed in group:
-                for r in done:
-                    if r["seed"] == seed:
-                        bar.write(f"  scene {seed} {r['method']:<9s} AbsRel {r['abs_rel']:.4f}  d<1.25 {r['delta1']:.4f}"
-                                  f"  {r['seconds']:.2f} s", file=sys.stdout)
-            rows += done
+                mine = [r for r in done if r["seed"] == seed]
+                per_scene.append(mine)
+                for r in mine if report else ():
+                    bar.write(f"  scene {seed} {r['method']:<9s} AbsRel {r['abs_rel']:.4f}  d<1.25 {r['delta1']:.4f}"
+                              f"  {r['seconds']:.2f} s", file=sys.stdout)
             bar.update(len(group))
+    return per_scene
 
+
+def _report(cfg: DictConfig, conf: BenchDepthConfig, scene_config: SceneConfig, seeds: list[int], rows: list[dict],
+            dist: Distributed) -> None:
+    """Rank 0 (or the only process): summary, targets, CSV and JSON, tables."""
     rows.sort(key=lambda r: (r["seed"], conf.methods.index(r["method"])))
     for r in rows:
         r["scene"] = seeds.index(r["seed"])
@@ -469,12 +498,14 @@ def bench_depth(cfg: DictConfig) -> None:
         "seeds": seeds,
         "torch": torch.__version__,
         "threads": conf.threads,
-        "device": str(device),
+        "device": conf.device,
         "summary": summary,
         "ratio_abs_rel_default_to_sweep128": r128,
         "targets": targets,
         "results": rows,
         "notes": notes,
+        "launch": dist.launch_record(),
+        VARYING_KEY: varying_paths(targets),
     }
     write_metrics(metrics, out)  # last: a folder with metrics.json is complete
 
@@ -493,9 +524,18 @@ def bench_depth(cfg: DictConfig) -> None:
     print(f"outputs: {CSV_NAME} and metrics.json in {out}", flush=True)
 
 
+def varying_paths(targets: list[dict]) -> list[str]:
+    """The places in ``metrics.json`` whose values vary between runs of one config and seed
+    (timings, the launch record): :func:`gradcv.experiments._distributed.comparable` drops them."""
+    time_target = next(i for i, t in enumerate(targets) if t["target"].endswith("per scene at 1 thread"))
+    return ["launch", "results/*/seconds", "summary/*/median_seconds", "summary/*/max_seconds",
+            f"targets/{time_target}/passed", f"targets/{time_target}/detail"]
+
+
 def main() -> None:
-    """Entry point: ``python -m gradcv.experiments.bench_depth [overrides]``."""
-    run_app(bench_depth, config_name=APP)
+    """Entry point: ``python -m gradcv.experiments.bench_depth [overrides]``; under
+    ``torchrun``, rank 0 writes the outputs (the others add no run folder)."""
+    run_app(bench_depth, config_name=APP, argv=worker_argv())
 
 
 if __name__ == "__main__":
