@@ -53,7 +53,8 @@ setup(
     package_dir={"gradcv": "."},
     packages=["gradcv"] + [f"gradcv.{p}" for p in find_packages(include=[f"{t}*" for t in _TOP])],
     package_data={
-        "gradcv": ["conf/*.yaml", "conf/*/*.yaml"],
+        "gradcv": ["conf/*.yaml", "conf/*/*.yaml", "conf/*/*/*.yaml"],
+        "gradcv.experiments": ["photos/*.jpg", "photos/*.md"],
         "gradcv.core_ops": ["_native/*.c"],
     },
     ext_modules=[

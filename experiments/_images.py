@@ -49,3 +49,40 @@ def to_gray(image: torch.Tensor) -> torch.Tensor:
     if image.shape[-3] == 1:
         return image
     return rgb_to_grayscale(image)
+
+
+#: The folder of the photographs gradcv ships (400 x 300 crops; sources and licences in its README.md).
+PHOTO_DIR = Path(__file__).resolve().parent / "photos"
+
+
+def fit_image(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``(C, H, W)`` scaled (antialiased) so that it covers ``height x width``, then cut at the centre."""
+    import torch.nn.functional as F
+
+    h, w = image.shape[-2:]
+    s = max(height / h, width / w)
+    size = (max(height, round(h * s)), max(width, round(w * s)))
+    if size != (h, w):
+        image = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0].clamp(0, 1)
+    y0, x0 = (image.shape[-2] - height) // 2, (image.shape[-1] - width) // 2
+    return image[:, y0:y0 + height, x0:x0 + width].contiguous()
+
+
+def photograph_names() -> list[str]:
+    """The names :func:`bundled_photograph` takes: the shipped photographs and ``hopper``."""
+    return sorted(p.stem for p in PHOTO_DIR.glob("*.jpg")) + ["hopper"]
+
+
+def bundled_photograph(name: str, height: int = 300, width: int = 400) -> torch.Tensor:
+    """One of the bundled photographs as ``(3, height, width)`` float32 RGB in [0, 1]
+    (``hopper`` is matplotlib's ``grace_hopper.jpg``; the others are in :data:`PHOTO_DIR`).
+
+    Raises :class:`ExperimentError` for an unknown name.
+    """
+    if name == "hopper":
+        image = sample_photo()
+    elif name in photograph_names():
+        image = read_image(PHOTO_DIR / f"{name}.jpg", f"photograph {name!r}")
+    else:
+        raise ExperimentError(f"unknown bundled photograph {name!r}: expected one of {', '.join(photograph_names())}")
+    return fit_image(image, height, width)
