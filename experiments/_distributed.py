@@ -18,8 +18,9 @@ The whole API, in an app's task (``device`` is the configured device string)::
     if results is None:                                       # every other rank: done
         return
 
-and in its ``main``: ``run_app(task, config_name=APP, argv=worker_argv())`` (see
-:func:`worker_argv`).
+or, when one function solves a batch, ``results = dist.map_batches(solve, problems, conf.batch)``
+inside the ``with`` block; and in its ``main``: ``run_app(task, config_name=APP,
+argv=worker_argv())`` (see :func:`worker_argv`).
 
 **How problems are shared.** The problems are cut into the batches a single process
 would solve (``batch`` consecutive problems each, in order), and the *batches* are dealt
@@ -58,11 +59,12 @@ import copy
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Sequence, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 
 import torch
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 #: The key of ``metrics.json`` that lists the paths whose values vary between runs.
 VARYING_KEY = "varies_between_runs"
@@ -170,7 +172,18 @@ class Distributed:
         self._indices = [i for s in mine for i in range(s, min(s + batch, len(problems)))]
         return [list(problems[s : s + batch]) for s in mine]
 
-    def gather(self, results: Sequence[T]) -> list[T] | None:
+    def map_batches(self, solve: Callable[[list[T]], Sequence[R]], problems: Sequence[T], batch: int) -> list[R] | None:
+        """``solve`` on each of this rank's :meth:`batches` (one result per problem), then
+        :meth:`gather`: on rank 0 every problem's result in problem order, ``None`` elsewhere."""
+        mine: list[R] = []
+        for group in self.batches(problems, batch):
+            out = list(solve(group))
+            if len(out) != len(group):
+                raise ValueError(f"map_batches: solve returned {len(out)} results for a batch of {len(group)} problems")
+            mine += out
+        return self.gather(mine)
+
+    def gather(self, results: Sequence[R]) -> list[R] | None:
         """Every rank's results on rank 0, in the global problem order; ``None`` elsewhere.
 
         ``results``: one per problem :meth:`batches` handed to this rank, in the order it

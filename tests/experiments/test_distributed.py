@@ -121,6 +121,11 @@ def test_gather_on_one_process_returns_the_results_in_problem_order_and_checks_t
             dist.gather(results[:2])
     with pytest.raises(ValueError, match="batch must be a positive int"):
         dist.batches([1], 0)
+    calls = []
+    assert dist.map_batches(lambda g: calls.append(g) or [p + 1 for p in g], [1, 2, 3, 4, 5], 2) == [2, 3, 4, 5, 6]
+    assert calls == [[1, 2], [3, 4], [5]]
+    with pytest.raises(ValueError, match="solve returned 1 results for a batch of 2 problems"):
+        dist.map_batches(lambda g: g[:1], [1, 2], 2)
 
 
 def test_bad_torchrun_environment_is_reported(monkeypatch):
