@@ -176,7 +176,9 @@ def nms3d(input: torch.Tensor, kernel_size: tuple[int, int, int], mask_only: boo
     check_bool(mask_only, "mask_only")
     if kernel == (3, 3, 3) and min(x.shape[-3:]) >= 3 and x.numel() > 0:
         mask = torch.zeros(x.shape, dtype=torch.bool, device=x.device)
-        mask[..., 1:-1, 1:-1, 1:-1] = _interior_maxima_333(x.reshape(-1, *x.shape[-3:])).reshape(*x.shape[:-3], *(n - 2 for n in x.shape[-3:]))
+        # detached: the mask has no gradient, and the fast path writes into its temporaries
+        # with out=, which autograd refuses on an input that requires grad
+        mask[..., 1:-1, 1:-1, 1:-1] = _interior_maxima_333(x.detach().reshape(-1, *x.shape[-3:])).reshape(*x.shape[:-3], *(n - 2 for n in x.shape[-3:]))
     else:
         mask = _maxima_mask(x, kernel)
     return mask if mask_only else torch.where(mask, x, torch.zeros((), dtype=x.dtype, device=x.device))

@@ -150,8 +150,14 @@ def _polar(gx: torch.Tensor, gy: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
 
 def _gradients(patch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`_central_gradients`; without autograd written straight into two tensors (the
-    same numbers, without the padded copy of the patches)."""
-    if (torch.is_grad_enabled() and patch.requires_grad) or patch.shape[-1] < 2 or patch.shape[-2] < 2:
+    same numbers, without the padded copy of the patches). Not under ``torch.compile`` or
+    ``torch.export``: Dynamo refuses ``out=`` views that are not contiguous."""
+    if (
+        (torch.is_grad_enabled() and patch.requires_grad)
+        or torch.compiler.is_compiling()
+        or patch.shape[-1] < 2
+        or patch.shape[-2] < 2
+    ):
         return _central_gradients(patch)
     gx, gy = torch.empty_like(patch, memory_format=torch.contiguous_format), torch.empty_like(patch, memory_format=torch.contiguous_format)
     torch.sub(patch[..., 2:], patch[..., :-2], out=gx[..., 1:-1])
