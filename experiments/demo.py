@@ -119,7 +119,7 @@ class StageResult:
     """How a stage went and what the summary says of it."""
 
     name: str
-    status: str = "pending"  # pending, running, done, failed, skipped, interrupted
+    status: str = "pending"  # pending, running, done, failed, skipped, interrupted, not run
     seconds: float = 0.0
     message: str = ""
     command: str = ""
@@ -328,12 +328,12 @@ def _shell_quote(arg: str) -> str:
     return arg if re.fullmatch(r"[\w.,=/:+@%-]+", arg) else "'" + arg.replace("'", "'\\''") + "'"
 
 
-def run_stage(name: str, index: int, total: int, conf: DemoConfig, root: Path, stderr: IO[str]) -> StageResult:
-    """Run one stage into ``root/<name>``; never raises but ``KeyboardInterrupt``."""
-    import importlib
-
+def run_stage(name: str, index: int, total: int, conf: DemoConfig, root: Path, stderr: IO[str],
+              result: StageResult | None = None) -> StageResult:
+    """Run one stage into ``root/<name>``, recording into ``result`` (a new one if ``None``)
+    how it went; never raises but ``KeyboardInterrupt`` (``result`` then says so)."""
     stage = STAGES[name]
-    result = StageResult(name)
+    result = result if result is not None else StageResult(name)
     stage_conf: StageConfig = getattr(conf, name)
     overrides = [f"device={conf.device}", *stage_conf.overrides, *stage_conf.extra]
     result.command = "python -m gradcv.experiments." + " ".join([stage.module, *map(_shell_quote, overrides)])
@@ -341,13 +341,9 @@ def run_stage(name: str, index: int, total: int, conf: DemoConfig, root: Path, s
     start = time.perf_counter()
     bar = StageBar(f"[{index}/{total}] {name}", stderr, conf.progress)
     result.status = "running"
-    finished = False
     try:
-        try:
-            module = importlib.import_module(f"gradcv.experiments.{stage.module}")
-        except ModuleNotFoundError as ex:
-            if ex.name != f"gradcv.experiments.{stage.module}":
-                raise
+        module = _import_app(stage)
+        if module is None:
             result.status = "skipped"
             result.message = f"gradcv.experiments.{stage.module} is not in this version of gradcv"
             return result
@@ -356,35 +352,75 @@ def run_stage(name: str, index: int, total: int, conf: DemoConfig, root: Path, s
             stream = StageOutput(log, bar.update)
             try:
                 with contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream), _threads_kept():
-                    cfg = compose_stage(stage.module, overrides, out)
-                    with as_hydra_job(cfg) as task_cfg:
-                        atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(task_cfg))
-                        getattr(module, stage.task)(task_cfg)
-                    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
-                    HEADLINES[name](result, metrics)
-                    if conf.references:
-                        REFERENCES[name](result, metrics, task_cfg, conf)
+                    _run_app_task(name, stage, module, overrides, out, result, conf)
             except KeyboardInterrupt:
-                result.status = "interrupted"
-                result.message = "interrupted"
+                stream.close_log()
+                result.status = result.message = "interrupted"
                 log.write("interrupted\n")
                 raise
             except Exception as ex:
-                result.status = "failed"
-                result.message = describe_error(ex)
+                stream.close_log()
+                result.status, result.message = "failed", describe_error(ex)
                 log.write(traceback.format_exc())
                 return result
-            finally:
-                stream.close_log()
+            stream.close_log()
         result.status = "done"
-        finished = True
+        return result
+    except KeyboardInterrupt:
+        result.status = result.message = "interrupted"
+        raise
+    except Exception as ex:  # importing the app failed: that stage's failure, not the demo's
+        result.status, result.message = "failed", describe_error(ex)
         return result
     finally:
         result.seconds = time.perf_counter() - start
-        bar.close(finished, f"{result.status} in {result.seconds:.1f} s")
+        bar.close(result.status == "done", f"{result.status} in {result.seconds:.1f} s")
+
+
+def _import_app(stage: Stage) -> Any:
+    """The stage's app module, or ``None`` when this version of gradcv has none."""
+    import importlib
+
+    name = f"gradcv.experiments.{stage.module}"
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as ex:
+        if ex.name == name:
+            return None
+        raise
+
+
+def _run_app_task(name: str, stage: Stage, module: Any, overrides: list[str], out: Path, result: StageResult,
+                  conf: DemoConfig) -> None:
+    """Compose the app's config, run its task into ``out``, read its metrics.json into
+    ``result``'s headline, then run the references (their failure is only noted)."""
+    cfg = compose_stage(stage.module, overrides, out)
+    with as_hydra_job(cfg) as task_cfg:
+        atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(task_cfg))
+        getattr(module, stage.task)(task_cfg)
+    metrics_path = out / "metrics.json"
+    if not metrics_path.is_file():
+        raise ExperimentError(f"{stage.module} returned without writing {metrics_path}")
+    metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+    try:
+        HEADLINES[name](result, metrics)
+    except Exception as ex:
+        raise ExperimentError(f"reading {metrics_path}: {describe_error(ex)}") from ex
+    if conf.references:
+        try:
+            REFERENCES[name](result, metrics, task_cfg, conf)
+        except Exception as ex:  # the references are beside the stage: noted, not its failure
+            result.references["error"] = describe_error(ex)
+            print(f"demo: references failed: {describe_error(ex)}\n{traceback.format_exc()}")
+            _set_reference(result, f"failed: {describe_error(ex)}")
+    elif name in ("register", "depth"):
+        _set_reference(result, "not run (references=false)")
 
 
 # ----------------------------------------------------------------------------- headlines
+NOT_INSTALLED = "OpenCV and Kornia are not installed (pip install 'gradcv[bench]')"
+
+
 def _num(value: Any, digits: int = 4, unit: str = "") -> str:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
         return "n/a"
@@ -405,13 +441,19 @@ def _headline_sobel(result: StageResult, metrics: dict[str, Any]) -> None:
             result.references[library] = {"ms": columns[library][batch], "ratio": columns["gradcv"][batch] / columns[library][batch]}
     refs = "; ".join(f"{lib} {_num(r['ms'], 3, 'ms')} (gradcv/{lib} {r['ratio']:.2f}x)" for lib, r in result.references.items())
     what = f"ms per batch of {batch} RGB images{f' of {size}x{size}' if size else ''}, {threads} thread{'s' if int(threads) > 1 else ''}"
-    result.rows.append((what, _num(result.headline["gradcv_ms"], 3, "ms"), refs or "none installed"))
+    result.rows.append((what, _num(result.headline["gradcv_ms"], 3, "ms"), refs or NOT_INSTALLED))
 
 
 def _headline_register(result: StageResult, metrics: dict[str, Any]) -> None:
     result.headline = {"mace_px": metrics.get("mace_px"), "mace_identity_px": metrics.get("mace_identity_px"),
                        "photometric_error": metrics.get("photometric_error"), "wall_time_s": metrics.get("wall_time_s"),
                        "status": metrics.get("status"), "input": metrics.get("input")}
+    if metrics.get("mace_px") is not None:
+        result.rows.append(("corner error (MACE) on the bundled pair",
+                            f"{_num(metrics['mace_px'], 3, 'px')} in {_num(metrics.get('wall_time_s'), 2, 's')} "
+                            f"(identity {_num(metrics.get('mace_identity_px'), 3, 'px')})", ""))
+    else:
+        result.rows.append(("photometric error (no ground truth)", _num(metrics.get("photometric_error")), ""))
 
 
 def _headline_depth(result: StageResult, metrics: dict[str, Any]) -> None:
@@ -419,20 +461,46 @@ def _headline_depth(result: StageResult, metrics: dict[str, Any]) -> None:
     result.headline = {"abs_rel": scores.get("abs_rel"), "delta1": scores.get("delta1"), "rmse": scores.get("rmse"),
                        "valid_fraction": metrics.get("valid_fraction"), "wall_time_s": metrics.get("wall_time_s"),
                        "input": metrics.get("input")}
+    if scores:
+        result.rows.append(("AbsRel / δ<1.25 on the rendered scene",
+                            f"AbsRel {_num(scores.get('abs_rel'))}, δ<1.25 {_num(scores.get('delta1'))} "
+                            f"in {_num(metrics.get('wall_time_s'), 2, 's')}", ""))
+    else:
+        result.rows.append(("valid pixels (no ground truth)", _num(metrics.get("valid_fraction")), ""))
+
+
+def _success_text(m: dict[str, Any]) -> str:
+    """``SUCCESS: 31 consistent of 31 inliers`` from one of the attack's success records."""
+    word = "SUCCESS" if m.get("success") else "no success"
+    return f"{word}: {m.get('consistent_inliers', 0)} consistent of {m.get('inliers', 0)} inliers"
 
 
 def _headline_attack(result: StageResult, metrics: dict[str, Any]) -> None:
-    """The attack's metrics.json is read as it comes: its numbers at the top level and in
-    its ``summary`` node, if any."""
-    flat: dict[str, Any] = {}
-    for source in (metrics, metrics.get("summary") if isinstance(metrics.get("summary"), dict) else {}):
-        for key, value in source.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                flat[key] = value
-    wanted = [k for k in flat if re.search(r"success|inlier|psnr|transfer|linf|pairs", k, re.I)]
-    result.headline = {k: flat[k] for k in (wanted or list(flat)[:8])}
-    for key, value in result.headline.items():
-        result.rows.append((key.replace("_", " "), _num(value), ""))
+    """Success, inliers, PSNR and L-inf after the attack (judged on the 8-bit images), and
+    OpenCV's SIFT on the same images (the transfer), from the attack's metrics.json."""
+    before, after = metrics.get("before") or {}, metrics.get("after") or {}
+    psnr, levels = after.get("psnr") or [math.nan, math.nan], after.get("linf_levels") or [None, None]
+    result.headline = {
+        "success": after.get("success"), "consistent_inliers": after.get("consistent_inliers"),
+        "inliers": after.get("inliers"), "corner_error_px": after.get("corner_error"), "psnr_db": psnr,
+        "linf_levels": levels, "iterations": metrics.get("iterations"), "wall_time_s": metrics.get("wall_time_s"),
+        "before_consistent_inliers": before.get("consistent_inliers"), "images": metrics.get("images"),
+    }
+    mine = (f"{_success_text(after)} after {metrics.get('iterations')} steps in {_num(metrics.get('wall_time_s'), 2, 's')} "
+            f"(before: {before.get('consistent_inliers', 0)}); PSNR {_num(psnr[0], 3)} / {_num(psnr[1], 3)} dB, "
+            f"L-inf {levels[0]} / {levels[1]} levels")
+    transfer = metrics.get("opencv_transfer")
+    if transfer:
+        t_after = transfer.get("after") or {}
+        result.references["OpenCV"] = {"method": "SIFT + findHomography on the same 8-bit images",
+                                       "before": transfer.get("before"), "after": t_after}
+        theirs = (f"OpenCV SIFT on the same 8-bit images: {_success_text(t_after)} "
+                  f"(before: {(transfer.get('before') or {}).get('consistent_inliers', 0)})")
+    else:
+        theirs = "OpenCV is not installed: no transfer check"
+    images = metrics.get("images") or []
+    what = "targeted attack: the matcher finds the chosen homography" + (f" ({' and '.join(map(str, images))})" if images else "")
+    result.rows.append((what, mine, theirs))
 
 
 HEADLINES: dict[str, Callable[[StageResult, dict[str, Any]], None]] = {
@@ -444,6 +512,13 @@ HEADLINES: dict[str, Callable[[StageResult, dict[str, Any]], None]] = {
 
 
 # ----------------------------------------------------------------------------- references
+def _set_reference(result: StageResult, text: str) -> None:
+    """``text`` into the references column of the stage's first row."""
+    if result.rows:
+        what, mine, _ = result.rows[0]
+        result.rows[0] = (what, mine, text)
+
+
 def _no_references(result: StageResult, metrics: dict[str, Any], task_cfg: DictConfig, conf: DemoConfig) -> None:
     return None
 
@@ -456,41 +531,37 @@ def _reference_register(result: StageResult, metrics: dict[str, Any], task_cfg: 
     from gradcv.registration import corner_error
 
     pair = app.load_pair(config_to_object(task_cfg, app.RegisterConfig))
+    if pair.truth is None:
+        _set_reference(result, "no ground truth: not compared")
+        return
     h, w = pair.src.shape[-2:]
-    ref_rows = []
-    if pair.truth is not None:
-        src, dst = to_gray(pair.src[0])[None], to_gray(pair.dst[0])[None]
-        solver = metrics.get("solver", {})
-        from gradcv.experiments import bench_registration as bench
+    src, dst = to_gray(pair.src[0])[None], to_gray(pair.dst[0])[None]
+    solver = metrics.get("solver", {})
+    from gradcv.experiments import bench_registration as bench
 
-        runs: list[tuple[str, str, Callable[[], Any]]] = [
-            ("OpenCV", "cv2", lambda: bench.run_ecc(src, dst, int(solver.get("levels", 3)), float(solver.get("blur_sigma", 1.0)),
-                                                    bench.BenchRegistrationConfig())),
-            ("Kornia", "kornia", lambda: bench.run_kornia(src, dst, None)),
-        ]
-        for library, module, call in runs:
-            try:
-                __import__(module)
-            except ImportError:
-                continue
-            try:
-                est = call()
-            except Exception as ex:  # a reference failing is noted, not the stage's failure
-                result.references[library] = {"error": describe_error(ex)}
-                ref_rows.append(f"{library}: error ({describe_error(ex)})")
-                continue
-            mace = float(corner_error(est.homography.to(torch.float64), pair.truth, (h, w))[0])
-            name = "ECC" if library == "OpenCV" else "ImageRegistrator"
-            result.references[library] = {"method": name, "mace_px": mace, "failed": bool(est.failed[0]),
-                                          "seconds": float(est.seconds[0])}
-            ref_rows.append(f"{library} {name} {_num(mace, 3, 'px')} in {_num(est.seconds[0], 2, 's')}")
-    if "mace_px" in metrics:
-        result.rows.append(("corner error (MACE) on the bundled pair",
-                            f"{_num(metrics['mace_px'], 3, 'px')} in {_num(metrics.get('wall_time_s'), 2, 's')} "
-                            f"(identity {_num(metrics.get('mace_identity_px'), 3, 'px')})",
-                            "; ".join(ref_rows) or "none installed"))
-    else:
-        result.rows.append(("photometric error", _num(metrics.get("photometric_error")), "no ground truth: not compared"))
+    runs: list[tuple[str, str, str, Callable[[], Any]]] = [
+        ("OpenCV", "cv2", "ECC", lambda: bench.run_ecc(src, dst, int(solver.get("levels", 3)), float(solver.get("blur_sigma", 1.0)),
+                                                       bench.BenchRegistrationConfig())),
+        ("Kornia", "kornia", "ImageRegistrator", lambda: bench.run_kornia(src, dst, None)),
+    ]
+    texts = []
+    for library, module, method, call in runs:
+        try:
+            __import__(module)
+        except ImportError:
+            continue
+        try:
+            est = call()
+        except Exception as ex:  # a reference failing is noted, not the stage's failure
+            result.references[library] = {"error": describe_error(ex)}
+            texts.append(f"{library}: error ({describe_error(ex)})")
+            continue
+        mace = float(corner_error(est.homography.to(torch.float64), pair.truth, (h, w))[0])
+        result.references[library] = {"method": method, "mace_px": mace, "failed": bool(est.failed[0]),
+                                      "seconds": float(est.seconds[0])}
+        texts.append(f"{library} {method} {_num(mace, 3, 'px')} in {_num(est.seconds[0], 2, 's')}"
+                     + (" (failed)" if bool(est.failed[0]) else ""))
+    _set_reference(result, "; ".join(texts) or NOT_INSTALLED)
 
 
 def _reference_depth(result: StageResult, metrics: dict[str, Any], task_cfg: DictConfig, conf: DemoConfig) -> None:
@@ -500,30 +571,23 @@ def _reference_depth(result: StageResult, metrics: dict[str, Any], task_cfg: Dic
     from gradcv.depth import plane_sweep
     from gradcv.experiments import depth as app
 
-    scores = metrics.get("metrics")
-    if scores is not None:
-        views = app.load_views(config_to_object(task_cfg, app.DepthAppConfig))
-        truth, scored = views.truth, views.scored
-        if truth is not None and scored is not None and bool((truth > 0).any()):
-            known = truth[truth > 0]
-            t0 = time.perf_counter()
-            sweep = plane_sweep(views.images[None], views.intrinsics[None], views.extrinsics[None],
-                                int(metrics.get("ref_index", 0)), depth_range=(float(known.min()), float(known.max())),
-                                planes=conf.sweep_planes)
-            seconds = time.perf_counter() - t0
-            m = depth_metrics(sweep.depth.double(), truth[None, None], scored[None, None])
-            result.references[f"plane sweep ({conf.sweep_planes} planes)"] = {
-                "abs_rel": float(m["abs_rel"][0]), "delta1": float(m["delta1"][0]), "seconds": seconds,
-                "note": "gradcv.depth.plane_sweep given the true depth range"}
-            ref = (f"plane sweep, {conf.sweep_planes} planes, true range: AbsRel {_num(float(m['abs_rel'][0]))}, "
-                   f"δ<1.25 {_num(float(m['delta1'][0]))} in {_num(seconds, 2, 's')}")
-        else:
-            ref = "no ground truth"
-        result.rows.append(("AbsRel / δ<1.25 on the rendered scene",
-                            f"AbsRel {_num(scores.get('abs_rel'))}, δ<1.25 {_num(scores.get('delta1'))} "
-                            f"in {_num(metrics.get('wall_time_s'), 2, 's')}", ref))
-    else:
-        result.rows.append(("valid pixels", _num(metrics.get("valid_fraction")), "no ground truth: not compared"))
+    views = app.load_views(config_to_object(task_cfg, app.DepthAppConfig))
+    truth, scored = views.truth, views.scored
+    if metrics.get("metrics") is None or truth is None or scored is None or not bool((truth > 0).any()):
+        _set_reference(result, "no ground truth: not compared")
+        return
+    known = truth[truth > 0]
+    t0 = time.perf_counter()
+    sweep = plane_sweep(views.images[None], views.intrinsics[None], views.extrinsics[None],
+                        int(metrics.get("ref_index", 0)), depth_range=(float(known.min()), float(known.max())),
+                        planes=conf.sweep_planes)
+    seconds = time.perf_counter() - t0
+    m = depth_metrics(sweep.depth.double(), truth[None, None], scored[None, None])
+    result.references[f"plane sweep ({conf.sweep_planes} planes)"] = {
+        "abs_rel": float(m["abs_rel"][0]), "delta1": float(m["delta1"][0]), "seconds": seconds,
+        "note": "gradcv.depth.plane_sweep given the true depth range"}
+    _set_reference(result, f"plane sweep, {conf.sweep_planes} planes, true range: AbsRel {_num(float(m['abs_rel'][0]))}, "
+                           f"δ<1.25 {_num(float(m['delta1'][0]))} in {_num(seconds, 2, 's')}")
 
 
 REFERENCES: dict[str, Callable[[StageResult, dict[str, Any], DictConfig, DemoConfig], None]] = {
@@ -532,18 +596,6 @@ REFERENCES: dict[str, Callable[[StageResult, dict[str, Any], DictConfig, DemoCon
     "depth": _reference_depth,
     "attack": _no_references,  # the attack reports its OpenCV transfer itself
 }
-
-
-def _fill_rows_without_references(result: StageResult) -> None:
-    """With ``references=false`` the register and depth rows are written from the headline."""
-    if result.rows or result.status != "done":
-        return
-    h = result.headline
-    if result.name == "register":
-        result.rows.append(("corner error (MACE) on the bundled pair", _num(h.get("mace_px"), 3, "px"), "not run (references=false)"))
-    elif result.name == "depth":
-        result.rows.append(("AbsRel / δ<1.25 on the rendered scene",
-                            f"AbsRel {_num(h.get('abs_rel'))}, δ<1.25 {_num(h.get('delta1'))}", "not run (references=false)"))
 
 
 # ----------------------------------------------------------------------------- summary
@@ -557,10 +609,10 @@ def summary_markdown(results: list[StageResult], root: Path, total_s: float, fin
     lines = ["# gradcv demo", "",
              f"Run folder: `{root}`. {'Finished' if finished else 'Incomplete (interrupted or running)'}"
              f" after {total_s:.0f} s on {_machine()}.", "",
-             "| stage | figure | status | headline (gradcv) | references |", "|---|---|---|---|---|"]
+             "| stage | figure | status | headline | gradcv | references |", "|---|---|---|---|---|---|"]
     for r in results:
         first = r.rows[0] if r.rows else ("", "", "")
-        lines.append(f"| {r.name} | {r.stage.figure_number} | {_md(_status_text(r))} | {_md(first[1])} | {_md(first[2])} |")
+        lines.append(f"| {r.name} | {r.stage.figure_number} | {_md(_status_text(r))} | {_md(first[0])} | {_md(first[1])} | {_md(first[2])} |")
     for r in results:
         lines += ["", f"## Figure {r.stage.figure_number}: {r.stage.title} (`{r.name}`)", "",
                   f"Status: {_status_text(r)}.", ""]
@@ -592,11 +644,11 @@ def summary_html(results: list[StageResult], root: Path, total_s: float, finishe
              "<h1>gradcv demo</h1>",
              f"<p>Run folder: <code>{e(str(root))}</code>. {'Finished' if finished else 'Incomplete (interrupted or running)'}"
              f" after {total_s:.0f} s on {e(_machine())}.</p>",
-             "<table><tr><th>stage</th><th>figure</th><th>status</th><th>headline (gradcv)</th><th>references</th></tr>"]
+             "<table><tr><th>stage</th><th>figure</th><th>status</th><th>headline</th><th>gradcv</th><th>references</th></tr>"]
     for r in results:
         first = r.rows[0] if r.rows else ("", "", "")
         parts.append(f'<tr><td>{e(r.name)}</td><td>{r.stage.figure_number}</td><td class="{e(r.status)}">{e(_status_text(r))}</td>'
-                     f"<td>{e(first[1])}</td><td>{e(first[2])}</td></tr>")
+                     f"<td>{e(first[0])}</td><td>{e(first[1])}</td><td>{e(first[2])}</td></tr>")
     parts.append("</table>")
     for r in results:
         parts.append(f"<h2>Figure {r.stage.figure_number}: {e(r.stage.title)} (<code>{e(r.name)}</code>)</h2>")
@@ -690,17 +742,14 @@ def demo(cfg: DictConfig) -> None:
     print(f"{APP}: {len(names)} stages ({', '.join(names)}) into {root}", flush=True)
     try:
         for i, name in enumerate(names):
-            result = run_stage(name, i + 1, len(names), conf, root, stderr)
-            if not conf.references:
-                _fill_rows_without_references(result)
-            results[i] = result
+            result = run_stage(name, i + 1, len(names), conf, root, stderr, results[i])
             line = " | ".join(x for x in result.rows[0][1:] if x) if result.status == "done" and result.rows else ""
             print(f"{APP}: {name}: {_status_text(result)}{': ' + line if line else ''}", flush=True)
             write_summary(results, root, time.perf_counter() - start, False, False)
     except KeyboardInterrupt:
         for r in results:
             if r.status == "pending":
-                r.status, r.message = "interrupted", "not run"
+                r.status = "not run"
             elif r.status == "running":
                 r.status = "interrupted"
         write_summary(results, root, time.perf_counter() - start, False, True)
