@@ -24,16 +24,18 @@ $(VENV)/.installed-test: pyproject.toml setup.py $(VENV)/.installed
 
 venv: $(VENV)/.installed
 
-# The registration study on the bundled pair (a few seconds): Figure 3, metrics.json and
-# homography.json in outputs/register/<date>/<time>/.
-demo: $(VENV)/.installed
-	$(PY) -m gradcv.experiments.register
+# The main job: the paper's studies at reduced size (Figure 2 Sobel benchmark, Figure 3
+# registration, Figure 4 depth, Figure 5 attack) in one run folder with a one-page summary
+# (summary.html, summary.md, summary.png) in outputs/demo/<date>/<time>/, OpenCV and Kornia
+# beside gradcv (the bench extra): a few minutes on two cores.
+demo: $(VENV)/.installed-bench
+	$(PY) -m gradcv.experiments.demo
 
 # The benchmarks, each against its references (OpenCV, scikit-image, SciPy, Pillow,
 # Kornia: the bench extra), one after the other so that they do not share the cores;
 # each writes its CSV, figures and metrics.json in outputs/<benchmark>/<date>/<time>/.
 # Tens of minutes with the defaults; one of them: make bench BENCHMARKS=bench_ssim.
-BENCHMARKS ?= bench_sobel bench_filters bench_warp bench_ssim bench_ransac bench_registration bench_depth_warp bench_depth bench_features
+BENCHMARKS ?= bench_sobel bench_filters bench_warp bench_ssim bench_ransac bench_registration bench_depth_warp bench_depth bench_features bench_attack
 
 $(VENV)/.installed-bench: pyproject.toml setup.py $(VENV)/.installed
 	$(PY) -m pip install $(PIP_QUIET) -e '.[bench]'

@@ -34,6 +34,13 @@ SCRIPTS = {
     "gradcv-bench-warp": "bench_warp",
     "gradcv-bench-ssim": "bench_ssim",
     "gradcv-bench-ransac": "bench_ransac",
+    "gradcv-depth": "depth",
+    "gradcv-bench-depth": "bench_depth",
+    "gradcv-bench-depth-warp": "bench_depth_warp",
+    "gradcv-bench-features": "bench_features",
+    "gradcv-attack": "attack",
+    "gradcv-bench-attack": "bench_attack",
+    "gradcv-demo": "demo",
 }
 
 #: What is not part of the source tree: environments, build products, run folders.
