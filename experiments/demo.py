@@ -678,13 +678,13 @@ def summary_figure(results: list[StageResult], root: Path, total_s: float) -> An
     grid = fig.add_gridspec(rows + 1, 2, height_ratios=[2.2] + [5.0] * rows)
     ax = fig.add_subplot(grid[0, :])
     ax.axis("off")
-    cells = [[r.name, f"Fig. {r.stage.figure_number}", _status_text(r)[:40],
-              _clip(r.rows[0][1] if r.rows else "", 55), _clip(r.rows[0][2] if r.rows else "", 75)] for r in results]
+    cells = [[f"Fig. {r.stage.figure_number}: {r.name}", _clip(_status_text(r), 30)]
+             + [_clip(r.rows[0][k] if r.rows else "", n) for k, n in ((0, 40), (1, 60), (2, 70))] for r in results]
     if cells:
-        table = ax.table(cellText=cells, colLabels=["stage", "figure", "status", "gradcv", "references"],
-                         loc="center", cellLoc="left", colWidths=[0.07, 0.06, 0.17, 0.28, 0.42])
+        table = ax.table(cellText=cells, colLabels=["stage", "status", "headline", "gradcv", "references"],
+                         loc="center", cellLoc="left", colWidths=[0.08, 0.12, 0.2, 0.27, 0.33])
         table.auto_set_font_size(False)
-        table.set_fontsize(9)
+        table.set_fontsize(8)
         table.scale(1, 1.4)
     ax.set_title(f"gradcv demo: the paper's studies at reduced size, {total_s:.0f} s on {_machine()}", fontsize=13)
     for i, r in enumerate(shown):

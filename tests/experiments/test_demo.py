@@ -153,3 +153,20 @@ def test_a_stage_whose_app_is_missing_is_skipped(tmp_path, monkeypatch):
     result = demo.run_stage("attack", 1, 1, conf, tmp_path, io.StringIO())
     assert result.status == "skipped" and "gradcv.experiments._no_such_app is not in this version" in result.message
     assert not (tmp_path / "attack").exists()
+
+
+def test_an_interrupted_stage_says_so_and_stops_the_demo(tmp_path, monkeypatch):
+    import gradcv.experiments.demo as demo
+
+    def interrupted(*args, **kwargs):
+        print("composing")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo, "compose_stage", interrupted)
+    result = demo.StageResult("register")
+    with pytest.raises(KeyboardInterrupt):
+        demo.run_stage("register", 1, 1, demo.DemoConfig(progress=False), tmp_path, io.StringIO(), result)
+    assert result.status == "interrupted" and result.seconds >= 0
+    assert (tmp_path / "register" / "log.txt").read_text() == "composing\ninterrupted\n"
+    md = demo.summary_markdown([result, demo.StageResult("depth", status="not run")], tmp_path, 1.0, False)
+    assert "| register | 3 | interrupted in" in md and "| depth | 4 | not run |" in md and "Incomplete" in md
