@@ -1,6 +1,6 @@
-"""Sharding over torchrun processes (experiments/_distributed.py): bench_depth on two CPU
-processes with gloo writes the metrics.json of a single-process run with the same seed
-(less the timings it lists itself), a rank that fails fails the launch without a
+"""Sharding over torchrun processes (experiments/_distributed.py): bench_depth and
+bench_attack on two CPU processes with gloo write the metrics.json of a single-process run
+with the same seed (less the timings it lists itself), a rank that fails fails the launch without a
 metrics.json, and in-process checks of the sharding, the gathering, the comparison and
 the quiet command line of the non-zero ranks."""
 
@@ -62,6 +62,24 @@ def test_two_gloo_processes_write_the_single_process_metrics(tmp_path):
     assert sum("2 processes (gloo)" in line for line in pair.stdout.splitlines()) == 1
     assert pair.stdout.count("outputs: results.csv and metrics.json") == 1
     assert list(work.iterdir()) == []
+
+
+# Three attack calls (two pairs of the default preset, one of the paper preset, one pair a call):
+# rank 0 gets two, rank 1 one.
+TINY_ATTACK = ["pairs=2", "iterations=2", "paper_pairs=1", "batch=1", "timing_steps=0", "height=96", "width=128",
+               "match.num_features=64", "progress=false"]
+
+
+def test_bench_attack_on_two_gloo_processes_writes_the_single_process_metrics(tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    single = _run(["-m", "gradcv.experiments.bench_attack", *TINY_ATTACK, f"hydra.run.dir={one}"], tmp_path)
+    assert single.returncode == 0, single.stderr
+    pair = _run([*TORCHRUN, "-m", "gradcv.experiments.bench_attack", *TINY_ATTACK, f"hydra.run.dir={two}"], tmp_path)
+    assert pair.returncode == 0, pair.stdout + pair.stderr
+    a = json.loads((one / "metrics.json").read_text())
+    b = json.loads((two / "metrics.json").read_text())
+    assert b["launch"] == {"world_size": 2, "backend": "gloo"}
+    assert comparable(a) == comparable(b) and a != b  # equal but for the varying paths (times, launch)
 
 
 FAIL_ON_RANK_1 = """
