@@ -137,9 +137,9 @@ def _polar(gx: torch.Tensor, gy: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     (``clamp_min`` passes none) and off by at most ``sqrt(tiny)`` (1e-19 in float32)
     elsewhere; the angle is ``atan2(gy, gx + 1)`` = 0 there, so ``atan2``'s ``0 / 0``
     derivative at the origin never occurs. Without autograd the plain expressions run
-    (same values).
+    (same values), except under ``torch.export``: ONNX has no ``hypot``.
     """
-    if not (torch.is_grad_enabled() and (gx.requires_grad or gy.requires_grad)):
+    if not (torch.is_grad_enabled() and (gx.requires_grad or gy.requires_grad)) and not torch.compiler.is_exporting():
         return torch.hypot(gx, gy), torch.atan2(gy, gx)
     sq = gx * gx + gy * gy
     tiny = torch.finfo(sq.dtype).tiny

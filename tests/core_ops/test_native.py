@@ -388,8 +388,10 @@ def test_compile_and_export_run_the_op(name, fn, first, second):
         def forward(self, t):
             return fn(t)
 
+    # torch.export records the PyTorch code instead (ATen ops only: the program runs
+    # without gradcv and converts to ONNX; tests/production/test_export.py)
     exported = torch.export.export(Module(), (first,))
-    assert "gradcv" in str(exported.graph)
+    assert "gradcv" not in str(exported.graph)
     torch.testing.assert_close(exported.module()(second), fn(second))
 
 
