@@ -68,7 +68,7 @@ def test_csv_has_expected_columns_and_positive_times(small_run):
     # gradcv and the floor are always there; the references whenever installed (they
     # are, in the test environment).
     assert {"gradcv", "floor (memory bandwidth)", "Kornia", "OpenCV", "Pillow (8-bit)", "scikit-image", "SciPy"} <= columns
-    assert "gradcv (torch.compile)" not in columns  # off by default: cold compiles are slow
+    assert "gradcv (torch.compile)" in columns  # on by default: the Figure 2 pipeline compiled beside eager
     assert {int(r["batch_size"]) for r in rows} == {1, 2}
     assert {int(r["threads"]) for r in rows} == {1}
     assert all(float(r["median_ms"]) > 0 for r in rows)
@@ -81,7 +81,9 @@ def test_metrics_and_printed_table(small_run):
     assert metrics["device"] == "cpu"  # from --device cpu
     assert metrics["config"]["batch_sizes"] == [1, 2]
     assert metrics["copy_bandwidth_bytes_per_s"]["1"] > 0
-    assert set(metrics["ratios"]["1"]) == {"gradcv/Kornia", "gradcv/OpenCV"}
+    assert set(metrics["ratios"]["1"]) == {"gradcv/Kornia", "gradcv/OpenCV", "compiled/eager"}
+    assert all(r > 0 for r in metrics["ratios"]["1"]["compiled/eager"].values())
+    assert set(metrics["compile_seconds"]["1"]) == {"1", "2"}
     # Same operator, same composition as Kornia: the outputs agree to float rounding.
     assert metrics["gradcv_vs_kornia_max_abs_diff"] < 1e-5
     lines = proc.stdout.splitlines()
