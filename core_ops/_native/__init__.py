@@ -53,7 +53,7 @@ import torch
 import torch.autograd.forward_ad as _forward_ad
 
 #: The ABI of ``kernels.c`` this module calls (its ``gradcv_native_version()``).
-VERSION = 1
+VERSION = 2
 _HERE = Path(__file__).resolve().parent
 # Below this many output values per thread, a second thread costs more than it saves:
 # waking an idle worker costs tens of microseconds (more on a virtual machine's idle
@@ -120,6 +120,12 @@ def _declare(lib: ctypes.CDLL) -> None:
         fn.restype = cint
         fn = getattr(lib, f"weighted_sum3_{suffix}")
         fn.argtypes = [ptr, ptr, i64, i64, i64, i64, i64, i64, i64, dbl, dbl, dbl]
+        fn.restype = cint
+        fn = getattr(lib, f"warp_bilinear_{suffix}")
+        fn.argtypes = [ptr, ptr, i64, i64, i64, i64, i64, i64, i64, i64, i64, ptr, ptr, cint]
+        fn.restype = cint
+        fn = getattr(lib, f"warp_bilinear_backward_{suffix}")
+        fn.argtypes = [ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i64, i64, i64, i64, i64, i64, ptr, ptr, cint]
         fn.restype = cint
 
 
@@ -266,6 +272,77 @@ def run(fn: Callable[..., int], src: torch.Tensor, dst: torch.Tensor, planes: in
         raise MemoryError("core_ops native kernel: out of memory for its row buffers")
 
 
+def _chunks(images: int, rows: int, values: int, by_rows: bool) -> list[tuple[int, int, int, int]]:
+    """``(p0, p1, y0, y1)`` pieces of ``images x rows`` for up to ``torch.get_num_threads()``
+    threads (one piece below ``2 * _PARALLEL_MIN_VALUES`` values): by images when there
+    are enough of them, else by rows when ``by_rows``, else one piece."""
+    threads = 1 if values < 2 * _PARALLEL_MIN_VALUES else min(torch.get_num_threads(), values // _PARALLEL_MIN_VALUES)
+    if threads <= 1 or images * rows <= 1:
+        return [(0, images, 0, rows)]
+    if images >= threads:
+        cuts = [images * i // threads for i in range(threads + 1)]
+        return [(a, b, 0, rows) for a, b in zip(cuts, cuts[1:]) if b > a]
+    if not by_rows:
+        return [(0, images, 0, rows)]
+    cuts = [rows * i // threads for i in range(threads + 1)]
+    return [(0, images, a, b) for a, b in zip(cuts, cuts[1:]) if b > a]
+
+
+def _run_chunks(fn: Callable[..., int], before: tuple, chunks: list[tuple[int, int, int, int]], after: tuple) -> None:
+    """``fn(*before, *chunk, *after)`` for every chunk, the first on this thread."""
+    if len(chunks) == 1:
+        codes = [fn(*before, *chunks[0], *after)]
+    else:
+        pool = _executor(len(chunks) - 1)
+        futures = [pool.submit(fn, *before, *chunk, *after) for chunk in chunks[1:]]
+        codes = [fn(*before, *chunks[0], *after)] + [f.result() for f in futures]
+    if any(codes):
+        raise MemoryError("core_ops native kernel: out of memory for its row buffers")
+
+
+PADDINGS = {"zeros": 0, "border": 1, "reflection": 2}
+
+
+def warp_bilinear(
+    image: torch.Tensor, out: torch.Tensor, grid: Optional[torch.Tensor], mats: Optional[torch.Tensor], padding_mode: str
+) -> bool:
+    """Bilinear samples of contiguous ``image (B, C, H, W)`` into contiguous ``out (B, C, h, w)``
+    at pixel positions: ``grid (B, h, w, 2)`` contiguous, of the image's dtype, or the
+    float64 ``mats (B, 3, 3)`` contiguous taking ``(x, y, 1)`` to homogeneous source
+    positions. ``False`` (nothing written) when the PyTorch path must do it."""
+    fn = kernel("warp_bilinear", image)
+    if fn is None:
+        return False
+    b, c, h, w = image.shape
+    ho, wo = out.shape[-2:]
+    chunks = _chunks(b, ho, out.numel(), by_rows=True)
+    pointers = (image.data_ptr(), out.data_ptr())
+    after = (c, h, w, ho, wo, None if grid is None else grid.data_ptr(), None if mats is None else mats.data_ptr(), PADDINGS[padding_mode])
+    _run_chunks(fn, pointers, chunks, after)
+    return True
+
+
+def warp_bilinear_backward(
+    grad: torch.Tensor, image: torch.Tensor, grad_image: Optional[torch.Tensor], grad_grid: Optional[torch.Tensor],
+    grad_mats: Optional[torch.Tensor], grid: Optional[torch.Tensor], mats: Optional[torch.Tensor], padding_mode: str,
+) -> bool:
+    """Backward of :func:`warp_bilinear`: adds into the zeroed ``grad_image`` and ``grad_mats``
+    (float64 ``(B, 3, 3)``), writes ``grad_grid``; each optional. All contiguous.
+    ``False`` (nothing written) when the PyTorch path must do it."""
+    fn = kernel("warp_bilinear_backward", image)
+    if fn is None:
+        return False
+    b, c, h, w = image.shape
+    ho, wo = grad.shape[-2:]
+    # grad_image and grad_mats sum over rows: only whole images go to different threads.
+    chunks = _chunks(b, ho, grad.numel(), by_rows=grad_image is None and grad_mats is None)
+    ptr = lambda t: None if t is None else t.data_ptr()  # noqa: E731
+    before = (grad.data_ptr(), image.data_ptr(), ptr(grad_image), ptr(grad_grid), ptr(grad_mats))
+    after = (c, h, w, ho, wo, ptr(grid), ptr(mats), PADDINGS[padding_mode])
+    _run_chunks(fn, before, chunks, after)
+    return True
+
+
 BORDERS = {"constant": 0, "reflect": 1, "replicate": 2, "circular": 3}
 
 
@@ -325,4 +402,4 @@ def weighted_sum3(image: torch.Tensor, weights: tuple[float, float, float], reve
     return out
 
 
-__all__ = ["BORDERS", "VERSION", "batch_first_vmap", "cpu_kernel", "disabled", "library", "needs_decomposition", "status"]
+__all__ = ["BORDERS", "PADDINGS", "VERSION", "batch_first_vmap", "cpu_kernel", "disabled", "library", "needs_decomposition", "status"]

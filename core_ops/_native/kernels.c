@@ -22,6 +22,12 @@
  *
  * Border codes: 0 constant (zero), 1 reflect (OpenCV's BORDER_REFLECT_101),
  * 2 replicate, 3 circular.
+ *
+ * The bilinear sampler (warp_bilinear_*, at the end) works in pixel coordinates, pixel
+ * centres at integers, on (B, C, H, W) images: the source position of each output pixel
+ * is found once per row (from a grid of positions or a 3x3 matrix per image), then every
+ * channel is read with the same four offsets and weights. Its padding codes are
+ * grid_sample's: 0 zeros, 1 border, 2 reflection (about the image edge).
  */
 #include <math.h>
 #include <stdint.h>
@@ -54,7 +60,7 @@ static int64_t source_index(int64_t i, int64_t n, int border) {
     }
 }
 
-int gradcv_native_version(void) { return 1; }
+int gradcv_native_version(void) { return 2; }
 
 /* GCC's function multi-versioning; target_clones needs ifunc support (glibc). */
 #if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && defined(__x86_64__) && \
@@ -206,3 +212,257 @@ int weighted_sum3_##SUFFIX(                                                     
 
 DEFINE_KERNELS(float, f32, sqrtf, fmaf)
 DEFINE_KERNELS(double, f64, sqrt, fma)
+
+/* ------------------------------------------------------------------ bilinear sampling */
+#if defined(__GNUC__)
+#define ALWAYS_INLINE __attribute__((always_inline))
+#else
+#define ALWAYS_INLINE
+#endif
+#define PAD_ZEROS 0
+#define PAD_BORDER 1
+#define PAD_REFLECTION 2
+
+/* x mirrored about -0.5 and n - 0.5 (grid_sample's reflection with align_corners=False),
+ * and the sign of d(result)/dx in *sign. NaN stays NaN. */
+static inline ALWAYS_INLINE double reflect_coord(double x, int64_t n, double *sign) {
+    double span = (double)n, t = x + 0.5, g = 1.0;
+    if (t < 0) { t = -t; g = -1.0; }
+    double flips = floor(t / span);
+    double extra = t - flips * span;
+    if (fmod(flips, 2.0) == 0.0) {
+        x = extra - 0.5;
+    } else {
+        x = span - extra - 0.5;
+        g = -g;
+    }
+    *sign = g;
+    return x;
+}
+
+/* Per output row, per pixel x (buffers of wo values each):
+ *   pos:  sx, sy (source position before padding, NaN when undefined), 1 / d (matrix, else 0)
+ *   base: offset of the top-left of the 2x2 block read, always inside a plane (needs h, w >= 2)
+ *   wts:  wx0, wx1 (columns base, base + 1), wy0, wy1 (rows), taps outside the image at 0
+ *   der:  d wx0, d wx1 / d px and d wy0, d wy1 / d py (backward only)
+ *   fac:  d px / d sx and d py / d sy: the padding's clamps and mirror (backward only) */
+#define DEFINE_SAMPLER(T, SUFFIX)                                                                  \
+                                                                                                   \
+/* One axis: the block's first index b in [0, n - 2] and the weights (and their derivatives       \
+ * with respect to the position) of b and b + 1, from the position p (padded, finite). */        \
+static inline ALWAYS_INLINE void axis_##SUFFIX(                                                    \
+    double p, int32_t n, int32_t *b, T *w0, T *w1, T *d0, T *d1) {                                 \
+    double f0 = floor(p);                                                                          \
+    T f = (T)(p - f0);                                                                             \
+    int32_t i = (int32_t)f0;                                                                       \
+    int32_t c = i < 0 ? 0 : (i > n - 2 ? n - 2 : i);                                               \
+    T m0 = (T)((i >= 0) & (i < n)), m1 = (T)((i >= -1) & (i < n - 1)); /* pixels i, i + 1 inside */ \
+    T a0 = m0 * ((T)1 - f), a1 = m1 * f;                                                           \
+    /* pixel i lands in slot i - c, pixel i + 1 in slot i + 1 - c (slots 0 and 1 only) */          \
+    T e0 = (T)(i == c), e1 = (T)(i + 1 == c), e2 = (T)(i == c + 1);                                \
+    *w0 = e0 * a0 + e1 * a1;                                                                       \
+    *w1 = e2 * a0 + e0 * a1;                                                                       \
+    *d0 = e1 * m1 - e0 * m0;                                                                       \
+    *d1 = e0 * m1 - e2 * m0;                                                                       \
+    *b = c;                                                                                        \
+}                                                                                                  \
+                                                                                                   \
+/* The padded, clamped positions px, py (NaN: undefined) to blocks and weights; mx, my (the  \
+ * mirror signs) are multiplied by the clamps' derivatives. Separate restrict arguments: the  \
+ * loop vectorises only when the compiler knows the buffers apart. */                         \
+static inline ALWAYS_INLINE void taps_##SUFFIX(                                                    \
+    int64_t wo, const double *restrict px, const double *restrict py, double *restrict mx,         \
+    double *restrict my, int32_t *restrict base, T *restrict wx0, T *restrict wx1,                 \
+    T *restrict wy0, T *restrict wy1, T *restrict dx0, T *restrict dx1, T *restrict dy0,           \
+    T *restrict dy1, double lo, double hix, double hiy, int32_t wi, int32_t hi, int der) {         \
+    for (int64_t x = 0; x < wo; ++x) {                                                             \
+        double sx = px[x], sy = py[x];                                                             \
+        int nan = sx != sx; /* undefined: both NaN; read nothing */                                \
+        if (der) {                                                                                 \
+            mx[x] *= (double)((sx > lo) & (sx < hix));                                             \
+            my[x] *= (double)((sy > lo) & (sy < hiy));                                             \
+        }                                                                                          \
+        double cx = sx > lo ? sx : lo, cy = sy > lo ? sy : lo;                                     \
+        cx = cx < hix ? cx : hix;                                                                  \
+        cy = cy < hiy ? cy : hiy;                                                                  \
+        cx = nan ? -2.0 : cx;                                                                      \
+        cy = nan ? -2.0 : cy;                                                                      \
+        int32_t bx, by;                                                                            \
+        T ex0, ex1, ey0, ey1;                                                                      \
+        axis_##SUFFIX(cx, wi, &bx, &wx0[x], &wx1[x], &ex0, &ex1);                                  \
+        axis_##SUFFIX(cy, hi, &by, &wy0[x], &wy1[x], &ey0, &ey1);                                  \
+        if (der) {                                                                                 \
+            dx0[x] = ex0;                                                                          \
+            dx1[x] = ex1;                                                                          \
+            dy0[x] = ey0;                                                                          \
+            dy1[x] = ey1;                                                                          \
+        }                                                                                          \
+        base[x] = by * wi + bx;                                                                    \
+    }                                                                                              \
+}                                                                                                  \
+                                                                                                   \
+static inline ALWAYS_INLINE void locate_row_##SUFFIX(                                              \
+    const T *grid, const double *mats, int64_t p, int64_t yo, int64_t ho, int64_t wo, int64_t h,   \
+    int64_t w, int padding, double *pos, int32_t *base, T *wts, T *der, double *fac, int deriv) {  \
+    double *sxs = pos, *sys = pos + wo, *invs = pos + 2 * wo;                                      \
+    if (mats) {                                                                                    \
+        const double *m = mats + p * 9;                                                            \
+        const double c0 = m[1] * (double)yo + m[2], c1 = m[4] * (double)yo + m[5];                 \
+        const double c2 = m[7] * (double)yo + m[8];                                                \
+        for (int64_t x = 0; x < wo; ++x) {                                                         \
+            double d = m[6] * (double)x + c2;                                                      \
+            double inv = 1.0 / d;                                                                  \
+            double sx = (m[0] * (double)x + c0) * inv, sy = (m[3] * (double)x + c1) * inv;         \
+            /* defined: d != 0 and both finite (x - x is 0 only for finite x) */                   \
+            int ok = (d != 0.0) & (sx - sx == 0.0) & (sy - sy == 0.0);                             \
+            sxs[x] = ok ? sx : NAN;                                                                \
+            sys[x] = ok ? sy : NAN;                                                                \
+            invs[x] = ok ? inv : 0.0;                                                              \
+        }                                                                                          \
+    } else {                                                                                       \
+        const T *g = grid + (p * ho + yo) * wo * 2;                                                \
+        for (int64_t x = 0; x < wo; ++x) {                                                         \
+            double sx = (double)g[2 * x], sy = (double)g[2 * x + 1];                               \
+            int ok = (sx - sx == 0.0) & (sy - sy == 0.0);                                          \
+            sxs[x] = ok ? sx : NAN;                                                                \
+            sys[x] = ok ? sy : NAN;                                                                \
+            invs[x] = 0.0;                                                                         \
+        }                                                                                          \
+    }                                                                                              \
+    double *mx = fac, *my = fac + wo; /* mirror signs, then the whole factors */                    \
+    double *px = sxs, *py = sys;                                                                   \
+    if (padding == PAD_REFLECTION) {                                                               \
+        px = pos + 3 * wo;                                                                         \
+        py = pos + 4 * wo;                                                                         \
+        for (int64_t x = 0; x < wo; ++x) {                                                         \
+            px[x] = reflect_coord(sxs[x], w, &mx[x]);                                              \
+            py[x] = reflect_coord(sys[x], h, &my[x]);                                              \
+        }                                                                                          \
+    } else if (deriv) {                                                                            \
+        for (int64_t x = 0; x < wo; ++x) mx[x] = my[x] = 1.0;                                      \
+    }                                                                                              \
+    const int border = padding != PAD_ZEROS;                                                       \
+    taps_##SUFFIX(wo, px, py, mx, my, base, wts, wts + wo, wts + 2 * wo, wts + 3 * wo, der,        \
+                  der + wo, der + 2 * wo, der + 3 * wo, border ? 0.0 : -2.0,                       \
+                  border ? (double)w - 1.0 : (double)w + 1.0,                                      \
+                  border ? (double)h - 1.0 : (double)h + 1.0, (int32_t)w, (int32_t)h, deriv);      \
+}                                                                                                  \
+                                                                                                   \
+/* Bilinear samples of the C planes of images [p0, p1), output rows [y0, y1):                    \
+ * out (B, C, ho, wo) from img (B, C, h, w), both contiguous, h, w >= 2; positions from grid      \
+ * (B, ho, wo, 2) when mats is NULL, else from mats (B, 3, 3): (x, y) = (n0, n1) * (1 / n2),      \
+ * n_i = M[i][0] xo + (M[i][1] yo + M[i][2]) in double. Undefined positions (n2 = 0, not         \
+ * finite) read nothing. Returns 0, 1 when out of memory. */                                     \
+CPU_CLONES                                                                                         \
+int warp_bilinear_##SUFFIX(                                                                        \
+    const T *img, T *out, int64_t p0, int64_t p1, int64_t y0, int64_t y1, int64_t channels,        \
+    int64_t h, int64_t w, int64_t ho, int64_t wo, const T *grid, const double *mats, int padding) { \
+    int32_t *base = malloc(sizeof(int32_t) * (wo + 1));                                            \
+    T *wts = malloc(sizeof(T) * 8 * (wo + 1));                                                     \
+    double *pos = malloc(sizeof(double) * 7 * (wo + 1));                                           \
+    if (!base || !wts || !pos) { free(base); free(wts); free(pos); return 1; }                     \
+    const T *wx0 = wts, *wx1 = wts + wo, *wy0 = wts + 2 * wo, *wy1 = wts + 3 * wo;                 \
+    for (int64_t p = p0; p < p1; ++p) {                                                            \
+        for (int64_t yo = y0; yo < y1; ++yo) {                                                     \
+            locate_row_##SUFFIX(grid, mats, p, yo, ho, wo, h, w, padding, pos, base, wts,          \
+                                wts + 4 * wo, pos + 5 * wo, 0);                                    \
+            for (int64_t c = 0; c < channels; ++c) {                                               \
+                const T *src = img + (p * channels + c) * h * w;                                   \
+                T *o = out + ((p * channels + c) * ho + yo) * wo;                                  \
+                for (int64_t x = 0; x < wo; ++x) {                                                 \
+                    const T *s = src + base[x];                                                    \
+                    T a0 = wx0[x], a1 = wx1[x];                                                    \
+                    o[x] = wy0[x] * (a0 * s[0] + a1 * s[1]) + wy1[x] * (a0 * s[w] + a1 * s[w + 1]); \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+    }                                                                                              \
+    free(base);                                                                                    \
+    free(wts);                                                                                     \
+    free(pos);                                                                                     \
+    return 0;                                                                                      \
+}                                                                                                  \
+                                                                                                   \
+/* Backward of warp_bilinear for images [p0, p1), rows [y0, y1): adds into grad_img               \
+ * (B, C, h, w, zeroed by the caller) when not NULL; writes grad_grid (B, ho, wo, 2) when not     \
+ * NULL (grid mode); adds into grad_mats (B, 9 doubles, zeroed) when not NULL (matrix mode).      \
+ * Calls that run at once never share an image. */                                                \
+CPU_CLONES                                                                                         \
+int warp_bilinear_backward_##SUFFIX(                                                               \
+    const T *grad, const T *img, T *grad_img, T *grad_grid, double *grad_mats, int64_t p0,         \
+    int64_t p1, int64_t y0, int64_t y1, int64_t channels, int64_t h, int64_t w, int64_t ho,        \
+    int64_t wo, const T *grid, const double *mats, int padding) {                                  \
+    int32_t *base = malloc(sizeof(int32_t) * (wo + 1));                                            \
+    T *wts = malloc(sizeof(T) * 10 * (wo + 1));                                                    \
+    double *pos = malloc(sizeof(double) * 7 * (wo + 1));                                           \
+    if (!base || !wts || !pos) { free(base); free(wts); free(pos); return 1; }                     \
+    const T *wx0 = wts, *wx1 = wts + wo, *wy0 = wts + 2 * wo, *wy1 = wts + 3 * wo;                 \
+    const T *dx0 = wts + 4 * wo, *dx1 = wts + 5 * wo, *dy0 = wts + 6 * wo, *dy1 = wts + 7 * wo;    \
+    T *gxs = wts + 8 * wo, *gys = wts + 9 * wo;                                                    \
+    const double *fx = pos + 5 * wo, *fy = pos + 6 * wo;                                           \
+    int want_pos = grad_grid != NULL || grad_mats != NULL;                                         \
+    for (int64_t p = p0; p < p1; ++p) {                                                            \
+        for (int64_t yo = y0; yo < y1; ++yo) {                                                     \
+            locate_row_##SUFFIX(grid, mats, p, yo, ho, wo, h, w, padding, pos, base, wts,          \
+                                wts + 4 * wo, pos + 5 * wo, 1);                                    \
+            for (int64_t x = 0; x < wo; ++x) gxs[x] = gys[x] = 0;                                  \
+            for (int64_t c = 0; c < channels; ++c) {                                               \
+                const T *src = img + (p * channels + c) * h * w;                                   \
+                const T *gr = grad + ((p * channels + c) * ho + yo) * wo;                          \
+                if (grad_img) {                                                                    \
+                    T *gi = grad_img + (p * channels + c) * h * w;                                 \
+                    for (int64_t x = 0; x < wo; ++x) {                                             \
+                        T *s = gi + base[x];                                                       \
+                        T top = wy0[x] * gr[x], bot = wy1[x] * gr[x];                              \
+                        s[0] += wx0[x] * top;                                                      \
+                        s[1] += wx1[x] * top;                                                      \
+                        s[w] += wx0[x] * bot;                                                      \
+                        s[w + 1] += wx1[x] * bot;                                                  \
+                    }                                                                              \
+                }                                                                                  \
+                if (want_pos) {                                                                    \
+                    for (int64_t x = 0; x < wo; ++x) {                                             \
+                        const T *s = src + base[x];                                                \
+                        T v00 = s[0], v01 = s[1], v10 = s[w], v11 = s[w + 1], gv = gr[x];          \
+                        T top = wx0[x] * v00 + wx1[x] * v01, bot = wx0[x] * v10 + wx1[x] * v11;    \
+                        T dtop = dx0[x] * v00 + dx1[x] * v01, dbot = dx0[x] * v10 + dx1[x] * v11;  \
+                        gxs[x] += gv * (wy0[x] * dtop + wy1[x] * dbot);                            \
+                        gys[x] += gv * (dy0[x] * top + dy1[x] * bot);                              \
+                    }                                                                              \
+                }                                                                                  \
+            }                                                                                      \
+            if (grad_grid) {                                                                       \
+                T *gg = grad_grid + (p * ho + yo) * wo * 2;                                        \
+                for (int64_t x = 0; x < wo; ++x) {                                                 \
+                    gg[2 * x] = (T)((double)gxs[x] * fx[x]);                                       \
+                    gg[2 * x + 1] = (T)((double)gys[x] * fy[x]);                                   \
+                }                                                                                  \
+            }                                                                                      \
+            if (grad_mats) {                                                                       \
+                /* x = n0 / n2, y = n1 / n2, n = M (xo, yo, 1): per row, sums of q and q xo for     \
+                 * q = gx / n2, gy / n2, -(gx x + gy y) / n2; yo and 1 are row constants. */         \
+                double s0 = 0, s1 = 0, s2 = 0, t0 = 0, t1 = 0, t2 = 0;                             \
+                const double *sxs = pos, *sys = pos + wo, *invs = pos + 2 * wo;                    \
+                for (int64_t x = 0; x < wo; ++x) {                                                 \
+                    double inv = invs[x];                                                          \
+                    double qx = (double)gxs[x] * fx[x] * inv, qy = (double)gys[x] * fy[x] * inv;   \
+                    double sx = inv != 0.0 ? sxs[x] : 0.0, sy = inv != 0.0 ? sys[x] : 0.0;         \
+                    double qz = -(qx * sx + qy * sy);                                              \
+                    s0 += qx; s1 += qy; s2 += qz;                                                  \
+                    t0 += qx * (double)x; t1 += qy * (double)x; t2 += qz * (double)x;              \
+                }                                                                                  \
+                double *gm = grad_mats + p * 9;                                                    \
+                gm[0] += t0; gm[1] += s0 * (double)yo; gm[2] += s0;                                \
+                gm[3] += t1; gm[4] += s1 * (double)yo; gm[5] += s1;                                \
+                gm[6] += t2; gm[7] += s2 * (double)yo; gm[8] += s2;                                \
+            }                                                                                      \
+        }                                                                                          \
+    }                                                                                              \
+    free(base);                                                                                    \
+    free(wts);                                                                                     \
+    free(pos);                                                                                     \
+    return 0;                                                                                      \
+}
+
+DEFINE_SAMPLER(float, f32)
+DEFINE_SAMPLER(double, f64)

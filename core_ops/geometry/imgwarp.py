@@ -41,6 +41,7 @@ import torch
 
 from gradcv.core_ops._checks import check_choice, check_floating, check_image, check_shape, check_tensor
 from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError, DeviceError, ShapeError
+from gradcv.core_ops.geometry._sampler import warp_bilinear_matrix
 from gradcv.core_ops.geometry.matrices import to_homography, work_dtype
 
 __all__ = ["warp_affine", "warp_perspective"]
@@ -239,6 +240,8 @@ def _warp_by_inverse(
         src = src.float()
     height, width = src.shape[-2:]
     minv, ok = _inverse3x3(M.to(work_dtype(src.device)))
+    if mode == "bilinear":
+        return _warp_bilinear(src, minv, ok, dsize, padding_mode, fill_value, projective).to(out_dtype)
     A = _edge_matrix(minv, height, width)
     ok = ok & torch.isfinite(A).flatten(1).all(1)
     A = torch.where(ok[:, None, None], A, _far_matrix(A))
@@ -259,6 +262,36 @@ def _warp_by_inverse(
             keep = keep & _finite_positions(A, dsize, src.dtype)
         out = out * keep.to(out.dtype)
     return out.to(out_dtype)
+
+
+def _warp_bilinear(
+    src: torch.Tensor, minv: torch.Tensor, ok: torch.Tensor, dsize: tuple[int, int], padding_mode: str,
+    fill_value: torch.Tensor | None, projective: bool,
+) -> torch.Tensor:
+    """Bilinear warps by the pixel matrices ``minv`` (destination to source), in pixel
+    coordinates (:mod:`core_ops.geometry._sampler`: positions in float64, exact for the
+    identity); matrices that are not ``ok`` or not finite send every pixel far outside."""
+    height, width = src.shape[-2:]
+    ok = ok & torch.isfinite(minv).flatten(1).all(1)
+    far = torch.zeros_like(minv)
+    far[:, :2, 2] = -2.0 * (height + width) - 4.0
+    far[:, 2, 2] = 1.0
+    A = torch.where(ok[:, None, None], minv, far)
+    if A.shape[0] != src.shape[0]:
+        A = A.expand(src.shape[0], -1, -1)
+    sample_padding = "zeros" if padding_mode == "fill" else padding_mode
+    out = warp_bilinear_matrix(src, A, dsize, sample_padding)
+    if padding_mode == "fill":
+        if fill_value is not None:
+            ones = src.new_ones(1, 1, 1, 1).expand(src.shape[0], 1, height, width)
+            inside = warp_bilinear_matrix(ones, A, dsize, "zeros")
+            out = out + (1 - inside) * _fill_tensor(fill_value, out)
+    elif padding_mode != "zeros":
+        keep = ok[:, None, None, None]
+        if projective:
+            keep = keep & _finite_positions(A, dsize, src.dtype)
+        out = out * keep.to(out.dtype)
+    return out
 
 
 def _fill_tensor(fill_value: torch.Tensor, out: torch.Tensor) -> torch.Tensor:

@@ -29,6 +29,7 @@ from torch import nn
 
 from gradcv.core_ops._checks import check_choice, check_floating, check_image, check_shape
 from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError, DeviceError, ShapeError
+from gradcv.core_ops.geometry._sampler import sample_bilinear
 from gradcv.core_ops.geometry.camera import PinholeCamera, _embed, _inverse3x3
 from gradcv.core_ops.geometry.coordinates import normalize_homography
 from gradcv.core_ops.geometry.imgwarp import warp_perspective
@@ -105,8 +106,12 @@ def _sample(
         image = image.float()
     if grid.shape[0] != image.shape[0]:
         grid = grid.expand(image.shape[0], -1, -1, -1)
-    grid = grid.to(image.dtype)
-    out = nn.functional.grid_sample(image, grid, mode=mode, padding_mode=padding_mode, align_corners=False)
+    if mode == "bilinear":
+        # grid_sample's own unnormalisation, in the grid's dtype; then the pixel-coordinate sampler
+        size = grid.new_tensor([image.shape[-1], image.shape[-2]])
+        out = sample_bilinear(image, (((grid + 1) * size - 1) / 2).to(image.dtype), padding_mode)
+    else:
+        out = nn.functional.grid_sample(image, grid.to(image.dtype), mode=mode, padding_mode=padding_mode, align_corners=False)
     if padding_mode != "zeros":
         # Undefined positions sit far outside: zero padding gives them 0 already, the others must be blanked.
         out = out * defined.to(out.dtype)
