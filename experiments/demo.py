@@ -616,7 +616,7 @@ def summary_markdown(results: list[StageResult], root: Path, total_s: float, fin
     for r in results:
         lines += ["", f"## Figure {r.stage.figure_number}: {r.stage.title} (`{r.name}`)", "",
                   f"Status: {_status_text(r)}.", ""]
-        if r.command:
+        if r.command and r.status != "skipped":
             lines += [f"Reproduce: `{r.command} hydra.run.dir=...`", ""]
         if r.rows:
             lines += ["| metric | gradcv | references |", "|---|---|---|"]
@@ -653,7 +653,7 @@ def summary_html(results: list[StageResult], root: Path, total_s: float, finishe
     for r in results:
         parts.append(f"<h2>Figure {r.stage.figure_number}: {e(r.stage.title)} (<code>{e(r.name)}</code>)</h2>")
         parts.append(f'<p class="{e(r.status)}">Status: {e(_status_text(r))}.</p>')
-        if r.command:
+        if r.command and r.status != "skipped":
             parts.append(f"<p>Reproduce: <code>{e(r.command)} hydra.run.dir=...</code></p>")
         if r.rows:
             parts.append("<table><tr><th>metric</th><th>gradcv</th><th>references</th></tr>")
@@ -726,6 +726,12 @@ def _check(conf: DemoConfig) -> list[str]:
         raise UsageError(f"stages: a stage is named twice in {conf.stages}")
     if conf.sweep_planes < 2:
         raise UsageError(f"sweep_planes: expected at least 2, got {conf.sweep_planes}")
+    try:
+        device = torch.device(conf.device)
+    except RuntimeError as ex:
+        raise UsageError(f"device: {ex}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ExperimentError("device: cuda is not available here (use device=cpu)")
     return list(conf.stages)
 
 

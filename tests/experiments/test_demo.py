@@ -125,6 +125,14 @@ def test_bad_stage_name_is_one_line(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the message without CUDA")
+def test_cuda_without_a_gpu_is_one_line_before_any_stage(tmp_path):
+    res = run("--device", "cuda", out=tmp_path / "out")
+    assert res.returncode == 1
+    assert res.stderr.strip() == "demo: error: device: cuda is not available here (use device=cpu)"
+    assert not (tmp_path / "out").exists()
+
+
 def test_progress_is_read_from_the_apps_output():
     from gradcv.experiments.demo import StageOutput, progress_of
 
