@@ -67,7 +67,9 @@ class DepthConfig:
         disparity_fraction: without a ``depth_range``, the nearest depth is where the
             disparity to the nearest source reaches this fraction of the image width.
         normalise_gain: match each warped source's mean and std to the reference over
-            their overlap (robust to a per-view gain and bias).
+            their overlap (robust to a per-view gain and bias); the sweep's views are
+            matched over the correspondences of the quick sweep of ``range_planes``
+            (clipped values left out), or over whole images when that is off.
         aggregation: ``'mean'`` over the sources that see a pixel, or ``'min'`` (the
             per-pixel minimum over them: robust to occlusion with two or more sources).
         residual_threshold: pixels whose final photometric cost exceeds this are invalid.

@@ -11,9 +11,10 @@ cost nothing; clipped channels left out), aggregated over the sources that see t
 
 The start decides the basin: gradient descent cannot carry a pixel across a depth edge or
 out of an occluded source's minimum. The default starts from a full-resolution plane
-sweep over a range narrowed by a quick coarse sweep (per-pixel minimum over sources,
-shiftable windows, semi-global plane choice, parabolic sub-plane fit) and descends at full
-resolution only, its step a sum of per-pixel and coarser corrections (so smooth errors
+sweep (per-pixel minimum over sources, shiftable windows, semi-global plane choice,
+parabolic sub-plane fit) over a range narrowed by a quick coarse sweep, whose
+correspondences also match each view's gain and bias to the reference's (clipped values
+left out), and descends at full resolution only, its step a sum of per-pixel and coarser corrections (so smooth errors
 move as fast as pixel ones). Without a ``depth_range`` the range comes from the cameras
 (:func:`derive_depth_range`).
 
@@ -314,9 +315,19 @@ class _Level:
 
 def _narrow_range(views: torch.Tensor, K: torch.Tensor, E: torch.Tensor, ref_index: int, rng: torch.Tensor,
                   level: int, planes: int) -> torch.Tensor:
-    """``(B, 2)`` the depth range of a quick sweep two levels coarser than ``level``: its
-    2nd and 98th inverse-depth percentiles over the pixels it sees, widened by half their
-    span and by two of its planes on each side, within ``rng``."""
+    """``(B, 2)`` the depth range of a quick sweep two levels coarser than ``level``
+    (:func:`_quick_sweep`'s range)."""
+    return _quick_sweep(views, K, E, ref_index, rng, level, planes)[0]
+
+
+def _quick_sweep(views: torch.Tensor, K: torch.Tensor, E: torch.Tensor, ref_index: int, rng: torch.Tensor,
+                 level: int, planes: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(range (B, 2), depth (B, 1, h, w), valid (B, 1, h, w))`` of a quick sweep two levels
+    coarser than ``level`` (``views`` are that level's, ``(B, N, C, h, w)``).
+
+    The range: the sweep's 2nd and 98th inverse-depth percentiles over the pixels it sees,
+    widened by half their span and by two of its planes on each side, within ``rng``. The
+    depth and the pixels it sees, upsampled (nearest) to ``views``' size."""
     B, N, C = views.shape[:3]
     extra = 2
     small = build_centred_pyramid(views.reshape(B * N, C, *views.shape[-2:]), extra + 1, 0.8)[-1]
@@ -334,7 +345,48 @@ def _narrow_range(views: torch.Tensor, K: torch.Tensor, E: torch.Tensor, ref_ind
     # Too few pixels seen, or an empty interval: keep the range given.
     keep = (seen.sum(1) >= 16) & (high > low)
     out = torch.where(keep[:, None], torch.stack([1.0 / high, 1.0 / low], 1), rng)
-    return out
+    size = tuple(views.shape[-2:])
+    depth = F.interpolate(torch.where(sweep.valid, sweep.depth, torch.ones_like(sweep.depth)), size=size, mode="nearest")
+    valid = F.interpolate(sweep.valid.to(views.dtype), size=size, mode="nearest") > 0.5
+    return out, depth, valid
+
+
+def _correspondence_gains(views: torch.Tensor, masks: torch.Tensor | None, K: torch.Tensor, poses: list[torch.Tensor],
+                          ref_index: int, depth: torch.Tensor, valid: torch.Tensor,
+                          min_pixels: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(gain, bias)``, each ``(B, N, 1, 1, 1)``: the affine map ``gain * view + bias`` that
+    matches each source's mean and std to the reference's over the reference pixels that
+    ``depth`` puts in correspondence with it (seen, ``valid``, away from depth edges, and
+    usable in both views by ``masks``: clipped values are censored, so they must not enter
+    the moments). The source is sampled at the nearest pixel: bilinear interpolation would
+    lower its std and bias the gain up. A source with fewer than ``min_pixels`` such pixels
+    keeps ``(1, 0)``; the reference is ``(1, 0)``."""
+    B, N, C, h, w = views.shape
+    gain = torch.ones(B, N, 1, 1, 1, dtype=views.dtype, device=views.device)
+    bias = torch.zeros_like(gain)
+    depth = depth.clamp_min(1e-12)
+    ok = valid & _away_from_depth_edges(1.0 / depth, 0.2, 1)
+    ref = views[:, ref_index]
+    ref_ok = ok.expand_as(ref) if masks is None else ok & (masks[:, ref_index] > 0.999).expand_as(ref)
+    sources = [s for s in range(N) if s != ref_index]
+    for s, pose in zip(sources, poses):
+        src = views[:, s] if masks is None else torch.cat([views[:, s], masks[:, s].expand(B, C, h, w)], 1)
+        warped, seen = depth_warp(src, depth, K[:, ref_index], K[:, s], pose, mode="nearest", padding_mode="border")
+        use = ref_ok & seen
+        if masks is not None:
+            warped, usable = warped[:, :C], warped[:, C:]
+            use = use & (usable > 0.999)
+        m = use.to(views.dtype)
+        n = m.sum((1, 2, 3), keepdim=True)
+        mr = (ref * m).sum((1, 2, 3), keepdim=True) / n.clamp_min(1.0)
+        ms = (warped * m).sum((1, 2, 3), keepdim=True) / n.clamp_min(1.0)
+        sr = (((ref - mr) ** 2) * m).sum((1, 2, 3), keepdim=True) / n.clamp_min(1.0)
+        ss = (((warped - ms) ** 2) * m).sum((1, 2, 3), keepdim=True) / n.clamp_min(1.0)
+        g = (sr.sqrt() / ss.sqrt().clamp_min(1e-6)).clamp(0.2, 5.0)
+        enough = (n >= min_pixels) & (ss > 1e-12)
+        gain[:, s] = torch.where(enough, g, torch.ones_like(g))
+        bias[:, s] = torch.where(enough, mr - g * ms, torch.zeros_like(mr))
+    return gain, bias
 
 
 def _to_param(inv: torch.Tensor, unit: torch.Tensor, kind: str) -> torch.Tensor:
@@ -463,8 +515,17 @@ def estimate_depth(
             sweep_views = (sweep_views - mu) / sd * sd[:, ref_index : ref_index + 1] + mu[:, ref_index : ref_index + 1]
         sweep_range = rng
         if cfg.range_planes > 0 and min(sizes[-1]) >= 16:
-            sweep_range = _narrow_range(sweep_views, intrinsics.to(dtype), extrinsics.to(dtype), ref_index, rng,
-                                        levels - 1, cfg.range_planes)
+            sweep_range, coarse, seen = _quick_sweep(sweep_views, intrinsics.to(dtype), extrinsics.to(dtype), ref_index,
+                                                     rng, levels - 1, cfg.range_planes)
+            if cfg.normalise_gain:
+                # Whole-image moments are biased by clipping and by what each view alone
+                # sees; the quick sweep's correspondences refine them (on a bright clipped
+                # reference they were 2 % off the true gain, enough to move the sweep's
+                # plane choice).
+                gain, bias = _correspondence_gains(
+                    sweep_views, None if mask_pyr is None else mask_pyr[levels - 1],
+                    level_intrinsics(intrinsics.to(dtype), levels - 1), poses, ref_index, coarse, seen)
+                sweep_views = sweep_views * gain + bias
         sgm = (cfg.sgm_p1, cfg.sgm_p2) if cfg.sgm_p2 > 0 else None
         sweep = plane_sweep(sweep_views, level_intrinsics(intrinsics.to(dtype), levels - 1), extrinsics.to(dtype),
                             ref_index, depth_range=sweep_range, planes=cfg.planes, window=cfg.sweep_window,
