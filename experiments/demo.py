@@ -436,12 +436,18 @@ def _headline_sobel(result: StageResult, metrics: dict[str, Any]) -> None:
     size = metrics.get("config", {}).get("image_size") or metrics.get("image_size")
     result.headline = {"threads": int(threads), "batch": int(batch), "image_size": size,
                        "gradcv_ms": columns.get("gradcv", {}).get(batch)}
+    compiled = next((c for c in columns if c.startswith("gradcv (") and "compile" in c), None)
+    if compiled is not None and batch in columns[compiled]:
+        result.headline["gradcv_compiled_ms"] = columns[compiled][batch]
     for library in ("OpenCV", "Kornia"):
         if library in columns and batch in columns[library]:
             result.references[library] = {"ms": columns[library][batch], "ratio": columns["gradcv"][batch] / columns[library][batch]}
     refs = "; ".join(f"{lib} {_num(r['ms'], 3, 'ms')} (gradcv/{lib} {r['ratio']:.2f}x)" for lib, r in result.references.items())
     what = f"ms per batch of {batch} RGB images{f' of {size}x{size}' if size else ''}, {threads} thread{'s' if int(threads) > 1 else ''}"
-    result.rows.append((what, _num(result.headline["gradcv_ms"], 3, "ms"), refs or NOT_INSTALLED))
+    mine = _num(result.headline["gradcv_ms"], 3, "ms")
+    if "gradcv_compiled_ms" in result.headline:
+        mine += f" (torch.compile {_num(result.headline['gradcv_compiled_ms'], 3, 'ms')})"
+    result.rows.append((what, mine, refs or NOT_INSTALLED))
 
 
 def _headline_register(result: StageResult, metrics: dict[str, Any]) -> None:

@@ -21,7 +21,8 @@ def overrides(stage: str, *items: str) -> str:
     return f"{stage}.overrides=[" + ",".join(f'"{item}"' for item in items) + "]"
 
 
-TINY_SOBEL = overrides("sobel", "batch_sizes=[1,2]", "repetitions=2", "warmup=0", "image_size=32", "max_seconds_per_cell=0.5")
+TINY_SOBEL = overrides("sobel", "batch_sizes=[1,2]", "repetitions=2", "warmup=0", "image_size=32", "max_seconds_per_cell=0.5",
+                       "compile=false")
 TINY_REGISTER = overrides("register", "data.protocol=detone", "solver.levels=2", "solver.iterations=10")
 TINY_DEPTH = overrides("depth", "data.height=48", "data.width=64", "data.supersampling=1", "solver.scales=2",
                        "solver.sweep_level=1", "solver.iterations=5", "solver.planes=8")
