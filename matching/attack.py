@@ -211,6 +211,7 @@ def attack_loss(
     margin: float = 1.0,
     loc_radius: Optional[float] = None,
     max_pairs: Optional[int] = None,
+    one_to_one: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The paper's ``L_loc`` and ``L_desc`` (eqs. 7, 8) per pair, without ``L_reg``.
 
@@ -229,6 +230,9 @@ def attack_loss(
         loc_radius: pair distance bound in pixels (``None``: all pairs).
         max_pairs: keep only this many pairs per image pair, those whose descriptors are
             closest to passing the ratio test (smallest ``d_pos / d_neg``; ``None``: all).
+        one_to_one: keep a pair only when ``p_a`` is also the keypoint of A closest to its
+            partner's reprojection (mutual nearest): success counts each keypoint once, so a
+            keypoint of B pulled towards several of A wastes the budget.
 
     Returns:
         ``(loss (B,), l_loc (B,), l_desc (B,))``, means over the kept pairs (0 where none).
@@ -244,6 +248,11 @@ def attack_loss(
         inside = ((into_b[..., 0] >= 0) & (into_b[..., 0] <= width - 1) & (into_b[..., 1] >= 0)
                   & (into_b[..., 1] <= height - 1))
         keep = valid_a & inside & torch.isfinite(best)
+        if one_to_one:
+            d2a = torch.where(keep[:, :, None], d2, torch.full_like(d2, math.inf))
+            closest_a = d2a.argmin(1)  # (B, Nb): the keypoint of A nearest each of B
+            mine = closest_a.gather(1, nn) == torch.arange(kp_a.shape[1], device=kp_a.device)
+            keep = keep & mine
         if loc_radius is not None:
             keep = keep & (best <= loc_radius**2)
         weight = keep.to(kp_a.dtype)
@@ -288,6 +297,35 @@ def _check_target(target: object, batch: int, device: torch.device) -> torch.Ten
             raise ArgumentValueError("target_homography", "invertible homographies", "a singular matrix",
                                      "target_homography: expected invertible homographies, got a singular matrix")
     return t
+
+
+def _pair_chunks(pairs: int, pixels: int, device: torch.device) -> list[slice]:
+    """The pairs of one step in the slices the CPU works through one at a time (all at once
+    on a GPU): as many pairs as :data:`CPU_CHUNK_PIXELS` holds images, at least one."""
+    from gradcv.core_ops.features.integrated import CPU_CHUNK_PIXELS
+
+    step = pairs if device.type != "cpu" else max(1, CPU_CHUNK_PIXELS // (2 * pixels))
+    return [slice(i, min(i + step, pairs)) for i in range(0, pairs, max(step, 1))]
+
+
+def _step_loss(x: torch.Tensor, base: torch.Tensor, target: torch.Tensor, feature: Any, config: AttackConfig, sigma: float,
+               generator: torch.Generator, size: tuple[int, int]) -> torch.Tensor:
+    """``(b,)`` the loss of ``b`` pairs ``x (b, 2, C, H, W)`` at one step (the images the
+    features see: rounded to 8 bits with a straight-through gradient, then blurred by
+    ``sigma`` and noised as the config says)."""
+    images = quantize_8bit(x) if config.quantize else x
+    seen = images.flatten(0, 1)
+    if seen.shape[1] == 3:
+        seen = rgb_to_grayscale(seen)
+    if sigma >= 0.2:
+        seen = gaussian_blur2d(seen, 2 * math.ceil(3 * sigma) + 1, (sigma, sigma))
+    if config.noise > 0:
+        seen = seen + config.noise * torch.randn(seen.shape, generator=generator, device=seen.device, dtype=seen.dtype)
+    lafs, _, desc, valid = feature.detect_and_describe(seen)
+    kp = get_laf_center(lafs)
+    loss, _, _ = attack_loss(kp[0::2], kp[1::2], desc[0::2], desc[1::2], valid[0::2], valid[1::2], target, size,
+                             config.alpha, config.margin, config.loc_radius, config.max_pairs, config.one_to_one)
+    return loss + config.beta * (x - base).square().flatten(1).mean(1)
 
 
 def _select_state(optimizer: torch.optim.Optimizer, old: torch.Tensor, new: torch.Tensor, keep: torch.Tensor) -> None:
@@ -383,25 +421,20 @@ def attack_pair(
     for it in range(config.iterations):
         if active.numel() == 0:
             break
-        images = quantize_8bit(x) if config.quantize else x
-        seen = images.flatten(0, 1)
-        if seen.shape[1] == 3:
-            seen = rgb_to_grayscale(seen)
-        if config.blur > 0:
-            sigma = config.blur * float(torch.rand((), generator=generator, device=device))
-            if sigma >= 0.2:
-                seen = gaussian_blur2d(seen, 2 * math.ceil(3 * sigma) + 1, (sigma, sigma))
-        if config.noise > 0:
-            seen = seen + config.noise * torch.randn(seen.shape, generator=generator, device=device, dtype=dtype)
-        lafs, _, desc, valid = feature.detect_and_describe(seen)
-        kp = get_laf_center(lafs)
-        loss, _, _ = attack_loss(kp[0::2], kp[1::2], desc[0::2], desc[1::2], valid[0::2], valid[1::2], a_target,
-                                 (height, width), config.alpha, config.margin, config.loc_radius,
-                                 config.max_pairs)
-        loss = loss + config.beta * (x - base[active]).square().flatten(1).mean(1)
-        ok = torch.isfinite(loss)
+        sigma = config.blur * float(torch.rand((), generator=generator, device=device)) if config.blur > 0 else 0.0
         optimizer.zero_grad(set_to_none=True)
-        torch.where(ok, loss, torch.zeros_like(loss)).sum().backward()
+        parts = []
+        # On the CPU the pairs go forward and backward a few at a time (the gradients add up
+        # in x.grad; one optimiser step for all): each pair's loss is its own, and a graph the
+        # size of the whole batch made every temporary fresh memory (1.3x the time per pair
+        # for 4 pairs of 400 x 300 in one graph).
+        for chunk in _pair_chunks(x.shape[0], height * width, device):
+            part = _step_loss(x[chunk], base[active[chunk]], a_target[chunk], feature, config, sigma, generator, (height, width))
+            ok_part = torch.isfinite(part)
+            torch.where(ok_part, part, torch.zeros_like(part)).sum().backward()
+            parts.append(part.detach())
+        loss = torch.cat(parts)
+        ok = torch.isfinite(loss)
         # A non-finite derivative of the feature stack at some pixel (measured: rare, on
         # 400 x 300 photographs after tens of steps) must not poison the images: that
         # pixel's step is skipped.

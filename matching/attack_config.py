@@ -42,6 +42,8 @@ class AttackConfig:
         max_pairs: only this many keypoint pairs per image pair enter the losses at each
             step, those whose descriptors are closest to passing the ratio test
             (``None``: all, the paper's): the budget goes where it can win.
+        one_to_one: pair keypoints mutually (a keypoint of B is the partner of at most one
+            of A: the nearest), since success counts each keypoint once.
         budget: L-infinity bound on each pixel's change, in intensity units (``None``: none;
             images always stay in [0, 1]). In 8-bit mode it is rounded down to whole levels.
         quantize: optimise in 8-bit space: the originals are rounded to the 1/255 grid and
@@ -73,6 +75,7 @@ class AttackConfig:
     margin: float = 0.5
     loc_radius: Optional[float] = 3.0
     max_pairs: Optional[int] = 128
+    one_to_one: bool = False
     budget: Optional[float] = 8.0 / 255.0
     quantize: bool = True
     noise: float = 0.0
@@ -143,6 +146,7 @@ class AttackConfig:
             check_real(self.budget, "budget", low=0.0, low_open=True, high=1.0)
         if self.max_pairs is not None:
             check_int(self.max_pairs, "max_pairs", 1)
+        check_bool(self.one_to_one, "one_to_one")
         check_bool(self.quantize, "quantize")
         check_real(self.noise, "noise", low=0.0, high=1.0)
         check_real(self.blur, "blur", low=0.0, high=10.0)

@@ -48,6 +48,11 @@ ORIENTATION_PATCH_SIZE = 20
 MIN_IMAGE_SIZE = 41
 
 
+#: On the CPU, :meth:`LocalFeature.detect_and_describe` works through a batch in chunks of at
+#: most this many input pixels (at least one image each): two 400 x 300 images, or one 640 x 480.
+CPU_CHUNK_PIXELS = 1 << 18
+
+
 def _check_module(module: object, name: str) -> nn.Module:
     if not isinstance(module, nn.Module):
         raise ArgumentTypeError(name, nn.Module, type(module), f"{name}: expected a torch.nn.Module, got {type(module).__name__}")
@@ -111,6 +116,23 @@ class LocalFeature(nn.Module):
         the three other outputs.
         """
         self._check_input(img, mask)
+        assert isinstance(img, torch.Tensor)
+        b, _, h, w = img.shape
+        step = max(1, CPU_CHUNK_PIXELS // (h * w))
+        if img.device.type == "cpu" and b > step and not torch.compiler.is_compiling():
+            # On the CPU, a big batch in one pass makes every scale-space and patch temporary
+            # a fresh block of hundreds of MB (page faults, cache misses): 8 images of 400 x 300
+            # took 1.6x the time per image of 2. Images are independent: chunks of a few.
+            def part(i: int) -> Optional[torch.Tensor]:
+                return None if mask is None else (mask if mask.shape[0] == 1 else mask[i:i + step])
+
+            chunks = [self._detect_and_describe(img[i:i + step], part(i)) for i in range(0, b, step)]
+            return tuple(torch.cat(t, 0) for t in zip(*chunks))  # type: ignore[return-value]
+        return self._detect_and_describe(img, mask)
+
+    def _detect_and_describe(
+        self, img: torch.Tensor, mask: Optional[torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         lafs, responses, valid = self._detect(img, mask)
         lafs = scale_laf(lafs, self.scaling_coef)
         descriptors = _describe_valid(self.descriptor, img, lafs, valid)

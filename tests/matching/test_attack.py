@@ -151,6 +151,20 @@ def test_attack_loss_gradient_and_empty():
     assert loss.tolist() == [0.0]
 
 
+def test_attack_loss_one_to_one_keeps_the_mutual_pair():
+    """Two keypoints of A near the same keypoint of B: every pair counts without
+    ``one_to_one``; with it only the nearer (mutual) one is kept."""
+    kp_a = torch.tensor([[[10.0, 10.0], [11.5, 10.0], [30.0, 30.0]]], dtype=torch.float64)
+    kp_b = torch.tensor([[[10.5, 10.0], [30.0, 31.0], [45.0, 5.0]]], dtype=torch.float64)
+    desc = torch.nn.functional.normalize(torch.rand(1, 3, 8, dtype=torch.float64), dim=-1)
+    valid = torch.ones(1, 3, dtype=torch.bool)
+    eye = torch.eye(3, dtype=torch.float64)[None]
+    _, loc_all, _ = attack_loss(kp_a, kp_b, desc, desc, valid, valid, eye, (50, 50), loc_radius=3.0)
+    _, loc_one, _ = attack_loss(kp_a, kp_b, desc, desc, valid, valid, eye, (50, 50), loc_radius=3.0, one_to_one=True)
+    assert loc_all.item() == pytest.approx((0.25 + 1.0 + 1.0) / 3)  # 0.5 px, 1 px and 1 px off
+    assert loc_one.item() == pytest.approx((0.25 + 1.0) / 2)  # A's second keypoint loses B's first to A's first
+
+
 def test_presets_and_replace():
     paper = AttackConfig.paper()
     assert paper.match.num_features == 2500 and paper.match.detector == "hessian" and paper.lr == 0.003
