@@ -1,12 +1,21 @@
 """Homography registration benchmark: gradcv's presets against OpenCV's ECC and Kornia's
-``ImageRegistrator`` on seeded pairs with known ground truth (issue 5).
+``ImageRegistrator`` on seeded pairs with known ground truth, per photograph (issues 5, 14).
 
-    python -m gradcv.experiments.bench_registration                       # 200 pairs, full protocol
-    python -m gradcv.experiments.bench_registration pairs=16 protocol=both
+    python -m gradcv.experiments.bench_registration                      # every protocol and photograph
+    python -m gradcv.experiments.bench_registration protocol=photometric pairs=20 photos=[coffee]
 
-Pairs come from :func:`registration.make_pairs` applied to matplotlib's bundled
-``grace_hopper.jpg`` (grayscale, BT.601 weights): ``full`` is 256 x 256 with corners
-moved up to ``rho`` px, ``detone`` is DeTone et al.'s 128 x 128 patch of a 320 x 240 image.
+Pairs come from :func:`registration.make_pairs` applied to each photograph of ``photos``
+(matplotlib's bundled ``grace_hopper.jpg`` and, when scikit-image is installed, its
+photographs ``motorcycle``, ``rocket``, ``coffee``, ``astronaut`` and ``camera``; gray,
+BT.601 weights), ``pairs`` per photograph and protocol, so that no preset is tuned to one
+image. Protocols (``protocol``: one, ``both`` = full and detone, or ``all``):
+
+- ``full``: 256 x 256, corners moved up to ``rho`` px (default 32), both images exact
+  resamples of the photograph;
+- ``detone``: DeTone et al.'s 128 x 128 patch of a 320 x 240 image, rho 32;
+- ``photometric``: the full-image geometry at rho 24 with ``dst`` a second exposure:
+  gamma 0.7-1.4, gain 0.7-1.3, bias +-0.08, noise up to 0.015, blur on half the pairs,
+  JPEG 50-90 on a third (see :func:`registration.make_pairs`).
 
 Columns (each reference only when importable):
 
@@ -21,7 +30,8 @@ Columns (each reference only when importable):
   with ``src`` as the template and ``dst`` as the input image, so its warp maps ``src``
   pixels to ``dst`` pixels: the ground truth's meaning. A ``cv2.error`` is a failure;
 - ``Kornia ImageRegistrator``: default settings (homography, Adam lr 1e-3, 5 levels, 100
-  iterations, L1). It returns ``M`` mapping *destination* to *source* coordinates,
+  iterations, L1), on the first ``kornia_pairs`` pairs of each photograph (it takes
+  seconds a pair). It returns ``M`` mapping *destination* to *source* coordinates,
   normalised to [-1, 1] with ``align_corners=False`` (``x_n = (2 x + 1) / W - 1``; checked
   against its ``HomographyWarper``, see :func:`kornia_to_pixel`), so the pixel
   homography ``src -> dst`` is ``(N^-1 M N)^-1``.
@@ -29,18 +39,23 @@ Columns (each reference only when importable):
 MACE is the mean distance of the four corner-pixel centres under the estimated and the
 true homography (:func:`registration.corner_error`). A failed pair (exception, or a
 non-finite estimate) counts as the identity estimate in the MACE statistics and is never
-a success. Times are wall-clock per call (one untimed warm-up call per column first).
-gradcv's throughput: pairs per second at B = 1 (the per-pair calls above) and with
-``throughput_batch`` pairs solved in one call.
+a success. Times are wall-clock per call (one untimed warm-up call per column first), at
+``threads``; ``timing_threads`` then times gradcv's B = 1 presets and single-scale ECC
+again on ``timing_pairs`` pairs at each thread count (medians). gradcv's throughput:
+``throughput_batch`` pairs drawn from every photograph solved in one call, per pair, against
+its B = 1 calls and single-scale ECC's.
 
 Outputs (in the Hydra run folder): ``registration_benchmark.csv`` (one row per protocol
-and column), ``registration_throughput.csv`` and ``metrics.json`` (both, plus every
-pair's MACE), each written atomically, and a printed table.
+and column, over every photograph), ``registration_per_photo.csv``,
+``registration_timing.csv``, ``registration_throughput.csv`` and ``metrics.json`` (all of
+them, every pair's MACE and the issue's targets), each written atomically, and a printed
+table.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -52,29 +67,38 @@ from omegaconf import DictConfig, OmegaConf
 
 from gradcv.experiments._cli import UsageError, atomic_write_text, config_to_object, run_app, run_dir, write_metrics
 from gradcv.experiments._images import sample_photo, to_gray
+from gradcv.experiments._rows import target_line
 from gradcv.experiments._timing import set_threads
 
 APP = "bench_registration"
-PROTOCOLS = ("full", "detone")
+PROTOCOLS = ("full", "detone", "photometric")
 PRESETS = ("default", "second_order", "first_order", "paper")
+#: The photographs pairs can be cut from (see :func:`gradcv.experiments.bench_features.load_photo`).
+PHOTOS = ("grace_hopper", "motorcycle", "rocket", "coffee", "astronaut", "camera")
 THRESHOLDS = (1.0, 3.0, 10.0)
 CSV_NAME = "registration_benchmark.csv"
+PER_PHOTO_CSV = "registration_per_photo.csv"
+TIMING_CSV = "registration_timing.csv"
 THROUGHPUT_CSV = "registration_throughput.csv"
 CSV_COLUMNS = [
     "protocol", "method", "pairs", "mean_mace_px", "median_mace_px",
     "success_1px", "success_3px", "success_10px", "failures", "mean_ms_per_pair",
 ]
+PER_PHOTO_COLUMNS = ["protocol", "photo", "method", "pairs", "mean_mace_px", "median_mace_px", "success_1px", "failures"]
+TIMING_COLUMNS = ["protocol", "method", "threads", "pairs", "median_ms_per_pair", "ratio_to_ecc_single_scale"]
+ECC_SINGLE = "OpenCV ECC single-scale"
 
 
 @dataclass
 class BenchRegistrationConfig:
     """Types of ``conf/bench_registration.yaml`` (values and documentation live there)."""
 
-    pairs: int = 200
-    protocol: str = "full"
-    rho: int = 32
+    pairs: int = 8
+    protocol: str = "all"
+    rho: Optional[int] = None
+    photos: list[str] = field(default_factory=lambda: list(PHOTOS))
     seed: int = 0
-    presets: list[str] = field(default_factory=lambda: ["default", "first_order", "paper"])
+    presets: list[str] = field(default_factory=lambda: ["default"])
     iterations: Optional[int] = None
     opencv: bool = True
     ecc_iterations: int = 100
@@ -82,9 +106,12 @@ class BenchRegistrationConfig:
     ecc_gauss_size: int = 5
     kornia: bool = True
     kornia_iterations: Optional[int] = None
-    throughput_batch: int = 64
+    kornia_pairs: Optional[int] = 2
+    throughput_batch: int = 40
     throughput_presets: list[str] = field(default_factory=lambda: ["default"])
     threads: int = 1
+    timing_threads: list[int] = field(default_factory=lambda: [1, 2])
+    timing_pairs: int = 6
 
 
 ConfigStore.instance().store(name="bench_registration_schema", node=BenchRegistrationConfig)
@@ -100,34 +127,42 @@ class Estimate:
 
 
 # ------------------------------------------------------------------------ inputs
-def load_photograph() -> torch.Tensor:
-    """matplotlib's ``grace_hopper.jpg`` as a ``(1, 1, H, W)`` float32 grayscale tensor in [0, 1]."""
-    return to_gray(sample_photo())[None]
+def load_photograph(name: str = "grace_hopper") -> torch.Tensor:
+    """The photograph ``name`` (default matplotlib's ``grace_hopper.jpg``) as a
+    ``(1, 1, H, W)`` float32 grayscale tensor in [0, 1] (BT.601 weights)."""
+    if name == "grace_hopper":
+        return to_gray(sample_photo())[None]
+    from gradcv.experiments.bench_features import load_photo
+
+    return torch.from_numpy(load_photo(name))[None, None]
 
 
 def _check(conf: BenchRegistrationConfig) -> list[str]:
     """The protocols to run; :class:`UsageError` for any value out of range."""
-    if conf.protocol not in (*PROTOCOLS, "both"):
-        raise UsageError(f"protocol must be one of full, detone, both, got {conf.protocol!r}")
+    choices = {"both": ["full", "detone"], "all": list(PROTOCOLS), **{p: [p] for p in PROTOCOLS}}
+    if conf.protocol not in choices:
+        raise UsageError(f"protocol must be one of {', '.join(choices)}, got {conf.protocol!r}")
     if conf.pairs < 1:
         raise UsageError(f"pairs must be at least 1, got {conf.pairs}")
-    if not 0 <= conf.rho < 56:
-        raise UsageError(f"rho must be in [0, 56), got {conf.rho}")
-    for name in ("presets", "throughput_presets"):
-        bad = [p for p in getattr(conf, name) if p not in PRESETS]
+    if conf.rho is not None and not 0 <= conf.rho < 56:
+        raise UsageError(f"rho must be in [0, 56) (or null), got {conf.rho}")
+    for name, allowed in (("presets", PRESETS), ("throughput_presets", PRESETS), ("photos", PHOTOS)):
+        bad = [p for p in getattr(conf, name) if p not in allowed]
         if bad:
-            raise UsageError(f"{name}: unknown preset(s) {', '.join(map(repr, bad))}; expected {', '.join(PRESETS)}")
-    for name in ("iterations", "kornia_iterations"):
+            raise UsageError(f"{name}: unknown value(s) {', '.join(map(repr, bad))}; expected {', '.join(allowed)}")
+    if not conf.photos or len(set(conf.photos)) != len(conf.photos):
+        raise UsageError(f"photos must name at least one photograph, each once, got {conf.photos}")
+    for name in ("iterations", "kornia_iterations", "kornia_pairs"):
         value = getattr(conf, name)
         if value is not None and value < 1:
             raise UsageError(f"{name} must be at least 1 (or null), got {value}")
     if conf.ecc_iterations < 1 or conf.ecc_gauss_size < 1 or conf.ecc_gauss_size % 2 == 0:
         raise UsageError("ecc_iterations must be positive and ecc_gauss_size odd and positive")
-    if conf.throughput_batch < 0:
-        raise UsageError(f"throughput_batch must be non-negative (0: no batched run), got {conf.throughput_batch}")
-    if conf.threads < 1:
-        raise UsageError(f"threads must be at least 1, got {conf.threads}")
-    return list(PROTOCOLS) if conf.protocol == "both" else [conf.protocol]
+    if conf.throughput_batch < 0 or conf.timing_pairs < 0:
+        raise UsageError("throughput_batch and timing_pairs must be non-negative (0: skip)")
+    if conf.threads < 1 or any(t < 1 for t in conf.timing_threads):
+        raise UsageError(f"threads and timing_threads must be at least 1, got {conf.threads}, {conf.timing_threads}")
+    return choices[conf.protocol]
 
 
 # ------------------------------------------------------------------------ gradcv
@@ -266,9 +301,17 @@ def score(protocol: str, method: str, est: Estimate, H_true: torch.Tensor, size:
     return row
 
 
+def _concat(estimates: list[Estimate]) -> Estimate:
+    return Estimate(
+        torch.cat([e.homography for e in estimates]), torch.cat([e.failed for e in estimates]),
+        [t for e in estimates for t in e.seconds],
+    )
+
+
 def throughput(protocol: str, preset: str, config, src: torch.Tensor, dst: torch.Tensor, H_true: torch.Tensor,
-               b1_seconds: list[float]) -> dict:
-    """Pairs per second at B = 1 (from the per-pair calls) and with all of ``src`` in one call."""
+               b1_seconds: list[float], ecc_seconds: list[float] | None) -> dict:
+    """Pairs per second at B = 1 (from the per-pair calls) and with all of ``src`` in one
+    call, and the batch's time per pair over single-scale ECC's (``nan`` without it)."""
     from gradcv.registration import corner_error, register_homography
 
     register_homography(src[:2], dst[:2], config=config)  # warm-up of the batched path
@@ -278,6 +321,7 @@ def throughput(protocol: str, preset: str, config, src: torch.Tensor, dst: torch
     mace = corner_error(result.homography.to(torch.float64), H_true, tuple(src.shape[-2:]))
     per_pair = sum(b1_seconds) / len(b1_seconds)
     batched = src.shape[0] / seconds
+    ecc = sum(ecc_seconds) / len(ecc_seconds) if ecc_seconds else math.nan
     return {
         "protocol": protocol,
         "method": f"gradcv {preset}",
@@ -286,8 +330,67 @@ def throughput(protocol: str, preset: str, config, src: torch.Tensor, dst: torch
         "pairs_per_s_batch": batched,
         "pairs_per_s_b1": 1.0 / per_pair,
         "speedup": batched * per_pair,
+        "batch_ms_per_pair_over_ecc": (1.0 / batched) / ecc,
         "batch_median_mace_px": float(mace.quantile(0.5)),
+        "batch_success_1px": float((mace < 1.0).double().mean()),
     }
+
+
+def timing(protocol: str, columns: dict[str, Callable[[int], float]], thread_counts: list[int], n: int) -> list[dict]:
+    """Median seconds per B = 1 call of each column (``columns[name](i)`` times pair ``i``)
+    at each thread count, and the ratio to single-scale ECC's at the same count."""
+    rows = []
+    for threads in thread_counts:
+        set_threads(threads)
+        medians = {}
+        for name, run in columns.items():
+            run(0)  # warm-up at this thread count
+            medians[name] = statistics.median(run(i) for i in range(n))
+        ecc = medians.get(ECC_SINGLE)
+        for name, m in medians.items():
+            rows.append({
+                "protocol": protocol, "method": name, "threads": threads, "pairs": n, "median_ms_per_pair": 1e3 * m,
+                "ratio_to_ecc_single_scale": m / ecc if ecc else math.nan,
+            })
+            print(f"  timing threads={threads} {name:<26s} {1e3 * m:8.1f} ms/pair", flush=True)
+    return rows
+
+
+def targets(rows: list[dict], per_photo: list[dict], timings: list[dict], tput: list[dict]) -> list[dict]:
+    """Issue 14's targets for ``gradcv default`` (``passed`` None where a column is missing)."""
+    def row(protocol: str, method: str) -> dict | None:
+        return next((r for r in rows if r["protocol"] == protocol and r["method"] == method), None)
+
+    out = []
+    gd, ecc = row("photometric", "gradcv default"), row("photometric", ECC_SINGLE)
+    if gd:
+        ok = gd["success_1px"] >= 0.95 and gd["median_mace_px"] <= 0.05 and (ecc is None or gd["success_1px"] >= ecc["success_1px"])
+        detail = f"success {100 * gd['success_1px']:.1f} % (ECC {100 * ecc['success_1px']:.1f} %)" if ecc else f"success {100 * gd['success_1px']:.1f} %"
+        out.append({"target": "photometric: success >= 95 % and >= single-scale ECC's, median <= 0.05 px", "passed": ok,
+                    "detail": f"{detail}, median {gd['median_mace_px']:.4f} px"})
+    photos = [r for r in per_photo if r["protocol"] == "detone" and r["method"] == "gradcv default"]
+    if photos:
+        worst = min(photos, key=lambda r: r["success_1px"])
+        worst_mean = max(photos, key=lambda r: r["mean_mace_px"])
+        out.append({"target": "detone, every photograph: success >= 98 %, mean MACE <= 0.1 px",
+                    "passed": worst["success_1px"] >= 0.98 and worst_mean["mean_mace_px"] <= 0.1,
+                    "detail": f"worst success {100 * worst['success_1px']:.1f} % ({worst['photo']}), worst mean "
+                              f"{worst_mean['mean_mace_px']:.3f} px ({worst_mean['photo']})"})
+    full = row("full", "gradcv default")
+    if full:
+        out.append({"target": "full: success 100 %, median <= 0.001 px", "passed": full["success_1px"] == 1.0 and full["median_mace_px"] <= 1e-3,
+                    "detail": f"success {100 * full['success_1px']:.1f} %, median {full['median_mace_px']:.5f} px"})
+    for t in timings:
+        if t["method"] == "gradcv default" and t["protocol"] != "detone":
+            r = t["ratio_to_ecc_single_scale"]
+            out.append({"target": f"{t['protocol']}, B = 1, {t['threads']} thread(s): time <= 2x single-scale ECC",
+                         "passed": None if math.isnan(r) else r <= 2.0, "detail": f"{t['median_ms_per_pair']:.1f} ms, {r:.2f}x"})
+    for t in tput:
+        if t["protocol"] == "detone" and t["method"] == "gradcv default":
+            r = t["batch_ms_per_pair_over_ecc"]
+            out.append({"target": f"detone, {t['batch']} pairs in one call: time per pair <= single-scale ECC's",
+                         "passed": None if math.isnan(r) else r <= 1.0, "detail": f"{1e3 / t['pairs_per_s_batch']:.1f} ms/pair, {r:.2f}x"})
+    return out
 
 
 # ------------------------------------------------------------------------ reporting
@@ -299,11 +402,11 @@ def _csv(rows: list[dict], columns: list[str]) -> str:
 
 
 def table(rows: list[dict], tput: list[dict]) -> str:
-    head = f"{'protocol':<8s} {'method':<26s} {'pairs':>5s} {'mean MACE':>10s} {'median':>9s} {'<1px':>6s} {'<3px':>6s} {'<10px':>6s} {'fail':>4s} {'ms/pair':>8s}"
+    head = f"{'protocol':<11s} {'method':<26s} {'pairs':>5s} {'mean MACE':>10s} {'median':>9s} {'<1px':>6s} {'<3px':>6s} {'<10px':>6s} {'fail':>4s} {'ms/pair':>8s}"
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(
-            f"{r['protocol']:<8s} {r['method']:<26s} {r['pairs']:>5d} {r['mean_mace_px']:>10.3f} {r['median_mace_px']:>9.4f}"
+            f"{r['protocol']:<11s} {r['method']:<26s} {r['pairs']:>5d} {r['mean_mace_px']:>10.3f} {r['median_mace_px']:>9.4f}"
             f" {100 * r['success_1px']:>5.0f}% {100 * r['success_3px']:>5.0f}% {100 * r['success_10px']:>5.0f}%"
             f" {r['failures']:>4d} {r['mean_ms_per_pair']:>8.1f}"
         )
@@ -316,68 +419,131 @@ def table(rows: list[dict], tput: list[dict]) -> str:
     return "\n".join(lines)
 
 
-# ------------------------------------------------------------------------ task
-def bench_registration(cfg: DictConfig) -> None:
-    """The Hydra task: make the pairs, run every column, write CSVs and JSON, print a table."""
-    conf = config_to_object(cfg, BenchRegistrationConfig)
-    protocols = _check(conf)
-    set_threads(conf.threads)
-    torch.manual_seed(conf.seed)
-    from gradcv.registration import RegistrationConfig, make_pairs
+def per_photo_table(per_photo: list[dict]) -> str:
+    """Success under 1 px and mean MACE, photographs across, methods down, per protocol."""
+    photos = list(dict.fromkeys(r["photo"] for r in per_photo))
+    lines = [f"{'protocol':<11s} {'method':<26s} " + " ".join(f"{p[:13]:>13s}" for p in photos) + "   (<1px % / mean px)"]
+    for key in dict.fromkeys((r["protocol"], r["method"]) for r in per_photo):
+        cells = {r["photo"]: r for r in per_photo if (r["protocol"], r["method"]) == key}
+        lines.append(f"{key[0]:<11s} {key[1]:<26s} " + " ".join(
+            f"{100 * cells[p]['success_1px']:>5.0f}/{cells[p]['mean_mace_px']:<7.3f}" if p in cells else f"{'-':>13s}" for p in photos))
+    return "\n".join(lines)
 
-    notes: list[str] = []
+
+# ------------------------------------------------------------------------ task
+def _b1_timer(run_one: Callable[[torch.Tensor, torch.Tensor], object], src: torch.Tensor, dst: torch.Tensor) -> Callable[[int], float]:
+    def timed(i: int) -> float:
+        t0 = time.perf_counter()
+        run_one(src[i : i + 1], dst[i : i + 1])
+        return time.perf_counter() - t0
+
+    return timed
+
+
+def _ecc_one(conf: BenchRegistrationConfig):
+    import cv2
+
+    criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, conf.ecc_iterations, conf.ecc_eps)
+
+    def run(src: torch.Tensor, dst: torch.Tensor) -> None:
+        try:
+            ecc_pair([np.ascontiguousarray(src[0, 0].numpy())], [np.ascontiguousarray(dst[0, 0].numpy())], criteria, conf.ecc_gauss_size)
+        except cv2.error:
+            pass
+
+    return run
+
+
+def _references() -> tuple[bool, bool, list[str]]:
+    notes = []
     try:
         import cv2  # noqa: F401
     except ImportError:
         cv2_ok = False
         notes.append("OpenCV not importable: no ECC columns")
     else:
-        cv2_ok = conf.opencv
+        cv2_ok = True
     try:
         from kornia.geometry import ImageRegistrator  # noqa: F401
     except ImportError:
         kornia_ok = False
         notes.append("Kornia not importable: no ImageRegistrator column")
     else:
-        kornia_ok = conf.kornia
+        kornia_ok = True
+    return cv2_ok, kornia_ok, notes
 
-    photo = load_photograph()
+
+def _protocol(protocol: str, conf: BenchRegistrationConfig, photos: dict[str, torch.Tensor], cv2_ok: bool, kornia_ok: bool,
+              rows: list[dict], per_photo: list[dict]) -> dict[str, list[Estimate]]:
+    """Every column on ``conf.pairs`` pairs of each photograph: per-photograph rows, then
+    one row per column over all of them. Returns each column's estimates."""
+    from gradcv.registration import RegistrationConfig, make_pairs
+
     pyramid = RegistrationConfig.first_order()  # 3 levels: ECC's pyramid
+    kornia_n = conf.pairs if conf.kornia_pairs is None else min(conf.pairs, conf.kornia_pairs)
+    columns: dict[str, Callable[[torch.Tensor, torch.Tensor], Estimate]] = {}
+    for preset in conf.presets:
+        columns[f"gradcv {preset}"] = lambda s, d, c=gradcv_config(preset, conf.iterations): run_gradcv(s, d, c)
+    if cv2_ok:
+        columns[f"OpenCV ECC {pyramid.levels}-level"] = lambda s, d: run_ecc(s, d, pyramid.levels, pyramid.blur_sigma, conf)
+        columns[ECC_SINGLE] = lambda s, d: run_ecc(s, d, 1, pyramid.blur_sigma, conf)
+    if kornia_ok:
+        columns["Kornia ImageRegistrator"] = lambda s, d: run_kornia(s[:kornia_n], d[:kornia_n], conf.kornia_iterations)
+    found: dict[str, list[Estimate]] = {name: [] for name in columns}
+    truths: dict[str, list[torch.Tensor]] = {name: [] for name in columns}
+    size = (128, 128) if protocol == "detone" else (256, 256)
+    for photo, image in photos.items():
+        src, dst, H_true = make_pairs(image, conf.pairs, protocol=protocol, rho=conf.rho, seed=conf.seed)
+        print(f"{protocol}, {photo}: {conf.pairs} pairs of {size[0]}x{size[1]}, seed {conf.seed}", flush=True)
+        for name, run in columns.items():
+            est = run(src, dst)
+            truth = H_true[: est.homography.shape[0]]
+            found[name].append(est)
+            truths[name].append(truth)
+            row = {"photo": photo, **score(protocol, name, est, truth, size)}
+            per_photo.append(row)
+            print(f"  {name:<26s} success@1px {100 * row['success_1px']:5.1f}%, mean MACE {row['mean_mace_px']:.4f} px, "
+                  f"median {row['median_mace_px']:.4f} px, {row['mean_ms_per_pair']:.1f} ms/pair", flush=True)
+    for name in columns:
+        rows.append(score(protocol, name, _concat(found[name]), torch.cat(truths[name]), size))
+    return found
+
+
+def bench_registration(cfg: DictConfig) -> None:
+    """The Hydra task: make the pairs, run every column, write CSVs and JSON, print tables."""
+    conf = config_to_object(cfg, BenchRegistrationConfig)
+    protocols = _check(conf)
+    set_threads(conf.threads)
+    torch.manual_seed(conf.seed)
+    from gradcv.registration import make_pairs, register_homography
+
+    cv2_ok, kornia_ok, notes = _references()
+    cv2_ok, kornia_ok = cv2_ok and conf.opencv, kornia_ok and conf.kornia
+    photos = {name: load_photograph(name) for name in conf.photos}
     rows: list[dict] = []
+    per_photo: list[dict] = []
+    timings: list[dict] = []
     tput: list[dict] = []
     for protocol in protocols:
-        n_make = max(conf.pairs, conf.throughput_batch)
-        src_all, dst_all, H_all = make_pairs(photo, n_make, protocol=protocol, rho=conf.rho, seed=conf.seed)
-        src, dst, H_true = src_all[: conf.pairs], dst_all[: conf.pairs], H_all[: conf.pairs]
-        size = tuple(src.shape[-2:])
-        print(f"{protocol}: {conf.pairs} pairs of {size[0]}x{size[1]}, rho {conf.rho}, seed {conf.seed}", flush=True)
-        b1_times: dict[str, list[float]] = {}
-
-        def add(method: str, run: Callable[[], Estimate]) -> None:
-            est = run()
-            row = score(protocol, method, est, H_true, size)
-            rows.append(row)
-            print(f"  {method:<26s} median MACE {row['median_mace_px']:.4f} px, success@3px "
-                  f"{100 * row['success_3px']:.0f}%, {row['mean_ms_per_pair']:.1f} ms/pair", flush=True)
-            if method.startswith("gradcv "):
-                b1_times[method.split(" ", 1)[1]] = est.seconds
-
-        for preset in conf.presets:
-            config = gradcv_config(preset, conf.iterations)
-            add(f"gradcv {preset}", lambda: run_gradcv(src, dst, config))
-        if cv2_ok:
-            for levels in (pyramid.levels, 1):
-                name = f"OpenCV ECC {levels}-level" if levels > 1 else "OpenCV ECC single-scale"
-                add(name, lambda: run_ecc(src, dst, levels, pyramid.blur_sigma, conf))
-        if kornia_ok:
-            add("Kornia ImageRegistrator", lambda: run_kornia(src, dst, conf.kornia_iterations))
+        found = _protocol(protocol, conf, photos, cv2_ok, kornia_ok, rows, per_photo)
+        # Pairs from every photograph at random (the batch, and the timing's first pairs).
+        n_mixed = max(conf.throughput_batch, conf.timing_pairs + 1, 2)
+        src, dst, H_true = make_pairs([p[0] for p in photos.values()], n_mixed, protocol=protocol, rho=conf.rho, seed=conf.seed + 1)
+        if conf.timing_pairs > 0 and conf.timing_threads:
+            timed = {f"gradcv {p}": _b1_timer(lambda s, d, c=gradcv_config(p, conf.iterations): register_homography(s, d, config=c), src, dst)
+                     for p in conf.presets}
+            if cv2_ok:
+                timed[ECC_SINGLE] = _b1_timer(_ecc_one(conf), src, dst)
+            timings += timing(protocol, timed, conf.timing_threads, conf.timing_pairs)
+            set_threads(conf.threads)
         if conf.throughput_batch > 0:
+            b = conf.throughput_batch
+            ecc = _concat(found[ECC_SINGLE]).seconds if ECC_SINGLE in found else None
             for preset in conf.throughput_presets:
                 config = gradcv_config(preset, conf.iterations)
-                if preset not in b1_times:
-                    b1_times[preset] = run_gradcv(src, dst, config).seconds
-                b = conf.throughput_batch
-                tput.append(throughput(protocol, preset, config, src_all[:b], dst_all[:b], H_all[:b], b1_times[preset]))
+                key = f"gradcv {preset}"
+                b1 = _concat(found[key]).seconds if key in found else run_gradcv(src[:b], dst[:b], config).seconds
+                tput.append(throughput(protocol, preset, config, src[:b], dst[:b], H_true[:b], b1, ecc))
 
     for r in rows:
         bad = [k for k in CSV_COLUMNS[2:] if not math.isfinite(float(r[k]))]
@@ -385,25 +551,39 @@ def bench_registration(cfg: DictConfig) -> None:
             notes.append(f"{r['protocol']} {r['method']}: non-finite {', '.join(bad)}")
     notes.append("failed pairs (exceptions, non-finite estimates) count as the identity in MACE statistics and never succeed")
     notes.append("Kornia's result is normalised with align_corners=False and maps dst to src; converted to pixels, src to dst")
+    if kornia_ok and conf.kornia_pairs is not None and conf.kornia_pairs < conf.pairs:
+        notes.append(f"Kornia ran on the first {conf.kornia_pairs} pairs of each photograph only (its pairs column)")
+    goals = targets(rows, per_photo, timings, tput)
     out = run_dir()
-    tput_columns = ["protocol", "method", "batch", "batch_seconds", "pairs_per_s_batch", "pairs_per_s_b1", "speedup", "batch_median_mace_px"]
+    tput_columns = ["protocol", "method", "batch", "batch_seconds", "pairs_per_s_batch", "pairs_per_s_b1", "speedup",
+                    "batch_ms_per_pair_over_ecc", "batch_median_mace_px", "batch_success_1px"]
     atomic_write_text(out / CSV_NAME, _csv(rows, CSV_COLUMNS))
+    atomic_write_text(out / PER_PHOTO_CSV, _csv(per_photo, PER_PHOTO_COLUMNS))
+    atomic_write_text(out / TIMING_CSV, _csv(timings, TIMING_COLUMNS))
     atomic_write_text(out / THROUGHPUT_CSV, _csv(tput, tput_columns))
     metrics = {
         "config": OmegaConf.to_container(cfg, resolve=True),
-        "image": "matplotlib grace_hopper.jpg (grayscale)",
+        "images": {name: "matplotlib grace_hopper.jpg" if name == "grace_hopper" else f"scikit-image {name}" for name in conf.photos},
         "torch": torch.__version__,
         "threads": conf.threads,
         "results": rows,
+        "per_photo": per_photo,
+        "timing": timings,
         "throughput": tput,
+        "targets": goals,
         "notes": notes,
     }
     write_metrics(metrics, out)  # last: a folder with metrics.json is complete
     print()
     print(table(rows, tput))
+    print()
+    print(per_photo_table(per_photo))
+    if goals:
+        print("\nissue 14's targets (gradcv default):")
+        print("\n".join(target_line(g) for g in goals))
     for note in notes:
         print(f"note: {note}")
-    print(f"outputs: {CSV_NAME}, {THROUGHPUT_CSV} and metrics.json in {out}", flush=True)
+    print(f"outputs: {CSV_NAME}, {PER_PHOTO_CSV}, {TIMING_CSV}, {THROUGHPUT_CSV} and metrics.json in {out}", flush=True)
 
 
 def main() -> None:

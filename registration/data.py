@@ -15,8 +15,17 @@ import torch.nn.functional as F
 
 from gradcv.core_ops._checks import check_floating, check_shape
 from gradcv.core_ops.geometry import get_perspective_transform, warp_perspective
+from gradcv.registration.imaging import expose
 
-PROTOCOLS = ("full", "detone")
+PROTOCOLS = ("full", "detone", "photometric")
+#: The largest corner move of each protocol when ``rho`` is not given (pixels).
+DEFAULT_RHO = {"full": 32, "detone": 32, "photometric": 24}
+#: The ``'photometric'`` protocol's changes to ``dst``, drawn uniformly per pair: gamma,
+#: gain, bias, the noise's standard deviation, the blur's sigma (px, on a pair with
+#: probability ``BLUR_SHARE``) and the JPEG quality (on a pair with probability ``JPEG_SHARE``).
+GAMMA, GAIN, BIAS, NOISE, BLUR = (0.7, 1.4), (0.7, 1.3), (-0.08, 0.08), (0.0, 0.015), (0.5, 1.5)
+JPEG_QUALITY = (50, 90)
+BLUR_SHARE, JPEG_SHARE = 0.5, 1.0 / 3.0
 
 
 def _corners(height: int, width: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -87,12 +96,49 @@ def _canvas(image: torch.Tensor, protocol: str, rho: int, patch: int) -> torch.T
     return F.interpolate(image[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
 
 
+def _cut_pair(
+    canvas: torch.Tensor, patch: int, rho: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One pair of ``patch``-sized crops of ``canvas`` and its ``H_true`` (see :func:`make_pairs`)."""
+    ch, cw = canvas.shape[-2:]
+    x0 = int(torch.randint(rho, cw - patch - rho + 1, (1,), generator=generator))
+    y0 = int(torch.randint(rho, ch - patch - rho + 1, (1,), generator=generator))
+    moves = (torch.rand(4, 2, generator=generator, dtype=torch.float64) * 2 - 1) * rho
+    # In patch coordinates: K maps src patch corners to the moved ones. With H_AB in
+    # image coordinates, dst(q) = canvas(H_AB (q + o)) = src(K q), so src -> dst is K^-1.
+    c = _corners(patch, patch, torch.float64, torch.device("cpu"))
+    K = get_perspective_transform(c[None], (c + moves)[None])[0]
+    H_true = torch.linalg.inv(K)
+    H_true = H_true / H_true[2, 2]
+    offset = torch.tensor([[1.0, 0.0, x0], [0.0, 1.0, y0], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    H_ab = offset @ K @ torch.linalg.inv(offset)
+    warped = warp_perspective(canvas[None], torch.linalg.inv(H_ab)[None].to(canvas.dtype), (ch, cw))[0]
+    window = (slice(None), slice(y0, y0 + patch), slice(x0, x0 + patch))
+    return canvas[window], warped[window], H_true
+
+
+def _second_exposure(dst: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """``dst`` changed as the ``'photometric'`` protocol says, every draw from ``generator``
+    (all of them drawn for every pair, so a pair's changes do not depend on the others')."""
+    u = torch.rand(6, generator=generator, dtype=torch.float64).tolist()
+
+    def between(x: float, bounds: tuple[float, float]) -> float:
+        return bounds[0] + x * (bounds[1] - bounds[0])
+
+    quality = JPEG_QUALITY[0] + min(int(u[5] * 3 * (JPEG_QUALITY[1] - JPEG_QUALITY[0] + 1)), JPEG_QUALITY[1] - JPEG_QUALITY[0])
+    return expose(
+        dst, gamma=between(u[0], GAMMA), gain=between(u[1], GAIN), bias=between(u[2], BIAS),
+        noise=between(u[3], NOISE), blur=between(2 * u[4], BLUR) if u[4] < BLUR_SHARE else 0.0,
+        quality=quality if u[5] < JPEG_SHARE else 0, generator=generator,
+    )
+
+
 def make_pairs(
     images: torch.Tensor | Sequence[torch.Tensor],
     n: int,
     *,
     protocol: str = "full",
-    rho: int = 32,
+    rho: int | None = None,
     seed: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``n`` registration pairs with known homographies, cut from photographs.
@@ -106,12 +152,21 @@ def make_pairs(
     scaled so that its short side is ``256 + 2 rho + 2``, so both images are real content
     (no black border) and the corners move up to ``rho`` pixels.
 
+    The ``'photometric'`` protocol is the full-image one (the same ``src``, ``H_true`` and
+    geometry for the same ``seed`` and ``rho``) with ``dst`` made a second exposure
+    (:func:`gradcv.registration.imaging.expose`), drawn per pair from a second generator
+    seeded by ``seed``: ``gain * dst ** gamma + bias`` with gamma in [0.7, 1.4], gain in
+    [0.7, 1.3], bias in [-0.08, 0.08], a Gaussian blur of sigma 0.5-1.5 px on half the
+    pairs, Gaussian noise of standard deviation up to 0.015, clamped to [0, 1], and a JPEG
+    round trip (quality 50-90, :func:`gradcv.registration.imaging.jpeg`) on a third.
+    Meant for photographs in [0, 1].
+
     Args:
         images: ``(N, C, H, W)`` floating photographs, or a sequence of ``(C, H, W)`` ones
             of different sizes; pair ``i`` uses a photograph drawn at random.
         n: number of pairs.
-        protocol: ``'full'`` or ``'detone'``.
-        rho: maximum corner displacement in pixels.
+        protocol: ``'full'``, ``'detone'`` or ``'photometric'``.
+        rho: maximum corner displacement in pixels (default: 32, 24 for ``'photometric'``).
         seed: seed of the generator (the pairs depend on nothing else).
 
     Returns:
@@ -127,30 +182,20 @@ def make_pairs(
         raise ValueError(f"protocol: expected one of {PROTOCOLS}, got {protocol!r}")
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise ValueError(f"n: expected a non-negative int, got {n!r}")
+    rho = DEFAULT_RHO[protocol] if rho is None else rho
     if isinstance(rho, bool) or not isinstance(rho, int) or not 0 <= rho < 56:
         raise ValueError(f"rho: expected an int in [0, 56), got {rho!r}")
     batch = _as_batch(images)
     patch = 128 if protocol == "detone" else 256
     generator = torch.Generator().manual_seed(seed)
+    photometric = torch.Generator().manual_seed((seed * 2654435761 + 97) % 2**63)
     canvases = [_canvas(img, protocol, rho, patch) for img in batch]
-    c = _corners(patch, patch, torch.float64, torch.device("cpu"))
     srcs, dsts, hs = [], [], []
     for _ in range(n):
         canvas = canvases[int(torch.randint(len(canvases), (1,), generator=generator))]
-        ch, cw = canvas.shape[-2:]
-        x0 = int(torch.randint(rho, cw - patch - rho + 1, (1,), generator=generator))
-        y0 = int(torch.randint(rho, ch - patch - rho + 1, (1,), generator=generator))
-        moves = (torch.rand(4, 2, generator=generator, dtype=torch.float64) * 2 - 1) * rho
-        # In patch coordinates: K maps src patch corners to the moved ones. With H_AB in
-        # image coordinates, dst(q) = canvas(H_AB (q + o)) = src(K q), so src -> dst is K^-1.
-        K = get_perspective_transform(c[None], (c + moves)[None])[0]
-        H_true = torch.linalg.inv(K)
-        H_true = H_true / H_true[2, 2]
-        offset = torch.tensor([[1.0, 0.0, x0], [0.0, 1.0, y0], [0.0, 0.0, 1.0]], dtype=torch.float64)
-        H_ab = offset @ K @ torch.linalg.inv(offset)
-        warped = warp_perspective(canvas[None], torch.linalg.inv(H_ab)[None].to(canvas.dtype), (ch, cw))[0]
-        srcs.append(canvas[:, y0 : y0 + patch, x0 : x0 + patch])
-        dsts.append(warped[:, y0 : y0 + patch, x0 : x0 + patch])
+        src, dst, H_true = _cut_pair(canvas, patch, rho, generator)
+        srcs.append(src)
+        dsts.append(_second_exposure(dst, photometric) if protocol == "photometric" else dst)
         hs.append(H_true)
     if n == 0:
         C = batch[0].shape[0]

@@ -22,7 +22,7 @@ from gradcv.optim import (
 )
 from gradcv.registration.config import RegistrationConfig
 from gradcv.registration.motion import motion_matrix
-from gradcv.registration.objective import LevelOutcome, LevelProblem, masked_weight, pair_loss
+from gradcv.registration.objective import LevelOutcome, LevelProblem, fit_photometric, level_photometric, masked_weight, pair_loss
 from gradcv.registration.sampling import project_corners
 
 
@@ -35,15 +35,30 @@ def level_loss(
     grid, masks = problem.grid, problem.masks
     G = motion_matrix(problem.motion, theta, problem.corners)
     warped, weight = grid.sample(problem.src, G, centres[0])
-    loss = pair_loss(config.loss, warped, problem.dst, masked_weight(grid, weight, G, masks), config.charbonnier_eps)
+    weight = masked_weight(grid, weight, G, masks)
+    warped = _photometric(config, warped, problem.dst, weight)
+    loss = pair_loss(config.loss, warped, problem.dst, weight, config.charbonnier_eps)
     if config.symmetric:
         G_inv = torch.linalg.inv(G)
         G_inv = G_inv / G_inv[:, 2:, 2:]
         back, weight_back = grid.sample(problem.dst, G_inv, centres[1])
         back_masks = None if masks is None else (masks[1], masks[0])
         weight_back = masked_weight(grid, weight_back, G_inv, back_masks)
+        back = _photometric(config, back, problem.src, weight_back)
         loss = 0.5 * (loss + pair_loss(config.loss, back, problem.src, weight_back, config.charbonnier_eps))
     return loss, G
+
+
+def _photometric(config: RegistrationConfig, warped: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``warped`` with ``config.photometric`` fitted to ``target`` (not for ``'ncc'``, which
+    is invariant to gain and bias already)."""
+    return warped if config.loss == "ncc" else fit_photometric(config.photometric, warped, target, weight)
+
+
+def _level_config(problem: LevelProblem, config: RegistrationConfig) -> RegistrationConfig:
+    """``config`` with the level's photometric model (:func:`level_photometric`)."""
+    photometric = level_photometric(config.photometric, problem.level.is_finest)
+    return config if photometric == config.photometric else config.replace(photometric=photometric)
 
 
 def solve_first_order(
@@ -59,6 +74,7 @@ def solve_first_order(
     restored after every step, so momentum cannot move it. With
     ``config.differentiable`` the steps stay on the autograd graph.
     """
+    config = _level_config(problem, config)
     if config.differentiable:
         return _unrolled(problem, theta, config, callback)
     theta = theta.detach().clone().requires_grad_(True)

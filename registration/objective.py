@@ -3,6 +3,7 @@ take, their outcome, the per-pair loss over the valid pixels and the masks' weig
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -91,6 +92,75 @@ def pair_loss(loss: str, warped: torch.Tensor, target: torch.Tensor, weight: tor
         err = ssim_loss(warped, target, reduction="none", mask=weight)
     total = weight.sum((1, 2, 3)) * warped.shape[1]
     return err.sum((1, 2, 3)) / total.clamp_min(1.0)
+
+
+#: The photometric model's terms for each ``config.photometric``: the columns ``phi`` of
+#: ``dst(p) ≈ src(G p) + sum_j c_j phi_j(p)``, linear in the per-pair coefficients ``c``.
+#: ``gain``: the warped source (centred at 0.5), ``bias``: 1, ``curve``: the warped source
+#: squared (centred at 0.5; a gamma change, to second order), ``blur``: its Laplacian
+#: (a Gaussian blur of variance ``2 c`` of either image, to first order).
+PHOTOMETRIC_TERMS = {
+    "none": (), "gain_bias": ("gain", "bias"), "tone": ("gain", "bias", "curve"), "exposure": ("gain", "bias", "curve", "blur"),
+}
+
+
+def level_photometric(photometric: str, finest: bool) -> str:
+    """The model used on a level: the configured one on the finest; gain and bias at most
+    on the coarser ones, where the extra terms' freedom let a wrong start of the search
+    fit a masked pair better than the right one (a DeTone pair with an occluder masked
+    out ended 60-110 px off with them, 0.001 px without)."""
+    return photometric if finest or photometric == "none" else "gain_bias"
+
+
+def photometric_columns(photometric: str, warped: torch.Tensor) -> torch.Tensor | None:
+    """``(B, k, C, h, w)`` the model's columns at ``warped`` (``None`` for ``'none'``)."""
+    terms = PHOTOMETRIC_TERMS[photometric]
+    if not terms:
+        return None
+    centred = warped - 0.5
+    columns = {"gain": lambda: centred, "bias": lambda: torch.ones_like(warped), "curve": centred.square, "blur": lambda: laplacian(warped)}
+    return torch.stack([columns[t]() for t in terms], 1)
+
+
+def laplacian(image: torch.Tensor) -> torch.Tensor:
+    """The 5-point Laplacian of every channel, replicated borders."""
+    p = F.pad(image, (1, 1, 1, 1), mode="replicate")
+    return p[..., :-2, 1:-1] + p[..., 2:, 1:-1] + p[..., 1:-1, :-2] + p[..., 1:-1, 2:] - 4 * image
+
+
+def photometric_gram(phi: torch.Tensor, weight: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(ΦᵀWΦ (B, k, k), ΦᵀWr (B, k))`` in float64 over the pixels and channels."""
+    B, k = phi.shape[:2]
+    N = math.prod(r.shape[1:])  # explicit: an empty batch has no -1 to infer
+    P = phi.reshape(B, k, N)
+    PW = P * weight.expand_as(r).reshape(B, 1, N)
+    return (PW @ P.transpose(1, 2)).to(torch.float64), (PW @ r.reshape(B, N, 1))[..., 0].to(torch.float64)
+
+
+def photometric_solve(D: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+    """``D^-1 e`` per pair, lightly regularised (a column without support, the blur's on a
+    flat image, gets 0); 0 where not finite. A zero ``e`` gives exactly 0."""
+    k = D.shape[-1]
+    ridge = 1e-9 * D.diagonal(dim1=-2, dim2=-1).sum(-1, keepdim=True) + 1e-30
+    c = torch.linalg.solve(D + ridge[..., None] * torch.eye(k, dtype=D.dtype, device=D.device), e[..., None])[..., 0]
+    return torch.where(torch.isfinite(c), c, torch.zeros_like(c))
+
+
+def apply_photometric(warped: torch.Tensor, phi: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """``warped + sum_j c_j phi_j`` (``c (B, k)``)."""
+    return warped + (c.to(warped.dtype)[:, :, None, None, None] * phi).sum(1)
+
+
+def fit_photometric(photometric: str, warped: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``warped`` with the photometric model ``photometric`` (:data:`PHOTOMETRIC_TERMS`)
+    fitted to ``target`` by weighted least squares over ``weight (B, 1 or C, h, w)``
+    (``'none'``: ``warped`` itself). Fitted on ``target - warped``, so a pair whose
+    residual is exactly zero stays exact. Differentiable."""
+    phi = photometric_columns(photometric, warped)
+    if phi is None:
+        return warped
+    D, e = photometric_gram(phi, weight, target - warped)
+    return apply_photometric(warped, phi, photometric_solve(D, e))
 
 
 def masked_weight(

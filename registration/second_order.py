@@ -43,6 +43,7 @@ data). Near convergence it approaches the implicit-function derivative of the op
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import torch
@@ -51,7 +52,19 @@ from gradcv.core_ops.filters import spatial_gradient
 from gradcv.optim import PerSampleStopping, ProgressCallback, StoppingCriteria, WorkingSet, pad_history
 from gradcv.registration.config import RegistrationConfig
 from gradcv.registration.motion import generators, motion_matrix, motion_parameters
-from gradcv.registration.objective import LevelOutcome, LevelProblem, masked_weight, pair_loss, robust_weight
+from gradcv.registration.objective import (
+    PHOTOMETRIC_TERMS,
+    LevelOutcome,
+    LevelProblem,
+    apply_photometric,
+    level_photometric,
+    masked_weight,
+    pair_loss,
+    photometric_columns,
+    photometric_gram,
+    photometric_solve,
+    robust_weight,
+)
 from gradcv.registration.sampling import project_corners
 
 _LAMBDA_START, _LAMBDA_MIN, _LAMBDA_MAX = 1e-4, 1e-8, 1e6
@@ -91,6 +104,7 @@ class _Moments:
     X: torch.Tensor  # (w, 5)
     Y: torch.Tensor  # (h, 5)
     gather: torch.Tensor  # (144 + 12,) the moments' positions in the blocks of A and b
+    gather_photometric: torch.Tensor  # (48,) those of up to 4 photometric columns
     generators: torch.Tensor  # (P, 9)
 
     @staticmethod
@@ -118,7 +132,13 @@ class _Moments:
         a_ij, b_ij = ex[i % 6] + ex[j % 6], ey[i % 6] + ey[j % 6]
         k = torch.arange(12)
         gather = torch.cat([(block * 25 + b_ij * 5 + a_ij).flatten(), (3 + k // 6) * 25 + ey[k % 6] * 5 + ex[k % 6]])
-        return _Moments(torch.cat([Cx, Cy], 1), X, Y, gather.to(device), gens.reshape(P, 9))
+        # The photometric columns' [x phi_j, y phi_j] moments (products 5 + 2j, 6 + 2j), 6
+        # monomials each, for up to 4 columns (a model with fewer reads the first ones).
+        k = torch.arange(12 * 4)
+        gather_photometric = (5 + k // 6) * 25 + ey[k % 6] * 5 + ex[k % 6]
+        return _Moments(
+            torch.cat([Cx, Cy], 1), X, Y, gather.to(device), gather_photometric.to(device), gens.reshape(P, 9)
+        )
 
 
 class _Linearisation:
@@ -155,33 +175,78 @@ class _Linearisation:
         warped, inside = grid.sample(work["src"], G, work["centres"])
         if "src_mask" in work:
             inside = masked_weight(grid, inside, G, (work["src_mask"], work["dst_mask"]))
-        r = warped - work["dst"]
-        loss = pair_loss(cfg.loss, warped, work["dst"], inside, cfg.charbonnier_eps)  # cancellation-free
-        g = 0.5 * (central_differences(warped) + work["grad"])  # ESM: the mean of both gradients
+        phi = photometric_columns(cfg.photometric, warped)
+        fitted = warped
+        if phi is not None:
+            D, e = photometric_gram(phi, inside, work["dst"] - warped)
+            fitted = apply_photometric(warped, phi, photometric_solve(D, e))
+        r = fitted - work["dst"]
+        loss = pair_loss(cfg.loss, fitted, work["dst"], inside, cfg.charbonnier_eps)  # cancellation-free
+        g = 0.5 * (central_differences(fitted) + work["grad"])  # ESM: the mean of both gradients
         gx, gy = g[:, :, 0], g[:, :, 1]
         robust = robust_weight(cfg.loss, r, cfg.charbonnier_eps)
         weights = inside if robust is None else inside * robust
         wgx, wgy = weights * gx, weights * gy
-        sums = _products(((wgx, gx), (wgx, gy), (wgy, gy), (wgx, r), (wgy, r)))
+        pairs: tuple = ((wgx, gx), (wgx, gy), (wgy, gy), (wgx, r), (wgy, r))
+        terms = PHOTOMETRIC_TERMS[cfg.photometric]
+        for j, term in enumerate(terms):
+            column = None if term == "bias" else phi[:, j]
+            pairs += ((wgx, column), (wgy, column))
+        sums = _products(pairs)
         n, (h, w) = G.shape[0], grid.size
-        moments = m.Y.T @ (sums.view(5 * n, h, w) @ m.X)  # (5n, 5, 5): [row power, column power]
-        moments = moments.view(5, n, 25).transpose(0, 1).reshape(n, 125)
+        K = len(pairs)
+        moments = m.Y.T @ (sums.view(K * n, h, w) @ m.X)  # (Kn, 5, 5): [row power, column power]
+        moments = moments.view(K, n, 25).transpose(0, 1).reshape(n, 25 * K)
         picked = moments[:, m.gather].to(torch.float64)
         A = m.C2 @ picked[:, :144].view(n, 12, 12) @ m.C2.T
         b = picked[:, 144:] @ m.C2.T
+        if phi is not None:
+            k = len(terms)
+            cross = moments[:, m.gather_photometric[: 12 * k]].to(torch.float64).view(n, k, 12) @ m.C2.T  # (n, k, P)
+            # The fit's Gram matrix is the Schur block's unless robust weights change W.
+            D, e = photometric_gram(phi, weights, r) if robust is not None else (D, _gram_rhs(phi, weights, r))
+            A, b = _eliminate_photometric(A, b, cross.transpose(1, 2), D, e)
         return loss, A, b
 
 
-def _products(pairs: tuple[tuple[torch.Tensor, torch.Tensor], ...]) -> torch.Tensor:
-    """``(len(pairs), n, h, w)``: each pair's channel sum of products. Without autograd,
+def _gram_rhs(phi: torch.Tensor, weight: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """``ΦᵀWr (B, k)`` in float64."""
+    B, k = phi.shape[:2]
+    N = math.prod(r.shape[1:])  # explicit: an empty batch has no -1 to infer
+    PW = phi.reshape(B, k, N) * weight.expand_as(r).reshape(B, 1, N)
+    return (PW @ r.reshape(B, N, 1))[..., 0].to(torch.float64)
+
+
+def _eliminate_photometric(
+    A: torch.Tensor, b: torch.Tensor, C: torch.Tensor, D: torch.Tensor, e: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The motion's normal equations with the photometric coefficients solved for jointly:
+    the Schur complement ``A - C D^-1 Cᵀ``, ``b - C D^-1 e`` of their block, where
+    ``C = JᵀWΦ (n, P, k)``, ``D = ΦᵀWΦ (n, k, k)`` and ``e = ΦᵀWr (n, k)`` (the model's
+    columns Φ are the Jacobian of the residual in its coefficients)."""
+    k = D.shape[-1]
+    ridge = 1e-9 * D.diagonal(dim1=-2, dim2=-1).sum(-1, keepdim=True) + 1e-30
+    D = D + ridge[..., None] * torch.eye(k, dtype=D.dtype, device=D.device)
+    P = C.shape[1]
+    solved = C @ torch.linalg.solve(D, torch.cat([C.transpose(1, 2), e[..., None]], -1))  # (n, P, P + 1)
+    A_s, b_s = A - solved[..., :P], b - solved[..., P]
+    ok = torch.isfinite(A_s).flatten(1).all(1) & torch.isfinite(b_s).all(1)
+    return torch.where(ok[:, None, None], A_s, A), torch.where(ok[:, None], b_s, b)
+
+
+def _products(pairs: tuple[tuple[torch.Tensor, torch.Tensor | None], ...]) -> torch.Tensor:
+    """``(len(pairs), n, h, w)``: each pair's channel sum of products (of the first alone
+    where the second is ``None``). Without autograd,
     written into one buffer (``out=`` saves a copy per product); with it, stacked."""
     u0 = pairs[0][0]
     n, C, h, w = u0.shape
     if torch.is_grad_enabled():
-        return torch.stack([(u * v).sum(1) for u, v in pairs])
+        return torch.stack([(u if v is None else u * v).sum(1) for u, v in pairs])
     sums = torch.empty(len(pairs), n, h, w, dtype=u0.dtype, device=u0.device)
     for k, (u, v) in enumerate(pairs):
-        if C == 1:
+        if v is None:
+            torch.sum(u, 1, out=sums[k])
+        elif C == 1:
             torch.mul(u.squeeze(1), v.squeeze(1), out=sums[k])
         else:
             torch.sum(u * v, 1, out=sums[k])
@@ -232,9 +297,11 @@ def solve_second_order(
     outcome's ``theta`` is the best parameters found for each pair."""
     # Levels above the finest are blurred and resampled, so their residuals are not
     # outliers but mismatch, and least squares converges there quadratically where the
-    # reweighted penalties crawl linearly; the finest level uses the configured loss.
-    if not problem.level.is_finest and config.coarse_loss != config.loss:
-        config = dataclasses.replace(config, loss=config.coarse_loss)
+    # reweighted penalties crawl linearly; the finest level uses the configured loss. The
+    # coarse levels fit gain and bias at most (level_photometric).
+    if not problem.level.is_finest:
+        photometric = level_photometric(config.photometric, False)
+        config = dataclasses.replace(config, loss=config.coarse_loss, photometric=photometric)
     with torch.set_grad_enabled(config.differentiable):
         return _iterate(problem, theta, config, callback)
 

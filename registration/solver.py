@@ -37,7 +37,7 @@ from gradcv.optim import ProgressCallback, PyramidLevel, SolverResult, carry_unc
 from gradcv.registration.checks import check_images, check_initial, check_mask, spread
 from gradcv.registration.config import RegistrationConfig
 from gradcv.registration.motion import motion_matrix, motion_parameters
-from gradcv.registration.objective import LevelOutcome, LevelProblem, erode
+from gradcv.registration.objective import LevelOutcome, LevelProblem, erode, masked_weight
 from gradcv.registration.sampling import LevelGrid, frame_corners, frame_matrix, pixel_homography
 from gradcv.registration.search import search_level, solve_level
 
@@ -157,7 +157,8 @@ class HomographyRegistration:
             loss_history=[o.history for o in outcomes],
             iterations_used=torch.stack([o.steps for o in outcomes]),
             wall_time=time.perf_counter() - start,
-            status=self._status(src, dst, thetas[-1], homography, outcomes[-1].stopped, corners),
+            status=self._status(src, dst, thetas[-1], homography, outcomes[-1].stopped, corners,
+                                None if mask_pyr is None else mask_pyr[0]),
             homography=homography,
             homography_normalized=normalize_homography(homography, (H, W), (H, W)),
             homography_per_level=per_level,
@@ -196,15 +197,20 @@ class HomographyRegistration:
         homography: torch.Tensor,
         stopped: torch.Tensor,
         corners: torch.Tensor,
+        masks: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """The ``(B,)`` :class:`gradcv.optim.SolverStatus` codes."""
+        """The ``(B,)`` :class:`gradcv.optim.SolverStatus` codes. The overlap is the share of
+        the image's pixels the final warp compares: inside the source and, with masks,
+        weighted by ``dst_mask`` and the warped ``src_mask`` (the loss's own weights)."""
         cfg = self.config
         H, W = src.shape[-2:]
         with torch.no_grad():
             textured = (spread(src) >= cfg.min_texture) & (spread(dst) >= cfg.min_texture)
             finite = torch.isfinite(homography).flatten(1).all(1)
             G = motion_matrix(cfg.motion, theta.detach(), corners)
-            _, weight = LevelGrid(0, (H, W), (H, W), src.dtype, src.device).sample(src, G)
+            grid = LevelGrid(0, (H, W), (H, W), src.dtype, src.device)
+            _, weight = grid.sample(src, G)
+            weight = masked_weight(grid, weight, G, masks)
             overlap = weight.flatten(1).mean(1) > MIN_FINAL_OVERLAP
         return sample_status(stopped, degenerate=~(textured & overlap), finite=finite)
 

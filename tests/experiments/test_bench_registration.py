@@ -23,7 +23,8 @@ from gradcv.registration import corner_error, make_pairs
 REPO = Path(__file__).resolve().parents[2]
 TINY = [
     "pairs=2", "protocol=detone", "iterations=3", "kornia_iterations=3", "ecc_iterations=5",
-    "throughput_batch=3", "threads=1",
+    "throughput_batch=3", "threads=1", "photos=[grace_hopper]", "presets=[default,first_order,paper]",
+    "timing_pairs=1", "timing_threads=[1]",
 ]
 METHODS = {"gradcv default", "gradcv first_order", "gradcv paper", "OpenCV ECC 3-level", "OpenCV ECC single-scale", "Kornia ImageRegistrator"}
 
