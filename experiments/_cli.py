@@ -64,6 +64,15 @@ class UsageError(ExperimentError):
     """A mistake on the command line (bad flag or override)."""
 
 
+class _JobFailed(Exception):
+    """A sweep's job failed in a launcher plugin's worker process, which printed its error
+    line; carries the exit status back (picklable: its only argument is the status)."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
 # --------------------------------------------------------------------------------------
 # Running an app
 # --------------------------------------------------------------------------------------
@@ -99,6 +108,7 @@ def run_app(
     app = app_name or config_name
     full_errors = bool(os.environ.get("HYDRA_FULL_ERROR"))
     status = 0
+    main_pid = os.getpid()
 
     # functools.wraps: Hydra unwraps the job to find the task's file or module, which
     # names the job (and its log file) as with a plain @hydra.main app.
@@ -115,6 +125,13 @@ def run_app(
                 raise
             status = max(status, EXIT_USAGE if isinstance(ex, UsageError) else EXIT_FAILURE)
             _print_error(app, describe_error(ex))
+            if os.getpid() != main_pid:
+                # A launcher plugin (joblib, submitit) ran this job in another process: tidy
+                # its folder here (Hydra made it for this job), and hand the failure back to
+                # the sweep in this process, which re-raises a failed job's return value.
+                _RUNS.created.add(folder)
+                _RUNS.clean_up()
+                raise _JobFailed(status) from None
         else:
             _RUNS.jobs[folder] = _JobState.DONE
 
@@ -132,6 +149,8 @@ def run_app(
     except KeyboardInterrupt:
         _print_error(app, "interrupted", kind=None)
         sys.exit(EXIT_INTERRUPTED)
+    except _JobFailed as ex:  # its error line was printed by the job's own process
+        sys.exit(max(status, ex.status))
     except Exception as ex:
         if full_errors:
             raise

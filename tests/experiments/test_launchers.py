@@ -51,6 +51,21 @@ def test_two_job_sweep_runs_on_the_launcher(launcher, target, extra, tmp_path):
         assert len(list((sweep / ".submitit").glob("*/*_log.out"))) == 2
 
 
+@pytest.mark.parametrize("launcher, extra", [("gradcv_joblib", []), ("submitit_local", ["hydra.launcher.timeout_min=5"])])
+def test_a_failed_job_fails_the_sweep_on_the_launcher(launcher, extra, tmp_path):
+    """A job that fails in the plugin's worker process prints its one line there, its folder
+    is removed, the good job's stays, and the sweep exits non-zero (it exited 0 before)."""
+    sweep = tmp_path / "sweep"
+    proc = _register("-m", f"hydra/launcher={launcher}", *extra, *TINY, "solver.iterations=0,5", f"hydra.sweep.dir={sweep}",
+                     cwd=tmp_path)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    if launcher == "gradcv_joblib":  # submitit keeps the worker's stderr in its own log
+        assert proc.stderr.count("register: error: ") == 1 and "solver.iterations" in proc.stderr
+    assert not (sweep / "0").exists()
+    assert (sweep / "1" / "metrics.json").is_file()
+
+
 def test_slurm_launcher_config_composes_and_takes_overrides(tmp_path):
     proc = _register("--cfg", "hydra", "hydra/launcher=gradcv_slurm", "hydra.launcher.partition=gpu", "hydra.launcher.gpus_per_node=1",
                      "hydra.launcher.timeout_min=30", cwd=tmp_path)
