@@ -142,3 +142,12 @@ def test_converged_overlap_respects_masks(photos):
     keep[..., :80, :] = 1.0
     result = register_homography(x, x, src_mask=keep, dst_mask=keep, levels=2, search_steps=0)
     assert bool(result.converged[0])
+
+
+def test_photometric_field_validated_and_presets():
+    assert RegistrationConfig().photometric == "exposure" and RegistrationConfig.paper().photometric == "none"
+    assert RegistrationConfig.first_order().photometric == "exposure"
+    with pytest.raises(ValueError, match="photometric"):
+        RegistrationConfig(photometric="ecc")
+    with pytest.raises(TypeError, match="photometric"):
+        RegistrationConfig(photometric=1)
