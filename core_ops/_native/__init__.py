@@ -27,7 +27,9 @@ How it is built and loaded:
     another ``kernels.c`` is refused, not called with the wrong arguments).
 - The kernels are called only from the CPU implementations of the operators' custom ops
   (``gradcv::separable_correlate``, ``gradcv::sobel_magnitude``,
-  ``gradcv::grayscale``), below PyTorch's dispatcher: fake tensors, tracers, vmap
+  ``gradcv::grayscale``, and the bilinear sampler's ``gradcv::warp_bilinear``,
+  ``gradcv::grid_sampler_2d`` and their backward ops in ``core_ops/geometry/_sampler.py``),
+  below PyTorch's dispatcher: fake tensors, tracers, vmap
   and autograd see the op, never a data pointer. :func:`needs_decomposition` says when
   an operator must run its PyTorch code instead of the op (forward-mode AD and
   functorch's grad/jvp transforms, which custom ops do not support).

@@ -348,6 +348,21 @@ static inline ALWAYS_INLINE void locate_row_##SUFFIX(                           
                   border ? (double)h - 1.0 : (double)h + 1.0, (int32_t)w, (int32_t)h, deriv);      \
 }                                                                                                  \
                                                                                                    \
+/* d out / d (px, py) of one channel's row, added to gx, gy: restrict arguments, so that it  \
+ * vectorises. */                                                                              \
+static inline ALWAYS_INLINE void gradient_row_##SUFFIX(                                            \
+    int64_t wo, const T *restrict v00, const T *restrict v01, const T *restrict v10,               \
+    const T *restrict v11, const T *restrict gr, const T *restrict a0, const T *restrict a1,       \
+    const T *restrict b0, const T *restrict b1, const T *restrict da0, const T *restrict da1,      \
+    const T *restrict db0, const T *restrict db1, T *restrict gx, T *restrict gy) {                \
+    for (int64_t x = 0; x < wo; ++x) {                                                             \
+        T top = a0[x] * v00[x] + a1[x] * v01[x], bot = a0[x] * v10[x] + a1[x] * v11[x];            \
+        T dtop = da0[x] * v00[x] + da1[x] * v01[x], dbot = da0[x] * v10[x] + da1[x] * v11[x];      \
+        gx[x] += gr[x] * (b0[x] * dtop + b1[x] * dbot);                                            \
+        gy[x] += gr[x] * (db0[x] * top + db1[x] * bot);                                            \
+    }                                                                                              \
+}                                                                                                  \
+                                                                                                   \
 /* Bilinear samples of the C planes of images [p0, p1), output rows [y0, y1):                    \
  * out (B, C, ho, wo) from img (B, C, h, w), both contiguous, h, w >= 2; positions from grid      \
  * (B, ho, wo, 2) when mats is NULL, else from mats (B, 3, 3): (x, y) = (n0, n1) * (1 / n2),      \
@@ -393,42 +408,71 @@ int warp_bilinear_backward_##SUFFIX(                                            
     int64_t p1, int64_t y0, int64_t y1, int64_t channels, int64_t h, int64_t w, int64_t ho,        \
     int64_t wo, const T *grid, const double *mats, int padding) {                                  \
     int32_t *base = malloc(sizeof(int32_t) * (wo + 1));                                            \
-    T *wts = malloc(sizeof(T) * 10 * (wo + 1));                                                    \
+    T *wts = malloc(sizeof(T) * 14 * (wo + 1));                                                   \
     double *pos = malloc(sizeof(double) * 7 * (wo + 1));                                           \
     if (!base || !wts || !pos) { free(base); free(wts); free(pos); return 1; }                     \
     const T *wx0 = wts, *wx1 = wts + wo, *wy0 = wts + 2 * wo, *wy1 = wts + 3 * wo;                 \
     const T *dx0 = wts + 4 * wo, *dx1 = wts + 5 * wo, *dy0 = wts + 6 * wo, *dy1 = wts + 7 * wo;    \
     T *gxs = wts + 8 * wo, *gys = wts + 9 * wo;                                                    \
+    T *q00 = wts + 10 * wo, *q01 = wts + 11 * wo, *q10 = wts + 12 * wo, *q11 = wts + 13 * wo;      \
     const double *fx = pos + 5 * wo, *fy = pos + 6 * wo;                                           \
     int want_pos = grad_grid != NULL || grad_mats != NULL;                                         \
     for (int64_t p = p0; p < p1; ++p) {                                                            \
         for (int64_t yo = y0; yo < y1; ++yo) {                                                     \
             locate_row_##SUFFIX(grid, mats, p, yo, ho, wo, h, w, padding, pos, base, wts,          \
                                 wts + 4 * wo, pos + 5 * wo, 1);                                    \
-            for (int64_t x = 0; x < wo; ++x) gxs[x] = gys[x] = 0;                                  \
-            for (int64_t c = 0; c < channels; ++c) {                                               \
-                const T *src = img + (p * channels + c) * h * w;                                   \
-                const T *gr = grad + ((p * channels + c) * ho + yo) * wo;                          \
-                if (grad_img) {                                                                    \
+            if (grad_img) {                                                                        \
+                for (int64_t c = 0; c < channels; ++c) {                                           \
                     T *gi = grad_img + (p * channels + c) * h * w;                                 \
+                    const T *gr = grad + ((p * channels + c) * ho + yo) * wo;                      \
+                    /* The 2 x 2 block's sums stay in registers while neighbouring outputs read  \
+                     * the same block or the next one (its right column becomes the left): the \
+                     * image is written once per block, not four times per output. */          \
+                    T l0 = 0, r0 = 0, l1 = 0, r1 = 0;                                              \
+                    int32_t cur = wo > 0 ? base[0] : 0;                                            \
                     for (int64_t x = 0; x < wo; ++x) {                                             \
-                        T *s = gi + base[x];                                                       \
+                        int32_t b = base[x];                                                       \
+                        if (b != cur) {                                                            \
+                            gi[cur] += l0;                                                         \
+                            gi[cur + w] += l1;                                                     \
+                            if (b == cur + 1) {                                                    \
+                                l0 = r0;                                                           \
+                                l1 = r1;                                                           \
+                            } else {                                                               \
+                                gi[cur + 1] += r0;                                                 \
+                                gi[cur + w + 1] += r1;                                             \
+                                l0 = l1 = 0;                                                       \
+                            }                                                                      \
+                            r0 = r1 = 0;                                                           \
+                            cur = b;                                                               \
+                        }                                                                          \
                         T top = wy0[x] * gr[x], bot = wy1[x] * gr[x];                              \
-                        s[0] += wx0[x] * top;                                                      \
-                        s[1] += wx1[x] * top;                                                      \
-                        s[w] += wx0[x] * bot;                                                      \
-                        s[w + 1] += wx1[x] * bot;                                                  \
+                        l0 += wx0[x] * top;                                                        \
+                        r0 += wx1[x] * top;                                                        \
+                        l1 += wx0[x] * bot;                                                        \
+                        r1 += wx1[x] * bot;                                                        \
                     }                                                                              \
+                    gi[cur] += l0;                                                                 \
+                    gi[cur + 1] += r0;                                                             \
+                    gi[cur + w] += l1;                                                             \
+                    gi[cur + w + 1] += r1;                                                         \
                 }                                                                                  \
-                if (want_pos) {                                                                    \
+            }                                                                                      \
+            if (want_pos) {                                                                        \
+                for (int64_t x = 0; x < wo; ++x) gxs[x] = gys[x] = 0;                              \
+                for (int64_t c = 0; c < channels; ++c) {                                           \
+                    const T *src = img + (p * channels + c) * h * w;                               \
+                    const T *gr = grad + ((p * channels + c) * ho + yo) * wo;                      \
+                    /* the 2 x 2 blocks into contiguous rows first: the arithmetic vectorises */  \
                     for (int64_t x = 0; x < wo; ++x) {                                             \
                         const T *s = src + base[x];                                                \
-                        T v00 = s[0], v01 = s[1], v10 = s[w], v11 = s[w + 1], gv = gr[x];          \
-                        T top = wx0[x] * v00 + wx1[x] * v01, bot = wx0[x] * v10 + wx1[x] * v11;    \
-                        T dtop = dx0[x] * v00 + dx1[x] * v01, dbot = dx0[x] * v10 + dx1[x] * v11;  \
-                        gxs[x] += gv * (wy0[x] * dtop + wy1[x] * dbot);                            \
-                        gys[x] += gv * (dy0[x] * top + dy1[x] * bot);                              \
+                        q00[x] = s[0];                                                             \
+                        q01[x] = s[1];                                                             \
+                        q10[x] = s[w];                                                             \
+                        q11[x] = s[w + 1];                                                         \
                     }                                                                              \
+                    gradient_row_##SUFFIX(wo, q00, q01, q10, q11, gr, wx0, wx1, wy0, wy1, dx0, dx1, \
+                                          dy0, dy1, gxs, gys);                                     \
                 }                                                                                  \
             }                                                                                      \
             if (grad_grid) {                                                                       \
