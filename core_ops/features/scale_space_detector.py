@@ -12,10 +12,13 @@ Lowe's edge rejection ``tr^2 / det < (r + 1)^2 / r`` on the response's spatial H
 The ``num_features`` strongest survivors of each image fill the output; the other slots
 are padding: zero response, zero LAF, ``False`` in the validity mask.
 
-The outputs have fixed sizes, but finding the candidates is data-dependent: their
-extraction (``nonzero``, per block of rows on the CPU, per octave elsewhere) and the
-refinement's stopping test read values on the host, so the detector does not trace into
-one ``torch.compile`` graph. Gradients reach the image through the refined offsets and
+The outputs have fixed sizes, but finding the candidates is data-dependent in eager mode:
+their extraction (``nonzero``, per block of rows on the CPU, per octave elsewhere) and the
+refinement's stopping test read values on the host. Under ``torch.compile`` and
+``torch.export`` the candidates are instead the top ``8 num_features`` extrema of each
+image by a dense ``topk`` over the octave (no ``nonzero``, a fixed grid of slots with a
+mask), and the refinement runs all its ``max_iterations`` steps (the settled candidates
+stay put), so the detector traces into one graph with the same results. Gradients reach the image through the refined offsets and
 responses (both refinements are differentiable; ``'soft'`` is smooth, ``'quadratic'``
 piecewise smooth), never through which voxels were selected.
 
@@ -301,6 +304,35 @@ class ScaleSpaceDetector(nn.Module):
             val = flat[bi, at + h * w] - val
         return bi, li, yi, xi, val
 
+    def _candidates_fixed(
+        self, src: torch.Tensor, threshold: float, dog: bool, slots: int
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """:meth:`_candidates` then :func:`_preselect` with fixed shapes (``torch.compile``,
+        ``torch.export``): the ``slots`` strongest extrema of each image by a ``topk`` over
+        the whole octave, as ``(B, S)`` mask and level, row, column (``S = min(slots,
+        voxels)``); ties may come in another order than the eager path's."""
+        top = min(self.n_levels + 2, src.shape[1] - (1 if dog else 0))
+        h, w = src.shape[-2:]
+        bd = self.border
+        block = src[:, : top + 1 if dog else top, bd - 1 : h - bd + 1, bd - 1 : w - bd + 1]
+        score = block[:, 1:] - block[:, :-1] if dog else block
+        if self.minima_are_also_good:
+            score = score.abs()
+        keep = _interior_maxima_333(score, threshold)  # (B, top - 2, h - 2 bd, w - 2 bd)
+        centre = score[:, 1:-1, 1:-1, 1:-1]
+        rank = torch.where(keep, centre, torch.full((), -math.inf, dtype=centre.dtype, device=centre.device)).flatten(1)
+        value, index = rank.topk(min(slots, rank.shape[1]), dim=1)
+        hh, ww = keep.shape[-2:]
+        li = index // (hh * ww) + 1
+        yi = index // ww % hh + bd
+        xi = index % ww + bd
+        valid = value > -math.inf
+        # Empty slots read a harmless voxel (their results are masked), as in _detect.
+        li = torch.where(valid, li, torch.ones_like(li))
+        yi = torch.where(valid, yi, torch.full_like(yi, bd))
+        xi = torch.where(valid, xi, torch.full_like(xi, bd))
+        return valid, (li, yi, xi)
+
     def _detect(self, img: torch.Tensor, num: int, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         self._check(img, mask)
         b = img.shape[0]
@@ -319,6 +351,12 @@ class ScaleSpaceDetector(nn.Module):
             levels = src.shape[1] - (1 if dog else 0)
             if levels < 3:
                 raise ShapeError("scale_pyr_module", "at least 3 response levels per octave", levels, f"scale_pyr_module: expected at least 3 response levels per octave, got {levels}")
+            if torch.compiler.is_compiling():
+                with torch.no_grad():
+                    valid, (li, yi, xi) = self._candidates_fixed(src.detach(), prelim, dog, _PRESELECT * num)
+                geom = _Geometry(src.reshape(b, -1), h, w, min(self.n_levels, levels - 2), self.border, dog)
+                results.append(self._refine(geom, valid, li, yi, xi, dist[:, :1].to(wide), sig[:, :1].to(wide), wide))
+                continue
             with torch.no_grad():
                 bi, li, yi, xi, val = self._candidates(src.detach(), prelim, dog)
                 score = val.abs() if self.minima_are_also_good else val
@@ -530,7 +568,8 @@ def _refine_quadratic(
         for step_index in range(iterations):
             # Most candidates settle in one or two steps; stop when none is left moving (a
             # host sync, like the candidate extraction's).
-            if step_index > 0 and not bool((ok & ~done).any()):
+            # (Under torch.compile / torch.export every step runs: no host sync in a graph.)
+            if step_index > 0 and not torch.compiler.is_compiling() and not bool((ok & ~done).any()):
                 break
             off, invertible = _newton_step(geom, l, y, x)[3:]
             ok &= invertible | done

@@ -8,7 +8,7 @@ from torch import nn
 
 from gradcv.core_ops import features
 from gradcv.core_ops.geometry import warp_perspective
-from tests.production._modules import CASES, HOMOGRAPHY, figure2, image
+from tests.production._modules import CASES, HOMOGRAPHY, blobs, figure2, image
 
 
 class WarpPerspective(nn.Module):
@@ -23,8 +23,7 @@ class WarpPerspective(nn.Module):
 
 
 def harris_detector() -> nn.Module:
-    """A detector with a fixed-size output: the Harris response with its non-maxima zeroed.
-    (ScaleSpaceDetector extracts a data-dependent number of candidates: not exportable.)"""
+    """A dense detector: the Harris response with its non-maxima zeroed."""
     return nn.Sequential(features.CornerHarris(0.04), features.NonMaximaSuppression2d((3, 3)))
 
 
@@ -50,6 +49,7 @@ EXPORTS = {
     "SSIMLoss": (CASES["SSIMLoss"][0], lambda d, s: (image(d, seed=s), image(d, seed=s + 1))),
     "SIFTDescriptor": (lambda d: features.SIFTDescriptor(16).to(d), lambda d, s: (image(d, 4, 1, 16, 16, seed=s),)),
     "HarrisDetector": (lambda d: harris_detector().to(d), lambda d, s: (image(d, 2, 1, 16, 16, seed=s),)),
+    "ScaleSpaceDetector": (lambda d: features.ScaleSpaceDetector(8).to(d), lambda d, s: (blobs(d, 32, seed=s),)),
 }
 
 # Not yet portable (as of this test's writing): the warpers' sampler is the custom op
@@ -62,10 +62,17 @@ EXPORTS = {
 NOT_PORTABLE = {"HomographyWarper", "DepthWarper", "warp_perspective"}
 
 
-def params() -> list:
+# Exported with torch.export but not converted to ONNX in the tests: the conversion of the
+# detector's graph (the quadratic refinement unrolled over its 5 steps) takes about 2
+# minutes on a 2-core CPU (it does convert, and matches eager to 1e-4).
+NOT_IN_ONNX_TESTS = {"ScaleSpaceDetector"}
+
+
+def params(onnx: bool = False) -> list:
     """``EXPORTS``' names as pytest parameters, the NOT_PORTABLE ones marked xfail."""
     import pytest
 
     reason = "the warpers' custom sampler op and torch.frexp are not decomposed under export (see _exports.NOT_PORTABLE)"
-    return [pytest.param(n, marks=pytest.mark.xfail(reason=reason, strict=False)) if n in NOT_PORTABLE else n for n in sorted(EXPORTS)]
+    names = [n for n in sorted(EXPORTS) if not (onnx and n in NOT_IN_ONNX_TESTS)]
+    return [pytest.param(n, marks=pytest.mark.xfail(reason=reason, strict=False)) if n in NOT_PORTABLE else n for n in names]
 

@@ -26,18 +26,18 @@ Inputs = Callable[[str], tuple[torch.Tensor, ...]]
 # The modules whose output shapes or control flow depend on the data: no fixed-size graph
 # exists for them, so torch.compile(fullgraph=True) must break (test_skipped_still_break).
 SKIPPED: dict[str, str] = {
-    "ScaleSpaceDetector": (
-        "candidate extraction is data-dependent: nonzero() over the extrema and a "
-        "preselection grid as wide as the largest per-image candidate count (.item()); the "
-        "outputs are fixed-size with a mask, but the intermediate shapes are not"
-    ),
-    "SIFTFeature": "runs ScaleSpaceDetector (see there)",
-    "HessianSIFT": "runs ScaleSpaceDetector (see there)",
-    "LocalFeature": "runs its detector, a ScaleSpaceDetector by default (see there)",
     "RANSAC": (
         "iterates until the inlier ratio reaches the confidence (a host-side stopping "
         "test) and draws its samples from a torch.Generator made per call"
     ),
+}
+
+
+# Compiled forward equals eager, but the input gradient does not (yet): max |difference|
+# 0.33 against a largest gradient of 111 on the blobs input, well above rounding. Found by
+# these tests, not explained yet (the detector alone, SIFTFeature and LocalFeature match).
+FORWARD_ONLY: dict[str, str] = {
+    "HessianSIFT": "compiled input gradient differs from eager by 0.3 % of its largest value (open)",
 }
 
 
@@ -59,6 +59,18 @@ def discover() -> dict[str, type]:
 def image(device: str, b: int = 1, c: int = 3, h: int = 16, w: int = 16, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.rand(b, c, h, w, generator=g).to(device)
+
+
+def blobs(device: str, size: int, seed: int = 0) -> torch.Tensor:
+    """``(2, 1, size, size)``: Gaussian blobs of a few sizes on a dim background (a
+    detector's input with extrema at several scales)."""
+    g = torch.Generator().manual_seed(seed)
+    y, x = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32), indexing="ij")
+    out = torch.full((2, 1, size, size), 0.1)
+    for b in range(2):
+        for cx, cy, s in torch.rand(6, 3, generator=g).tolist():
+            out[b, 0] += torch.exp(-((x - 4 - cx * (size - 8)) ** 2 + (y - 4 - cy * (size - 8)) ** 2) / (2 * (1.0 + 2.5 * s) ** 2))
+    return (out / out.amax()).to(device)
 
 
 def labels(device: str, classes: int = 3, size: int = 8) -> torch.Tensor:
@@ -138,6 +150,14 @@ CASES: dict[str, tuple[Factory, Inputs]] = {
     "PatchAffineShapeEstimator": (lambda d: features.PatchAffineShapeEstimator(8), lambda d: (image(d, 3, 1, 8, 8),)),
     "PatchDominantGradientOrientation": (lambda d: features.PatchDominantGradientOrientation(8), lambda d: (image(d, 3, 1, 8, 8),)),
     "SIFTDescriptor": (lambda d: features.SIFTDescriptor(8), lambda d: (image(d, 3, 1, 8, 8),)),
+    # detectors and the integrated features: fixed-size outputs with a validity mask
+    "ScaleSpaceDetector": (lambda d: features.ScaleSpaceDetector(8), lambda d: (blobs(d, 32),)),
+    "LocalFeature": (
+        lambda d: features.LocalFeature(features.ScaleSpaceDetector(8), features.LAFDescriptor(features.SIFTDescriptor(8), patch_size=8)),
+        lambda d: (blobs(d, 32),),
+    ),
+    "SIFTFeature": (lambda d: features.SIFTFeature(8, double_image=False, max_orientations=1), lambda d: (blobs(d, 44),)),
+    "HessianSIFT": (lambda d: features.HessianSIFT(8, double_image=False, max_orientations=1), lambda d: (blobs(d, 44),)),
     # filters
     "BoxBlur": (lambda d: filters.BoxBlur(3), lambda d: (image(d),)),
     "GaussianBlur2d": (lambda d: filters.GaussianBlur2d(5, 1.2), lambda d: (image(d),)),

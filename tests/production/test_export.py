@@ -16,10 +16,17 @@ import torch
 from tests.production._exports import EXPORTS, params
 
 
+_EXPORTED: dict[tuple[str, str], tuple[torch.nn.Module, torch.export.ExportedProgram]] = {}
+
+
 def _export(name: str, device: str) -> tuple[torch.nn.Module, torch.export.ExportedProgram]:
-    make, inputs = EXPORTS[name]
-    module = make(device).eval()
-    return module, torch.export.export(module, inputs(device, 0))
+    """The module and its exported program (once per name and device: exporting the
+    detector takes seconds)."""
+    if (name, device) not in _EXPORTED:
+        make, inputs = EXPORTS[name]
+        module = make(device).eval()
+        _EXPORTED[name, device] = module, torch.export.export(module, inputs(device, 0))
+    return _EXPORTED[name, device]
 
 
 @pytest.mark.parametrize("name", sorted(EXPORTS))
