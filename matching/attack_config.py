@@ -75,7 +75,7 @@ class AttackConfig:
     margin: float = 0.5
     loc_radius: Optional[float] = 3.0
     max_pairs: Optional[int] = 128
-    one_to_one: bool = False
+    one_to_one: bool = True
     budget: Optional[float] = 8.0 / 255.0
     quantize: bool = True
     noise: float = 0.0
@@ -110,7 +110,7 @@ class AttackConfig:
             >>> AttackConfig.paper().lr, AttackConfig.paper().match.num_features
             (0.003, 2500)
         """
-        fields: dict[str, Any] = dict(match=MatchConfig.paper(), lr=0.003, alpha=1.0, beta=1.0, loc_radius=None, max_pairs=None,
+        fields: dict[str, Any] = dict(match=MatchConfig.paper(), lr=0.003, alpha=1.0, beta=1.0, loc_radius=None, max_pairs=None, one_to_one=False,
                                       budget=None, quantize=False, noise=0.0, blur=0.0, check_every=0)
         fields.update(overrides)
         return cls(**fields)
