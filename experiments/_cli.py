@@ -276,6 +276,27 @@ def _print_error(app: str, message: str, kind: str | None = "error") -> None:
     print(prefix + message, file=sys.stderr, flush=True)
 
 
+def optional_hint(hint: Any) -> Any:
+    """``Optional[hint]`` for the types OmegaConf checks; ``Any`` for the others (a union,
+    a nested dataclass): the type of a config field that may be left ``None``."""
+    from typing import Optional
+
+    return Optional[hint] if hint in (int, float, str, bool) else Any
+
+
+def overrides_schema(cls: type, name: str, exclude: frozenset[str] = frozenset()) -> type:
+    """A dataclass with every field of the dataclass ``cls`` but ``exclude``, each ``None``
+    (= keep the preset's value) unless overridden: the schema of an app's ``solver.*``-like
+    node, made from the library's dataclass so that it cannot drift from it."""
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    return dataclasses.make_dataclass(
+        name, [(f.name, optional_hint(hints[f.name]), dataclasses.field(default=None))
+               for f in dataclasses.fields(cls) if f.name not in exclude]
+    )
+
+
 def config_to_object(cfg: DictConfig, schema: type[T]) -> T:
     """``cfg`` as an instance of the dataclass ``schema``, refusing keys it does not have.
 

@@ -35,7 +35,6 @@ import dataclasses
 import io
 import math
 import time
-import typing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -48,6 +47,7 @@ from gradcv.experiments._cli import (
     ExperimentError,
     atomic_write_bytes,
     config_to_object,
+    overrides_schema,
     run_app,
     run_dir,
     save_figure,
@@ -67,22 +67,9 @@ PRESETS = ("default", "paper")
 _NOT_ATTACK_FIELDS = frozenset({"match", "seed"})
 
 
-def _optional(hint: Any) -> Any:
-    """``Optional[hint]`` for the types OmegaConf checks; ``Any`` for the others."""
-    return Optional[hint] if hint in (int, float, str, bool) else Any
-
-
-def _overrides_of(cls: type, exclude: frozenset[str], name: str) -> type:
-    """A dataclass with every field of ``cls`` (but ``exclude``) as ``None`` = the preset's
-    value: made from the library's dataclass, so the schema cannot drift from it."""
-    hints = typing.get_type_hints(cls)
-    return dataclasses.make_dataclass(
-        name, [(f.name, _optional(hints[f.name]), field(default=None)) for f in dataclasses.fields(cls) if f.name not in exclude]
-    )
-
-
-AttackOverrides = _overrides_of(AttackConfig, _NOT_ATTACK_FIELDS, "AttackOverrides")
-MatchOverrides = _overrides_of(MatchConfig, frozenset(), "MatchOverrides")
+#: Types of the ``attack`` and ``match`` nodes (every field ``None``: the preset's value).
+AttackOverrides = overrides_schema(AttackConfig, "AttackOverrides", _NOT_ATTACK_FIELDS)
+MatchOverrides = overrides_schema(MatchConfig, "MatchOverrides")
 
 
 @dataclass

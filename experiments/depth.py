@@ -47,6 +47,8 @@ from gradcv.experiments._cli import (
     ExperimentError,
     atomic_write_bytes,
     config_to_object,
+    optional_hint,
+    overrides_schema,
     run_app,
     run_dir,
     save_figure,
@@ -69,22 +71,9 @@ FIGURE_SOURCES = 4
 _NOT_SOLVER_FIELDS = frozenset({"seed"})
 
 
-def _optional(hint: Any) -> Any:
-    """``Optional[hint]`` for the types OmegaConf checks; ``Any`` for the others (a union)."""
-    return Optional[hint] if hint in (int, float, str, bool) else Any
-
-
 #: Types of the ``solver`` node: every field of :class:`DepthConfig` but ``seed``, each
-#: ``None`` (the preset's value) unless overridden (made from the library's dataclass, so
-#: the schema cannot drift from it).
-SolverConfig = dataclasses.make_dataclass(
-    "SolverConfig",
-    [
-        (f.name, _optional(typing.get_type_hints(DepthConfig)[f.name]), field(default=None))
-        for f in dataclasses.fields(DepthConfig)
-        if f.name not in _NOT_SOLVER_FIELDS
-    ],
-)
+#: ``None`` (the preset's value) unless overridden.
+SolverConfig = overrides_schema(DepthConfig, "SolverConfig", _NOT_SOLVER_FIELDS)
 
 #: The ``data`` fields that are :class:`SceneConfig`'s (``None``: its default).
 SCENE_FIELDS = tuple(f.name for f in dataclasses.fields(SceneConfig))
@@ -101,7 +90,7 @@ DepthDataConfig = dataclasses.make_dataclass(
         ("views", Optional[list[Any]], field(default=None)),
         ("seed", int, field(default=0)),
     ]
-    + [(name, _optional(typing.get_type_hints(SceneConfig)[name]), field(default=None)) for name in SCENE_FIELDS],
+    + [(name, optional_hint(typing.get_type_hints(SceneConfig)[name]), field(default=None)) for name in SCENE_FIELDS],
 )
 
 
