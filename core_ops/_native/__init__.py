@@ -328,8 +328,9 @@ def warp_bilinear_backward(
     grad: torch.Tensor, image: torch.Tensor, grad_image: Optional[torch.Tensor], grad_grid: Optional[torch.Tensor],
     grad_mats: Optional[torch.Tensor], grid: Optional[torch.Tensor], mats: Optional[torch.Tensor], padding_mode: str,
 ) -> bool:
-    """Backward of :func:`warp_bilinear`: adds into the zeroed ``grad_image`` and ``grad_mats``
-    (float64 ``(B, 3, 3)``), writes ``grad_grid``; each optional. All contiguous.
+    """Backward of :func:`warp_bilinear`: writes ``grad_image`` (the kernel zeroes it, image
+    by image, on the thread that fills it) and ``grad_grid``, adds into the zeroed
+    ``grad_mats`` (float64 ``(B, 3, 3)``); each optional. All contiguous.
     ``False`` (nothing written) when the PyTorch path must do it."""
     fn = kernel("warp_bilinear_backward", image)
     if fn is None:

@@ -32,6 +32,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define BORDER_CONSTANT 0
 #define BORDER_REFLECT 1
@@ -399,7 +400,7 @@ int warp_bilinear_##SUFFIX(                                                     
 }                                                                                                  \
                                                                                                    \
 /* Backward of warp_bilinear for images [p0, p1), rows [y0, y1): adds into grad_img               \
- * (B, C, h, w, zeroed by the caller) when not NULL; writes grad_grid (B, ho, wo, 2) when not     \
+ * (B, C, h, w; zeroed here when the call covers whole images, else by the caller) when not NULL; writes grad_grid (B, ho, wo, 2) when not     \
  * NULL (grid mode); adds into grad_mats (B, 9 doubles, zeroed) when not NULL (matrix mode).      \
  * Calls that run at once never share an image. */                                                \
 CPU_CLONES                                                                                         \
@@ -417,6 +418,9 @@ int warp_bilinear_backward_##SUFFIX(                                            
     T *q00 = wts + 10 * wo, *q01 = wts + 11 * wo, *q10 = wts + 12 * wo, *q11 = wts + 13 * wo;      \
     const double *fx = pos + 5 * wo, *fy = pos + 6 * wo;                                           \
     int want_pos = grad_grid != NULL || grad_mats != NULL;                                         \
+    /* grad_img is zeroed here, by the thread that fills it (callers pass whole images) */         \
+    if (grad_img && y0 == 0 && y1 == ho)                                                           \
+        memset(grad_img + p0 * channels * h * w, 0, sizeof(T) * (size_t)((p1 - p0) * channels * h * w)); \
     for (int64_t p = p0; p < p1; ++p) {                                                            \
         for (int64_t yo = y0; yo < y1; ++yo) {                                                     \
             locate_row_##SUFFIX(grid, mats, p, yo, ho, wo, h, w, padding, pos, base, wts,          \

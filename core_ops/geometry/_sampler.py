@@ -278,7 +278,7 @@ def _grid_backward_cpu(
     _check_grid(image, grid)
     _check_padding(padding_mode)
     if grad.numel() and _native_fits(image) and _native.kernel("warp_bilinear_backward", image) is not None:
-        gi = torch.zeros_like(image, memory_format=torch.contiguous_format) if image_grad else None
+        gi = torch.empty_like(image, memory_format=torch.contiguous_format) if image_grad else None  # zeroed in C
         gg = grid.new_empty(grid.shape, dtype=image.dtype) if grid_grad else None
         if _native.warp_bilinear_backward(grad.contiguous(), image.contiguous(), gi, gg, None, grid.to(image.dtype).contiguous(), None, padding_mode):
             return (gi if gi is not None else image.new_empty(0)), (gg.to(grid.dtype) if gg is not None else grid.new_empty(0))
@@ -376,7 +376,9 @@ def _warp_backward_cpu(
     _check_matrix(image, matrix, grad.shape[-2], grad.shape[-1])
     _check_padding(padding_mode)
     if grad.numel() and _native_fits(image) and _native.kernel("warp_bilinear_backward", image) is not None:
-        gi = torch.zeros_like(image, memory_format=torch.contiguous_format) if image_grad else None
+        # zeroed inside the C loops, by the threads that fill it (a parallel torch fill right
+        # before them keeps PyTorch's OpenMP workers spinning on the cores they need)
+        gi = torch.empty_like(image, memory_format=torch.contiguous_format) if image_grad else None
         gm = matrix.new_zeros(matrix.shape, dtype=torch.float64) if matrix_grad else None
         mats = matrix.to(torch.float64).contiguous()
         if _native.warp_bilinear_backward(grad.contiguous(), image.contiguous(), gi, None, gm, None, mats, padding_mode):
