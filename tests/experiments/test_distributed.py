@@ -82,6 +82,25 @@ def test_bench_attack_on_two_gloo_processes_writes_the_single_process_metrics(tm
     assert comparable(a) == comparable(b) and a != b  # equal but for the varying paths (times, launch)
 
 
+# Two photographs x (detone) x (default, single-scale ECC when OpenCV is there): the jobs are dealt
+# over the two processes.
+TINY_REGISTRATION = ["protocol=detone", "photos=[grace_hopper,coffee]", "pairs=2", "presets=[default]", "iterations=5", "ecc_iterations=5",
+                     "kornia=false", "timing_pairs=0", "throughput_batch=0"]
+
+
+def test_bench_registration_on_two_gloo_processes_writes_the_single_process_metrics(tmp_path):
+    pytest.importorskip("skimage")
+    one, two = tmp_path / "one", tmp_path / "two"
+    single = _run(["-m", "gradcv.experiments.bench_registration", *TINY_REGISTRATION, f"hydra.run.dir={one}"], tmp_path)
+    assert single.returncode == 0, single.stderr
+    pair = _run([*TORCHRUN, "-m", "gradcv.experiments.bench_registration", *TINY_REGISTRATION, f"hydra.run.dir={two}"], tmp_path)
+    assert pair.returncode == 0, pair.stdout + pair.stderr
+    a = json.loads((one / "metrics.json").read_text())
+    b = json.loads((two / "metrics.json").read_text())
+    assert b["launch"] == {"world_size": 2, "backend": "gloo"} and len(a["per_photo"]) >= 2
+    assert comparable(a) == comparable(b) and a != b
+
+
 FAIL_ON_RANK_1 = """
 import gradcv.experiments.bench_depth as app
 render = app.render_batch
