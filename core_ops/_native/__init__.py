@@ -174,10 +174,15 @@ def needs_decomposition() -> bool:
     uses too) and under functorch's grad and jvp transforms: ``torch.library`` has no
     way to register a jvp, so a custom op would return a result without its tangent,
     and functorch's grad transform refuses a custom op's autograd formula. The PyTorch
-    code is made of ATen ops, which support both. Under ``torch.compile`` the op is used.
+    code is made of ATen ops, which support both. Under ``torch.compile`` the op is used;
+    under ``torch.export`` the PyTorch code (a portable program of ATen ops).
     This reads the global autograd state, never a tensor: it is the same for every
     tensor subclass, wrapper and tracer.
     """
+    if torch.compiler.is_exporting():
+        # torch.export: programs of ATen ops only, which run without gradcv (AOTInductor,
+        # ONNX) and which an exporter can decompose.
+        return True
     if torch.compiler.is_compiling():
         return False
     if _forward_ad._current_level >= 0:

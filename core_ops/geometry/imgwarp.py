@@ -54,6 +54,17 @@ _FAR = 4.0
 
 
 # ------------------------------------------------------------------------- checks
+def power_of_two_exponent(x: torch.Tensor) -> torch.Tensor:
+    """``torch.frexp(x)[1]`` for ``x >= 0``: the ``e`` with ``x / 2**e`` in ``[0.5, 1)`` (0
+    for 0). Under ``torch.export`` it is ``floor(log2(x)) + 1`` (ONNX has no frexp), which
+    may land one higher just below a power of two: still a power of two, so scaling by it
+    stays exact."""
+    if torch.compiler.is_exporting():
+        safe = torch.where(x > 0, x, torch.ones_like(x))
+        return torch.where(x > 0, torch.floor(torch.log2(safe)) + 1, torch.zeros_like(x)).to(torch.int32)
+    return torch.frexp(x)[1]
+
+
 def check_output_size(dsize: object, name: str = "dsize") -> tuple[int, int]:
     """Check an output size ``(height, width)`` of non-negative ints; returns it."""
     if not (isinstance(dsize, (tuple, list, torch.Size)) and len(dsize) == 2) or not all(
@@ -137,7 +148,7 @@ def _sampling_grid(
         # A homography is defined up to scale: a power of two (exact) brings its largest
         # entry into [0.5, 1), which bounds every term below by the output size.
         # (torch.ldexp's gradient is 0 for an integer exponent in torch 2.13, hence exp2.)
-        exponent = torch.frexp(A.detach().abs().amax(dim=(1, 2), keepdim=True))[1]
+        exponent = power_of_two_exponent(A.detach().abs().amax(dim=(1, 2), keepdim=True))
         A = A * torch.exp2(-exponent.to(A.dtype))
     h, w = dsize
     xs = torch.arange(w, device=A.device, dtype=A.dtype)

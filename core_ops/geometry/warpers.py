@@ -32,7 +32,7 @@ from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError, Device
 from gradcv.core_ops.geometry._sampler import sample_bilinear
 from gradcv.core_ops.geometry.camera import PinholeCamera, _embed, _inverse3x3
 from gradcv.core_ops.geometry.coordinates import normalize_homography
-from gradcv.core_ops.geometry.imgwarp import warp_perspective
+from gradcv.core_ops.geometry.imgwarp import power_of_two_exponent, warp_perspective
 from gradcv.core_ops.geometry.linalg import compose_transformations, inverse_transformation
 
 __all__ = ["DepthWarper", "HomographyWarper", "depth_warp", "homography_warp"]
@@ -169,7 +169,7 @@ def _homography_grid(src_homo_dst: torch.Tensor, base: torch.Tensor) -> tuple[to
     ``src_homo_dst (B, 3, 3)`` over the base grid ``(1, h, w, 2)`` (same dtype)."""
     # A homography is defined up to scale: an exact power of two brings its largest entry
     # into [0.5, 1), so that the threshold on the denominator below is scale-free.
-    exponent = torch.frexp(src_homo_dst.detach().abs().amax(dim=(-2, -1), keepdim=True))[1]
+    exponent = power_of_two_exponent(src_homo_dst.detach().abs().amax(dim=(-2, -1), keepdim=True))
     H = src_homo_dst * torch.exp2(-exponent.to(src_homo_dst.dtype))
     # (1, h, w, 2) @ (B, 1, 2, 3) -> (B, h, w, 3): H (u, v, 1) per pixel.
     n = base @ H[:, None, :, :2].transpose(-1, -2) + H[:, None, None, :, 2]

@@ -52,14 +52,10 @@ EXPORTS = {
     "ScaleSpaceDetector": (lambda d: features.ScaleSpaceDetector(8).to(d), lambda d, s: (blobs(d, 32, seed=s),)),
 }
 
-# Not yet portable (as of this test's writing): the warpers' sampler is the custom op
-# gradcv::grid_sampler_2d / gradcv::warp_bilinear, which torch.export records as is
-# (core_ops._native.needs_decomposition() answers False under export: it should answer True
-# when torch.compiler.is_exporting()), and both warpers normalise the homography with
-# torch.frexp, which ONNX lacks (an exponent from floor(log2(.)) + 1 under export would do:
-# any power of two scales exactly). Marked xfail, not strict, until core_ops/geometry and
-# core_ops/_native take the PyTorch path under export; then delete this set.
-NOT_PORTABLE = {"HomographyWarper", "DepthWarper", "warp_perspective"}
+# Every export above is portable (ATen ops only: the custom ops take their PyTorch code under
+# torch.export, and the warpers' power-of-two normalisation avoids frexp). A name put here is
+# marked xfail.
+NOT_PORTABLE: set[str] = set()
 
 
 # Exported with torch.export but not converted to ONNX in the tests: the conversion of the
