@@ -37,6 +37,8 @@ Non-finite and singular matrices:
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 from gradcv.core_ops._checks import check_choice, check_floating, check_image, check_shape, check_tensor
@@ -259,20 +261,32 @@ def _warp_by_inverse(
     grid = _sampling_grid(A, dsize, src.dtype, projective)
     if grid.shape[0] != src.shape[0]:
         grid = grid.expand(src.shape[0], -1, -1, -1)
-    sample_padding = "zeros" if padding_mode == "fill" else padding_mode
-    out = torch.nn.functional.grid_sample(src, grid, mode=mode, padding_mode=sample_padding, align_corners=False)
+    def sample(image: torch.Tensor, padding: str) -> torch.Tensor:
+        return torch.nn.functional.grid_sample(image, grid, mode=mode, padding_mode=padding, align_corners=False)
+
+    return _padded(sample, src, A, ok, dsize, padding_mode, fill_value, projective).to(out_dtype)
+
+
+def _padded(
+    sample: Callable[[torch.Tensor, str], torch.Tensor], src: torch.Tensor, A: torch.Tensor, ok: torch.Tensor,
+    dsize: tuple[int, int], padding_mode: str, fill_value: torch.Tensor | None, projective: bool,
+) -> torch.Tensor:
+    """``sample(src, padding)`` with gradcv's padding modes on top of the sampler's: ``'fill'``
+    blends ``fill_value`` in by the coverage of a sampled image of ones; border and
+    reflection blank the pixels of matrices that are not ``ok`` or positions at infinity
+    (they would otherwise read a border value)."""
+    height, width = src.shape[-2:]
+    out = sample(src, "zeros" if padding_mode == "fill" else padding_mode)
     if padding_mode == "fill":
         if fill_value is not None:
-            ones = src.new_ones(1, 1, 1, 1).expand(src.shape[0], 1, height, width)
-            inside = torch.nn.functional.grid_sample(ones, grid, mode=mode, padding_mode="zeros", align_corners=False)
+            inside = sample(src.new_ones(1, 1, 1, 1).expand(src.shape[0], 1, height, width), "zeros")
             out = out + (1 - inside) * _fill_tensor(fill_value, out)
     elif padding_mode != "zeros":
-        # Border and reflection would give the far-away points a value: blank them.
         keep = ok[:, None, None, None]
         if projective:
             keep = keep & _finite_positions(A, dsize, src.dtype)
         out = out * keep.to(out.dtype)
-    return out.to(out_dtype)
+    return out
 
 
 def _warp_bilinear(
@@ -290,19 +304,8 @@ def _warp_bilinear(
     A = torch.where(ok[:, None, None], minv, far)
     if A.shape[0] != src.shape[0]:
         A = A.expand(src.shape[0], -1, -1)
-    sample_padding = "zeros" if padding_mode == "fill" else padding_mode
-    out = warp_bilinear_matrix(src, A, dsize, sample_padding)
-    if padding_mode == "fill":
-        if fill_value is not None:
-            ones = src.new_ones(1, 1, 1, 1).expand(src.shape[0], 1, height, width)
-            inside = warp_bilinear_matrix(ones, A, dsize, "zeros")
-            out = out + (1 - inside) * _fill_tensor(fill_value, out)
-    elif padding_mode != "zeros":
-        keep = ok[:, None, None, None]
-        if projective:
-            keep = keep & _finite_positions(A, dsize, src.dtype)
-        out = out * keep.to(out.dtype)
-    return out
+    return _padded(lambda image, padding: warp_bilinear_matrix(image, A, dsize, padding), src, A, ok, dsize, padding_mode,
+                   fill_value, projective)
 
 
 def _fill_tensor(fill_value: torch.Tensor, out: torch.Tensor) -> torch.Tensor:

@@ -70,15 +70,20 @@ TINY_ATTACK = ["pairs=2", "iterations=2", "paper_pairs=1", "batch=1", "timing_st
                "match.num_features=64", "progress=false"]
 
 
-def test_bench_attack_on_two_gloo_processes_writes_the_single_process_metrics(tmp_path):
+def _alone_and_on_two_processes(app: str, args: list[str], tmp_path) -> tuple[dict, dict]:
+    """``metrics.json`` of the study run by one process and by two gloo processes."""
     one, two = tmp_path / "one", tmp_path / "two"
-    single = _run(["-m", "gradcv.experiments.bench_attack", *TINY_ATTACK, f"hydra.run.dir={one}"], tmp_path)
+    single = _run(["-m", f"gradcv.experiments.{app}", *args, f"hydra.run.dir={one}"], tmp_path)
     assert single.returncode == 0, single.stderr
-    pair = _run([*TORCHRUN, "-m", "gradcv.experiments.bench_attack", *TINY_ATTACK, f"hydra.run.dir={two}"], tmp_path)
+    pair = _run([*TORCHRUN, "-m", f"gradcv.experiments.{app}", *args, f"hydra.run.dir={two}"], tmp_path)
     assert pair.returncode == 0, pair.stdout + pair.stderr
-    a = json.loads((one / "metrics.json").read_text())
-    b = json.loads((two / "metrics.json").read_text())
+    a, b = (json.loads((d / "metrics.json").read_text()) for d in (one, two))
     assert b["launch"] == {"world_size": 2, "backend": "gloo"}
+    return a, b
+
+
+def test_bench_attack_on_two_gloo_processes_writes_the_single_process_metrics(tmp_path):
+    a, b = _alone_and_on_two_processes("bench_attack", TINY_ATTACK, tmp_path)
     assert comparable(a) == comparable(b) and a != b  # equal but for the varying paths (times, launch)
 
 
@@ -90,15 +95,8 @@ TINY_REGISTRATION = ["protocol=detone", "photos=[grace_hopper,coffee]", "pairs=2
 
 def test_bench_registration_on_two_gloo_processes_writes_the_single_process_metrics(tmp_path):
     pytest.importorskip("skimage")
-    one, two = tmp_path / "one", tmp_path / "two"
-    single = _run(["-m", "gradcv.experiments.bench_registration", *TINY_REGISTRATION, f"hydra.run.dir={one}"], tmp_path)
-    assert single.returncode == 0, single.stderr
-    pair = _run([*TORCHRUN, "-m", "gradcv.experiments.bench_registration", *TINY_REGISTRATION, f"hydra.run.dir={two}"], tmp_path)
-    assert pair.returncode == 0, pair.stdout + pair.stderr
-    a = json.loads((one / "metrics.json").read_text())
-    b = json.loads((two / "metrics.json").read_text())
-    assert b["launch"] == {"world_size": 2, "backend": "gloo"} and len(a["per_photo"]) >= 2
-    assert comparable(a) == comparable(b) and a != b
+    a, b = _alone_and_on_two_processes("bench_registration", TINY_REGISTRATION, tmp_path)
+    assert len(a["per_photo"]) >= 2 and comparable(a) == comparable(b) and a != b
 
 
 FAIL_ON_RANK_1 = """
