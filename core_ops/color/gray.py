@@ -83,7 +83,7 @@ def rgb_to_grayscale(image: torch.Tensor, rgb_weights: Optional[Weights] = None)
     check_color_image(image, "image")
     _check_weights(rgb_weights)
     # torch.export records ATen ops only (a program that runs without gradcv, and converts to ONNX)
-    if not isinstance(rgb_weights, torch.Tensor) and not (_native.needs_decomposition() or torch.compiler.is_exporting()):
+    if not isinstance(rgb_weights, torch.Tensor) and not _native.needs_decomposition():
         return _grayscale_op(image, [float(v) for v in (rgb_weights or BT601_WEIGHTS)], False)
     red, green, blue = image.unbind(-3)
     return _luma(red, green, blue, rgb_weights).unsqueeze(-3)
@@ -108,7 +108,7 @@ def bgr_to_grayscale(image: torch.Tensor) -> torch.Tensor:
         tensor([[[[0.114]]]])
     """
     check_color_image(image, "image")
-    if not (_native.needs_decomposition() or torch.compiler.is_exporting()):
+    if not _native.needs_decomposition():
         return _grayscale_op(image, list(BT601_WEIGHTS), True)
     # Reading the channels in reverse avoids the copy that flipping to RGB first would make.
     blue, green, red = image.unbind(-3)

@@ -520,7 +520,7 @@ def correlate_separable(
     ky, kx = len(frozen[0][0]), len(frozen[0][1])
     pad = ((ky - 1) // 2, ky // 2, (kx - 1) // 2, kx // 2) if padding == "same" else (0, 0, 0, 0)
     # torch.export records ATen ops only (a program that runs without gradcv, and converts to ONNX)
-    if _native.needs_decomposition() or torch.compiler.is_exporting():
+    if _native.needs_decomposition():
         return _filter_functional(x, (frozen, int(stride), pad, border_type))
     taps_y, taps_x = _flat_taps(frozen)
     return _correlate_op(x, taps_y, taps_x, len(frozen), list(pad), int(stride), border_type)

@@ -156,7 +156,7 @@ def sobel(
     # each derivative) goes into the magnitude instead, for free.
     scale = 1.0 / 64.0 if normalized else 1.0
     # torch.export records ATen ops only (a program that runs without gradcv, and converts to ONNX)
-    if _native.needs_decomposition() or torch.compiler.is_exporting():
+    if _native.needs_decomposition():
         gx, gy = spatial_gradient(input, "sobel", 1, False, border_type=border_type).unbind(-3)
         return _magnitude(gx, gy, scale, eps)
     return _sobel_magnitude_op(input, border_type, float(scale), float(eps))
