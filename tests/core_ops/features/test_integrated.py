@@ -32,7 +32,8 @@ PIPELINES = [SIFTFeature, HessianSIFT]
 
 
 @pytest.mark.parametrize("cls", PIPELINES)
-def test_shapes_padding_and_validity_mask(cls, crop):
+def test_shapes_padding_and_validity_mask(cls, crop, device):
+    crop = crop.to(device)
     torch.manual_seed(0)
     slots = 1500  # more than the crop has features: padding at the end
     feat = cls(num_features=slots)
@@ -45,7 +46,7 @@ def test_shapes_padding_and_validity_mask(cls, crop):
     assert bool((lafs[~valid] == 0).all() and (responses[~valid] == 0).all() and (descs[~valid] == 0).all())
     assert torch.isfinite(descs).all() and torch.isfinite(lafs).all()
     # RootSIFT descriptors have unit L2 norm; the responses are sorted, strongest first.
-    assert torch.allclose(descs[valid].norm(dim=-1), torch.ones(n), atol=1e-5)
+    assert torch.allclose(descs[valid].norm(dim=-1).cpu(), torch.ones(n), atol=1e-5)
     assert bool((responses[0, : n - 1] >= responses[0, 1:n]).all())
     assert bool((get_laf_scale(lafs[valid][None]) > 0).all())
     out = feat(crop)
@@ -53,14 +54,15 @@ def test_shapes_padding_and_validity_mask(cls, crop):
 
 
 @pytest.mark.parametrize("cls", PIPELINES)
-def test_textureless_image_gives_no_features_and_no_nan(cls):
+def test_textureless_image_gives_no_features_and_no_nan(cls, device):
     for value in (0.0, 0.5):
-        lafs, responses, descs, valid = cls(num_features=32).detect_and_describe(torch.full((2, 1, 64, 80), value))
+        lafs, responses, descs, valid = cls(num_features=32).detect_and_describe(torch.full((2, 1, 64, 80), value, device=device))
         assert not bool(valid.any())
         assert bool((lafs == 0).all() and (responses == 0).all() and (descs == 0).all())
 
 
-def test_user_mask_keeps_detections_where_it_is_set(crop):
+def test_user_mask_keeps_detections_where_it_is_set(crop, device):
+    crop = crop.to(device)
     mask = torch.zeros_like(crop)
     mask[..., 80:] = 1.0
     lafs, _, _, valid = SIFTFeature(num_features=200).detect_and_describe(crop, mask)
@@ -68,7 +70,8 @@ def test_user_mask_keeps_detections_where_it_is_set(crop):
     assert len(centres) > 10 and bool((centres[:, 0] >= 79.5).all())
 
 
-def test_batch_equals_one_by_one(crop):
+def test_batch_equals_one_by_one(crop, device):
+    crop = crop.to(device)
     other = crop.flip(-1).contiguous()
     feat = SIFTFeature(num_features=100)
     both = feat.detect_and_describe(torch.cat([crop, other]))
@@ -78,19 +81,20 @@ def test_batch_equals_one_by_one(crop):
             assert torch.allclose(a[i : i + 1].float(), b.float(), atol=1e-5)
 
 
-def test_multiple_orientations_are_extra_slots_and_upright_has_none(crop):
+def test_multiple_orientations_are_extra_slots_and_upright_has_none(crop, device):
+    crop = crop.to(device)
     lafs, _, _, valid = SIFTFeature(num_features=300).detect_and_describe(crop)
     centres = get_laf_center(lafs)[valid]
     _, counts = torch.unique(centres, dim=0, return_counts=True)
     assert int(counts.max()) >= 2  # Lowe's extra orientations share their location
     assert int(counts.max()) <= 4
     ulafs, _, _, uvalid = SIFTFeature(num_features=300, upright=True).detect_and_describe(crop)
-    assert torch.allclose(get_laf_orientation(ulafs[uvalid][None]), torch.zeros(1, int(uvalid.sum()), 1), atol=1e-4)
+    assert torch.allclose(get_laf_orientation(ulafs[uvalid][None]).cpu(), torch.zeros(1, int(uvalid.sum()), 1), atol=1e-4)
     # One frame per detection (two detections may still coincide: measured 101 places for 102).
     assert len(torch.unique(get_laf_center(ulafs)[uvalid], dim=0)) >= 0.97 * int(uvalid.sum())
 
 
-def test_sift_keypoints_and_orientations_agree_with_opencv(crop):
+def test_sift_keypoints_and_orientations_agree_with_opencv(crop, device):
     cv2 = pytest.importorskip("cv2")
     u8 = np.round(crop[0, 0].numpy() * 255).astype(np.uint8)
     kps = cv2.SIFT_create().detect(u8, None)
@@ -98,7 +102,8 @@ def test_sift_keypoints_and_orientations_agree_with_opencv(crop):
     ref_angle = np.array([k.angle for k in kps])
     # OpenCV's refinement (the default soft one moves positions by a few tenths of a pixel).
     sift = SIFTFeature(num_features=len(kps), subpix_module="quadratic")
-    lafs, _, _, valid = sift.detect_and_describe(torch.from_numpy(u8 / 255.0).float()[None, None])
+    lafs, _, _, valid = sift.detect_and_describe(torch.from_numpy(u8 / 255.0).float()[None, None].to(device))
+    lafs, valid = lafs.cpu(), valid.cpu()
     ours = get_laf_center(lafs)[valid].double().numpy()
     angle = (-get_laf_orientation(lafs)[valid][:, 0].double().numpy()) % 360
     dist = np.linalg.norm(ours[:, None] - ref[None], axis=-1)
@@ -113,18 +118,21 @@ def test_sift_keypoints_and_orientations_agree_with_opencv(crop):
     assert same.mean() > 0.9, same.mean()
 
 
-def test_local_feature_with_any_detector_and_scaling_coef(crop):
+def test_local_feature_with_any_detector_and_scaling_coef(crop, device):
+    crop = crop.to(device)
+
     class Fixed(torch.nn.Module):
         """A Kornia-style detector: two frames and a zero (padding) slot."""
 
         def forward(self, img, mask=None):
-            lafs = laf_from_center_scale_ori(torch.tensor([[[40.0, 50.0], [100.0, 60.0], [0.0, 0.0]]]), torch.tensor([[[[6.0]], [[9.0]], [[0.0]]]]))
-            return lafs, torch.tensor([[2.0, 1.0, 0.0]])
+            lafs = laf_from_center_scale_ori(torch.tensor([[[40.0, 50.0], [100.0, 60.0], [0.0, 0.0]]], device=img.device),
+                                             torch.tensor([[[[6.0]], [[9.0]], [[0.0]]]], device=img.device))
+            return lafs, torch.tensor([[2.0, 1.0, 0.0]], device=img.device)
 
     desc = LAFDescriptor(SIFTDescriptor(41), 41)
     lafs, responses, descs, valid = LocalFeature(Fixed(), desc, scaling_coef=2.0).detect_and_describe(crop)
     assert valid.tolist() == [[True, True, False]]
-    assert torch.allclose(get_laf_scale(lafs)[0, :2, 0, 0], torch.tensor([12.0, 18.0]))
+    assert torch.allclose(get_laf_scale(lafs)[0, :2, 0, 0].cpu(), torch.tensor([12.0, 18.0]))
     assert torch.allclose(descs[:, :2], desc(crop, lafs[:, :2]), atol=1e-6) and bool((descs[0, 2] == 0).all())
     # With gradcv's detector the detector's own validity mask is used.
     lf = LocalFeature(ScaleSpaceDetector(200), desc)
@@ -134,10 +142,11 @@ def test_local_feature_with_any_detector_and_scaling_coef(crop):
 
 
 @pytest.mark.parametrize("cls", PIPELINES)
-def test_gradient_flows_end_to_end_through_detection_orientation_and_description(cls, crop):
+def test_gradient_flows_end_to_end_through_detection_orientation_and_description(cls, crop, device):
     """The issue's test: the gradient of a sum of descriptor distances with respect to the
     image pixels, through the soft refinement of the detection, the orientation, the patch
     extraction and the description, is finite and non-zero."""
+    crop = crop.to(device)
     feat = cls(num_features=24).double()  # the default refinement is the soft one
     img1 = crop[..., 10:106, 20:148].double().clone().requires_grad_(True)
     img2 = (0.9 * crop[..., 12:108, 21:149].double() + 0.05).clone().requires_grad_(True)
@@ -160,8 +169,8 @@ def test_gradient_flows_end_to_end_through_detection_orientation_and_description
     assert torch.isfinite(g_desc).all() and g_desc.abs().sum() > 0
 
 
-def test_textureless_gradient_is_finite():
-    img = torch.full((1, 1, 64, 64), 0.5, dtype=torch.float64, requires_grad=True)
+def test_textureless_gradient_is_finite(device):
+    img = torch.full((1, 1, 64, 64), 0.5, dtype=torch.float64, device=device, requires_grad=True)
     _, responses, descs, _ = HessianSIFT(num_features=8).double().detect_and_describe(img)
     (g,) = torch.autograd.grad(descs.sum() + responses.sum(), img, allow_unused=True)
     assert g is None or bool(torch.isfinite(g).all())
@@ -196,7 +205,9 @@ def test_local_feature_checks_its_modules_and_scaling_coef():
         LocalFeature(ScaleSpaceDetector(4), desc, scaling_coef=0.0)
 
 
-def test_descriptor_patch_size_samples_the_same_window(crop):
+def test_descriptor_patch_size_samples_the_same_window(crop, device):
+    crop = crop.to(device)
+
     # SIFTFeature describes OpenCV's window on 32 pixels by default, HessianSIFT on 41; the
     # window (the LAF) is the same, so the descriptors of the two sizes mostly agree.
     assert SIFTFeature(num_features=8).descriptor.patch_size == 32
