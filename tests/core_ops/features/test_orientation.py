@@ -62,13 +62,13 @@ def _blurred_patches(gray: np.ndarray, lafs: torch.Tensor, sigmas: np.ndarray, p
 
 
 @pytest.mark.parametrize("deg", [0.0, 30.0, 90.0, -45.0, 170.0, -120.0])
-def test_ramp_gives_its_direction(deg):
-    angle = PatchDominantGradientOrientation()(_ramp(deg))
+def test_ramp_gives_its_direction(deg, device):
+    angle = PatchDominantGradientOrientation()(_ramp(deg).to(device)).cpu()
     assert _angle_diff_deg(torch.rad2deg(angle), torch.tensor(deg, dtype=torch.float64)).item() < 0.1
     assert -math.pi < angle.item() <= math.pi
 
 
-def test_rotated_real_patches_change_by_the_rotation(scene):
+def test_rotated_real_patches_change_by_the_rotation(scene, device):
     """The same keypoints sampled at LAF orientation 0 and 37 degrees: the detected angles
     differ by 37 degrees, and LAFOrienter brings both to the same orientation. Measured on
     scale-space patches: 96 % within 2 degrees (median 0.4); on the plain pyramid's with the
@@ -85,6 +85,7 @@ def test_rotated_real_patches_change_by_the_rotation(scene):
     a0 = torch.rad2deg(unblurred(_blurred_patches(g1, upright, sigmas, 32)))
     a1 = torch.rad2deg(unblurred(_blurred_patches(g1, turned, sigmas, 32)))
     assert (_angle_diff_deg(a0 - 37.0, a1) < 2.0).float().mean().item() > 0.9
+    img, upright, turned = img.to(device), upright.to(device), turned.to(device)
     a0 = torch.rad2deg(det(extract_patches_from_pyramid(img, upright, 32)[0]))
     a1 = torch.rad2deg(det(extract_patches_from_pyramid(img, turned, 32)[0]))
     d = _angle_diff_deg(a0 - 37.0, a1)
@@ -95,14 +96,14 @@ def test_rotated_real_patches_change_by_the_rotation(scene):
     assert (_angle_diff_deg(o0, o1) < 2.0).float().mean().item() > 0.85
 
 
-def test_agrees_with_opencv_keypoint_angles(scene):
+def test_agrees_with_opencv_keypoint_angles(scene, device):
     g1, k1 = scene["imgs"][0], scene["kps"][0]
     sigmas = np.array([k.size / 2 for k in k1])
     xy = torch.tensor([k.pt for k in k1], dtype=torch.float32)[None]
     upright = laf_from_center_scale_ori(xy, torch.from_numpy(4.5 * sigmas).float().view(1, -1, 1, 1))
     cv_angle = torch.tensor([k.angle for k in k1])
     def agreement(patches, det):
-        angles, mask = det.multiple(patches, 4)
+        angles, mask = (t.cpu() for t in det.multiple(patches.to(device), 4))
         as_cv = (-torch.rad2deg(angles)) % 360  # OpenCV's angle: clockwise on screen
         d = torch.where(mask, _angle_diff_deg(as_cv, cv_angle[:, None]), torch.full_like(as_cv, 999.0))
         return (d.min(1).values < 10).float().mean().item()
@@ -116,12 +117,12 @@ def test_agrees_with_opencv_keypoint_angles(scene):
     no_blur = agreement(raw_patches, unblurred)
     assert no_blur < raw  # measured 0.65: less blur than OpenCV's scale space
     # With the opposite sign convention the agreement collapses: the map is the right one.
-    angles, mask = unblurred.multiple(_blurred_patches(g1, upright, sigmas, 32), 4)
+    angles, mask = (t.cpu() for t in unblurred.multiple(_blurred_patches(g1, upright, sigmas, 32).to(device), 4))
     wrong = torch.where(mask, _angle_diff_deg(torch.rad2deg(angles) % 360, cv_angle[:, None]), torch.full_like(angles, 999.0))
     assert (wrong.min(1).values < 10).float().mean().item() < 0.4
 
 
-def test_close_to_kornia_on_most_patches(scene):
+def test_close_to_kornia_on_most_patches(scene, device):
     """Without the patch blur (Kornia has none), Kornia's detector differs by its Sobel
     gradients and histogram smoothing: same angle on most patches of the real image, not all."""
     g1, k1 = scene["imgs"][0], scene["kps"][0]
@@ -129,7 +130,7 @@ def test_close_to_kornia_on_most_patches(scene):
     xy = torch.tensor([k.pt for k in k1], dtype=torch.float32)[None]
     upright = laf_from_center_scale_ori(xy, torch.tensor([4.5 * k.size / 2 for k in k1]).view(1, -1, 1, 1))
     patches = extract_patches_from_pyramid(img, upright, 32)[0]
-    ours = torch.rad2deg(PatchDominantGradientOrientation(blur_sigma=0.0)(patches))
+    ours = torch.rad2deg(PatchDominantGradientOrientation(blur_sigma=0.0)(patches.to(device))).cpu()
     theirs = torch.rad2deg(KF.PatchDominantGradientOrientation()(patches))
     assert (_angle_diff_deg(ours, theirs) < 10).float().mean().item() > 0.8  # measured 0.94
 
@@ -137,8 +138,8 @@ def test_close_to_kornia_on_most_patches(scene):
 # ---------------------------------------------------------------------------- multiple orientations
 
 
-def test_two_edges_give_two_orientations():
-    p = torch.zeros(1, 1, 32, 32)
+def test_two_edges_give_two_orientations(device):
+    p = torch.zeros(1, 1, 32, 32, device=device)
     p[..., :, 16:] += 1.0  # gradient along +x: angle 0
     p[..., 16:, :] += 0.9  # gradient along +y (down): -90 degrees counter-clockwise
     # The default patch blur (sigma PS / 9) would merge two edges that cross at the centre
@@ -151,7 +152,7 @@ def test_two_edges_give_two_orientations():
     assert deg[2].item() == deg[0].item()
     torch.testing.assert_close(angles[:, 0], det(p))
     # A second edge below 0.8 of the first is not an orientation (Lowe's rule).
-    q = torch.zeros(1, 1, 32, 32)
+    q = torch.zeros(1, 1, 32, 32, device=device)
     q[..., :, 16:] += 1.0
     q[..., 16:, :] += 0.5
     assert det.multiple(q, 3)[1].tolist() == [[True, False, False]]
@@ -161,12 +162,12 @@ def test_two_edges_give_two_orientations():
     assert merged_mask.tolist() == [[True, False, False]] and -90.0 < torch.rad2deg(merged[0, 0]).item() < 0.0
 
 
-def test_laf_orienter_multi_orient_layout_and_mask():
-    img = torch.zeros(2, 1, 64, 64)
+def test_laf_orienter_multi_orient_layout_and_mask(device):
+    img = torch.zeros(2, 1, 64, 64, device=device)
     img[..., :, 32:] += 1.0
     img[..., 32:, :] += 0.9
-    xy = torch.tensor([[[32.0, 32.0], [10.0, 10.0]]]).expand(2, -1, -1)
-    lafs = laf_from_center_scale_ori(xy, torch.full((2, 2, 1, 1), 8.0))
+    xy = torch.tensor([[[32.0, 32.0], [10.0, 10.0]]], device=device).expand(2, -1, -1)
+    lafs = laf_from_center_scale_ori(xy, torch.full((2, 2, 1, 1), 8.0, device=device))
     orienter = LAFOrienter(angle_detector=PatchDominantGradientOrientation(blur_sigma=0.0), max_orientations=3)
     out, mask = orienter.multi_orient(lafs, img)
     assert out.shape == (2, 6, 2, 3) and mask.shape == (2, 6)
@@ -175,7 +176,7 @@ def test_laf_orienter_multi_orient_layout_and_mask():
     assert abs(ori[0].item()) < 1.0 and abs(ori[1].item() + 90.0) < 1.0
     torch.testing.assert_close(out[:, ::3], orienter(lafs, img))
     torch.testing.assert_close(out[..., 2], lafs[..., 2].repeat_interleave(3, 1))
-    keep = torch.tensor([[True, False], [False, True]])
+    keep = torch.tensor([[True, False], [False, True]], device=device)
     _, masked = orienter.multi_orient(lafs, img, keep)
     assert masked[0, 3:].sum() == 0 and masked[1, :3].sum() == 0
     with pytest.raises(ArgumentTypeError, match="mask"):
@@ -194,16 +195,16 @@ def test_pass_laf():
 # ---------------------------------------------------------------------------- gradients, batching, errors
 
 
-def test_gradcheck_single_orientation():
+def test_gradcheck_single_orientation(device):
     torch.manual_seed(0)
-    base = _ramp(25.0, 9) * 4.0
+    base = _ramp(25.0, 9).to(device) * 4.0
     x = (base + 0.05 * torch.rand_like(base)).requires_grad_()
     det = PatchDominantGradientOrientation(9, 36)
     assert gradcheck(det, (x,), eps=1e-6, atol=1e-5, fast_mode=False)
 
 
-def test_autograd_path_gives_the_same_histogram():
-    x = torch.rand(70, 1, 32, 32)  # several CPU blocks
+def test_autograd_path_gives_the_same_histogram(device):
+    x = torch.rand(70, 1, 32, 32).to(device)  # several CPU blocks
     det = PatchDominantGradientOrientation()
     with torch.no_grad():
         plain = det.histogram(x)
@@ -211,10 +212,10 @@ def test_autograd_path_gives_the_same_histogram():
     torch.testing.assert_close(torch.cat([det.histogram(x[i : i + 10]) for i in range(0, 70, 10)]), plain)
 
 
-def test_laf_orienter_gradient_reaches_image_and_laf():
+def test_laf_orienter_gradient_reaches_image_and_laf(device):
     torch.manual_seed(0)
-    img = (_ramp(25.0, 48).float() + 0.05 * torch.rand(1, 1, 48, 48)).requires_grad_()
-    laf = laf_from_center_scale_ori(torch.tensor([[[24.0, 23.0]]]), torch.full((1, 1, 1, 1), 9.0)).requires_grad_()
+    img = (_ramp(25.0, 48).float() + 0.05 * torch.rand(1, 1, 48, 48)).to(device).requires_grad_()
+    laf = laf_from_center_scale_ori(torch.tensor([[[24.0, 23.0]]]), torch.full((1, 1, 1, 1), 9.0)).to(device).requires_grad_()
     out = LAFOrienter()(laf, img)
     assert abs(get_laf_orientation(out).item() - 25.0) < 3.0
     out[..., :2].sum().backward()
@@ -222,19 +223,19 @@ def test_laf_orienter_gradient_reaches_image_and_laf():
     assert torch.isfinite(laf.grad).all() and laf.grad.abs().sum() > 0
 
 
-def test_flat_patch_angle_zero_no_nan():
-    x = torch.full((3, 1, 32, 32), 0.4, requires_grad=True)
+def test_flat_patch_angle_zero_no_nan(device):
+    x = torch.full((3, 1, 32, 32), 0.4, device=device, requires_grad=True)
     det = PatchDominantGradientOrientation()
     angle = det(x)
-    assert torch.equal(angle.detach(), torch.zeros(3))
+    assert torch.equal(angle.detach().cpu(), torch.zeros(3))
     angle.sum().backward()
     assert torch.isfinite(x.grad).all()
     angles, mask = det.multiple(x.detach(), 2)
     assert mask.tolist() == [[True, False]] * 3 and torch.isfinite(angles).all()
 
 
-def test_batch_noncontiguous_empty_dtype():
-    x = torch.rand(6, 1, 32, 32, dtype=torch.float64)
+def test_batch_noncontiguous_empty_dtype(device):
+    x = torch.rand(6, 1, 32, 32, dtype=torch.float64).to(device)
     det = PatchDominantGradientOrientation()
     out = det(x)
     assert out.shape == (6,) and out.dtype == torch.float64
@@ -283,18 +284,21 @@ def _stretched_blob(phi_deg: float, s_major: float, s_minor: float, centre=(47.3
 
 
 @pytest.mark.parametrize(("phi", "ratio"), [(30.0, 2.0), (-60.0, 1.5), (90.0, 2.5)])
-def test_affine_shape_recovers_the_stretch_of_a_blob(phi, ratio):
+def test_affine_shape_recovers_the_stretch_of_a_blob(phi, ratio, device):
     """Baumberg's iteration (a few calls) from a circle converges to the blob's ellipse: axis
     ratio and major-axis direction (y down). Measured at (30, 2): 1.992 and 29.9994 deg."""
     s_minor = 4.0
-    img = _stretched_blob(phi, ratio * s_minor, s_minor)
+    img = _stretched_blob(phi, ratio * s_minor, s_minor).to(device)
     xy = torch.tensor([[[47.3, 48.6]]], dtype=torch.float64)
     laf = laf_from_center_scale_ori(xy, torch.full((1, 1, 1, 1), 3 * s_minor * math.sqrt(ratio), dtype=torch.float64),
                                     torch.tensor([[[17.0]]], dtype=torch.float64))
     scale0 = torch.linalg.det(laf[0, 0, :, :2]).abs().sqrt()
     est = LAFAffineShapeEstimator(32)
+    laf = laf.to(device)
     for _ in range(5):
         laf = est(laf, img)
+    upright = LAFAffineShapeEstimator(32, preserve_orientation=False)(laf, img).cpu()
+    laf = laf.cpu()
     a = laf[0, 0, :, :2]
     ev, evec = torch.linalg.eigh(a @ a.T)
     assert abs(math.sqrt(ev[1] / ev[0]) - ratio) < 0.05 * ratio
@@ -303,58 +307,58 @@ def test_affine_shape_recovers_the_stretch_of_a_blob(phi, ratio):
     torch.testing.assert_close(torch.linalg.det(a).abs().sqrt(), scale0)  # scale kept
     torch.testing.assert_close(laf[0, 0, :, 2], xy[0, 0])  # centre kept
     assert abs(get_laf_orientation(laf).item() - 17.0) < 1e-6  # orientation kept
-    upright = LAFAffineShapeEstimator(32, preserve_orientation=False)(laf, img)
     assert upright[0, 0, 0, 1].abs() < 1e-9
 
 
-def test_affine_shape_parity_with_kornia():
+def test_affine_shape_parity_with_kornia(device):
     torch.manual_seed(0)
     x = torch.rand(20, 1, 19, 19)
-    torch.testing.assert_close(PatchAffineShapeEstimator()(x), KF.PatchAffineShapeEstimator()(x), atol=1e-6, rtol=0)
+    torch.testing.assert_close(PatchAffineShapeEstimator()(x.to(device)).cpu(), KF.PatchAffineShapeEstimator()(x), atol=1e-6, rtol=0)
     img = _stretched_blob(30.0, 8.0, 4.0).float()
     xy = torch.tensor([[[47.3, 48.6], [40.0, 52.0]]])
     laf = laf_from_center_scale_ori(xy, torch.full((1, 2, 1, 1), 11.0), torch.tensor([[[0.0], [25.0]]]))
-    ours = LAFAffineShapeEstimator(32)(laf, img)
+    ours = LAFAffineShapeEstimator(32)(laf.to(device), img.to(device)).cpu()
     theirs = KF.LAFAffineShapeEstimator(32)(laf, img)
     torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
 
 
-def test_affine_shape_degenerate_patches():
+def test_affine_shape_degenerate_patches(device):
     """Flat patches and axis-aligned edges (a singular matrix) give the circle; a mirrored
     patch gives the mirrored matrix (b negated), whatever b's sign (Kornia's #5824 made a
     negative b count as degenerate); no NaN in value or gradient."""
     est = PatchAffineShapeEstimator(19)
-    flat = torch.zeros(1, 1, 19, 19)
-    y, x = torch.meshgrid(torch.arange(19.0), torch.arange(19.0), indexing="ij")
+    flat = torch.zeros(1, 1, 19, 19, device=device)
+    y, x = torch.meshgrid(torch.arange(19.0, device=device), torch.arange(19.0, device=device), indexing="ij")
     vertical = (x > 9).float()[None, None]
     horizontal = (y > 7).float()[None, None]
     out = est(torch.cat([flat, vertical, horizontal]))
-    torch.testing.assert_close(out, torch.tensor([[[1.0, 0.0, 1.0]]]).expand(3, 1, 3))
+    torch.testing.assert_close(out.cpu(), torch.tensor([[[1.0, 0.0, 1.0]]]).expand(3, 1, 3))
     blob = torch.exp(-((x - 9) ** 2 / 30 + (y - 9) ** 2 / 8 + (x - 9) * (y - 9) / 12))[None, None]
     m, mirrored = est(torch.cat([blob, blob.flip(-1)]))
     assert m[0, 1] > 0.1
-    torch.testing.assert_close(mirrored, m * torch.tensor([1.0, -1.0, 1.0]), atol=1e-6, rtol=0)
-    p = torch.zeros(1, 1, 19, 19, dtype=torch.float64, requires_grad=True)
+    torch.testing.assert_close(mirrored.cpu(), m.cpu() * torch.tensor([1.0, -1.0, 1.0]), atol=1e-6, rtol=0)
+    p = torch.zeros(1, 1, 19, 19, dtype=torch.float64, device=device, requires_grad=True)
     est(p).sum().backward()
     assert torch.isfinite(p.grad).all()
-    img = torch.zeros(1, 1, 40, 40, requires_grad=True)
-    laf = laf_from_center_scale_ori(torch.tensor([[[20.0, 20.0]]]), torch.full((1, 1, 1, 1), 5.0), torch.tensor([[[33.0]]]))
+    img = torch.zeros(1, 1, 40, 40, device=device, requires_grad=True)
+    laf = laf_from_center_scale_ori(torch.tensor([[[20.0, 20.0]]]), torch.full((1, 1, 1, 1), 5.0), torch.tensor([[[33.0]]])).to(device)
     out_laf = LAFAffineShapeEstimator()(laf, img)
     torch.testing.assert_close(out_laf, laf, atol=1e-5, rtol=0)  # a flat patch keeps the LAF
     out_laf.sum().backward()
     assert torch.isfinite(img.grad).all()
 
 
-def test_affine_shape_gradcheck_and_batch():
+def test_affine_shape_gradcheck_and_batch(device):
     torch.manual_seed(0)
-    x = torch.rand(2, 1, 7, 7, dtype=torch.float64, requires_grad=True)
+    x = torch.rand(2, 1, 7, 7, dtype=torch.float64).to(device).requires_grad_(True)
     assert gradcheck(PatchAffineShapeEstimator(7), (x,), eps=1e-6, atol=1e-5, fast_mode=False)
-    img = _stretched_blob(30.0, 8.0, 4.0) + 0.05 * torch.rand(1, 1, 96, 96, dtype=torch.float64)
+    img = (_stretched_blob(30.0, 8.0, 4.0) + 0.05 * torch.rand(1, 1, 96, 96, dtype=torch.float64)).to(device)
     img.requires_grad_()
     laf = laf_from_center_scale_ori(torch.tensor([[[47.3, 48.6]]], dtype=torch.float64),
-                                    torch.full((1, 1, 1, 1), 11.0, dtype=torch.float64))
+                                    torch.full((1, 1, 1, 1), 11.0, dtype=torch.float64)).to(device)
     assert gradcheck(lambda im: LAFAffineShapeEstimator(9)(laf, im), (img,), eps=1e-6, atol=1e-5, fast_mode=True)
-    xs = torch.rand(5, 1, 19, 19)
+    xs = torch.rand(5, 1, 19, 19).to(device)
+
     est = PatchAffineShapeEstimator()
     torch.testing.assert_close(torch.cat([est(xs[i : i + 1]) for i in range(5)]), est(xs))
     torch.testing.assert_close(est(noncontiguous(xs)), est(xs))
