@@ -91,22 +91,22 @@ def scene():
     return {"imgs": (g1, g2), "kps": (k1, k2), "cv_desc": (d1, d2), "H": hom}
 
 
-def _patches(gray: np.ndarray, kps: list, ps: int, magnification: float) -> torch.Tensor:
-    t = torch.from_numpy(gray).float()[None, None] / 255
-    return extract_patches_from_pyramid(t, keypoints_to_lafs(kps, magnification), ps)[0]
+def _patches(gray: np.ndarray, kps: list, ps: int, magnification: float, device: str = "cpu") -> torch.Tensor:
+    t = torch.from_numpy(gray).float()[None, None].to(device) / 255
+    return extract_patches_from_pyramid(t, keypoints_to_lafs(kps, magnification).to(device), ps)[0]
 
 
 # ---------------------------------------------------------------------------- against OpenCV / Kornia
 
 
-def test_matches_at_least_as_well_as_opencv_on_its_keypoints(scene):
+def test_matches_at_least_as_well_as_opencv_on_its_keypoints(scene, device):
     (g1, g2), (k1, k2), (d1, d2), hom = scene["imgs"], scene["kps"], scene["cv_desc"], scene["H"]
     assert len(k1) > 200 and len(k2) > 200
     p1 = np.array([k.pt for k in k1])
     p2 = np.array([k.pt for k in k2])
     opencv = mutual_nn_correct(d1, d2, p1, p2, hom)
     sift = SIFTDescriptor(41)
-    ours = mutual_nn_correct(sift(_patches(g1, k1, 41, 7.5)), sift(_patches(g2, k2, 41, 7.5)), p1, p2, hom)
+    ours = mutual_nn_correct(sift(_patches(g1, k1, 41, 7.5, device)).cpu(), sift(_patches(g2, k2, 41, 7.5, device)).cpu(), p1, p2, hom)
     assert opencv > 150  # the scene is a real test: OpenCV finds many correct matches (measured 250)
     assert ours >= opencv, (ours, opencv)  # measured 258 >= 250
 
@@ -129,20 +129,20 @@ def test_angle_map_of_opencv_keypoints_matters(scene):
     assert wrong < 0.5 * right, (wrong, right)
 
 
-def test_close_to_kornia_on_identical_patches(scene):
+def test_close_to_kornia_on_identical_patches(scene, device):
     """Same patches, Kornia's SIFTDescriptor: close, not equal. Kornia pools with 17-pixel
     tents 10 pixels apart and an almost flat window (sigma 41 / sqrt 2); ours uses Lowe's
     cell-wide tents (8.2 px) and window (sigma = 2 cells). Measured mean cosine 0.98."""
     g1, k1 = scene["imgs"][0], scene["kps"][0]
     patches = _patches(g1, k1, 41, 7.5)
-    ours = SIFTDescriptor(41)(patches)
+    ours = SIFTDescriptor(41)(patches.to(device)).cpu()
     theirs = KF.SIFTDescriptor(41)(patches)
     cos = (ours * theirs).sum(1)
     assert cos.mean() > 0.95 and cos.min() > 0.8, (cos.mean(), cos.min())
     assert not torch.allclose(ours, theirs, atol=1e-3)
 
 
-def test_same_histogram_as_opencv_up_to_layout():
+def test_same_histogram_as_opencv_up_to_layout(device):
     """A synthetic patch described by OpenCV at a keypoint and by us at the matching LAF:
     after reordering to OpenCV's layout (spatial-major, angles towards -y) and without
     RootSIFT, the two vectors agree closely (OpenCV samples the image grid, we a resampled
@@ -152,9 +152,9 @@ def test_same_histogram_as_opencv_up_to_layout():
     img = (255 * (img - img.min()) / (img.max() - img.min())).astype(np.float32)
     kp = cv2.KeyPoint(48.0, 47.0, 6.0, 30.0)
     _, cv_desc = cv2.SIFT_create().compute(img.astype(np.uint8), [kp])
-    t = torch.from_numpy(img.astype(np.uint8).astype(np.float32))[None, None] / 255
-    patch = extract_patches_from_pyramid(t, keypoints_to_lafs([kp], 7.5), 41)[0]
-    ours = SIFTDescriptor(41, rootsift=False)(patch)[0]
+    t = torch.from_numpy(img.astype(np.uint8).astype(np.float32))[None, None].to(device) / 255
+    patch = extract_patches_from_pyramid(t, keypoints_to_lafs([kp], 7.5).to(device), 41)[0]
+    ours = SIFTDescriptor(41, rootsift=False)(patch)[0].cpu()
     opencv_layout = convert_sift_descriptor_layout(ours, "kornia", "opencv")
     torch.testing.assert_close(opencv_layout, ours.view(8, 4, 4)[(-torch.arange(8)) % 8].permute(1, 2, 0).reshape(-1))
     ref = torch.from_numpy(cv_desc[0]).float()
@@ -165,32 +165,32 @@ def test_same_histogram_as_opencv_up_to_layout():
 # ---------------------------------------------------------------------------- properties
 
 
-def test_shapes_dtypes_norms_and_flat_patch():
-    x = torch.rand(5, 1, 41, 41, dtype=torch.float64)
+def test_shapes_dtypes_norms_and_flat_patch(device):
+    x = torch.rand(5, 1, 41, 41, dtype=torch.float64, device=device)
     for rootsift in (True, False):
         d = SIFTDescriptor(rootsift=rootsift)(x)
-        assert d.shape == (5, 128) and d.dtype == torch.float64
-        torch.testing.assert_close(d.norm(dim=1), torch.ones(5, dtype=torch.float64))
+        assert d.shape == (5, 128) and d.dtype == torch.float64 and d.device == x.device
+        torch.testing.assert_close(d.norm(dim=1).cpu(), torch.ones(5, dtype=torch.float64))
         assert (d >= 0).all()
-    flat = SIFTDescriptor()(torch.full((2, 1, 41, 41), 0.3))
-    assert torch.equal(flat, torch.zeros(2, 128))
-    assert SIFTDescriptor(32, 4, 2)(torch.rand(3, 1, 32, 32)).shape == (3, 16)
-    assert sift_describe(torch.rand(2, 1, 41, 41)).shape == (2, 128)
+    flat = SIFTDescriptor()(torch.full((2, 1, 41, 41), 0.3, device=device))
+    assert torch.equal(flat.cpu(), torch.zeros(2, 128))
+    assert SIFTDescriptor(32, 4, 2)(torch.rand(3, 1, 32, 32, device=device)).shape == (3, 16)
+    assert sift_describe(torch.rand(2, 1, 41, 41, device=device)).shape == (2, 128)
     torch.testing.assert_close(sift_describe(x), SIFTDescriptor()(x))
 
 
-def test_clipping_caps_entries_before_renormalising():
+def test_clipping_caps_entries_before_renormalising(device):
     # A single strong edge concentrates the histogram: without RootSIFT, the largest entry
     # is at most clipval after the clip, so at most clipval / ||clipped|| after renorm.
-    p = torch.zeros(1, 1, 41, 41)
+    p = torch.zeros(1, 1, 41, 41, device=device)
     p[..., 20:] = 1.0
     d = SIFTDescriptor(rootsift=False)(p)
     d_loose = SIFTDescriptor(rootsift=False, clipval=1.0)(p)
     assert d_loose.max() > d.max()
 
 
-def test_intensity_affine_invariance_and_rot90_permutation():
-    x = torch.rand(4, 1, 41, 41, dtype=torch.float64)
+def test_intensity_affine_invariance_and_rot90_permutation(device):
+    x = torch.rand(4, 1, 41, 41, dtype=torch.float64, device=device)
     sift = SIFTDescriptor()
     torch.testing.assert_close(sift(3.0 * x + 0.5), sift(x))
     # Rotating the content by 90 degrees counter-clockwise on screen turns every gradient by
@@ -202,8 +202,8 @@ def test_intensity_affine_invariance_and_rot90_permutation():
     torch.testing.assert_close(b, expected)
 
 
-def test_batch_noncontiguous_empty_and_no_inplace():
-    x = torch.rand(30, 1, 41, 41)  # more than one CPU block
+def test_batch_noncontiguous_empty_and_no_inplace(device):
+    x = torch.rand(30, 1, 41, 41).to(device)  # more than one CPU block
     before = x.clone()
     sift = SIFTDescriptor()
     out = sift(x)
@@ -216,30 +216,30 @@ def test_batch_noncontiguous_empty_and_no_inplace():
 
 
 @pytest.mark.parametrize("rootsift", [True, False])
-def test_gradcheck_tiny_patch(rootsift):
+def test_gradcheck_tiny_patch(rootsift, device):
     torch.manual_seed(0)
-    x = torch.rand(2, 1, 9, 9, dtype=torch.float64, requires_grad=True)
+    x = torch.rand(2, 1, 9, 9, dtype=torch.float64).to(device).requires_grad_(True)
     sift = SIFTDescriptor(9, 4, 2, rootsift=rootsift, clipval=0.3)
     assert gradcheck(sift, (x,), eps=1e-6, atol=1e-5, fast_mode=False)
 
 
-def test_gradient_finite_on_flat_and_sparse_patches():
-    x = torch.zeros(2, 1, 41, 41, requires_grad=True)
+def test_gradient_finite_on_flat_and_sparse_patches(device):
+    x = torch.zeros(2, 1, 41, 41, device=device, requires_grad=True)
     SIFTDescriptor()(x).sum().backward()
     assert torch.isfinite(x.grad).all()
-    y = torch.zeros(1, 1, 41, 41)
+    y = torch.zeros(1, 1, 41, 41, device=device)
     y[..., 20, 20] = 1.0  # one bright pixel: most bins empty, RootSIFT's sqrt at 0
     y.requires_grad_()
     (SIFTDescriptor()(y) - 0.1).pow(2).sum().backward()
     assert torch.isfinite(y.grad).all()
 
 
-def test_layout_conversion_matches_kornia():
+def test_layout_conversion_matches_kornia(device):
     d = SIFTDescriptor(32)(torch.rand(3, 1, 32, 32))
     for src, dst in (("kornia", "opencv"), ("opencv", "kornia"), ("kornia", "kornia")):
-        torch.testing.assert_close(convert_sift_descriptor_layout(d, src, dst), KF.convert_sift_descriptor_layout(d, src, dst))
+        torch.testing.assert_close(convert_sift_descriptor_layout(d.to(device), src, dst).cpu(), KF.convert_sift_descriptor_layout(d, src, dst))
     d16 = torch.rand(2, 5, 4 * 9)
-    torch.testing.assert_close(convert_sift_descriptor_layout(d16, "kornia", "opencv", 4, 3),
+    torch.testing.assert_close(convert_sift_descriptor_layout(d16.to(device), "kornia", "opencv", 4, 3).cpu(),
                                KF.convert_sift_descriptor_layout(d16, "kornia", "opencv", 4, 3))
     with pytest.raises(ArgumentValueError, match="source"):
         convert_sift_descriptor_layout(d, "vlfeat", "opencv")
@@ -247,10 +247,10 @@ def test_layout_conversion_matches_kornia():
         convert_sift_descriptor_layout(d[:, :100], "kornia", "opencv")
 
 
-def test_autograd_path_gives_the_same_values():
+def test_autograd_path_gives_the_same_values(device):
     """Under autograd the histogram is scattered differently (one out-of-place scatter, the
     guarded magnitude and angle): same descriptors as the inference path."""
-    x = torch.rand(30, 1, 41, 41)
+    x = torch.rand(30, 1, 41, 41).to(device)
     x[3] = 0.5  # a flat patch
     sift = SIFTDescriptor()
     with torch.no_grad():
@@ -268,12 +268,13 @@ def test_kornia_helper_functions():
         get_sift_bin_ksize_stride_pad(3, 4)
 
 
-def test_module_buffers_follow_dtype_and_repr():
+def test_module_buffers_follow_dtype_and_repr(device):
     sift = SIFTDescriptor(32)
     assert "patch_size=32" in repr(sift)
     assert sift.state_dict() == {}
-    out = sift.to(torch.float64)(torch.rand(2, 1, 32, 32, dtype=torch.float64))
-    assert out.dtype == torch.float64
+    out = sift.to(device, torch.float64)(torch.rand(2, 1, 32, 32, dtype=torch.float64, device=device))
+    assert out.dtype == torch.float64 and out.device.type == torch.device(device).type
+    assert all(b.device.type == torch.device(device).type for b in sift.buffers())
 
 
 def test_bad_input_raises_typed_errors():
@@ -301,10 +302,10 @@ def test_bad_input_raises_typed_errors():
 # ---------------------------------------------------------------------------- LAF descriptors
 
 
-def test_laf_descriptor_equals_patches_then_descriptor(scene):
+def test_laf_descriptor_equals_patches_then_descriptor(scene, device):
     g1, k1 = scene["imgs"][0], scene["kps"][0]
-    img = torch.from_numpy(g1).float()[None, None] / 255
-    lafs = keypoints_to_lafs(k1[:20], 7.5)
+    img = torch.from_numpy(g1).float()[None, None].to(device) / 255
+    lafs = keypoints_to_lafs(k1[:20], 7.5).to(device)
     module = LAFDescriptor(SIFTDescriptor(41), patch_size=41)
     out = module(img.expand(2, -1, -1, -1), lafs.expand(2, -1, -1, -1))
     assert out.shape == (2, 20, 128)
@@ -323,20 +324,22 @@ def test_laf_descriptor_equals_patches_then_descriptor(scene):
         module((img * 255).to(torch.uint8), lafs)
 
 
-def test_laf_descriptor_gradient_reaches_image():
-    img = torch.rand(1, 1, 48, 48, dtype=torch.float64, requires_grad=True)
-    lafs = laf_from_center_scale_ori(torch.tensor([[[24.0, 23.5]]], dtype=torch.float64),
-                                     torch.full((1, 1, 1, 1), 8.0, dtype=torch.float64))
-    target = torch.rand(1, 1, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+def test_laf_descriptor_gradient_reaches_image(device):
+    img = torch.rand(1, 1, 48, 48, dtype=torch.float64, device=device, requires_grad=True)
+    lafs = laf_from_center_scale_ori(torch.tensor([[[24.0, 23.5]]], dtype=torch.float64, device=device),
+                                     torch.full((1, 1, 1, 1), 8.0, dtype=torch.float64, device=device))
+    target = torch.rand(1, 1, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(1)).to(device)
     # unit-norm descriptors: a distance to a fixed vector, not the (constant) squared norm
     (LAFDescriptor(SIFTDescriptor(13, 4, 2), patch_size=13)(img, lafs) - target).pow(2).sum().backward()
     assert torch.isfinite(img.grad).all() and img.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("requires_grad", [False, True])
-def test_non_finite_pixels_do_not_crash_the_binning(requires_grad):
-    # A NaN or inf pixel gives a NaN angle; its votes must not index out of the histogram.
-    x = torch.rand(3, 1, 41, 41)
+def test_non_finite_pixels_do_not_crash_the_binning(requires_grad, device):
+    # A NaN or inf pixel gives a NaN angle; its votes must not index out of the histogram
+    # (on a GPU that would be a device-side assert, fatal to the CUDA context).
+    x = torch.rand(3, 1, 41, 41, device=device)
+
     x[1, 0, 5, 7] = float("nan")
     x[2] = float("inf")
     x.requires_grad_(requires_grad)
