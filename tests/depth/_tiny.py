@@ -29,3 +29,31 @@ def true_range(out: RenderedScene) -> tuple[float, float]:
     """The min and max ground-truth depth of the reference's valid pixels."""
     d = out.depths[0][out.valid[0]]
     return float(d.min()), float(d.max())
+
+
+def _move(x, device):
+    """Tensors in ``x`` (nested in tuples, lists, dicts and dataclasses) moved to ``device``."""
+    import dataclasses
+
+    import torch
+
+    if isinstance(x, torch.Tensor):
+        return x.to(device)
+    if isinstance(x, tuple) and hasattr(x, "_fields"):  # a NamedTuple such as PlaneSweepResult
+        return type(x)(*(_move(v, device) for v in x))
+    if isinstance(x, (tuple, list)):
+        return type(x)(_move(v, device) for v in x)
+    if isinstance(x, dict):
+        return {k: _move(v, device) for k, v in x.items()}
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        return dataclasses.replace(x, **{f.name: _move(getattr(x, f.name), device) for f in dataclasses.fields(x) if f.init})
+    return x
+
+
+def on(device: str, fn, *args, **kwargs):
+    """``fn`` run on ``device``: its tensor arguments moved there, its tensor results (also
+    inside tuples, lists, dicts and dataclasses such as the solver's result) back on the CPU
+    for the checks. On the CPU this is ``fn(*args, **kwargs)`` itself."""
+    if device == "cpu":
+        return fn(*args, **kwargs)
+    return _move(fn(*_move(args, device), **_move(kwargs, device)), "cpu")

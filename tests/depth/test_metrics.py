@@ -10,6 +10,7 @@ import torch
 
 from gradcv.core_ops.errors import DTypeError, GradcvError, ShapeError
 from gradcv.depth.metrics import METRIC_NAMES, metrics
+from tests.depth._tiny import on
 
 
 def _reference(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None) -> dict[str, float]:
@@ -31,7 +32,7 @@ def _reference(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None) -> dic
     }
 
 
-def test_matches_numpy_reference_on_random_batches() -> None:
+def test_matches_numpy_reference_on_random_batches(device) -> None:
     rng = np.random.default_rng(0)
     b, h, w = 4, 12, 16
     gt = rng.uniform(0.5, 10.0, (b, 1, h, w))
@@ -41,7 +42,7 @@ def test_matches_numpy_reference_on_random_batches() -> None:
     pred[rng.random(gt.shape) < 0.05] = -1.0
     mask = rng.random(gt.shape) < 0.8
     mask[3] = False  # an empty problem gives NaN, not a crash
-    out = metrics(torch.from_numpy(pred), torch.from_numpy(gt), torch.from_numpy(mask))
+    out = on(device, metrics, torch.from_numpy(pred), torch.from_numpy(gt), torch.from_numpy(mask))
     assert set(out) == set(METRIC_NAMES)
     for i in range(b):
         ref = _reference(pred[i], gt[i], mask[i])
@@ -53,14 +54,14 @@ def test_matches_numpy_reference_on_random_batches() -> None:
                 assert float(out[k][i]) == pytest.approx(ref[k], rel=1e-12, abs=1e-12), k
     assert all(torch.isnan(out[k][3]) for k in METRIC_NAMES)
     ref0 = _reference(pred[0], gt[0], None)
-    out0 = metrics(torch.from_numpy(pred[:1]), torch.from_numpy(gt[:1]))
+    out0 = on(device, metrics, torch.from_numpy(pred[:1]), torch.from_numpy(gt[:1]))
     for k in METRIC_NAMES:
         assert float(out0[k][0]) == pytest.approx(ref0[k], rel=1e-12), k
 
 
-def test_hand_computed_cases() -> None:
+def test_hand_computed_cases(device) -> None:
     gt = torch.tensor([1.0, 2.0, 4.0, 8.0]).reshape(1, 1, 2, 2)
-    out = metrics(1.1 * gt, gt)
+    out = on(device, metrics, 1.1 * gt, gt)
     assert float(out["abs_rel"][0]) == pytest.approx(0.1)
     # sq_rel = mean(0.01 * g) = 0.01 * 15 / 4
     assert float(out["sq_rel"][0]) == pytest.approx(0.01 * 15 / 4)
@@ -69,17 +70,17 @@ def test_hand_computed_cases() -> None:
     assert [float(out[k][0]) for k in ("delta1", "delta2", "delta3")] == [1.0, 1.0, 1.0]
     # ratios max(d/g, g/d): 1, 1.5, 2, 2
     pred = torch.tensor([1.0, 3.0, 8.0, 4.0]).reshape(1, 1, 2, 2)
-    out = metrics(pred, gt)
+    out = on(device, metrics, pred, gt)
     # ratios 1, 1.5, 2, 2: below 1.25 -> 1/4; below 1.5625 -> 2/4; below 1.953125 -> 2/4
     assert [float(out[k][0]) for k in ("delta1", "delta2", "delta3")] == [0.25, 0.5, 0.5]
     assert float(out["abs_rel"][0]) == pytest.approx((0 + 0.5 + 1 + 0.5) / 4)
     assert float(out["rmse"][0]) == pytest.approx(math.sqrt((0 + 1 + 16 + 16) / 4))
 
 
-def test_float32_and_empty_problem() -> None:
+def test_float32_and_empty_problem(device) -> None:
     gt = torch.zeros(2, 1, 3, 3)
     gt[0] = 2.0
-    out = metrics(torch.full((2, 1, 3, 3), 2.0), gt)
+    out = on(device, metrics, torch.full((2, 1, 3, 3), 2.0), gt)
     assert out["rmse"].dtype == torch.float32
     assert float(out["rmse"][0]) == 0.0 and float(out["delta1"][0]) == 1.0
     assert all(bool(torch.isnan(v[1])) for v in out.values())

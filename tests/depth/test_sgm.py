@@ -16,6 +16,7 @@ import torch
 
 from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError, GradcvError, ShapeError
 from gradcv.depth.sgm import semi_global_aggregation
+from tests.depth._tiny import on
 
 
 def _path(cost: np.ndarray, guide: np.ndarray, order: list[tuple[int, int]], p1: float, p2: float,
@@ -82,76 +83,77 @@ def _volume(B: int, P: int, H: int, W: int, C: int = 3, seed: int = 0,
 
 @pytest.mark.parametrize("gamma", [10.0, 0.0, 2.5])
 @pytest.mark.parametrize("p1,p2", [(0.1, 0.5), (0.05, 0.05), (0.2, 3.0)])
-def test_matches_reference(p1: float, p2: float, gamma: float) -> None:
+def test_matches_reference(p1: float, p2: float, gamma: float, device) -> None:
     cost, guide = _volume(2, 5, 4, 6)
-    out = semi_global_aggregation(cost, guide, p1, p2, gamma)
+    out = on(device, semi_global_aggregation, cost, guide, p1, p2, gamma)
     assert out.shape == cost.shape and out.dtype == torch.float64
     torch.testing.assert_close(out, reference(cost, guide, p1, p2, gamma), rtol=1e-12, atol=1e-12)
 
 
-def test_default_gamma_is_ten() -> None:
+def test_default_gamma_is_ten(device) -> None:
     cost, guide = _volume(1, 4, 3, 5, seed=3)
-    torch.testing.assert_close(semi_global_aggregation(cost, guide, 0.1, 0.6),
+    torch.testing.assert_close(on(device, semi_global_aggregation, cost, guide, 0.1, 0.6),
                                reference(cost, guide, 0.1, 0.6, 10.0), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("shape", [(1, 5, 1, 6), (1, 5, 4, 1), (1, 1, 4, 6), (2, 2, 4, 6), (1, 3, 1, 1), (1, 2, 7, 3)])
-def test_odd_shapes(shape: tuple[int, int, int, int]) -> None:
+def test_odd_shapes(shape: tuple[int, int, int, int], device) -> None:
     cost, guide = _volume(*shape, C=1, seed=sum(shape))
-    out = semi_global_aggregation(cost, guide, 0.1, 0.4)
+    out = on(device, semi_global_aggregation, cost, guide, 0.1, 0.4)
     torch.testing.assert_close(out, reference(cost, guide, 0.1, 0.4), rtol=1e-12, atol=1e-12)
 
 
-def test_one_label_is_four_times_the_cost() -> None:
+def test_one_label_is_four_times_the_cost(device) -> None:
     # With one label there is nothing to choose: every path cost is the pixel's own cost.
     cost, guide = _volume(2, 1, 4, 6)
-    torch.testing.assert_close(semi_global_aggregation(cost, guide, 0.3, 0.9), 4 * cost, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(on(device, semi_global_aggregation, cost, guide, 0.3, 0.9), 4 * cost, rtol=1e-12, atol=1e-12)
 
 
-def test_zero_penalties_give_four_times_the_cost() -> None:
+def test_zero_penalties_give_four_times_the_cost(device) -> None:
     cost, guide = _volume(2, 5, 4, 6, seed=1)
-    torch.testing.assert_close(semi_global_aggregation(cost, guide, 0.0, 0.0), 4 * cost, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(on(device, semi_global_aggregation, cost, guide, 0.0, 0.0), 4 * cost, rtol=1e-12, atol=1e-12)
 
 
-def test_single_channel_guide_equals_channel_mean() -> None:
+def test_single_channel_guide_equals_channel_mean(device) -> None:
     cost, guide = _volume(2, 5, 4, 6, C=3, seed=2)
-    a = semi_global_aggregation(cost, guide, 0.1, 0.5)
-    b = semi_global_aggregation(cost, guide.mean(1, keepdim=True), 0.1, 0.5)
+    a = on(device, semi_global_aggregation, cost, guide, 0.1, 0.5)
+    b = on(device, semi_global_aggregation, cost, guide.mean(1, keepdim=True), 0.1, 0.5)
     torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
-def test_batch_equals_one_by_one() -> None:
+def test_batch_equals_one_by_one(device) -> None:
     cost, guide = _volume(3, 5, 4, 6, seed=4)
-    batched = semi_global_aggregation(cost, guide, 0.1, 0.5)
+    batched = on(device, semi_global_aggregation, cost, guide, 0.1, 0.5)
     for b in range(3):
-        single = semi_global_aggregation(cost[b : b + 1], guide[b : b + 1], 0.1, 0.5)
+        single = on(device, semi_global_aggregation, cost[b : b + 1], guide[b : b + 1], 0.1, 0.5)
         torch.testing.assert_close(batched[b : b + 1], single, rtol=0, atol=0)
 
 
-def test_non_contiguous_input() -> None:
-    cost, guide = _volume(2, 5, 6, 4, seed=5)
+def test_non_contiguous_input(device) -> None:
+    # The strided views are made on the device (moving a view there would copy it densely).
+    cost, guide = (t.to(device) for t in _volume(2, 5, 6, 4, seed=5))
     # Transposed views of (B, P, W, H) and (B, C, W, H) tensors, and a strided slice.
     cost_t = cost.transpose(2, 3).contiguous().transpose(2, 3)
     guide_t = guide.transpose(2, 3).contiguous().transpose(2, 3)
     assert not cost_t.is_contiguous() and not guide_t.is_contiguous()
     expected = semi_global_aggregation(cost.contiguous(), guide.contiguous(), 0.1, 0.5)
     torch.testing.assert_close(semi_global_aggregation(cost_t, guide_t, 0.1, 0.5), expected, rtol=0, atol=0)
-    big, big_guide = _volume(2, 10, 6, 8, seed=6)
+    big, big_guide = (t.to(device) for t in _volume(2, 10, 6, 8, seed=6))
     sliced, sliced_guide = big[:, ::2, :, ::2], big_guide[:, :, :, ::2]
     assert not sliced.is_contiguous()
-    torch.testing.assert_close(semi_global_aggregation(sliced, sliced_guide, 0.1, 0.5),
-                               reference(sliced, sliced_guide, 0.1, 0.5), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(semi_global_aggregation(sliced, sliced_guide, 0.1, 0.5).cpu(),
+                               reference(sliced.cpu(), sliced_guide.cpu(), 0.1, 0.5), rtol=1e-12, atol=1e-12)
 
 
-def test_float32_close_to_float64_reference() -> None:
+def test_float32_close_to_float64_reference(device) -> None:
     cost, guide = _volume(2, 5, 4, 6, seed=7)
-    out = semi_global_aggregation(cost.float(), guide.float(), 0.1, 0.5)
+    out = on(device, semi_global_aggregation, cost.float(), guide.float(), 0.1, 0.5)
     assert out.dtype == torch.float32
     torch.testing.assert_close(out.double(), reference(cost.float(), guide.float(), 0.1, 0.5), rtol=1e-5, atol=1e-5)
 
 
-def test_inputs_not_modified() -> None:
-    cost, guide = _volume(2, 5, 4, 6, seed=8)
+def test_inputs_not_modified(device) -> None:
+    cost, guide = (t.to(device) for t in _volume(2, 5, 4, 6, seed=8))
     cost[0, 2, 1, 1] = math.inf
     cost[1, 0, 3, 2] = math.nan
     c0, g0 = cost.clone(), guide.clone()
@@ -161,13 +163,13 @@ def test_inputs_not_modified() -> None:
     assert torch.equal(torch.nan_to_num(cost, nan=-1.0), torch.nan_to_num(c0, nan=-1.0))
 
 
-def test_non_finite_costs_count_as_the_pixels_largest() -> None:
+def test_non_finite_costs_count_as_the_pixels_largest(device) -> None:
     cost, guide = _volume(2, 5, 4, 6, seed=9)
     cost[0, 0, 0, 0] = math.inf
     cost[0, 4, 2, 3] = math.nan
     cost[1, 1:3, 3, 5] = math.inf
     cost[1, :, 1, 1] = math.inf  # a pixel no label is finite at counts as cost 0 everywhere
-    out = semi_global_aggregation(cost, guide, 0.1, 0.5)
+    out = on(device, semi_global_aggregation, cost, guide, 0.1, 0.5)
     assert torch.isfinite(out).all()
     torch.testing.assert_close(out, reference(cost, guide, 0.1, 0.5), rtol=1e-12, atol=1e-12)
     # Same as writing the largest finite cost of the pixel in its place.
@@ -176,10 +178,10 @@ def test_non_finite_costs_count_as_the_pixels_largest() -> None:
     filled[0, 4, 2, 3] = cost[0, :4, 2, 3].max()
     filled[1, 1:3, 3, 5] = torch.cat([cost[1, :1, 3, 5], cost[1, 3:, 3, 5]]).max()
     filled[1, :, 1, 1] = 0.0
-    torch.testing.assert_close(out, semi_global_aggregation(filled, guide, 0.1, 0.5), rtol=0, atol=0)
+    torch.testing.assert_close(out, on(device, semi_global_aggregation, filled, guide, 0.1, 0.5), rtol=0, atol=0)
 
 
-def test_guide_edge_lowers_the_jump_penalty() -> None:
+def test_guide_edge_lowers_the_jump_penalty(device) -> None:
     # Two labels, one row: the left half prefers label 0, the right half label 1 weakly.
     # Without a guide edge the jump costs p2 and the weak side follows the strong one; with
     # an image edge at the same place the penalty drops and both halves keep their label.
@@ -192,15 +194,15 @@ def test_guide_edge_lowers_the_jump_penalty() -> None:
     flat = torch.zeros(1, 1, 1, W, dtype=torch.float64)
     edge = flat.clone()
     edge[..., W // 2 :] = 1.0
-    smooth = semi_global_aggregation(cost, flat, 0.1, 2.0, gamma=10.0).argmin(1)[0, 0]
-    split = semi_global_aggregation(cost, edge, 0.1, 2.0, gamma=10.0).argmin(1)[0, 0]
+    smooth = on(device, semi_global_aggregation, cost, flat, 0.1, 2.0, gamma=10.0).argmin(1)[0, 0]
+    split = on(device, semi_global_aggregation, cost, edge, 0.1, 2.0, gamma=10.0).argmin(1)[0, 0]
     assert smooth.tolist() == [0] * W
     assert split.tolist() == [0] * (W // 2) + [2] * (W // 2)
-    torch.testing.assert_close(semi_global_aggregation(cost, edge, 0.1, 2.0, 10.0),
+    torch.testing.assert_close(on(device, semi_global_aggregation, cost, edge, 0.1, 2.0, 10.0),
                                reference(cost, edge, 0.1, 2.0, 10.0), rtol=1e-12, atol=1e-12)
 
 
-def test_sgm_cleans_a_noisy_staircase() -> None:
+def test_sgm_cleans_a_noisy_staircase(device) -> None:
     """Piecewise-constant true labels; the cost is a quadratic around them plus noise, so
     the winner-take-all is a noisy staircase. SGM's argmin has far fewer wrong labels."""
     g = torch.Generator().manual_seed(0)
@@ -214,7 +216,7 @@ def test_sgm_cleans_a_noisy_staircase() -> None:
     cost = 0.02 * (labels - truth[:, None].double()) ** 2 + 0.08 * torch.rand(B, P, H, W, generator=g, dtype=torch.float64)
     guide = truth[:, None].double() / P  # image edges at the depth edges
     wta = cost.argmin(1)
-    sgm = semi_global_aggregation(cost, guide, 0.1, 0.3).argmin(1)
+    sgm = on(device, semi_global_aggregation, cost, guide, 0.1, 0.3).argmin(1)
     wta_wrong = (wta != truth).double().mean().item()
     sgm_wrong = (sgm != truth).double().mean().item()
     # Measured: WTA wrong on 0.373 of the pixels, SGM (p1 0.1, p2 0.3) on 0.035.
@@ -222,7 +224,7 @@ def test_sgm_cleans_a_noisy_staircase() -> None:
     assert sgm_wrong < 0.06
     assert sgm_wrong < 0.2 * wta_wrong
     # Without the guide (gamma = 0) SGM still helps, less: measured 0.087.
-    flat_wrong = (semi_global_aggregation(cost, guide, 0.1, 0.3, gamma=0.0).argmin(1) != truth).double().mean().item()
+    flat_wrong = (on(device, semi_global_aggregation, cost, guide, 0.1, 0.3, gamma=0.0).argmin(1) != truth).double().mean().item()
     assert flat_wrong < 0.35 * wta_wrong
     assert sgm_wrong < 0.7 * flat_wrong
 
@@ -265,6 +267,6 @@ def test_integer_cost_is_a_dtype_error() -> None:
     assert info.value.name == "cost" and isinstance(info.value, TypeError)
 
 
-def test_empty_batch() -> None:
+def test_empty_batch(device) -> None:
     cost, guide = _volume(0, 3, 4, 5)
-    assert semi_global_aggregation(cost, guide, 0.1, 0.5).shape == (0, 3, 4, 5)
+    assert on(device, semi_global_aggregation, cost, guide, 0.1, 0.5).shape == (0, 3, 4, 5)
