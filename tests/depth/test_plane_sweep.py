@@ -61,24 +61,24 @@ def test_planes_uniform_in_inverse_depth(scene: RenderedScene, device) -> None:
     torch.testing.assert_close(1.0 / result.plane_depths[0], torch.tensor([0.125, 0.25, 0.375, 0.5]))
 
 
-def test_chunking_does_not_change_the_result(scene: RenderedScene, device) -> None:
+def test_chunking_does_not_change_the_result(scene: RenderedScene) -> None:
     rng = _true_range(scene)
-    a = on(device, _sweep, scene, depth_range=rng, planes=12, chunk=12)
-    b = on(device, _sweep, scene, depth_range=rng, planes=12, chunk=5)
+    a = _sweep(scene, depth_range=rng, planes=12, chunk=12)
+    b = _sweep(scene, depth_range=rng, planes=12, chunk=5)
     assert torch.equal(a.depth, b.depth) and torch.equal(a.valid, b.valid)
     torch.testing.assert_close(a.cost, b.cost)
 
 
-def test_batched_equals_one_by_one(scene: RenderedScene, device) -> None:
+def test_batched_equals_one_by_one(scene: RenderedScene) -> None:
     other = render_scene(CONFIG, seed=1)
     scenes = [scene, other]
     ranges = torch.tensor([_true_range(s) for s in scenes])
-    batched = on(device, plane_sweep,
+    batched = plane_sweep(
         torch.stack([s.images for s in scenes]), torch.stack([s.intrinsics for s in scenes]),
         torch.stack([s.extrinsics for s in scenes]), depth_range=ranges, planes=16,
     )
     for i, s in enumerate(scenes):
-        single = on(device, _sweep, s, depth_range=tuple(ranges[i].tolist()), planes=16)
+        single = _sweep(s, depth_range=tuple(ranges[i].tolist()), planes=16)
         torch.testing.assert_close(batched.depth[i : i + 1], single.depth)
         torch.testing.assert_close(batched.cost[i : i + 1], single.cost)
         assert torch.equal(batched.valid[i : i + 1], single.valid)

@@ -15,7 +15,7 @@ from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError, Gradcv
 from gradcv.depth.plane_sweep import PlaneSweepResult, plane_sweep
 from gradcv.depth.render import RenderedScene, render_scene
 from gradcv.depth.scene import SceneConfig
-from tests.depth._tiny import tiny_plane, tiny_scene, true_range
+from tests.depth._tiny import on, tiny_plane, tiny_scene, true_range
 
 
 
@@ -43,13 +43,13 @@ def _seen(out: RenderedScene) -> torch.Tensor:
     return out.valid[:1] & out.visibility[1:].any(0, keepdim=True)
 
 
-def test_subpixel_leaves_the_plane_depths_and_is_more_accurate(plane: RenderedScene) -> None:
+def test_subpixel_leaves_the_plane_depths_and_is_more_accurate(plane: RenderedScene, device) -> None:
     # A fronto-parallel plane at z = 4 between the planes of a 16-plane sweep of (3, 6).
     mask = _seen(plane)
     assert mask.float().mean() > 0.5
     rng = (3.0, 6.0)
-    wta = _sweep(plane, depth_range=rng, planes=16)
-    sub = _sweep(plane, depth_range=rng, planes=16, subpixel=True)
+    wta = on(device, _sweep, plane, depth_range=rng, planes=16)
+    sub = on(device, _sweep, plane, depth_range=rng, planes=16, subpixel=True)
     planes = sub.plane_depths[0]
     assert torch.equal(planes, wta.plane_depths[0])
     assert torch.equal(sub.valid, wta.valid) and torch.equal(sub.cost, wta.cost)
@@ -68,23 +68,23 @@ def test_subpixel_leaves_the_plane_depths_and_is_more_accurate(plane: RenderedSc
     assert sub_err < 0.4 * wta_err
 
 
-def test_subpixel_needs_three_planes(scene: RenderedScene) -> None:
+def test_subpixel_needs_three_planes(scene: RenderedScene, device) -> None:
     # With two planes there is no parabola to fit: the depths stay the plane depths.
     rng = true_range(scene)
-    a = _sweep(scene, depth_range=rng, planes=2)
-    b = _sweep(scene, depth_range=rng, planes=2, subpixel=True)
+    a = on(device, _sweep, scene, depth_range=rng, planes=2)
+    b = on(device, _sweep, scene, depth_range=rng, planes=2, subpixel=True)
     assert torch.equal(a.depth, b.depth) and torch.equal(a.valid, b.valid)
 
 
-def test_min_over_sources_helps_where_one_source_sees(scene: RenderedScene) -> None:
+def test_min_over_sources_helps_where_one_source_sees(scene: RenderedScene, device) -> None:
     rng = true_range(scene)
     count = scene.visibility[1:].sum(0, keepdim=True)
     one = scene.valid[:1] & (count == 1)
     both = scene.valid[:1] & (count == 2)
     # Measured: 1396 reference pixels are seen by exactly one of the two sources.
     assert one.sum() > 500
-    mean = _sweep(scene, depth_range=rng, planes=32)
-    least = _sweep(scene, depth_range=rng, planes=32, aggregation="min")
+    mean = on(device, _sweep, scene, depth_range=rng, planes=32)
+    least = on(device, _sweep, scene, depth_range=rng, planes=32, aggregation="min")
     mean_err, least_err = _rel(mean, scene, one).mean().item(), _rel(least, scene, one).mean().item()
     # Measured AbsRel on them: mean 0.1048, min 0.0700; gross (> 10 %): 0.244 and 0.165.
     assert least_err < 0.8 * mean_err
@@ -97,7 +97,7 @@ def test_min_over_sources_helps_where_one_source_sees(scene: RenderedScene) -> N
     assert (least.cost[least.valid] <= mean.cost[mean.valid] + 1e-6).all()
 
 
-def test_shiftable_windows_help_near_depth_edges() -> None:
+def test_shiftable_windows_help_near_depth_edges(device) -> None:
     # Seed 1: on seed 0 the gain is smaller (0.1067 -> 0.1005, 6 %), on seeds 2 and 3 it is
     # 12 % and 6 %; seed 1's 16 % leaves a margin.
     out = tiny_scene(1)
@@ -105,23 +105,23 @@ def test_shiftable_windows_help_near_depth_edges() -> None:
     mask = _seen(out) & near
     assert mask.sum() > 500  # measured 1426
     rng = true_range(out)
-    fixed = _sweep(out, depth_range=rng, planes=32, window=5)
-    shifted = _sweep(out, depth_range=rng, planes=32, window=5, shiftable=True)
+    fixed = on(device, _sweep, out, depth_range=rng, planes=32, window=5)
+    shifted = on(device, _sweep, out, depth_range=rng, planes=32, window=5, shiftable=True)
     fixed_err, shifted_err = _rel(fixed, out, mask).mean().item(), _rel(shifted, out, mask).mean().item()
     # Measured AbsRel near edges: centred windows 0.0898, shiftable 0.0754.
     assert shifted_err < 0.92 * fixed_err
     # A window of one has nothing to shift.
-    one = _sweep(out, depth_range=rng, planes=8, window=1)
-    assert torch.equal(one.depth, _sweep(out, depth_range=rng, planes=8, window=1, shiftable=True).depth)
+    one = on(device, _sweep, out, depth_range=rng, planes=8, window=1)
+    assert torch.equal(one.depth, on(device, _sweep, out, depth_range=rng, planes=8, window=1, shiftable=True).depth)
 
 
-def test_sgm_reduces_gross_outliers() -> None:
+def test_sgm_reduces_gross_outliers(device) -> None:
     # Image noise (sigma 0.03) and a 3x3 window make the winner-take-all blotchy.
     out = render_scene(SceneConfig(height=48, width=64, num_views=3, baseline=1.0, supersampling=1, noise_sigma=0.03), seed=0)
     mask = _seen(out)
     rng = true_range(out)
-    wta = _sweep(out, depth_range=rng, planes=32, window=3)
-    sgm = _sweep(out, depth_range=rng, planes=32, window=3, sgm=(0.05, 0.2))
+    wta = on(device, _sweep, out, depth_range=rng, planes=32, window=3)
+    sgm = on(device, _sweep, out, depth_range=rng, planes=32, window=3, sgm=(0.05, 0.2))
     wta_gross = (_rel(wta, out, mask) > 0.1).float().mean().item()
     sgm_gross = (_rel(sgm, out, mask) > 0.1).float().mean().item()
     # Measured: winner-take-all 0.210 of the pixels off by more than 10 %, SGM 0.144
@@ -141,19 +141,19 @@ def test_sgm_reduces_gross_outliers() -> None:
     assert torch.isin(sgm.depth[v], sgm.plane_depths[0]).all()
 
 
-def test_sgm_helps_without_noise(scene: RenderedScene) -> None:
+def test_sgm_helps_without_noise(scene: RenderedScene, device) -> None:
     mask = _seen(scene)
     rng = true_range(scene)
-    wta = _sweep(scene, depth_range=rng, planes=32)
-    sgm = _sweep(scene, depth_range=rng, planes=32, sgm=(0.02, 0.2))
+    wta = on(device, _sweep, scene, depth_range=rng, planes=32)
+    sgm = on(device, _sweep, scene, depth_range=rng, planes=32, sgm=(0.02, 0.2))
     # Measured: gross outliers 0.145 (winner-take-all, 5x5 window) and 0.131 (SGM).
     assert (_rel(sgm, scene, mask) > 0.1).float().mean() < 0.95 * (_rel(wta, scene, mask) > 0.1).float().mean()
 
 
-def test_defaults_unchanged(scene: RenderedScene) -> None:
+def test_defaults_unchanged(scene: RenderedScene, device) -> None:
     rng = true_range(scene)
-    implicit = _sweep(scene, depth_range=rng, planes=12)
-    explicit = _sweep(scene, depth_range=rng, planes=12, aggregation="mean", shiftable=False, subpixel=False, sgm=None)
+    implicit = on(device, _sweep, scene, depth_range=rng, planes=12)
+    explicit = on(device, _sweep, scene, depth_range=rng, planes=12, aggregation="mean", shiftable=False, subpixel=False, sgm=None)
     for a, b in zip(implicit, explicit):
         assert torch.equal(a, b)
 
