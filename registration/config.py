@@ -83,6 +83,12 @@ class RegistrationConfig:
         min_texture: a pair whose ``src`` or ``dst`` intensity standard deviation is below
             this is textureless: it is registered without NaN but flagged
             ``DEGENERATE_INPUT``.
+        max_uncertainty: a pair whose result the data determine no better than this
+            (the largest standard deviation, in pixels, of its image corners implied by
+            the final residual, :func:`gradcv.registration.uncertainty.corner_uncertainty`)
+            is flagged ``DEGENERATE_INPUT`` instead of ``CONVERGED``: a near-textureless
+            pair that ends at a wrong optimum leaves a smooth residual the model cannot
+            explain. ``inf`` turns the test off.
         search_range: half-width, in full-resolution pixels, of the grid of translations
             from which the coarsest level is started (see ``search_steps``).
         search_steps: ``0`` starts the coarsest level once, from the initial homography
@@ -119,6 +125,7 @@ class RegistrationConfig:
     blur_sigma: float = 0.8
     min_size: int = 16
     min_texture: float = 1e-3
+    max_uncertainty: float = 0.5
     search_range: float = 16.0
     search_steps: int = 1
     differentiable: bool = False
@@ -193,6 +200,8 @@ class RegistrationConfig:
         check_real(self.blur_sigma, "blur_sigma", low=0.0)
         check_int(self.min_size, "min_size", 2)
         check_real(self.min_texture, "min_texture", low=0.0)
+        if self.max_uncertainty != math.inf or isinstance(self.max_uncertainty, bool):  # inf: the test is off
+            check_real(self.max_uncertainty, "max_uncertainty", low=0.0, low_open=True)
         check_real(self.search_range, "search_range", low=0.0)
         check_int(self.search_steps, "search_steps", 0)
         check_bool(self.differentiable, "differentiable")

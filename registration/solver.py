@@ -25,6 +25,7 @@ Convention:
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +41,7 @@ from gradcv.registration.motion import motion_matrix, motion_parameters
 from gradcv.registration.objective import LevelOutcome, LevelProblem, erode, masked_weight
 from gradcv.registration.sampling import LevelGrid, frame_corners, frame_matrix, pixel_homography
 from gradcv.registration.search import search_level, solve_level
+from gradcv.registration.uncertainty import corner_uncertainty
 
 #: A pair whose final warp keeps no more than this fraction of the pixels inside the
 #: source cannot be judged: its status is DEGENERATE_INPUT.
@@ -60,8 +62,10 @@ class RegistrationResult(SolverResult):
         homography_per_level: the pixel homography after each level, coarse to fine.
 
     ``status`` is ``CONVERGED`` where the pair met the stopping tolerance at the finest
-    level, ``DEGENERATE_INPUT`` where ``src`` or ``dst`` has no texture or the warp keeps
-    no overlap, ``DIVERGED`` where the homography is not finite, ``ITERATION_LIMIT``
+    level, ``DEGENERATE_INPUT`` where ``src`` or ``dst`` has no texture, the warp keeps
+    no overlap, or the final residual leaves the corners uncertain by more than
+    ``config.max_uncertainty`` pixels (:mod:`gradcv.registration.uncertainty`: what a
+    near-textureless pair that ended at a wrong optimum shows), ``DIVERGED`` where the homography is not finite, ``ITERATION_LIMIT``
     otherwise.
     """
 
@@ -201,7 +205,8 @@ class HomographyRegistration:
     ) -> torch.Tensor:
         """The ``(B,)`` :class:`gradcv.optim.SolverStatus` codes. The overlap is the share of
         the image's pixels the final warp compares: inside the source and, with masks,
-        weighted by ``dst_mask`` and the warped ``src_mask`` (the loss's own weights)."""
+        weighted by ``dst_mask`` and the warped ``src_mask`` (the loss's own weights); the
+        same weights measure the corners' uncertainty."""
         cfg = self.config
         H, W = src.shape[-2:]
         with torch.no_grad():
@@ -212,7 +217,12 @@ class HomographyRegistration:
             _, weight = grid.sample(src, G)
             weight = masked_weight(grid, weight, G, masks)
             overlap = weight.flatten(1).mean(1) > MIN_FINAL_OVERLAP
-        return sample_status(stopped, degenerate=~(textured & overlap), finite=finite)
+            determined = torch.ones_like(overlap)
+            if cfg.max_uncertainty != math.inf:
+                determined = corner_uncertainty(
+                    grid, src, dst, G, weight, corners, cfg.motion, cfg.photometric
+                ) <= cfg.max_uncertainty
+        return sample_status(stopped, degenerate=~(textured & overlap & determined), finite=finite)
 
 
 def register_homography(

@@ -1,0 +1,107 @@
+"""The corners' uncertainty implied by the final residual (registration.uncertainty) and the
+status it gives: a pair the data do not determine is not CONVERGED."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from gradcv.optim import SolverStatus
+from gradcv.registration import RegistrationConfig, corner_error, make_pairs, register_homography
+from gradcv.registration.sampling import LevelGrid, frame_corners, frame_matrix
+from gradcv.registration.uncertainty import corner_uncertainty
+from tests.registration._pairs import gray
+
+
+def _uncertainty(src, dst, H, motion="homography", photometric="exposure"):
+    """corner_uncertainty at the pixel homography ``H`` (src -> dst)."""
+    B, _, h, w = src.shape
+    device, dtype = src.device, src.dtype
+    A = frame_matrix(h, w, torch.float64, device)
+    G = (A @ torch.linalg.inv(H.to(device, torch.float64)) @ torch.linalg.inv(A)).to(dtype)
+    grid = LevelGrid(0, (h, w), (h, w), dtype, device)
+    _, inside = grid.sample(src, G)
+    return corner_uncertainty(grid, src, dst, G, inside, frame_corners(h, w, dtype, device), motion, photometric)
+
+
+@pytest.fixture(scope="module")
+def rocket():
+    skdata = pytest.importorskip("skimage.data")
+    return gray(skdata.rocket().astype(np.float32) / 255.0)  # (1, 1, 427, 640): sky and smoke
+
+
+@pytest.mark.parametrize("which", ["rocket", "coffee"])
+def test_uncertainty_small_at_the_truth_large_off_it(which, rocket, photos, device):
+    """DeTone pairs: at the true homography the corners are determined to a few hundredths
+    of a pixel; 3 px off (a smooth residual, not noise) they are not, on a near-textureless
+    photograph (rocket) as on a textured one (coffee)."""
+    image = rocket if which == "rocket" else gray(photos[1])
+    src, dst, H = make_pairs(image, 4, protocol="detone", seed=0)
+    src, dst = src.to(device), dst.to(device)
+    shift = torch.tensor([[1.0, 0.0, 3.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    at_truth = _uncertainty(src, dst, H).cpu()
+    off = _uncertainty(src, dst, shift @ H).cpu()
+    assert at_truth.shape == (4,) and at_truth.dtype == torch.float32
+    assert float(at_truth.max()) < 0.1, at_truth
+    assert float(off.min()) > 1.0, off
+
+
+def test_white_noise_gives_the_classical_covariance(photos):
+    """Translation only, no photometric model, a residual of white noise: the cluster-robust
+    covariance is the classical sigma^2 (sum g g^T)^-1 (computed here in numpy)."""
+    src = gray(photos[1])[..., 100:228, 200:328].double()  # (1, 1, 128, 128) coffee
+    noise = torch.from_numpy(np.random.default_rng(0).normal(0.0, 0.01, src.shape))
+    dst = src + noise
+    got = float(_uncertainty(src, dst, torch.eye(3, dtype=torch.float64)[None], "translation", "none")[0])
+
+    def grad(x):  # central differences, replicated borders
+        p = np.pad(x, 1, mode="edge")
+        return (p[1:-1, 2:] - p[1:-1, :-2]) / 2.0, (p[2:, 1:-1] - p[:-2, 1:-1]) / 2.0
+
+    s, d = src[0, 0].numpy(), dst[0, 0].numpy()
+    (sx, sy), (dx, dy) = grad(s), grad(d)
+    g = np.stack([(sx + dx).ravel() / 2.0, (sy + dy).ravel() / 2.0])
+    sigma2 = float(((s - d) ** 2).mean())
+    expected = math.sqrt(float(np.diag(sigma2 * np.linalg.inv(g @ g.T)).max()))
+    assert 0.7 * expected < got < 1.4 * expected, (got, expected)
+    # Linear in the residual (the noise also enters the mean gradient, hence the slack).
+    twice = float(_uncertainty(src, src + 2 * noise, torch.eye(3, dtype=torch.float64)[None], "translation", "none")[0])
+    assert twice == pytest.approx(2 * got, rel=0.15)
+
+
+def test_far_off_pairs_do_not_claim_convergence(rocket, device):
+    """Rocket's DeTone pairs (sky and smoke): no pair that ends over a pixel off is
+    CONVERGED; the pairs registered to the truth are."""
+    src, dst, H = make_pairs(rocket, 8, protocol="detone", seed=0)
+    res = register_homography(src.to(device), dst.to(device))
+    err = corner_error(res.homography.cpu(), H, (128, 128))
+    status = res.status.cpu()
+    assert not bool(((err > 1.0) & (status == int(SolverStatus.CONVERGED))).any()), (err, status)
+    assert bool((status[err < 0.05] != int(SolverStatus.DEGENERATE_INPUT)).all()), (err, status)
+    # The uncertainty the status used says the same.
+    u = _uncertainty(src, dst, res.homography.cpu())
+    assert bool((u[err > 5.0] > 0.5).all()) and bool((u[err < 0.05] < 0.5).all()), (err, u)
+
+
+def test_max_uncertainty_sets_the_status(photos):
+    """A noisy, well-registered pair: CONVERGED under the default bound and with the test
+    off, DEGENERATE_INPUT under a bound below what its noise allows."""
+    src, dst, _ = make_pairs(gray(photos[0]), 1, protocol="photometric", seed=3)
+    cfg = RegistrationConfig(levels=3)
+    assert int(register_homography(src, dst, config=cfg).status[0]) == int(SolverStatus.CONVERGED)
+    assert int(register_homography(src, dst, config=cfg.replace(max_uncertainty=math.inf)).status[0]) == int(SolverStatus.CONVERGED)
+    assert int(register_homography(src, dst, config=cfg.replace(max_uncertainty=1e-6)).status[0]) == int(SolverStatus.DEGENERATE_INPUT)
+
+
+@pytest.mark.parametrize("value, error", [(0.0, ValueError), (-1.0, ValueError), (math.nan, ValueError), ("1", TypeError), (True, TypeError)])
+def test_max_uncertainty_validated(value, error):
+    with pytest.raises(error, match="max_uncertainty"):
+        RegistrationConfig(max_uncertainty=value)
+
+
+def test_empty_batch():
+    src = torch.rand(0, 1, 32, 32)
+    assert _uncertainty(src, src, torch.eye(3, dtype=torch.float64).expand(0, 3, 3)).shape == (0,)
