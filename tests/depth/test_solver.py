@@ -14,6 +14,8 @@ from gradcv.depth.metrics import metrics
 from gradcv.depth.render import RenderedScene, SceneConfig, render_scene
 from gradcv.depth.solver import DepthResult, estimate_depth
 from gradcv.optim import SolverStatus
+from tests.depth._tiny import on
+
 
 SCENE = SceneConfig(height=48, width=64, baseline=1.0)
 
@@ -47,13 +49,19 @@ def _abs_rel(out: RenderedScene, result: DepthResult) -> tuple[float, float]:
     return float(metrics(result.depth[:1], out.depths[:1], kept)["abs_rel"][0]), float(kept.sum() / mask.sum())
 
 
-@pytest.fixture(scope="module")
-def solved(scene: RenderedScene) -> DepthResult:
-    return estimate_depth(*_inputs(scene))
+_SOLVED: dict[str, DepthResult] = {}
 
 
-def test_default_beats_its_plane_sweep_start(scene: RenderedScene, solved: DepthResult) -> None:
-    start = estimate_depth(*_inputs(scene), iterations=1, lr=1e-12)
+@pytest.fixture
+def solved(scene: RenderedScene, device: str) -> DepthResult:
+    """The default solve of ``scene`` on ``device`` (once per device for the session)."""
+    if device not in _SOLVED:
+        _SOLVED[device] = on(device, estimate_depth, *_inputs(scene))
+    return _SOLVED[device]
+
+
+def test_default_beats_its_plane_sweep_start(scene: RenderedScene, solved: DepthResult, device) -> None:
+    start = on(device, estimate_depth, *_inputs(scene), iterations=1, lr=1e-12)
     start_err, _ = _abs_rel(scene, start)
     err, kept = _abs_rel(scene, solved)
     # Measured: 0.056 after the solve, 0.094 for its full-resolution sweep start; 99.4 % kept.
@@ -72,33 +80,33 @@ def test_default_beats_its_plane_sweep_start(scene: RenderedScene, solved: Depth
     assert solved.wall_time > 0 and solved.status.shape == (1,)
 
 
-def test_gain_and_bias_between_views(jittered: RenderedScene) -> None:
-    err, kept = _abs_rel(jittered, estimate_depth(*_inputs(jittered)))
+def test_gain_and_bias_between_views(jittered: RenderedScene, device) -> None:
+    err, kept = _abs_rel(jittered, on(device, estimate_depth, *_inputs(jittered)))
     # Measured 0.064 (0.056 without the jitter); the raw 128-plane sweep gets 0.160 here.
     assert err < 0.08, err
     assert kept > 0.8
 
 
-def test_batch_equals_one_by_one(scene: RenderedScene, jittered: RenderedScene) -> None:
+def test_batch_equals_one_by_one(scene: RenderedScene, jittered: RenderedScene, device) -> None:
     images = torch.stack([scene.images, jittered.images])
     K = torch.stack([scene.intrinsics, jittered.intrinsics])
     E = torch.stack([scene.extrinsics, jittered.extrinsics])
     config = DepthConfig.default(iterations=10)
-    both = estimate_depth(images, K, E, config=config)
+    both = on(device, estimate_depth, images, K, E, config=config)
     for b in range(2):
-        one = estimate_depth(images[b : b + 1], K[b : b + 1], E[b : b + 1], config=config)
+        one = on(device, estimate_depth, images[b : b + 1], K[b : b + 1], E[b : b + 1], config=config)
         # Independent problems (per-sample losses summed, per-element Adam): measured bitwise
         # equal on CPU; the tolerance allows batched kernels that round differently elsewhere.
         torch.testing.assert_close(both.depth[b : b + 1], one.depth, rtol=1e-3, atol=1e-3)
         assert torch.equal(both.valid[b : b + 1], one.valid) or (both.valid[b : b + 1] != one.valid).float().mean() < 1e-3
 
 
-def test_textureless_scene_is_flagged() -> None:
+def test_textureless_scene_is_flagged(device) -> None:
     K = torch.tensor([[50.0, 0.0, 31.5], [0.0, 50.0, 23.5], [0.0, 0.0, 1.0]]).expand(1, 3, 3, 3)
     E = torch.eye(4).repeat(1, 3, 1, 1)
     E[0, 1, 0, 3], E[0, 2, 0, 3] = -0.5, 0.5
     images = torch.full((1, 3, 3, 48, 64), 0.5)
-    result = estimate_depth(images, K, E, iterations=5)
+    result = on(device, estimate_depth, images, K, E, iterations=5)
     assert torch.isfinite(result.depth).all()
     assert not result.valid.any()
     assert int(result.status[0]) == int(SolverStatus.DEGENERATE_INPUT)
@@ -144,37 +152,37 @@ def test_bad_inputs_raise_typed_errors() -> None:
 
 @pytest.mark.parametrize("parameterisation", ["inverse_depth", "depth", "log_depth"])
 @pytest.mark.parametrize("initialisation", ["constant", "uniform_random"])
-def test_options_run(parameterisation: str, initialisation: str) -> None:
+def test_options_run(parameterisation: str, initialisation: str, device) -> None:
     images, K, E = _cams()
     mask = torch.ones(1, 2, 1, 12, 16)
-    result = estimate_depth(images, K, E, depth_range=(1.0, 10.0), masks=mask, scales=2, iterations=3,
+    result = on(device, estimate_depth, images, K, E, depth_range=(1.0, 10.0), masks=mask, scales=2, iterations=3,
                             parameterisation=parameterisation, initialisation=initialisation)
     assert torch.isfinite(result.depth).all()
     assert (result.depth >= 1.0 - 1e-4).all() and (result.depth <= 10.0 + 1e-3).all()
 
 
-def test_paper_preset_runs() -> None:
+def test_paper_preset_runs(device) -> None:
     images, K, E = _cams()
     seen: list[tuple[int, int]] = []
-    result = estimate_depth(images, K, E, config=DepthConfig.paper(iterations=2),
+    result = on(device, estimate_depth, images, K, E, config=DepthConfig.paper(iterations=2),
                             callback=lambda level, it, loss: seen.append((level, it)))
     assert torch.isfinite(result.depth).all()
     assert seen[0] == (0, 0) and len(seen) == 2 * result.iterations_used.shape[0]
 
 
-def test_min_aggregation_runs(scene: RenderedScene) -> None:
-    result = estimate_depth(*_inputs(scene), aggregation="min", iterations=10)
+def test_min_aggregation_runs(scene: RenderedScene, device) -> None:
+    result = on(device, estimate_depth, *_inputs(scene), aggregation="min", iterations=10)
     err, _ = _abs_rel(scene, result)
     assert math.isfinite(err) and err < 0.1, err
 
 
-def test_history_is_padded_after_a_problem_stops(scene: RenderedScene, jittered: RenderedScene) -> None:
+def test_history_is_padded_after_a_problem_stops(scene: RenderedScene, jittered: RenderedScene, device) -> None:
     """Two problems that stop at different steps: each level's history holds a loss for
     exactly the steps a problem took and NaN after it stopped (never its last loss repeated)."""
     images = torch.stack([scene.images, jittered.images])
     K = torch.stack([scene.intrinsics, jittered.intrinsics])
     E = torch.stack([scene.extrinsics, jittered.extrinsics])
-    result = estimate_depth(images, K, E, tolerance=2e-2, patience=1)
+    result = on(device, estimate_depth, images, K, E, tolerance=2e-2, patience=1)
     stopped_early = False
     for level, history in enumerate(result.loss_history):
         recorded = (~torch.isnan(history)).sum(1)
