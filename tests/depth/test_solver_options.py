@@ -13,7 +13,8 @@ from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError, Gradcv
 from gradcv.depth.config import DepthConfig
 from gradcv.depth.render import RenderedScene, SceneConfig, render_scene
 from gradcv.depth.solver import _away_from_depth_edges, _Level, _narrow_range, estimate_depth, pyramid_levels, solved_levels
-from tests.depth._tiny import QUICK, tiny_plane, tiny_scene
+from tests.depth._tiny import QUICK, _move, on, tiny_plane, tiny_scene
+
 
 
 
@@ -121,10 +122,10 @@ def test_pyramid_levels() -> None:
     (dict(initialisation="uniform_random", scales=2), False, 2),
     (dict(sweep_level=0, scales=3), True, 3),  # a given start solves the whole pyramid
 ])
-def test_solved_levels_match_the_result(scene: RenderedScene, overrides: dict, given: bool, expected: int) -> None:
+def test_solved_levels_match_the_result(scene: RenderedScene, overrides: dict, given: bool, expected: int, device) -> None:
     config = DepthConfig.default(**{**QUICK, "iterations": 2, **overrides})
     initial = scene.depths[:1].clamp_min(1.0) if given else None
-    result = estimate_depth(*_inputs(scene), depth_range=_range(scene), initial_depth=initial, config=config)
+    result = on(device, estimate_depth, *_inputs(scene), depth_range=_range(scene), initial_depth=initial, config=config)
     levels = solved_levels(config, 48, 64, initial_depth=given)
     assert levels == expected
     assert len(result.level_depths) == len(result.loss_history) == result.iterations_used.shape[0] == levels
@@ -153,9 +154,9 @@ def test_solved_levels_match_the_result(scene: RenderedScene, overrides: dict, g
     dict(initialisation="constant", scales=3, full_resolution_loss=True, correction_levels=2),
     dict(sgm_p2=0.0, range_planes=0, sweep_window=3),
 ])
-def test_options_run(scene: RenderedScene, overrides: dict) -> None:
+def test_options_run(scene: RenderedScene, overrides: dict, device) -> None:
     rng = _range(scene)
-    result = estimate_depth(*_inputs(scene), depth_range=rng, **{**QUICK, **overrides})
+    result = on(device, estimate_depth, *_inputs(scene), depth_range=rng, **{**QUICK, **overrides})
     assert result.depth.shape == result.valid.shape == result.cost.shape == (1, 1, 48, 64)
     assert torch.isfinite(result.depth).all()
     assert (result.depth >= rng[0] * (1 - 1e-4)).all() and (result.depth <= rng[1] * (1 + 1e-4)).all()
@@ -182,7 +183,8 @@ def inverse_depths(scene: RenderedScene) -> list[torch.Tensor]:
     return [truth, torch.full_like(truth, float(truth.median()) * 1.3)]
 
 
-def test_softmin_lies_between_min_and_mean(scene: RenderedScene, inverse_depths: list[torch.Tensor]) -> None:
+def test_softmin_lies_between_min_and_mean(scene: RenderedScene, inverse_depths: list[torch.Tensor], device) -> None:
+    scene, inverse_depths = _move(scene, device), _move(inverse_depths, device)
     for inv in inverse_depths:
         least, count = _level(scene, aggregation="min").photometric(inv)
         mean, count_mean = _level(scene, aggregation="mean").photometric(inv)
@@ -202,7 +204,8 @@ def test_softmin_lies_between_min_and_mean(scene: RenderedScene, inverse_depths:
         torch.testing.assert_close(least[one], mean[one])
 
 
-def test_softmin_limits(scene: RenderedScene, inverse_depths: list[torch.Tensor]) -> None:
+def test_softmin_limits(scene: RenderedScene, inverse_depths: list[torch.Tensor], device) -> None:
+    scene, inverse_depths = _move(scene, device), _move(inverse_depths, device)
     for inv in inverse_depths:
         least, count = _level(scene, aggregation="min").photometric(inv)
         mean, _ = _level(scene, aggregation="mean").photometric(inv)
@@ -243,15 +246,15 @@ def test_narrow_range_keeps_the_scene_and_drops_the_rest(scene: RenderedScene) -
 # --------------------------------------------------------------------------- batching
 
 
-def test_batch_equals_one_by_one_with_corrections(scene: RenderedScene) -> None:
+def test_batch_equals_one_by_one_with_corrections(scene: RenderedScene, device) -> None:
     other = render_scene(SceneConfig(height=48, width=64, baseline=1.0, supersampling=1, noise_sigma=0.01), seed=1)
     images = torch.stack([scene.images, other.images])
     K = torch.stack([scene.intrinsics, other.intrinsics])
     E = torch.stack([scene.extrinsics, other.extrinsics])
     config = DepthConfig.default(**{**QUICK, "iterations": 6}, correction_levels=3, sweep_level=1)
-    both = estimate_depth(images, K, E, config=config)
+    both = on(device, estimate_depth, images, K, E, config=config)
     for b in range(2):
-        one = estimate_depth(images[b : b + 1], K[b : b + 1], E[b : b + 1], config=config)
+        one = on(device, estimate_depth, images[b : b + 1], K[b : b + 1], E[b : b + 1], config=config)
         # Measured bitwise equal on CPU; the tolerance allows kernels that round differently.
         torch.testing.assert_close(both.depth[b : b + 1], one.depth, rtol=1e-4, atol=1e-4)
         assert (both.valid[b : b + 1] != one.valid).float().mean() < 1e-3
@@ -264,16 +267,16 @@ def test_batch_equals_one_by_one_with_corrections(scene: RenderedScene) -> None:
 # ------------------------------------------------------------- correction gate
 
 
-def test_correction_gate_stops_at_depth_edges_only() -> None:
+def test_correction_gate_stops_at_depth_edges_only(device) -> None:
     inv = torch.full((2, 1, 20, 24), 0.5, dtype=torch.float64)
     inv[0, :, :, 12:] = 0.8  # a depth edge between columns 11 and 12 (a 60 % step)
     inv[1, :, :, 12:] = 0.55  # a 10 % step: below the 20 % jump
     inv[:, :, 5, 5] = 2.0  # an isolated outlier: the 5x5 median removes it
     inv[:, :, 15:, :] *= torch.linspace(1.0, 1.02, 24, dtype=torch.float64)  # a slanted patch: no edge
-    away = _away_from_depth_edges(inv, 0.2)
+    away = on(device, _away_from_depth_edges, inv, 0.2)
     assert away.shape == inv.shape and away.dtype == torch.bool
     near = torch.zeros(20, 24, dtype=torch.bool)
     near[:, 9:15] = True  # columns 11 and 12 are on the edge, and 2 more pixels on each side
     assert torch.equal(away[0, 0], ~near)
     assert away[1].all()
-    assert torch.equal(_away_from_depth_edges(inv, 0.05)[1, 0], ~near)
+    assert torch.equal(on(device, _away_from_depth_edges, inv, 0.05)[1, 0], ~near)
