@@ -16,7 +16,7 @@ from gradcv.depth.config import DepthConfig
 from gradcv.depth.plane_sweep import PlaneSweepResult, plane_sweep
 from gradcv.depth.render import RenderedScene
 from gradcv.depth.solver import _Level, estimate_depth
-from tests.depth._tiny import QUICK, tiny_plane, tiny_scene, true_range
+from tests.depth._tiny import QUICK, _move, on, tiny_plane, tiny_scene, true_range
 
 #: Small and quick: a short run with a coarse sweep.
 #: Every sweep option at once (SGM, the minimum over sources, shiftable windows, sub-plane refinement).
@@ -52,24 +52,24 @@ def _assert_same(a: PlaneSweepResult, b: PlaneSweepResult) -> None:
 
 
 @pytest.mark.parametrize("options", [{}, ALL_OPTIONS], ids=["plain", "all_options"])
-def test_all_ones_masks_change_nothing(scene: RenderedScene, options: dict) -> None:
+def test_all_ones_masks_change_nothing(scene: RenderedScene, options: dict, device) -> None:
     N, C, H, W = scene.images.shape
     rng = true_range(scene)
-    base = _sweep(scene, depth_range=rng, planes=12, **options)
+    base = on(device, _sweep, scene, depth_range=rng, planes=12, **options)
     for shape in ((1, N, 1, H, W), (1, N, C, H, W)):
         for ones in (torch.ones(shape), torch.ones(shape, dtype=torch.bool)):
-            _assert_same(_sweep(scene, depth_range=rng, planes=12, masks=ones, **options), base)
+            _assert_same(on(device, _sweep, scene, depth_range=rng, planes=12, masks=ones, **options), base)
 
 
 @pytest.mark.parametrize("options", [{}, dict(aggregation="min"), dict(shiftable=True), dict(subpixel=True)],
                          ids=["plain", "min", "shiftable", "subpixel"])
-def test_a_channel_masked_everywhere_is_that_channel_removed(scene: RenderedScene, options: dict) -> None:
+def test_a_channel_masked_everywhere_is_that_channel_removed(scene: RenderedScene, options: dict, device) -> None:
     N, C, H, W = scene.images.shape
     rng = true_range(scene)
     masks = torch.ones(1, N, C, H, W)
     masks[:, :, 1] = 0.0
-    masked = _sweep(scene, depth_range=rng, planes=12, masks=masks, **options)
-    removed = _sweep(scene, images=scene.images[:, [0, 2]], depth_range=rng, planes=12, **options)
+    masked = on(device, _sweep, scene, depth_range=rng, planes=12, masks=masks, **options)
+    removed = on(device, _sweep, scene, images=scene.images[:, [0, 2]], depth_range=rng, planes=12, **options)
     # Measured: bitwise equal; allclose is what is promised.
     assert torch.equal(masked.valid, removed.valid)
     torch.testing.assert_close(masked.depth, removed.depth)
@@ -78,18 +78,18 @@ def test_a_channel_masked_everywhere_is_that_channel_removed(scene: RenderedScen
     # only where it is usable in both the reference and the source sample.
     ref_only = torch.ones(1, N, C, H, W)
     ref_only[:, 0, 1] = 0.0
-    _assert_same(_sweep(scene, depth_range=rng, planes=12, masks=ref_only, **options), masked)
+    _assert_same(on(device, _sweep, scene, depth_range=rng, planes=12, masks=ref_only, **options), masked)
 
 
-def test_a_channel_mask_with_sgm_still_chooses_on_the_remaining_channels(scene: RenderedScene) -> None:
+def test_a_channel_mask_with_sgm_still_chooses_on_the_remaining_channels(scene: RenderedScene, device) -> None:
     # With SGM the guidance is the whole reference (every channel), so the depths may differ
     # from a run on the images without the channel; the costs the SGM chose from may not.
     N, C, H, W = scene.images.shape
     rng = true_range(scene)
     masks = torch.ones(1, N, C, H, W)
     masks[:, :, 1] = 0.0
-    masked = _sweep(scene, depth_range=rng, planes=12, masks=masks, sgm=(0.02, 0.2))
-    removed = _sweep(scene, images=scene.images[:, [0, 2]], depth_range=rng, planes=12, sgm=(0.02, 0.2))
+    masked = on(device, _sweep, scene, depth_range=rng, planes=12, masks=masks, sgm=(0.02, 0.2))
+    removed = on(device, _sweep, scene, images=scene.images[:, [0, 2]], depth_range=rng, planes=12, sgm=(0.02, 0.2))
     assert torch.equal(masked.valid, removed.valid)
     assert torch.isin(masked.depth[masked.valid], masked.plane_depths[0]).all()
     # Where both chose the same plane their costs agree.
@@ -114,15 +114,15 @@ def _always_masked(out: RenderedScene, masks: torch.Tensor, source: int, plane_d
 
 
 @pytest.mark.parametrize("window", [1, 5])
-def test_a_region_masked_in_one_source_leaves_the_other(scene: RenderedScene, window: int) -> None:
+def test_a_region_masked_in_one_source_leaves_the_other(scene: RenderedScene, window: int, device) -> None:
     N, C, H, W = scene.images.shape
     rng = true_range(scene)
     masks = torch.ones(1, N, 1, H, W)
     masks[0, 2, :, :, : W // 2] = 0.0  # the left half of source 2
     kwargs = dict(depth_range=rng, planes=12, window=window)
-    masked = _sweep(scene, masks=masks, **kwargs)
-    full = _sweep(scene, **kwargs)
-    other = _sweep(scene, views=[0, 1], **kwargs)  # the reference and source 1 alone
+    masked = on(device, _sweep, scene, masks=masks, **kwargs)
+    full = on(device, _sweep, scene, **kwargs)
+    other = on(device, _sweep, scene, views=[0, 1], **kwargs)  # the reference and source 1 alone
     dead, live = _always_masked(scene, masks, 2, full.plane_depths[0])
     # Measured: 1139 reference pixels only ever see source 2 in its masked half, 1850 never do.
     assert dead.sum() > 500 and live.sum() > 500
@@ -141,12 +141,12 @@ def test_a_region_masked_in_one_source_leaves_the_other(scene: RenderedScene, wi
     # Masking source 2 everywhere is the run without it.
     gone = torch.ones(1, N, 1, H, W)
     gone[0, 2] = 0.0
-    everywhere = _sweep(scene, masks=gone, **kwargs)
+    everywhere = on(device, _sweep, scene, masks=gone, **kwargs)
     assert torch.equal(everywhere.valid, other.valid) and torch.equal(everywhere.depth, other.depth)
     torch.testing.assert_close(everywhere.cost[other.valid], other.cost[other.valid])
 
 
-def test_a_reference_pixel_with_no_usable_channel_costs_nothing(plane: RenderedScene) -> None:
+def test_a_reference_pixel_with_no_usable_channel_costs_nothing(plane: RenderedScene, device) -> None:
     N, C, H, W = plane.images.shape
     # 17 planes in (3, 6): the middle one (inverse depth 1/4) is the plane's depth, 4.
     kwargs = dict(depth_range=(3.0, 6.0), planes=17)
@@ -154,13 +154,13 @@ def test_a_reference_pixel_with_no_usable_channel_costs_nothing(plane: RenderedS
     square[..., 18:30, 26:38] = True
     for masks in (torch.ones(1, N, 1, H, W), torch.ones(1, N, C, H, W)):
         masks[0, 0][:, square[0, 0]] = 0.0  # every channel of the reference in the square
-        wta = _sweep(plane, masks=masks, **kwargs)
+        wta = on(device, _sweep, plane, masks=masks, **kwargs)
         assert (wta.cost[square] == 0).all() and wta.valid[square].all()
         # Without SGM every plane ties at 0 and the tie goes to the farthest plane, plane 0.
         assert (wta.depth[square] == wta.plane_depths[0, 0]).all()
         assert float(wta.plane_depths[0, 0]) == pytest.approx(6.0)
         for options in (dict(sgm=(0.02, 0.2)), ALL_OPTIONS):
-            sgm = _sweep(plane, masks=masks, **kwargs, **options)  # type: ignore[arg-type]
+            sgm = on(device, _sweep, plane, masks=masks, **kwargs, **options)  # type: ignore[arg-type]
             assert (sgm.cost[square] == 0).all() and sgm.valid[square].all()
             # SGM fills the square from its neighbours: the plane's depth. Measured: 4.0 exactly
             # (error 0), with and without the other options (16 planes in (3, 6), where 4 is no
@@ -170,7 +170,7 @@ def test_a_reference_pixel_with_no_usable_channel_costs_nothing(plane: RenderedS
     # One channel masked in the reference is not "no usable channel": the others still cost.
     one = torch.ones(1, N, C, H, W)
     one[0, 0, 1][square[0, 0]] = 0.0
-    assert (_sweep(plane, masks=one, **kwargs).cost[square] > 0).all()  # measured min 0.0009
+    assert (on(device, _sweep, plane, masks=one, **kwargs).cost[square] > 0).all()  # measured min 0.0009
 
 
 def test_bad_mask_shapes(scene: RenderedScene) -> None:
@@ -197,7 +197,7 @@ def _level(out: RenderedScene, masks: torch.Tensor | None, images: torch.Tensor 
     K, E = out.intrinsics[None].to(views.dtype), out.extrinsics[None].to(views.dtype)
     E_ref_inv = torch.linalg.inv(E[:, 0])
     poses = [E[:, s] @ E_ref_inv for s in range(1, views.shape[1])]
-    return _Level(views, masks, K, poses, 0, config)
+    return _Level(views, None if masks is None else masks.to(views.device), K, poses, 0, config)
 
 
 @pytest.fixture(scope="module")
@@ -210,7 +210,8 @@ def inverse_depths(scene: RenderedScene) -> list[torch.Tensor]:
                                        dict(alpha=0.0, normalise_gain=False)],
                          ids=["default", "min", "mean", "l1_only"])
 def test_photometric_all_usable_channel_masks_are_no_masks(scene: RenderedScene, inverse_depths: list[torch.Tensor],
-                                                           overrides: dict) -> None:
+                                                           overrides: dict, device) -> None:
+    scene, inverse_depths = _move(scene, device), _move(inverse_depths, device)
     N, C, H, W = scene.images.shape
     for inv in inverse_depths:
         plain, count = _level(scene, None, **overrides).photometric(inv)
@@ -222,7 +223,8 @@ def test_photometric_all_usable_channel_masks_are_no_masks(scene: RenderedScene,
 
 @pytest.mark.parametrize("overrides", [{}, dict(aggregation="mean")], ids=["default", "mean"])
 def test_photometric_a_channel_masked_everywhere_is_that_channel_removed(
-        scene: RenderedScene, inverse_depths: list[torch.Tensor], overrides: dict) -> None:
+        scene: RenderedScene, inverse_depths: list[torch.Tensor], overrides: dict, device) -> None:
+    scene, inverse_depths = _move(scene, device), _move(inverse_depths, device)
     N, C, H, W = scene.images.shape
     # In float64 they agree to 1e-13; in float32 the gain normalisation's sums (over C or C - 1
     # channels) round differently and SSIM amplifies it where the texture is flat: measured
@@ -240,9 +242,11 @@ def test_photometric_a_channel_masked_everywhere_is_that_channel_removed(
 
 
 def test_photometric_masks_carry_no_gradient_and_keep_the_depths(scene: RenderedScene,
-                                                                 inverse_depths: list[torch.Tensor]) -> None:
+                                                                 inverse_depths: list[torch.Tensor], device) -> None:
+    scene, inverse_depths = _move(scene, device), _move(inverse_depths, device)
     N, C, H, W = scene.images.shape
-    masks = torch.ones(1, N, C, H, W)
+    masks = torch.ones(1, N, C, H, W, device=device)
+
     masks[:, 1, 2, :, : W // 2] = 0.0
     masks.requires_grad_(True)
     inv = inverse_depths[1].clone().requires_grad_(True)
@@ -281,7 +285,7 @@ def test_saturation_below_the_threshold_keeps_the_plain_path(scene: RenderedScen
     assert torch.equal(default.valid, off.valid)
 
 
-def test_saturated_highlights_drop_out() -> None:
+def test_saturated_highlights_drop_out(device) -> None:
     # Blown highlights in the reference's channel 1: its brightest 20 % read 1 (2.2 % of all
     # values clip). The unclipped values stay consistent with the sources, the clipped ones are
     # wrong, and the default saturation leaves them out.
@@ -290,8 +294,8 @@ def test_saturated_highlights_drop_out() -> None:
     channel = images[0, 1]
     images[0, 1] = torch.where(channel >= torch.quantile(channel, 0.8), torch.ones_like(channel), channel)
     assert _clipped(images) > 0.01
-    masked = _solve(out, images)
-    plain = _solve(out, images, saturation=0.0)
+    masked = on(device, _solve, out, images)
+    plain = on(device, _solve, out, images, saturation=0.0)
     assert torch.isfinite(masked.depth).all() and (masked.depth[masked.valid] > 0).all()
     assert torch.isfinite(masked.cost[masked.valid]).all()
     assert masked.valid.float().mean() > 0.8  # measured 0.98
@@ -302,14 +306,14 @@ def test_saturated_highlights_drop_out() -> None:
     assert _abs_rel(out, masked.depth) < 0.97 * _abs_rel(out, plain.depth)
 
 
-def test_a_saturated_reference_channel_stays_finite(scene: RenderedScene) -> None:
+def test_a_saturated_reference_channel_stays_finite(scene: RenderedScene, device) -> None:
     # The reference's channel 1 tripled and clipped (6 % of all values clip): the solve stays
     # finite. (It is not more accurate than saturation=0: the tripled unclipped values are
     # inconsistent with the sources either way; see the report.)
     images = scene.images.clone()
     images[0, 1] = (images[0, 1] * 3).clamp(max=1)
     assert _clipped(images) > 0.03
-    result = _solve(scene, images)
+    result = on(device, _solve, scene, images)
     assert torch.isfinite(result.depth).all() and (result.depth > 0).all()
     assert torch.isfinite(result.cost[result.valid]).all()
     assert result.valid.float().mean() > 0.5  # measured 0.75
@@ -317,14 +321,14 @@ def test_a_saturated_reference_channel_stays_finite(scene: RenderedScene) -> Non
     # last digit depends on the thread count); seeds 1 and 2: 0.428 / 0.377 and 0.388 / 0.353.
 
 
-def test_a_fully_clipped_reference_region_is_filled_and_flagged_invalid(plane: RenderedScene) -> None:
+def test_a_fully_clipped_reference_region_is_filled_and_flagged_invalid(plane: RenderedScene, device) -> None:
     # A white square (every channel clipped) in the reference view of the plane at z = 4.
     images = plane.images.clone()
     images[0, :, 18:30, 26:38] = 1.0
     square = torch.zeros(1, 1, 48, 64, dtype=torch.bool)
     square[..., 18:30, 26:38] = True
-    masked = _solve(plane, images)
-    plain = _solve(plane, images, saturation=0.0)
+    masked = on(device, _solve, plane, images)
+    plain = on(device, _solve, plane, images, saturation=0.0)
     assert torch.isfinite(masked.depth).all() and (masked.depth > 0).all()
     # The docstring: "a pixel with no channel left gets its depth from its neighbours and is
     # flagged invalid".
@@ -345,7 +349,7 @@ def test_config_accepts_saturation_and_image_sigma_bounds() -> None:
     assert DepthConfig(image_sigma=0).image_sigma == 0
 
 
-def test_user_masks_combine_with_saturation() -> None:
+def test_user_masks_combine_with_saturation(device) -> None:
     # The highlights scene of seed 2 and a user mask over a square of the reference.
     out = tiny_scene(2)
     images = out.images.clone()
@@ -356,9 +360,9 @@ def test_user_masks_combine_with_saturation() -> None:
     user[0, 0, :, 18:30, 26:38] = 0.0
     square = torch.zeros(1, 1, H, W, dtype=torch.bool)
     square[..., 18:30, 26:38] = True
-    both = _solve(out, images, masks=user)
-    saturation_only = _solve(out, images)
-    user_only = _solve(out, images, masks=user, saturation=0.0)
+    both = on(device, _solve, out, images, masks=user)
+    saturation_only = on(device, _solve, out, images)
+    user_only = on(device, _solve, out, images, masks=user, saturation=0.0)
     assert torch.isfinite(both.depth).all() and (both.depth > 0).all()
     # Measured: neither alone gives the combined result (0.96 and 0.98 of the depths differ),
     # and the user-masked square is invalid with or without saturation.
@@ -367,5 +371,5 @@ def test_user_masks_combine_with_saturation() -> None:
     assert not both.valid[square].any() and not user_only.valid[square].any()
     # User masks are per pixel: per-channel ones are refused, naming masks.
     with pytest.raises(ShapeError) as info:
-        _solve(out, images, masks=torch.ones(1, N, C, H, W))
+        on(device, _solve, out, images, masks=torch.ones(1, N, C, H, W))
     assert info.value.name == "masks" and str(info.value).startswith("masks")
