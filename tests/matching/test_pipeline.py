@@ -13,6 +13,7 @@ import torch
 from gradcv.core_ops.color import rgb_to_grayscale
 from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError, DTypeError, ShapeError
 from gradcv.matching import MatchConfig, MatchResult, MatchStatus, distinct_inliers, match_pair
+from tests.depth._tiny import _move, on
 
 H_, W_ = 120, 160
 FEATURES = 300
@@ -65,9 +66,9 @@ HOMOGRAPHIES = {
 
 
 @pytest.mark.parametrize("name", sorted(HOMOGRAPHIES))
-def test_recovers_a_known_homography(crop, name):
+def test_recovers_a_known_homography(crop, name, device):
     H_true = HOMOGRAPHIES[name]
-    r = match_pair(_t(crop), _t(_warp(crop, H_true)), num_features=FEATURES)
+    r = on(device, match_pair, _t(crop), _t(_warp(crop, H_true)), num_features=FEATURES)
     assert isinstance(r, MatchResult)
     assert r.status.tolist() == [int(MatchStatus.FOUND)]
     assert int(r.num_inliers[0]) >= 30 and int(r.num_distinct_inliers[0]) >= 0.9 * int(r.num_inliers[0])
@@ -82,41 +83,41 @@ def test_recovers_a_known_homography(crop, name):
 
 @pytest.mark.parametrize("overrides", [dict(detector="dog", contrast_threshold=0.0), dict(matcher="mnn"), dict(orientation=False)],
                          ids=["dog", "mnn", "upright"])
-def test_options_recover_a_rotation(crop, overrides):
+def test_options_recover_a_rotation(crop, overrides, device):
     H_true = _homography(8.0, 1.1)  # a small rotation: the upright variant still matches
-    r = match_pair(_t(crop), _t(_warp(crop, H_true)), num_features=FEATURES, **overrides)
+    r = on(device, match_pair, _t(crop), _t(_warp(crop, H_true)), num_features=FEATURES, **overrides)
     assert r.status.tolist() == [int(MatchStatus.FOUND)]
     assert _corner_error(r.homography[0].numpy(), H_true) <= 3.0
 
 
 @pytest.mark.parametrize("matcher", ["snn", "mnn"])
-def test_unrelated_images_give_few_inliers(crop, photo_gray, matcher):
+def test_unrelated_images_give_few_inliers(crop, photo_gray, matcher, device):
     other = photo_gray[1][200 : 200 + H_, 300 : 300 + W_]  # coffee: textured, unrelated
-    r = match_pair(_t(crop), _t(other), num_features=FEATURES, matcher=matcher)
+    r = on(device, match_pair, _t(crop), _t(other), num_features=FEATURES, matcher=matcher)
     assert int(r.num_distinct_inliers[0]) < r.config.min_inliers
     assert r.status.tolist() == [int(MatchStatus.FEW_INLIERS)]
     if matcher == "mnn":
         assert int(r.num_matches[0]) >= 20  # RANSAC really rejected something
 
 
-def test_distinct_inliers_count_each_keypoint_once():
+def test_distinct_inliers_count_each_keypoint_once(device):
     # img1 keypoints 0, 1, 2 all matched to img2's 5 (the ratio test allows it), 3 to 6;
     # slot 4 is an outlier, slot 5 padding.
     matches = torch.tensor([[[0, 5], [1, 5], [2, 5], [3, 6], [4, 7], [0, 0]]])
     inliers = torch.tensor([[True, True, True, True, False, False]])
-    assert distinct_inliers(matches, inliers, 6, 8).tolist() == [2]
-    assert distinct_inliers(matches[:, [3, 4]], torch.tensor([[True, True]]), 6, 8).tolist() == [2]
-    assert distinct_inliers(matches[:0], inliers[:0], 6, 8).shape == (0,)
+    assert on(device, distinct_inliers, matches, inliers, 6, 8).tolist() == [2]
+    assert on(device, distinct_inliers, matches[:, [3, 4]], torch.tensor([[True, True]]), 6, 8).tolist() == [2]
+    assert on(device, distinct_inliers, matches[:0], inliers[:0], 6, 8).shape == (0,)
 
 
-def test_batch_equals_single_calls(crop, photo_gray):
+def test_batch_equals_single_calls(crop, photo_gray, device):
     H_true = HOMOGRAPHIES["perspective"]
     a1, a2 = _t(crop), _t(_warp(crop, H_true))
     b1 = _t(photo_gray[0][300 : 300 + H_, 100 : 100 + W_])
     b2 = _t(_warp(photo_gray[0][300 : 300 + H_, 100 : 100 + W_], HOMOGRAPHIES["rotation"]))
-    both = match_pair(torch.cat([a1, b1]), torch.cat([a2, b2]), num_features=FEATURES)
+    both = on(device, match_pair, torch.cat([a1, b1]), torch.cat([a2, b2]), num_features=FEATURES)
     for i, (x1, x2, H) in enumerate(((a1, a2, H_true), (b1, b2, HOMOGRAPHIES["rotation"]))):
-        one = match_pair(x1, x2, num_features=FEATURES)
+        one = on(device, match_pair, x1, x2, num_features=FEATURES)
         torch.testing.assert_close(both.keypoints1[i], one.keypoints1[0], atol=1e-4, rtol=0)
         torch.testing.assert_close(both.keypoints2[i], one.keypoints2[0], atol=1e-4, rtol=0)
         torch.testing.assert_close(both.descriptors1[i], one.descriptors1[0], atol=1e-4, rtol=0)
@@ -129,21 +130,21 @@ def test_batch_equals_single_calls(crop, photo_gray):
         assert _corner_error(both.homography[i].numpy(), H) <= 3.0
 
 
-def test_rgb_equals_grayscale(crop_rgb):
+def test_rgb_equals_grayscale(crop_rgb, device):
     H_true = HOMOGRAPHIES["rotation"]
-    x1 = _t(crop_rgb)
-    x2 = _t(_warp(crop_rgb, H_true))
-    rgb = match_pair(x1, x2, num_features=FEATURES)
-    gray = match_pair(rgb_to_grayscale(x1), rgb_to_grayscale(x2), num_features=FEATURES)
+    x1 = _t(crop_rgb).to(device)
+    x2 = _t(_warp(crop_rgb, H_true)).to(device)
+    rgb = _move(match_pair(x1, x2, num_features=FEATURES), "cpu")
+    gray = _move(match_pair(rgb_to_grayscale(x1), rgb_to_grayscale(x2), num_features=FEATURES), "cpu")
     assert torch.equal(rgb.keypoints1, gray.keypoints1) and torch.equal(rgb.descriptors2, gray.descriptors2)
     assert torch.equal(rgb.matches, gray.matches) and torch.equal(rgb.inliers, gray.inliers)
     assert torch.equal(rgb.homography, gray.homography)
     assert _corner_error(rgb.homography[0].numpy(), H_true) <= 3.0
 
 
-def test_result_shapes_and_padding(crop):
+def test_result_shapes_and_padding(crop, device):
     x1, x2 = _t(crop).double(), _t(_warp(crop, HOMOGRAPHIES["scale"])).double()
-    r = match_pair(x1, x2, num_features=FEATURES)
+    r = on(device, match_pair, x1, x2, num_features=FEATURES)
     n = FEATURES
     assert r.keypoints1.shape == (1, n, 2) and r.keypoints2.shape == (1, n, 2)
     assert r.lafs1.shape == (1, n, 2, 3) and r.descriptors1.shape == (1, n, 128)
@@ -160,12 +161,13 @@ def test_result_shapes_and_padding(crop):
     assert bool((r.keypoints1[~r.valid1] == 0).all()) and bool((r.descriptors2[~r.valid2] == 0).all())
 
 
-def test_empty_batch_noncontiguous_input_left_unchanged(crop):
-    x1, x2 = _t(crop), _t(_warp(crop, HOMOGRAPHIES["rotation"]))
+def test_empty_batch_noncontiguous_input_left_unchanged(crop, device):
+    x1, x2 = _t(crop).to(device), _t(_warp(crop, HOMOGRAPHIES["rotation"])).to(device)
     before = x1.clone()
     r = match_pair(x1, x2, num_features=FEATURES)
     assert torch.equal(x1, before)
-    wide1, wide2 = torch.zeros(1, 1, H_, 2 * W_), torch.zeros(1, 1, H_, 2 * W_)
+    wide1, wide2 = torch.zeros(1, 1, H_, 2 * W_, device=device), torch.zeros(1, 1, H_, 2 * W_, device=device)
+
     wide1[..., ::2], wide2[..., ::2] = x1, x2
     nc = match_pair(wide1[..., ::2], wide2[..., ::2], num_features=FEATURES)
     torch.testing.assert_close(nc.keypoints1, r.keypoints1, atol=1e-4, rtol=0)
@@ -175,10 +177,10 @@ def test_empty_batch_noncontiguous_input_left_unchanged(crop):
     assert empty.homography.shape == (0, 3, 3) and empty.status.shape == (0,)
 
 
-def test_textureless_pair_reports_zero_inliers_and_a_status(crop):
+def test_textureless_pair_reports_zero_inliers_and_a_status(crop, device):
     flat = torch.full((2, 1, H_, W_), 0.5)
     flat[1] = _t(crop)  # the second pair: a photograph against a flat image
-    r = match_pair(flat, torch.full((2, 1, H_, W_), 0.5), num_features=FEATURES)
+    r = on(device, match_pair, flat, torch.full((2, 1, H_, W_), 0.5), num_features=FEATURES)
     assert r.num_inliers.tolist() == [0, 0] and r.num_matches.tolist() == [0, 0]
     assert r.status.tolist() == [int(MatchStatus.DEGENERATE_INPUT)] * 2
     for t in (r.keypoints1, r.keypoints2, r.descriptors1, r.descriptors2, r.match_distances, r.homography):
@@ -186,10 +188,10 @@ def test_textureless_pair_reports_zero_inliers_and_a_status(crop):
     assert not bool(r.valid1[0].any()) and not bool(r.valid2.any())
 
 
-def test_gradient_reaches_both_images(crop):
+def test_gradient_reaches_both_images(crop, device):
     x1 = _t(crop).double().requires_grad_()
     x2 = _t(_warp(crop, HOMOGRAPHIES["rotation"])).double().requires_grad_()
-    r = match_pair(x1, x2, num_features=64, subpix="soft")
+    r = on(device, match_pair, x1, x2, num_features=64, subpix="soft")
     p1, p2 = r.matched_keypoints()
     loss = r.match_distances.sum() + (p1 - p2).square().sum() * 1e-3 + r.descriptors1.sum()
     loss.backward()
