@@ -32,6 +32,7 @@ Convention:
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from dataclasses import dataclass
@@ -48,7 +49,7 @@ from gradcv.core_ops.geometry.linalg import transform_points
 from gradcv.matching.attack_config import AttackConfig
 from gradcv.matching.config import MatchConfig  # noqa: F401  (the doctest's namespace)
 from gradcv.matching.pipeline import MatchStatus, _check_images, distinct_inliers, make_local_feature, match_pair
-from gradcv.optim import ProgressCallback, SolverResult, SolverStatus, make_optimizer, sample_status
+from gradcv.optim import ProgressCallback, SolverResult, SolverStatus, make_optimizer, resolve_optimizer, sample_status
 
 __all__ = ["AttackMetrics", "AttackResult", "attack_loss", "attack_pair", "evaluate_attack", "quantize_8bit"]
 
@@ -328,6 +329,28 @@ def _step_loss(x: torch.Tensor, base: torch.Tensor, target: torch.Tensor, featur
     return loss + config.beta * (x - base).square().flatten(1).mean(1)
 
 
+def _normalize_gradient(grad: torch.Tensor) -> None:
+    """Divide each image's gradient (``grad`` ``(b, 2, C, H, W)``) by its root mean square,
+    in place (an all-zero gradient stays zero)."""
+    rms = grad.square().mean(dim=(2, 3, 4), keepdim=True).sqrt()
+    grad.div_(torch.where(rms > 0, rms, torch.ones_like(rms)))
+
+
+def _project_l2(x: torch.Tensor, base: torch.Tensor, max_mse: float, quantize: bool) -> None:
+    """Shrink each image's change ``x - base`` (``(b, 2, C, H, W)``) towards ``base`` so
+    that its mean square is at most ``max_mse``, in place, without a host sync. In 8-bit
+    mode the bound holds for the rounded images: a second shrink follows where rounding
+    pushed one over. ``base`` lies in the L-infinity box and [0, 1], which are convex, so a
+    shrink keeps the images inside them."""
+    for _ in range(3 if quantize else 1):
+        delta = x - base
+        seen = (quantize_8bit(x) - base) if quantize else delta
+        mse = seen.square().mean(dim=(2, 3, 4), keepdim=True)
+        shrink = torch.where(mse > max_mse, (max_mse / mse.clamp_min(1e-30)).sqrt() * (0.995 if quantize else 1.0),
+                             torch.ones_like(mse))
+        x.copy_(base + delta * shrink)
+
+
 def _select_state(optimizer: torch.optim.Optimizer, old: torch.Tensor, new: torch.Tensor, keep: torch.Tensor) -> None:
     """Carry an optimiser's per-parameter state over to the kept pairs of a compacted leaf."""
     state = optimizer.state.pop(old, {})
@@ -416,7 +439,11 @@ def attack_pair(
 
     active = torch.nonzero(~degenerate).flatten()  # one sync: which pairs are attacked
     x = base[active].clone().requires_grad_(True)
-    optimizer = make_optimizer([x], config.optimizer, config.lr)
+    kwargs = {"momentum": config.momentum} if config.momentum > 0 else {}
+    if config.eps is not None and "eps" in inspect.signature(resolve_optimizer(config.optimizer)).parameters:
+        kwargs["eps"] = config.eps
+    optimizer = make_optimizer([x], config.optimizer, config.lr, kwargs)
+    max_mse = None if config.psnr_budget is None else 10.0 ** (-config.psnr_budget / 10.0)
     a_lo, a_hi, a_target = lo[active], hi[active], target[active]
     for it in range(config.iterations):
         if active.numel() == 0:
@@ -440,9 +467,13 @@ def attack_pair(
         # pixel's step is skipped.
         assert x.grad is not None
         torch.nan_to_num_(x.grad, nan=0.0, posinf=0.0, neginf=0.0)
+        if config.normalize == "l2":
+            _normalize_gradient(x.grad)
         optimizer.step()
         with torch.no_grad():
             x.copy_(torch.minimum(torch.maximum(x, a_lo), a_hi))
+            if max_mse is not None:
+                _project_l2(x, base[active], max_mse, config.quantize)
             history[active, it] = loss.detach()
             steps[active] += 1
             finite[active] &= ok
