@@ -57,13 +57,13 @@ def test_schedules():
     "name, kwargs",
     [("SGD", {}), ("SGD", {"momentum": 0.9}), ("SGD", {"momentum": 0.9, "nesterov": True}), ("Adam", {}), ("Adam", {"betas": (0.8, 0.99)})],
 )
-def test_unrolled_step_equals_torch_optim(name, kwargs):
+def test_unrolled_step_equals_torch_optim(name, kwargs, device):
     """The out-of-place steps are torch.optim's updates (same trajectory on a quadratic)."""
-    target = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
-    leaf = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    target = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64, device=device)
+    leaf = torch.zeros(3, dtype=torch.float64, device=device, requires_grad=True)
     reference = getattr(torch.optim, name)([leaf], lr=0.1, **kwargs)
     unrolled = UnrolledOptimizer(name, kwargs)
-    x = torch.zeros(3, dtype=torch.float64)
+    x = torch.zeros(3, dtype=torch.float64, device=device)
     for _ in range(6):
         reference.zero_grad()
         ((leaf - target) ** 2).sum().backward()
@@ -72,16 +72,17 @@ def test_unrolled_step_equals_torch_optim(name, kwargs):
     assert torch.allclose(x, leaf.detach(), atol=1e-12, rtol=0)
 
 
-def test_unrolled_is_differentiable():
+def test_unrolled_is_differentiable(device):
     """d(x_K)/d(target) by autograd equals finite differences through K Adam steps."""
     def run(target: torch.Tensor) -> torch.Tensor:
         opt = UnrolledOptimizer("Adam")
-        x = torch.zeros(2, dtype=torch.float64)
+        x = torch.zeros(2, dtype=torch.float64, device=device)
         for _ in range(5):
             x = opt.step(x, 2 * (x - target) + 0.1 * x**3, 0.2)
         return x
 
-    target = torch.tensor([0.7, -0.3], dtype=torch.float64, requires_grad=True)
+    target = torch.tensor([0.7, -0.3], dtype=torch.float64, device=device, requires_grad=True)
+
     assert torch.autograd.gradcheck(run, (target,), fast_mode=False)
 
 
