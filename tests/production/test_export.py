@@ -44,9 +44,10 @@ def test_exported_program_matches_eager(name, device):
 
 
 @pytest.mark.parametrize("name", params())
-def test_exported_program_is_portable(name):
+def test_exported_program_is_portable(name, device):
     """ATen ops only: the program runs without gradcv (AOTInductor, ExecuTorch, ONNX)."""
-    _, program = _export(name, "cpu")
+    _, program = _export(name, device)
+
     targets = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
     assert not [t for t in targets if t.startswith("gradcv.")], f"{name}: custom ops left in the program: {sorted(targets)}"
 
