@@ -241,12 +241,122 @@ static inline ALWAYS_INLINE double reflect_coord(double x, int64_t n, double *si
     return x;
 }
 
+/* The per-channel reads of a row, shared by both precisions: out (channels planes of oplane
+ * values) at [xa, xb) from the 2 x 2 blocks at base with separable weights; and the four values
+ * of each block into contiguous rows (for the position gradient). Plain loops; float32 has
+ * AVX-512 versions below (gathers), picked at run time. */
+#define DEFINE_GATHERS(T, SUFFIX)                                                                  \
+static void sample_rows_##SUFFIX##_plain(                                                          \
+    const T *img, T *out, int64_t channels, int64_t plane, int64_t oplane, int64_t w, int64_t wo,  \
+    const int32_t *base, const T *wx0, const T *wx1, const T *wy0, const T *wy1) {                 \
+    for (int64_t c = 0; c < channels; ++c) {                                                       \
+        const T *src = img + c * plane;                                                            \
+        T *o = out + c * oplane;                                                                   \
+        for (int64_t x = 0; x < wo; ++x) {                                                         \
+            const T *s = src + base[x];                                                            \
+            T a0 = wx0[x], a1 = wx1[x];                                                            \
+            o[x] = wy0[x] * (a0 * s[0] + a1 * s[1]) + wy1[x] * (a0 * s[w] + a1 * s[w + 1]);        \
+        }                                                                                          \
+    }                                                                                              \
+}                                                                                                  \
+static void blocks_##SUFFIX##_plain(                                                               \
+    const T *src, int64_t w, int64_t wo, const int32_t *base, T *restrict q00, T *restrict q01,    \
+    T *restrict q10, T *restrict q11) {                                                            \
+    for (int64_t x = 0; x < wo; ++x) {                                                             \
+        const T *s = src + base[x];                                                                \
+        q00[x] = s[0];                                                                             \
+        q01[x] = s[1];                                                                             \
+        q10[x] = s[w];                                                                             \
+        q11[x] = s[w + 1];                                                                         \
+    }                                                                                              \
+}
+DEFINE_GATHERS(float, f32)
+DEFINE_GATHERS(double, f64)
+
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#include <immintrin.h>
+static int have_avx512(void) {
+    static volatile int flag = -1; /* every thread computes the same value */
+    if (flag < 0) {
+        __builtin_cpu_init();
+        flag = __builtin_cpu_supports("avx512f") ? 1 : 0;
+    }
+    return flag;
+}
+
+/* 16 outputs at a time: the four corners by gathers (one index vector for all channels), the
+ * same arithmetic as the plain loop, lane by lane (no fused multiply-adds). */
+__attribute__((target("avx512f"))) static void sample_rows_f32_avx512(
+    const float *img, float *out, int64_t channels, int64_t plane, int64_t oplane, int64_t w, int64_t wo,
+    const int32_t *base, const float *wx0, const float *wx1, const float *wy0, const float *wy1) {
+    int64_t x = 0;
+    const __m512i down = _mm512_set1_epi32((int)w);
+    for (; x + 16 <= wo; x += 16) {
+        __m512i b0 = _mm512_loadu_si512((const void *)(base + x)), b1 = _mm512_add_epi32(b0, down);
+        __m512 a0 = _mm512_loadu_ps(wx0 + x), a1 = _mm512_loadu_ps(wx1 + x);
+        __m512 c0 = _mm512_loadu_ps(wy0 + x), c1 = _mm512_loadu_ps(wy1 + x);
+        for (int64_t c = 0; c < channels; ++c) {
+            const float *s = img + c * plane;
+            __m512 v00 = _mm512_i32gather_ps(b0, s, 4), v01 = _mm512_i32gather_ps(b0, s + 1, 4);
+            __m512 v10 = _mm512_i32gather_ps(b1, s, 4), v11 = _mm512_i32gather_ps(b1, s + 1, 4);
+            __m512 top = _mm512_add_ps(_mm512_mul_ps(a0, v00), _mm512_mul_ps(a1, v01));
+            __m512 bot = _mm512_add_ps(_mm512_mul_ps(a0, v10), _mm512_mul_ps(a1, v11));
+            _mm512_storeu_ps(out + c * oplane + x, _mm512_add_ps(_mm512_mul_ps(c0, top), _mm512_mul_ps(c1, bot)));
+        }
+    }
+    if (x < wo)
+        for (int64_t c = 0; c < channels; ++c)
+            sample_rows_f32_plain(img + c * plane, out + c * oplane + x, 1, 0, 0, w, wo - x, base + x, wx0 + x,
+                                  wx1 + x, wy0 + x, wy1 + x);
+}
+
+__attribute__((target("avx512f"))) static void blocks_f32_avx512(
+    const float *src, int64_t w, int64_t wo, const int32_t *base, float *q00, float *q01, float *q10, float *q11) {
+    int64_t x = 0;
+    const __m512i down = _mm512_set1_epi32((int)w);
+    for (; x + 16 <= wo; x += 16) {
+        __m512i b0 = _mm512_loadu_si512((const void *)(base + x)), b1 = _mm512_add_epi32(b0, down);
+        _mm512_storeu_ps(q00 + x, _mm512_i32gather_ps(b0, src, 4));
+        _mm512_storeu_ps(q01 + x, _mm512_i32gather_ps(b0, src + 1, 4));
+        _mm512_storeu_ps(q10 + x, _mm512_i32gather_ps(b1, src, 4));
+        _mm512_storeu_ps(q11 + x, _mm512_i32gather_ps(b1, src + 1, 4));
+    }
+    if (x < wo) blocks_f32_plain(src, w, wo - x, base + x, q00 + x, q01 + x, q10 + x, q11 + x);
+}
+#define SAMPLE_ROWS_F32(...) (have_avx512() ? sample_rows_f32_avx512(__VA_ARGS__) : sample_rows_f32_plain(__VA_ARGS__))
+#define BLOCKS_F32(...) (have_avx512() ? blocks_f32_avx512(__VA_ARGS__) : blocks_f32_plain(__VA_ARGS__))
+#else
+#define SAMPLE_ROWS_F32(...) sample_rows_f32_plain(__VA_ARGS__)
+#define BLOCKS_F32(...) blocks_f32_plain(__VA_ARGS__)
+#endif
+#define SAMPLE_ROWS_F64(...) sample_rows_f64_plain(__VA_ARGS__)
+#define BLOCKS_F64(...) blocks_f64_plain(__VA_ARGS__)
+
 /* Per output row, per pixel x (buffers of wo values each):
  *   pos:  sx, sy (source position before padding, NaN when undefined), 1 / d (matrix, else 0)
  *   base: offset of the top-left of the 2x2 block read, always inside a plane (needs h, w >= 2)
  *   wts:  wx0, wx1 (columns base, base + 1), wy0, wy1 (rows), taps outside the image at 0
  *   der:  d wx0, d wx1 / d px and d wy0, d wy1 / d py (backward only)
  *   fac:  d px / d sx and d py / d sy: the padding's clamps and mirror (backward only) */
+#define INTERIOR_BODY(T)                                                                         \
+        /* not inside, NaN or infinite (d = 0 included): bad */                                     \
+        int in = ((sx > 0.0) | (!deriv & (sx == 0.0))) & (sx < hx)                                  \
+               & ((sy > 0.0) | (!deriv & (sy == 0.0))) & (sy < hy);                                 \
+        bad |= !in;                                                                                 \
+        double cx = in ? sx : 0.0, cy = in ? sy : 0.0;                                              \
+        double fx = floor(cx), fy = floor(cy);                                                      \
+        T ax = (T)(cx - fx), ay = (T)(cy - fy);                                                     \
+        wx0[x] = (T)1 - ax;                                                                         \
+        wx1[x] = ax;                                                                                \
+        wy0[x] = (T)1 - ay;                                                                         \
+        wy1[x] = ay;                                                                                \
+        base[x] = (int32_t)fy * wi + (int32_t)fx;                                                   \
+        if (deriv) {                                                                                \
+            sxs[x] = sx;                                                                            \
+            sys[x] = sy;                                                                            \
+            invs[x] = inv;                                                                          \
+        }
+
 #define DEFINE_SAMPLER(T, SUFFIX)                                                                  \
                                                                                                    \
 /* One axis: the block's first index b in [0, n - 2] and the weights (and their derivatives       \
@@ -272,11 +382,11 @@ static inline ALWAYS_INLINE void axis_##SUFFIX(                                 
  * mirror signs) are multiplied by the clamps' derivatives. Separate restrict arguments: the  \
  * loop vectorises only when the compiler knows the buffers apart. */                         \
 static inline ALWAYS_INLINE void taps_##SUFFIX(                                                    \
-    int64_t wo, const double *restrict px, const double *restrict py, double *restrict mx,         \
+    int64_t xa, int64_t wo, const double *restrict px, const double *restrict py, double *restrict mx,         \
     double *restrict my, int32_t *restrict base, T *restrict wx0, T *restrict wx1,                 \
     T *restrict wy0, T *restrict wy1, T *restrict dx0, T *restrict dx1, T *restrict dy0,           \
     T *restrict dy1, double lo, double hix, double hiy, int32_t wi, int32_t hi, int der) {         \
-    for (int64_t x = 0; x < wo; ++x) {                                                             \
+    for (int64_t x = xa; x < wo; ++x) {                                                             \
         double sx = px[x], sy = py[x];                                                             \
         int nan = sx != sx; /* undefined: both NaN; read nothing */                                \
         if (der) {                                                                                 \
@@ -303,14 +413,15 @@ static inline ALWAYS_INLINE void taps_##SUFFIX(                                 
 }                                                                                                  \
                                                                                                    \
 static inline ALWAYS_INLINE void locate_row_##SUFFIX(                                              \
-    const T *grid, const double *mats, int64_t p, int64_t yo, int64_t ho, int64_t wo, int64_t h,   \
-    int64_t w, int padding, double *pos, int32_t *base, T *wts, T *der, double *fac, int deriv) {  \
+    const T *grid, const double *mats, int64_t p, int64_t yo, int64_t ho, int64_t wo, int64_t xa,  \
+    int64_t xb, int64_t h, int64_t w, int padding, double *pos, int32_t *base, T *wts, T *der,      \
+    double *fac, int deriv) {                                                                      \
     double *sxs = pos, *sys = pos + wo, *invs = pos + 2 * wo;                                      \
     if (mats) {                                                                                    \
         const double *m = mats + p * 9;                                                            \
         const double c0 = m[1] * (double)yo + m[2], c1 = m[4] * (double)yo + m[5];                 \
         const double c2 = m[7] * (double)yo + m[8];                                                \
-        for (int64_t x = 0; x < wo; ++x) {                                                         \
+        for (int64_t x = xa; x < xb; ++x) {                                                         \
             double d = m[6] * (double)x + c2;                                                      \
             double inv = 1.0 / d;                                                                  \
             double sx = (m[0] * (double)x + c0) * inv, sy = (m[3] * (double)x + c1) * inv;         \
@@ -322,7 +433,7 @@ static inline ALWAYS_INLINE void locate_row_##SUFFIX(                           
         }                                                                                          \
     } else {                                                                                       \
         const T *g = grid + (p * ho + yo) * wo * 2;                                                \
-        for (int64_t x = 0; x < wo; ++x) {                                                         \
+        for (int64_t x = xa; x < xb; ++x) {                                                         \
             double sx = (double)g[2 * x], sy = (double)g[2 * x + 1];                               \
             int ok = (sx - sx == 0.0) & (sy - sy == 0.0);                                          \
             sxs[x] = ok ? sx : NAN;                                                                \
@@ -335,20 +446,81 @@ static inline ALWAYS_INLINE void locate_row_##SUFFIX(                           
     if (padding == PAD_REFLECTION) {                                                               \
         px = pos + 3 * wo;                                                                         \
         py = pos + 4 * wo;                                                                         \
-        for (int64_t x = 0; x < wo; ++x) {                                                         \
+        for (int64_t x = xa; x < xb; ++x) {                                                         \
             px[x] = reflect_coord(sxs[x], w, &mx[x]);                                              \
             py[x] = reflect_coord(sys[x], h, &my[x]);                                              \
         }                                                                                          \
     } else if (deriv) {                                                                            \
-        for (int64_t x = 0; x < wo; ++x) mx[x] = my[x] = 1.0;                                      \
+        for (int64_t x = xa; x < xb; ++x) mx[x] = my[x] = 1.0;                                      \
     }                                                                                              \
     const int border = padding != PAD_ZEROS;                                                       \
-    taps_##SUFFIX(wo, px, py, mx, my, base, wts, wts + wo, wts + 2 * wo, wts + 3 * wo, der,        \
+    taps_##SUFFIX(xa, xb, px, py, mx, my, base, wts, wts + wo, wts + 2 * wo, wts + 3 * wo, der,        \
                   der + wo, der + 2 * wo, der + 3 * wo, border ? 0.0 : -2.0,                       \
                   border ? (double)w - 1.0 : (double)w + 1.0,                                      \
                   border ? (double)h - 1.0 : (double)h + 1.0, (int32_t)w, (int32_t)h, deriv);      \
 }                                                                                                  \
                                                                                                    \
+/* The fast path of a piece [xa, xb) of a row (positions from the matrix or the grid, no reflection): \
+ * when every 2 x 2 block read lies inside the image (strictly, when deriv), padding, masks and     \
+ * clamps change nothing, and the blocks, weights (and with deriv, positions, derivatives and       \
+ * factors) are written here with the general path's arithmetic, to the same bits. Returns 1 when   \
+ * some position is not inside: then locate_row_ redoes the piece. */                              \
+static inline ALWAYS_INLINE int interior_##SUFFIX(                                                 \
+    const T *grid, const double *mats, int64_t p, int64_t yo, int64_t ho, int64_t wo, int64_t xa,   \
+    int64_t xb, int64_t h, int64_t w, double *restrict sxs, double *restrict sys,                   \
+    double *restrict invs, int32_t *restrict base, T *restrict wx0, T *restrict wx1,                \
+    T *restrict wy0, T *restrict wy1, int deriv) {                                                  \
+    const double hx = (double)w - 1.0, hy = (double)h - 1.0;                                       \
+    const int32_t wi = (int32_t)w;                                                                  \
+    int bad = 0;                                                                                    \
+    const double *m = mats ? mats + p * 9 : NULL;                                                   \
+    const T *g = mats ? NULL : grid + (p * ho + yo) * wo * 2;                                       \
+    const double c0 = m ? m[1] * (double)yo + m[2] : 0.0, c1 = m ? m[4] * (double)yo + m[5] : 0.0;  \
+    const double c2 = m ? m[7] * (double)yo + m[8] : 0.0;                                           \
+    if (m) {                                                                                        \
+        for (int64_t x = xa; x < xb; ++x) {                                                         \
+            double d = m[6] * (double)x + c2;                                                       \
+            double inv = 1.0 / d;                                                                   \
+            double sx = (m[0] * (double)x + c0) * inv, sy = (m[3] * (double)x + c1) * inv;          \
+            INTERIOR_BODY(T)                                                                        \
+        }                                                                                           \
+    } else {                                                                                        \
+        for (int64_t x = xa; x < xb; ++x) {                                                         \
+            double sx = (double)g[2 * x], sy = (double)g[2 * x + 1], inv = 0.0;                     \
+            INTERIOR_BODY(T)                                                                        \
+        }                                                                                           \
+    }                                                                                               \
+    return bad;                                                                                     \
+}                                                                                                   \
+                                                                                                    \
+/* Blocks and weights of output row yo (and with deriv, what the backward needs): the fast path  \
+ * piece by piece, the general one where it does not apply. */                                     \
+static inline ALWAYS_INLINE void row_##SUFFIX(                                                     \
+    const T *grid, const double *mats, int64_t p, int64_t yo, int64_t ho, int64_t wo, int64_t h,    \
+    int64_t w, int padding, double *pos, int32_t *base, T *wts, T *der, double *fac, int deriv) {   \
+    if (padding == PAD_REFLECTION) {                                                                \
+        locate_row_##SUFFIX(grid, mats, p, yo, ho, wo, 0, wo, h, w, padding, pos, base, wts, der,   \
+                            fac, deriv);                                                            \
+        return;                                                                                     \
+    }                                                                                               \
+    for (int64_t xa = 0; xa < wo; xa += 32) {                                                       \
+        int64_t xb = xa + 32 < wo ? xa + 32 : wo;                                                   \
+        if (interior_##SUFFIX(grid, mats, p, yo, ho, wo, xa, xb, h, w, pos, pos + wo, pos + 2 * wo, \
+                              base, wts, wts + wo, wts + 2 * wo, wts + 3 * wo, deriv)) {            \
+            locate_row_##SUFFIX(grid, mats, p, yo, ho, wo, xa, xb, h, w, padding, pos, base, wts,   \
+                                der, fac, deriv);                                                   \
+        } else if (deriv) {                                                                         \
+            for (int64_t x = xa; x < xb; ++x) {                                                     \
+                der[x] = (T)-1;                                                                     \
+                der[wo + x] = (T)1;                                                                 \
+                der[2 * wo + x] = (T)-1;                                                            \
+                der[3 * wo + x] = (T)1;                                                             \
+                fac[x] = fac[wo + x] = 1.0;                                                         \
+            }                                                                                       \
+        }                                                                                           \
+    }                                                                                               \
+}                                                                                                   \
+                                                                                                    \
 /* d out / d (px, py) of one channel's row, added to gx, gy: restrict arguments, so that it  \
  * vectorises. */                                                                              \
 static inline ALWAYS_INLINE void gradient_row_##SUFFIX(                                            \
@@ -380,17 +552,10 @@ int warp_bilinear_##SUFFIX(                                                     
     const T *wx0 = wts, *wx1 = wts + wo, *wy0 = wts + 2 * wo, *wy1 = wts + 3 * wo;                 \
     for (int64_t p = p0; p < p1; ++p) {                                                            \
         for (int64_t yo = y0; yo < y1; ++yo) {                                                     \
-            locate_row_##SUFFIX(grid, mats, p, yo, ho, wo, h, w, padding, pos, base, wts,          \
-                                wts + 4 * wo, pos + 5 * wo, 0);                                    \
-            for (int64_t c = 0; c < channels; ++c) {                                               \
-                const T *src = img + (p * channels + c) * h * w;                                   \
-                T *o = out + ((p * channels + c) * ho + yo) * wo;                                  \
-                for (int64_t x = 0; x < wo; ++x) {                                                 \
-                    const T *s = src + base[x];                                                    \
-                    T a0 = wx0[x], a1 = wx1[x];                                                    \
-                    o[x] = wy0[x] * (a0 * s[0] + a1 * s[1]) + wy1[x] * (a0 * s[w] + a1 * s[w + 1]); \
-                }                                                                                  \
-            }                                                                                      \
+            row_##SUFFIX(grid, mats, p, yo, ho, wo, h, w, padding, pos, base, wts, wts + 4 * wo,       \
+                         pos + 5 * wo, 0);                                                         \
+            SAMPLE_ROWS_##SUFFIX(img + p * channels * h * w, out + (p * channels * ho + yo) * wo,     \
+                                 channels, h * w, ho * wo, w, wo, base, wx0, wx1, wy0, wy1);        \
         }                                                                                          \
     }                                                                                              \
     free(base);                                                                                    \
@@ -423,8 +588,8 @@ int warp_bilinear_backward_##SUFFIX(                                            
         memset(grad_img + p0 * channels * h * w, 0, sizeof(T) * (size_t)((p1 - p0) * channels * h * w)); \
     for (int64_t p = p0; p < p1; ++p) {                                                            \
         for (int64_t yo = y0; yo < y1; ++yo) {                                                     \
-            locate_row_##SUFFIX(grid, mats, p, yo, ho, wo, h, w, padding, pos, base, wts,          \
-                                wts + 4 * wo, pos + 5 * wo, 1);                                    \
+            row_##SUFFIX(grid, mats, p, yo, ho, wo, h, w, padding, pos, base, wts, wts + 4 * wo,       \
+                         pos + 5 * wo, 1);                                    \
             if (grad_img) {                                                                        \
                 for (int64_t c = 0; c < channels; ++c) {                                           \
                     T *gi = grad_img + (p * channels + c) * h * w;                                 \
@@ -468,13 +633,7 @@ int warp_bilinear_backward_##SUFFIX(                                            
                     const T *src = img + (p * channels + c) * h * w;                               \
                     const T *gr = grad + ((p * channels + c) * ho + yo) * wo;                      \
                     /* the 2 x 2 blocks into contiguous rows first: the arithmetic vectorises */  \
-                    for (int64_t x = 0; x < wo; ++x) {                                             \
-                        const T *s = src + base[x];                                                \
-                        q00[x] = s[0];                                                             \
-                        q01[x] = s[1];                                                             \
-                        q10[x] = s[w];                                                             \
-                        q11[x] = s[w + 1];                                                         \
-                    }                                                                              \
+                    BLOCKS_##SUFFIX(src, w, wo, base, q00, q01, q10, q11);                         \
                     gradient_row_##SUFFIX(wo, q00, q01, q10, q11, gr, wx0, wx1, wy0, wy1, dx0, dx1, \
                                           dy0, dy1, gxs, gys);                                     \
                 }                                                                                  \
@@ -512,5 +671,9 @@ int warp_bilinear_backward_##SUFFIX(                                            
     return 0;                                                                                      \
 }
 
+#define SAMPLE_ROWS_f32 SAMPLE_ROWS_F32
+#define SAMPLE_ROWS_f64 SAMPLE_ROWS_F64
+#define BLOCKS_f32 BLOCKS_F32
+#define BLOCKS_f64 BLOCKS_F64
 DEFINE_SAMPLER(float, f32)
 DEFINE_SAMPLER(double, f64)
