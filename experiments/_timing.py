@@ -18,6 +18,32 @@ import torch
 COPY_BYTES = 64 * 2**20
 
 
+def parse_device(name: str) -> torch.device:
+    """The benchmark's ``device`` setting as a :class:`torch.device`.
+
+    Raises :class:`~gradcv.experiments._cli.UsageError` (one line, exit status 2) for a
+    name torch does not know and for CUDA asked for where this PyTorch sees no GPU.
+    """
+    from gradcv.experiments._cli import UsageError
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as ex:
+        raise UsageError(f"device: {name!r} is not a torch device ({str(ex).splitlines()[0] if str(ex) else ex})") from None
+    if device.type not in ("cpu", "cuda"):
+        raise UsageError(f"device: expected cpu or cuda, got {name!r}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device: {name} is not available here (use device=cpu)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UsageError(f"device: {name} asked for, but this machine has {torch.cuda.device_count()} GPU(s)")
+    return device
+
+
+def synchronize(device: torch.device | str | None) -> None:
+    """Wait for ``device``'s queued work (a no-op off CUDA)."""
+    _synchronizer(device)()
+
+
 def _synchronizer(device: torch.device | str | None) -> Callable[[], None]:
     """A function that waits for ``device``'s queued work (a no-op off CUDA)."""
     dev = torch.device(device) if device is not None else None

@@ -5,6 +5,7 @@ reference by a depth map that requires grad, forward and forward + backward, gra
 
     python -m gradcv.experiments.bench_depth_warp                         # 320x240x3, B 1 and 8, threads 1 and 2
     python -m gradcv.experiments.bench_depth_warp batches=[8] repetitions=50
+    python -m gradcv.experiments.bench_depth_warp compile=false device=cuda
 
 The problem: the reference and first source camera of :func:`gradcv.depth.make_cameras`
 (60° field of view, 0.15 m baseline) at ``width x height``, a ``channels``-channel random
@@ -29,6 +30,12 @@ forward, ``grid_sample`` backward, the rest of the forward (projection maths, ma
 the forward calls alone spent outside ``grid_sample``) and the rest of the backward
 (what remains).
 
+With ``compile: true`` each gradcv row has a "gradcv (torch.compile)" twin: the same call
+with gradcv's warp under ``torch.compile(fullgraph=True, dynamic=False)``, compiled per
+batch, mode and thread count just before it is timed (the compile time is recorded, not
+timed), and its "compiled/eager" ratio. ``device: cuda`` runs every column on the GPU
+(synchronised after every call); the profile, which reads CPU time, is then skipped.
+
 Outputs (in the Hydra run folder): ``results.csv`` (one row per thread count, task,
 library and mode), ``profile_<library>.txt`` (the profiler's tables), then ``metrics.json``
 (last: a folder that has it is complete).
@@ -49,8 +56,8 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from gradcv.experiments._cli import ExperimentError, UsageError, atomic_write_text, config_to_object, run_app, run_dir
-from gradcv.experiments._rows import FORWARD, Key, Measurement, Row, time_rows, write_results
-from gradcv.experiments._timing import set_threads
+from gradcv.experiments._rows import FORWARD, Key, Measurement, Row, compiled_ratios, compiled_row, time_rows, write_results
+from gradcv.experiments._timing import parse_device, set_threads
 
 APP = "bench_depth_warp"
 CSV_NAME = "results.csv"
@@ -79,6 +86,8 @@ class BenchDepthWarpConfig:
     profile: bool = True
     profile_repetitions: int = 5
     profile_rows: int = 8
+    device: str = "cpu"
+    compile: bool = True
     seed: int = 0
 
 
@@ -98,6 +107,9 @@ class Problem:
     @property
     def src_T_ref(self) -> torch.Tensor:
         return self.E_src @ torch.linalg.inv(self.E_ref)
+
+    def to(self, device: torch.device) -> "Problem":
+        return Problem(*(t.to(device) for t in (self.image, self.depth, self.K, self.E_ref, self.E_src)))
 
 
 def make_problem(conf: BenchDepthWarpConfig, batch: int, gen: torch.Generator) -> Problem:
@@ -123,9 +135,9 @@ def warps(problem: Problem, kornia: bool) -> dict[str, Callable[[torch.Tensor], 
         from kornia.geometry.depth import DepthWarper, warp_frame_depth
 
         b, _, h, w = image.shape
-        K4 = torch.eye(4).repeat(b, 1, 1)
+        K4 = torch.eye(4, dtype=K.dtype, device=K.device).repeat(b, 1, 1)
         K4[:, :3, :3] = K
-        size = torch.full((b,), float(h)), torch.full((b,), float(w))
+        size = torch.full((b,), float(h), device=K.device), torch.full((b,), float(w), device=K.device)
         # Kornia's names: the depth lives in "src" (our reference), the image in "dst" (our source).
         warper = DepthWarper(PinholeCamera(K4, problem.E_src, *size), h, w, mode="bilinear", padding_mode="zeros")
         warper.compute_projection_matrix(PinholeCamera(K4, problem.E_ref, *size))
@@ -281,8 +293,9 @@ def bench_depth_warp(cfg: DictConfig) -> None:
         except ImportError:
             kornia = False
             notes.append("Kornia not importable: gradcv rows only")
+    device = parse_device(conf.device)
     gen = torch.Generator().manual_seed(conf.seed)
-    problems = {b: make_problem(conf, b, gen) for b in conf.batches}
+    problems = {b: make_problem(conf, b, gen).to(device) for b in conf.batches}
     set_threads(conf.threads[0])
 
     agree: dict[str, dict] = {}
@@ -306,12 +319,18 @@ def bench_depth_warp(cfg: DictConfig) -> None:
             depth_g = problem.depth.clone().requires_grad_(True)
             rows.append(Row(task, library, FORWARD, lambda fn=fn, d=problem.depth: fn(d), conf.repetitions))
             rows.append(Row(task, library, BACKWARD, lambda fn=fn, d=depth_g: forward_backward(fn, d), conf.backward_repetitions))
+        if conf.compile:
+            fn, depth_g = fns[GRADCV], problem.depth.clone().requires_grad_(True)
+            rows.append(compiled_row(task, FORWARD, fn, lambda f, d=problem.depth: f(d), conf.repetitions, device))
+            rows.append(compiled_row(task, BACKWARD, fn, lambda f, d=depth_g: forward_backward(f, d), conf.backward_repetitions, device))
 
-    results = time_rows(rows, conf.threads, conf.warmup)
+    results = time_rows(rows, conf.threads, conf.warmup, device=device, notes=notes)
 
     out = run_dir()
     profiles: dict[str, dict] = {}
-    if conf.profile:
+    if conf.profile and device.type != "cpu":
+        notes.append(f"profile skipped on {device}: it splits CPU time, and the kernels run on the GPU")
+    elif conf.profile:
         batch = max(conf.batches)
         set_threads(conf.threads[0])
         fns = warps(problems[batch], kornia)
@@ -326,6 +345,7 @@ def bench_depth_warp(cfg: DictConfig) -> None:
     metrics = {
         "config": OmegaConf.to_container(cfg, resolve=True),
         "torch": torch.__version__,
+        "device": str(device),
         "agreement": agree,
         "ratios": ratios,
         "profile": profiles,
@@ -335,6 +355,9 @@ def bench_depth_warp(cfg: DictConfig) -> None:
 
     print(f"\nmedian ms per call, {conf.width}x{conf.height}, {conf.channels} channels (same run):")
     print(table)
+    for r in compiled_ratios(results):
+        print(f"  B={r['task'].rsplit('=', 1)[-1]} {r['mode']}, {r['threads']} thread(s): compiled/eager = {r['compiled/eager']:.2f}x"
+              f" ({r['compiled_ms']:.2f} ms against {r['eager_ms']:.2f} ms; compiled in {r['compile_seconds']:.1f} s)")
     for library, p in profiles.items():
         print(f"\nwhere the time goes: {library}, forward + backward, B={p['batch']}, {p['threads']} thread(s), "
               f"{p['total_ms']:.2f} ms self CPU per call under the profiler:")

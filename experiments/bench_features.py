@@ -95,8 +95,9 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from gradcv.experiments._cli import ExperimentError, UsageError, atomic_write_text, config_to_object, run_app, run_dir, write_metrics
+from gradcv.experiments._compiled import COMPILED, RATIO, CompileFailed, compile_fn
 from gradcv.experiments._rows import target_line
-from gradcv.experiments._timing import set_threads
+from gradcv.experiments._timing import parse_device, set_threads
 
 APP = "bench_features"
 CSV_NAME = "features_benchmark.csv"
@@ -154,6 +155,8 @@ class BenchFeaturesConfig:
     repeat_px: float = 3.0
     memory: bool = True
     warmup: bool = True
+    device: str = "cpu"
+    compile: bool = False
 
 
 ConfigStore.instance().store(name="bench_features_schema", node=BenchFeaturesConfig)
@@ -329,31 +332,57 @@ def _opencv(num_features: int, contrast_threshold: float | None) -> Extractor:
     return extract
 
 
-def _torch_extractor(module: torch.nn.Module, valid_of: Callable) -> Extractor:
-    module = module.eval()
+def _torch_extractor(module: torch.nn.Module, valid_of: Callable, device: torch.device | str = "cpu") -> Extractor:
+    """The extractor of ``valid_of(module, image (1, 1, H, W) on device) -> (lafs, descriptors, valid)``;
+    the outputs come back to the CPU (which waits for the device)."""
+    module = module.eval().to(device)
 
     def extract(image: np.ndarray) -> Features:
         with torch.no_grad():
-            out = valid_of(module, torch.from_numpy(image)[None, None])
-        lafs, descs, valid = (t[0] for t in out)
+            out = valid_of(module, torch.from_numpy(image)[None, None].to(device))
+        lafs, descs, valid = (t[0].cpu() for t in out)
         return Features(lafs[valid][:, :, 2].double().numpy(), descs[valid].float().numpy())
 
     return extract
 
 
-def _gradcv(name: str, num_features: int, **options: float) -> Extractor:
+#: The gradcv columns: (class in core_ops.features.integrated, options).
+GRADCV_COLUMNS = {
+    "gradcv_sift": ("SIFTFeature", {}),
+    "gradcv_sift_c0": ("SIFTFeature", {"contrast_threshold": 0.0}),
+    "gradcv_hessian": ("HessianSIFT", {}),
+}
+
+
+def _gradcv_module(method: str, num_features: int) -> torch.nn.Module:
     from gradcv.core_ops.features import integrated
 
-    module = getattr(integrated, name)(num_features=num_features, **options)
-
-    def run(m, img):
-        lafs, _, descs, valid = m.detect_and_describe(img)
-        return lafs, descs, valid
-
-    return _torch_extractor(module, run)
+    name, options = GRADCV_COLUMNS[method]
+    return getattr(integrated, name)(num_features=num_features, **options)
 
 
-def _kornia(kind: str, num_features: int) -> Extractor:
+def _detect_and_describe(m: torch.nn.Module, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    lafs, _, descs, valid = m.detect_and_describe(img)
+    return lafs, descs, valid
+
+
+def compiled_extractor(method: str, num_features: int, device: torch.device | str, example: np.ndarray) -> tuple[Extractor, float]:
+    """The gradcv column ``method`` with ``detect_and_describe`` under
+    ``torch.compile(fullgraph=True, dynamic=False)``, compiled for ``example``'s shape
+    (every image of a run has it), and the compile seconds. Raises
+    :class:`~gradcv.experiments._compiled.CompileFailed` with a one-line reason."""
+    module = _gradcv_module(method, num_features).eval().to(device)
+    x = torch.from_numpy(example)[None, None].to(device)
+
+    def first(f: Callable) -> object:
+        with torch.no_grad():
+            return f(module, x)
+
+    compiled, seconds = compile_fn(_detect_and_describe, first, device)
+    return _torch_extractor(module, compiled, device), seconds
+
+
+def _kornia(kind: str, num_features: int, device: torch.device | str = "cpu") -> Extractor:
     import kornia.feature as KF
     from kornia.geometry.transform import ScalePyramid
 
@@ -371,21 +400,20 @@ def _kornia(kind: str, num_features: int) -> Extractor:
         lafs, _, descs = m(img)
         return lafs, descs, KF.laf_is_filled(lafs)
 
-    return _torch_extractor(module, run)
+    return _torch_extractor(module, run, device)
 
 
-def make_extractor(method: str, num_features: int) -> Extractor:
+def make_extractor(method: str, num_features: int, device: torch.device | str = "cpu") -> Extractor:
+    """The column ``method``; the torch ones run on ``device``, OpenCV on the CPU."""
     if method == "opencv":
         return _opencv(num_features, None)
     if method == "opencv_c0":
         return _opencv(num_features, 0.0)
     if method == "kornia_sift":
-        return _kornia("sift", num_features)
+        return _kornia("sift", num_features, device)
     if method == "kornia_hessian":
-        return _kornia("hessian", num_features)
-    if method == "gradcv_sift_c0":
-        return _gradcv("SIFTFeature", num_features, contrast_threshold=0.0)
-    return _gradcv({"gradcv_sift": "SIFTFeature", "gradcv_hessian": "HessianSIFT"}[method], num_features)
+        return _kornia("hessian", num_features, device)
+    return _torch_extractor(_gradcv_module(method, num_features), _detect_and_describe, device)
 
 
 def available(method: str) -> str | None:
@@ -533,6 +561,43 @@ def measure_memory(method: str, conf: BenchFeaturesConfig) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def time_compiled(methods: list[str], pairs: list[Pair], conf: BenchFeaturesConfig, device: torch.device,
+                  times: dict[str, dict[int, float]], notes: list[str]) -> dict[str, dict]:
+    """Each gradcv column under torch.compile, timed on the same images as eager at every
+    thread count (compiled at each, the compile not timed): ``{method: {"median_ms",
+    "compile_seconds", "compiled/eager" (per thread count), "same_features"}}``, where
+    ``same_features`` says whether compiled and eager find the same keypoints on the first
+    image (to 1e-3 px). A column that fails to compile is left out, with a note."""
+    images = [im for p in pairs for im in (p.image1, p.image2)]
+    out: dict[str, dict] = {}
+    for method in methods:
+        if method not in GRADCV_COLUMNS:
+            continue
+        entry: dict[str, dict] = {"median_ms": {}, "compile_seconds": {}, RATIO: {}}
+        try:
+            for threads in conf.threads:
+                set_threads(threads)
+                extract, seconds = compiled_extractor(method, conf.num_features, device, images[0])
+                if conf.warmup:
+                    extract(images[0])
+                ms = statistics.median([_timed(extract, im)[1] for im in images])
+                entry["median_ms"][str(threads)] = ms
+                entry["compile_seconds"][str(threads)] = seconds
+                entry[RATIO][str(threads)] = ms / times[method][threads]
+                print(f"  {COMPILED} {LABELS[method]:<20s} {threads} thread(s): {ms:.1f} ms an image "
+                      f"({ms / times[method][threads]:.2f}x eager), compiled in {seconds:.1f} s", flush=True)
+        except CompileFailed as ex:
+            notes.append(f"{COMPILED} {method} skipped: {ex}")
+            print(f"  {COMPILED} {LABELS[method]} skipped: {ex}", flush=True)
+            continue
+        finally:
+            set_threads(conf.threads[0])
+        ours, eager = extract(images[0]), make_extractor(method, conf.num_features, device)(images[0])
+        entry["same_features"] = bool(ours.xy.shape == eager.xy.shape and np.allclose(ours.xy, eager.xy, atol=1e-3))
+        out[method] = entry
+    return out
+
+
 # ------------------------------------------------------------------------ summary
 def summarise(rows: list[dict], methods: list[str], times: dict[str, dict[int, float]], memory: dict[str, dict]) -> dict[str, dict]:
     out = {}
@@ -630,6 +695,10 @@ def bench_features(cfg: DictConfig) -> None:
             notes.append(f"{method} skipped: {why}")
     if not methods:
         raise ExperimentError("no column can run here: " + "; ".join(notes))
+    device = parse_device(conf.device)
+    if device.type != "cpu":
+        notes.append(f"gradcv and Kornia on {device}, OpenCV on the CPU; times include copying each image to the device "
+                     f"and the features back")
     set_threads(conf.threads[0])
     pairs = make_pairs(conf)
     print(f"{len(pairs)} pairs of {conf.width}x{conf.height} ({', '.join(conf.kinds)}; photos "
@@ -639,7 +708,7 @@ def bench_features(cfg: DictConfig) -> None:
     rows: list[dict] = []
     times: dict[str, dict[int, float]] = {}
     for method in methods:
-        extract = make_extractor(method, conf.num_features)
+        extract = make_extractor(method, conf.num_features, device)
         if conf.warmup:
             extract(pairs[0].image1)
         ms: list[float] = []
@@ -660,9 +729,12 @@ def bench_features(cfg: DictConfig) -> None:
             times[method][threads] = statistics.median([_timed(extract, im)[1] for p in pairs for im in (p.image1, p.image2)])
             set_threads(conf.threads[0])
     rows.sort(key=lambda r: (r["pair"], methods.index(r["method"])))
+    compiled = time_compiled(methods, pairs, conf, device, times, notes) if conf.compile else {}
 
     memory: dict[str, dict] = {}
-    if conf.memory:
+    if conf.memory and device.type != "cpu":
+        notes.append(f"peak memory not measured on {device} (it reads the process's resident memory, not the GPU's)")
+    elif conf.memory:
         for method in methods:
             memory[method] = measure_memory(method, conf)
             print(f"  memory {LABELS[method]:<20s} +{memory[method]['peak_mib']:.1f} MiB over {memory[method]['baseline_mib']:.0f} MiB",
@@ -684,6 +756,8 @@ def bench_features(cfg: DictConfig) -> None:
         "summary": summary,
         "memory": memory,
         "targets": targets,
+        "device": str(device),
+        **({"compiled": compiled} if compiled else {}),
         "results": rows,
         "notes": notes,
     }
@@ -691,6 +765,9 @@ def bench_features(cfg: DictConfig) -> None:
 
     print()
     print(summary_table(summary, list(conf.threads)))
+    for method, c in compiled.items():
+        print(f"{LABELS[method]} under torch.compile: " + ", ".join(
+            f"{c['median_ms'][t]:.1f} ms@{t} ({RATIO} {c[RATIO][t]:.2f}x, compiled in {c['compile_seconds'][t]:.0f} s)" for t in c["median_ms"]))
     print("targets:")
     for t in targets:
         print(target_line(t))

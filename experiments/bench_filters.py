@@ -3,10 +3,17 @@ backward) and pyrDown on a batch of RGB images, gradcv against OpenCV and Kornia
 
     python -m gradcv.experiments.bench_filters                     # 8x3x256x256, threads 1 and 2
     python -m gradcv.experiments.bench_filters batch=32 repetitions=50
+    python -m gradcv.experiments.bench_filters compile=false device=cuda
 
 The solvers run with autograd on, where Kornia's blur falls off a second cliff
 (PERFORMANCE.md), so the backward columns matter as much as the forward ones. OpenCV has
 no autograd: its columns are forward only, looping over the images of the batch.
+
+With ``compile: true`` every gradcv row has a "gradcv (torch.compile)" twin: the same call
+with the operator under ``torch.compile(fullgraph=True, dynamic=False)``, compiled just
+before it is timed (the compile time is recorded, not timed), and its "compiled/eager"
+ratio. ``device: cuda`` runs Kornia and gradcv on the GPU (synchronised after every
+call); OpenCV stays on the CPU.
 """
 
 from __future__ import annotations
@@ -19,8 +26,8 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from gradcv.experiments._cli import UsageError, config_to_object, run_app, run_dir
-from gradcv.experiments._rows import Row, report, time_rows, write_results
-from gradcv.experiments._timing import native_status
+from gradcv.experiments._rows import Row, compiled_row, report, time_rows, write_results
+from gradcv.experiments._timing import native_status, parse_device
 
 APP = "bench_filters"
 
@@ -38,6 +45,8 @@ class BenchFiltersConfig:
     backward_repetitions: int = 20
     warmup: int = 3
     threads: list[int] = field(default_factory=lambda: [1, 2])
+    device: str = "cpu"
+    compile: bool = True
     seed: int = 0
 
 
@@ -45,6 +54,7 @@ ConfigStore.instance().store(name="bench_filters_schema", node=BenchFiltersConfi
 
 
 def _rows(conf: BenchFiltersConfig, x: torch.Tensor, notes: list[str]) -> list[Row]:
+    """Every row; ``x`` is on the benchmark device (OpenCV gets a CPU copy)."""
     fwd, bwd = conf.repetitions, conf.backward_repetitions
     from gradcv.core_ops.filters import gaussian_blur2d
     from gradcv.core_ops.pyramid import pyrdown
@@ -58,7 +68,7 @@ def _rows(conf: BenchFiltersConfig, x: torch.Tensor, notes: list[str]) -> list[R
     except ImportError:
         notes.append("OpenCV not installed: no OpenCV rows")
     else:
-        nhwc = np.ascontiguousarray(x.permute(0, 2, 3, 1).numpy())
+        nhwc = np.ascontiguousarray(x.permute(0, 2, 3, 1).cpu().numpy())
         rows.append(Row(gauss, "OpenCV", "forward", lambda: [cv2.GaussianBlur(i, (k, k), s) for i in nhwc], fwd))
         rows.append(Row("pyrdown", "OpenCV", "forward", lambda: [cv2.pyrDown(i) for i in nhwc], fwd))
     try:
@@ -81,6 +91,18 @@ def _rows(conf: BenchFiltersConfig, x: torch.Tensor, notes: list[str]) -> list[R
         Row("pyrdown", "gradcv", "forward", lambda: pyrdown(x), fwd),
         Row("pyrdown", "gradcv", "forward + backward", lambda: pyrdown(xg).sum().backward(), bwd),
     ]
+    if conf.compile:
+
+        def blur(t: torch.Tensor) -> torch.Tensor:
+            return gaussian_blur2d(t, (k, k), (s, s))
+
+        rows += [
+            compiled_row(gauss, "forward", blur, lambda f: f(x), fwd, x.device),
+            compiled_row(gauss, "forward, input requires grad", blur, lambda f: f(xg), bwd, x.device),
+            compiled_row(gauss, "forward + backward", blur, lambda f: f(xg).sum().backward(), bwd, x.device),
+            compiled_row("pyrdown", "forward", pyrdown, lambda f: f(x), fwd, x.device),
+            compiled_row("pyrdown", "forward + backward", pyrdown, lambda f: f(xg).sum().backward(), bwd, x.device),
+        ]
     return rows
 
 
@@ -93,13 +115,17 @@ def bench_filters(cfg: DictConfig) -> None:
         raise UsageError(f"kernel_size must be odd and sigma positive, got {conf.kernel_size} and {conf.sigma}")
     if not conf.threads or any(t < 1 for t in conf.threads):
         raise UsageError(f"threads must be a non-empty list of positive ints, got {conf.threads}")
+    device = parse_device(conf.device)
     gen = torch.Generator().manual_seed(conf.seed)
-    x = torch.rand(conf.batch, conf.channels, conf.image_size, conf.image_size, generator=gen)
+    x = torch.rand(conf.batch, conf.channels, conf.image_size, conf.image_size, generator=gen).to(device)
     notes: list[str] = [f"gradcv's fused CPU kernels (core_ops._native): {native_status()}"]
+    if device.type != "cpu":
+        notes.append(f"Kornia and gradcv on {device}, OpenCV on the CPU")
     rows = _rows(conf, x, notes)
-    results = time_rows(rows, conf.threads, conf.warmup)
+    results = time_rows(rows, conf.threads, conf.warmup, device=device, notes=notes)
     out = run_dir()
-    metrics = {"input": list(x.shape), "config": OmegaConf.to_container(cfg, resolve=True), "torch": torch.__version__, "notes": notes}
+    metrics = {"input": list(x.shape), "device": str(device), "config": OmegaConf.to_container(cfg, resolve=True),
+               "torch": torch.__version__, "notes": notes}
     write_results(out, "filters_benchmark.csv", results, metrics)
     report(out, "filters_benchmark.csv", results, notes, tuple(x.shape))
 

@@ -4,6 +4,7 @@
     python -m gradcv.experiments.bench_ransac                          # 10 problems, threads 1 and 2
     python -m gradcv.experiments.bench_ransac problems=4 repetitions=3 threads=[1]
     python -m gradcv.experiments.bench_ransac outlier_ratio=0.8
+    python -m gradcv.experiments.bench_ransac device=cuda
 
 Each problem follows the DeTone et al. protocol: a homography that moves the corners of a
 640x480 image by up to ``rho`` times its height, ``points`` correspondences uniform in
@@ -15,6 +16,12 @@ confidence. Per library and thread count: median over problems of the median tim
 call, mean inlier F1 against the true inlier set, and mean corner error (distance between
 the image corners mapped by the estimate and by the truth). The row "gradcv (batched)"
 solves all problems in one call and reports the time per problem.
+
+``device: cuda`` runs gradcv on the GPU (points copied there once, outside the timed
+calls; synchronised after every call); OpenCV stays on the CPU. There is no compiled
+column: RANSAC's stopping test depends on the data (the number of iterations follows the
+inlier ratio found), so no fixed graph exists for ``torch.compile(fullgraph=True)``
+(``tests/production``'s SKIPPED list); RANSAC is timed eager only.
 
 Writes ``ransac_benchmark.csv`` (one row per problem) and ``metrics.json`` into the Hydra
 run folder.
@@ -32,7 +39,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from gradcv.experiments._cli import UsageError, atomic_write_text, config_to_object, run_app, run_dir, write_metrics
-from gradcv.experiments._timing import set_threads, time_calls_ms
+from gradcv.experiments._timing import parse_device, set_threads, time_calls_ms
 
 APP = "bench_ransac"
 BATCHED = "gradcv (batched)"
@@ -57,6 +64,7 @@ class BenchRansacConfig:
     repetitions: int = 10
     warmup: int = 3
     threads: list[int] = field(default_factory=lambda: [1, 2])
+    device: str = "cpu"
     seed: int = 0
 
 
@@ -113,11 +121,12 @@ def corner_error(estimate: np.ndarray, truth: np.ndarray, image_size: list[int])
 Estimator = Callable[[Problem, int], tuple[np.ndarray, np.ndarray]]
 
 
-def _estimators(conf: BenchRansacConfig, notes: list[str]) -> dict[str, Estimator]:
-    """Per library, a function ``(problem, seed) -> (H (3, 3) float64, inlier mask (N,))``."""
+def _estimators(conf: BenchRansacConfig, notes: list[str], device: torch.device) -> dict[str, tuple[Estimator, torch.device | None]]:
+    """Per library, a function ``(problem, seed) -> (H (3, 3) float64, inlier mask (N,))``
+    and the device to synchronise around its calls (None: the CPU)."""
     from gradcv.core_ops.geometry.robust import ransac
 
-    estimators: dict[str, Estimator] = {}
+    estimators: dict[str, tuple[Estimator, torch.device | None]] = {}
     try:
         import cv2
     except ImportError:
@@ -130,12 +139,20 @@ def _estimators(conf: BenchRansacConfig, notes: list[str]) -> dict[str, Estimato
                 return np.zeros((3, 3)), np.zeros(len(problem.inliers), dtype=bool)
             return H, mask.ravel().astype(bool)
 
-        estimators["OpenCV"] = opencv
+        estimators["OpenCV"] = opencv, None
+
+    # The points on the device once per problem, outside the timed calls.
+    on_device: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def points(problem: Problem) -> tuple[torch.Tensor, torch.Tensor]:
+        if id(problem) not in on_device:
+            on_device[id(problem)] = (torch.from_numpy(problem.points1)[None].to(device),
+                                      torch.from_numpy(problem.points2)[None].to(device))
+        return on_device[id(problem)]
 
     def gradcv(problem: Problem, seed: int) -> tuple[np.ndarray, np.ndarray]:
         H, mask = ransac(
-            torch.from_numpy(problem.points1)[None],
-            torch.from_numpy(problem.points2)[None],
+            *points(problem),
             inl_th=conf.threshold,
             confidence=conf.confidence,
             max_lo_iters=conf.max_lo_iters,
@@ -143,9 +160,9 @@ def _estimators(conf: BenchRansacConfig, notes: list[str]) -> dict[str, Estimato
             max_iter=conf.max_iter,
             seed=seed,
         )
-        return H[0].double().numpy(), mask[0].numpy()
+        return H[0].double().cpu().numpy(), mask[0].cpu().numpy()
 
-    estimators["gradcv"] = gradcv
+    estimators["gradcv"] = gradcv, device
     return estimators
 
 
@@ -164,22 +181,24 @@ def bench_ransac(cfg: DictConfig) -> None:
     """The Hydra task: time and score every estimator per thread count, write CSV and JSON, print a table."""
     conf = config_to_object(cfg, BenchRansacConfig)
     _check(conf)
+    device = parse_device(conf.device)
     problems = [make_problem(conf, conf.seed + i) for i in range(conf.problems)]
     # The true homography at the same threshold: about the best F1 an estimate can reach.
     oracle = [f1_score(_oracle_mask(p, conf.threshold), p.inliers) for p in problems]
-    notes: list[str] = []
-    estimators = _estimators(conf, notes)
+    notes: list[str] = [] if device.type == "cpu" else [f"gradcv on {device}, OpenCV on the CPU"]
+    notes.append("no torch.compile column: RANSAC's number of iterations depends on the data (eager only)")
+    estimators = _estimators(conf, notes, device)
     rows: list[dict[str, object]] = []
     for threads in conf.threads:
         set_threads(threads)
-        for library, estimate in estimators.items():
+        for library, (estimate, sync) in estimators.items():
             for i, problem in enumerate(problems):
                 seed = conf.seed + i
-                ms = statistics.median(time_calls_ms(lambda: estimate(problem, seed), conf.repetitions, conf.warmup))
+                ms = statistics.median(time_calls_ms(lambda: estimate(problem, seed), conf.repetitions, conf.warmup, device=sync))
                 H, mask = estimate(problem, seed)
                 rows.append(_row(threads, library, i, ms, H, mask, problem, conf))
         if conf.batched:
-            rows += _batched_rows(conf, problems, threads)
+            rows += _batched_rows(conf, problems, threads, device)
     summary = _summary(rows)
     out = run_dir()
     header = "threads,library,problem,median_ms,f1,corner_error_px,inliers_found,inliers_true\n"
@@ -192,6 +211,7 @@ def bench_ransac(cfg: DictConfig) -> None:
     metrics = {
         "config": OmegaConf.to_container(cfg, resolve=True),
         "torch": torch.__version__,
+        "device": str(device),
         "oracle_mean_f1": float(np.mean(oracle)),
         "summary": summary,
         "notes": notes,
@@ -245,12 +265,12 @@ def _row(
     }
 
 
-def _batched_rows(conf: BenchRansacConfig, problems: list[Problem], threads: int) -> list[dict[str, object]]:
+def _batched_rows(conf: BenchRansacConfig, problems: list[Problem], threads: int, device: torch.device) -> list[dict[str, object]]:
     """All problems in one call of the batched functional form; time per problem."""
     from gradcv.core_ops.geometry.robust import ransac
 
-    p1 = torch.from_numpy(np.stack([p.points1 for p in problems]))
-    p2 = torch.from_numpy(np.stack([p.points2 for p in problems]))
+    p1 = torch.from_numpy(np.stack([p.points1 for p in problems])).to(device)
+    p2 = torch.from_numpy(np.stack([p.points2 for p in problems])).to(device)
 
     def call() -> tuple[torch.Tensor, torch.Tensor]:
         return ransac(
@@ -264,8 +284,8 @@ def _batched_rows(conf: BenchRansacConfig, problems: list[Problem], threads: int
             seed=conf.seed,
         )
 
-    ms = statistics.median(time_calls_ms(call, conf.repetitions, conf.warmup)) / len(problems)
-    H, masks = call()
+    ms = statistics.median(time_calls_ms(call, conf.repetitions, conf.warmup, device=device)) / len(problems)
+    H, masks = (t.cpu() for t in call())
     return [
         _row(threads, BATCHED, i, ms, H[i].double().numpy(), masks[i].numpy(), problem, conf)
         for i, problem in enumerate(problems)

@@ -34,11 +34,11 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from gradcv.experiments._cli import ExperimentError, UsageError, atomic_write_text, config_to_object, run_app, run_dir, save_figure, write_metrics
 from gradcv.experiments._images import sample_photo
-from gradcv.experiments._timing import measure_copy_bandwidth, native_dispatch_cost, native_status, set_threads, time_calls_ms
+from gradcv.experiments._compiled import COMPILED, CompileFailed, compile_call, one_line
+from gradcv.experiments._timing import measure_copy_bandwidth, native_dispatch_cost, native_status, parse_device, set_threads, time_calls_ms
 
 APP = "bench_sobel"
 FLOOR = "floor (memory bandwidth)"
-COMPILED = "gradcv (torch.compile)"
 #: Bytes an ideal grayscale + Sobel magnitude moves per pixel: read RGB float32, write float32.
 BYTES_PER_PIXEL = 3 * 4 + 4
 
@@ -270,18 +270,16 @@ def compiled_column(fn: Callable[[torch.Tensor], torch.Tensor]) -> Column:
     so Inductor calls the same fused C kernels as eager (on the CPU): the column measures
     what compiling adds or saves around them (guards, the compiled wrapper).
 
-    Dynamo's caches are reset before each shape: with ``dynamic=False`` every batch size
-    is a recompilation of the same function, and past the recompile limit (8) Dynamo
-    would fall back to eager, timing the wrong thing. The first (compiling) call is made
-    while preparing, outside the timed calls.
+    Compiled by :func:`gradcv.experiments._compiled.compile_call`: Dynamo's caches are
+    reset before each shape (with ``dynamic=False`` every batch size is a recompilation,
+    and past the recompile limit Dynamo would fall back to eager, timing the wrong
+    thing); the first (compiling) call is made while preparing, outside the timed calls.
     """
 
     def prepare(images: Images, b: int) -> Callable[[], object]:
         x = images.tensor[:b]
-        torch.compiler.reset()
-        compiled = torch.compile(fn, fullgraph=True, dynamic=False)
-        compiled(x)
-        return lambda: compiled(x)
+        call, _ = compile_call(fn, lambda f: f(x), x.device)
+        return call
 
     return Column(COMPILED, prepare, on_device=True)
 
@@ -308,9 +306,9 @@ class Results:
             self.prepare_seconds.setdefault(threads, {}).setdefault(column, {})[batch] = prepare_s
 
 
-class _CompileFailed(Exception):
-    """torch.compile could not build the compiled column (no C++ compiler, a graph break
-    under fullgraph=True): that column is skipped, the others keep their numbers."""
+#: torch.compile could not build the compiled column (no C++ compiler, a graph break
+#: under fullgraph=True): that column is skipped, the others keep their numbers.
+_CompileFailed = CompileFailed
 
 
 def run_cells(columns: list[Column], images: Images, conf: BenchSobelConfig, thread_counts: list[int], batch_sizes: list[int], device: torch.device, notes: list[str]) -> Results:
@@ -351,11 +349,12 @@ def _time_cell(column: Column, images: Images, b: int, conf: BenchSobelConfig, d
     t0 = time.perf_counter()
     try:
         call = column.prepare(images, b)
+    except CompileFailed:
+        raise
     except Exception as ex:
         if column.name != COMPILED:
             raise
-        first_line = str(ex).splitlines()[0] if str(ex) else ""
-        raise _CompileFailed(f"{type(ex).__name__}: {first_line}") from ex
+        raise CompileFailed(one_line(ex)) from ex
     prepare_s = time.perf_counter() - t0
     times = time_calls_ms(
         call,
@@ -372,7 +371,7 @@ def bench_sobel(cfg: DictConfig) -> None:
     conf = config_to_object(cfg, BenchSobelConfig)
     thread_counts = _thread_counts(conf.threads)
     batch_sizes = _validate(conf)
-    device = _device(conf.device)
+    device = parse_device(conf.device)
     out = run_dir()
 
     notes: list[str] = []
@@ -442,16 +441,6 @@ def _validate(conf: BenchSobelConfig) -> list[int]:
     if conf.image_size < 3:
         raise UsageError(f"image_size must be at least 3 (the Sobel kernel's size), got {conf.image_size}")
     return sorted(set(conf.batch_sizes))
-
-
-def _device(name: str) -> torch.device:
-    try:
-        device = torch.device(name)
-    except RuntimeError as ex:
-        raise UsageError(f"device {name!r} is not a valid torch device: {ex}") from ex
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ExperimentError(f"device {name!r} asked for, but this PyTorch build sees no CUDA GPU")
-    return device
 
 
 def _check_agreement(fn: Callable[[torch.Tensor], torch.Tensor], images: Images, columns: list[Column]) -> float | None:

@@ -3,6 +3,7 @@ scikit-image's ``structural_similarity`` (forward, looping over the batch).
 
     python -m gradcv.experiments.bench_ssim                          # 8x3x256x256, window 11, threads 1 and 2
     python -m gradcv.experiments.bench_ssim batch=32 threads=[1] backward_repetitions=5
+    python -m gradcv.experiments.bench_ssim compile=false device=cuda
 
 The issue's target: gradcv forward + backward at most 0.3x Kornia's, in the same run.
 The solvers run with autograd on, so the forward + backward row is the one that counts;
@@ -13,6 +14,12 @@ The libraries are timed in interleaved rounds (one call of each row per round), 
 neighbour's burst of work on this shared machine slows all of them alike, and each
 row's median is reported. Writes ``ssim_benchmark.csv`` and ``metrics.json`` (medians,
 ratios, and how far the three disagree on the input) into the Hydra run folder.
+
+With ``compile: true`` a "gradcv (torch.compile)" row joins each gradcv row: ``ssim`` under
+``torch.compile(fullgraph=True, dynamic=False)``, compiled at each thread count before
+the rounds (the compile time is recorded, not timed), with its "compiled/eager" ratio.
+``device: cuda`` runs Kornia and gradcv on the GPU (synchronised after every call);
+scikit-image stays on the CPU.
 """
 
 from __future__ import annotations
@@ -26,7 +33,8 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from gradcv.experiments._cli import UsageError, atomic_write_text, config_to_object, run_app, run_dir, write_metrics
-from gradcv.experiments._timing import set_threads, time_calls_ms
+from gradcv.experiments._compiled import COMPILED, RATIO, CompileFailed, compile_call
+from gradcv.experiments._timing import parse_device, set_threads, synchronize, time_calls_ms
 
 APP = "bench_ssim"
 FORWARD, BACKWARD = "forward", "forward + backward"
@@ -46,6 +54,8 @@ class BenchSSIMConfig:
     backward_repetitions: int = 10
     warmup: int = 2
     threads: list[int] = field(default_factory=lambda: [1, 2])
+    device: str = "cpu"
+    compile: bool = True
     seed: int = 0
 
 
@@ -54,10 +64,13 @@ ConfigStore.instance().store(name="bench_ssim_schema", node=BenchSSIMConfig)
 
 @dataclass
 class Row:
+    """One timed call; a compiled row has ``prepare`` instead of ``fn`` (compiled before the rounds)."""
+
     library: str
     mode: str
-    fn: Callable[[], object]
+    fn: Callable[[], object] | None
     repetitions: int
+    prepare: Callable[[], tuple[Callable[[], object], float]] | None = None
 
 
 def _check(conf: BenchSSIMConfig) -> None:
@@ -72,6 +85,7 @@ def _check(conf: BenchSSIMConfig) -> None:
 
 
 def _rows(conf: BenchSSIMConfig, x: torch.Tensor, y: torch.Tensor, notes: list[str]) -> list[Row]:
+    """Every row; ``x`` and ``y`` are on the benchmark device (scikit-image gets CPU copies)."""
     from gradcv.core_ops.losses import ssim
 
     k, s = conf.window_size, conf.sigma
@@ -80,6 +94,21 @@ def _rows(conf: BenchSSIMConfig, x: torch.Tensor, y: torch.Tensor, notes: list[s
         Row("gradcv", FORWARD, lambda: ssim(x, y, k, sigma=s), conf.repetitions),
         Row("gradcv", BACKWARD, lambda: ssim(xg, y, k, sigma=s).mean().backward(), conf.backward_repetitions),
     ]
+    if conf.compile:
+
+        def gradcv_ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            return ssim(a, b, k, sigma=s)
+
+        def forward(f: Callable) -> object:
+            return f(x, y)
+
+        def backward(f: Callable) -> object:
+            return f(xg, y).mean().backward()
+
+        rows += [
+            Row(COMPILED, FORWARD, None, conf.repetitions, prepare=lambda: compile_call(gradcv_ssim, forward, x.device)),
+            Row(COMPILED, BACKWARD, None, conf.backward_repetitions, prepare=lambda: compile_call(gradcv_ssim, backward, x.device)),
+        ]
     try:
         import kornia
     except ImportError:
@@ -97,7 +126,7 @@ def _rows(conf: BenchSSIMConfig, x: torch.Tensor, y: torch.Tensor, notes: list[s
     except ImportError:
         notes.append("scikit-image not installed: no scikit-image row")
     else:
-        xs, ys = x.permute(0, 2, 3, 1).numpy(), y.permute(0, 2, 3, 1).numpy()
+        xs, ys = x.permute(0, 2, 3, 1).cpu().numpy(), y.permute(0, 2, 3, 1).cpu().numpy()
 
         def skimage_loop() -> list[float]:
             return [
@@ -111,16 +140,40 @@ def _rows(conf: BenchSSIMConfig, x: torch.Tensor, y: torch.Tensor, notes: list[s
     return rows
 
 
-def _time_interleaved(rows: list[Row], warmup: int) -> dict[tuple[str, str], list[float]]:
-    """Each row's call times (ms), taken in rounds of one call per row."""
+def _prepared(rows: list[Row], threads: int, compile_seconds: dict[tuple[int, str, str], float], notes: list[str],
+              skipped: set[str]) -> list[Row]:
+    """``rows`` with every compiled row compiled (now, at the current thread count); a row
+    that fails to compile is left out, with its library from then on, and a note."""
+    out = []
+    for row in rows:
+        if row.library in skipped:
+            continue
+        if row.prepare is None:
+            out.append(row)
+            continue
+        try:
+            fn, seconds = row.prepare()
+        except CompileFailed as ex:
+            skipped.add(row.library)
+            notes.append(f"{row.library} rows skipped: {ex}")
+            print(f"threads={threads}: {row.library} rows skipped: {ex}", flush=True)
+            continue
+        compile_seconds[(threads, row.library, row.mode)] = seconds
+        out.append(Row(row.library, row.mode, fn, row.repetitions))
+    return out
+
+
+def _time_interleaved(rows: list[Row], warmup: int, device: torch.device | None = None) -> dict[tuple[str, str], list[float]]:
+    """Each row's call times (ms), taken in rounds of one call per row (synchronised after each call on CUDA)."""
     for row in rows:
         for _ in range(warmup):
             row.fn()
+        synchronize(device)
     times: dict[tuple[str, str], list[float]] = {(r.library, r.mode): [] for r in rows}
     for i in range(max(r.repetitions for r in rows)):
         for row in rows:
             if i < row.repetitions:
-                times[(row.library, row.mode)] += time_calls_ms(row.fn, 1, warmup=0)
+                times[(row.library, row.mode)] += time_calls_ms(row.fn, 1, warmup=0, device=device)
     return times
 
 
@@ -145,7 +198,7 @@ def _agreement(conf: BenchSSIMConfig, x: torch.Tensor, y: torch.Tensor) -> dict[
     else:
         radius = int(3.5 * conf.sigma + 0.5)  # scikit-image's window for gaussian_weights=True
         if 2 * radius + 1 == conf.window_size:
-            a, b = x[0].permute(1, 2, 0).numpy(), y[0].permute(1, 2, 0).numpy()
+            a, b = x[0].permute(1, 2, 0).cpu().numpy(), y[0].permute(1, 2, 0).cpu().numpy()
             ref = structural_similarity(
                 a, b, gaussian_weights=True, sigma=conf.sigma, use_sample_covariance=False, data_range=1.0, channel_axis=2
             )
@@ -165,24 +218,40 @@ def _ratios(medians: dict[tuple[int, str, str], float]) -> dict[str, dict[str, f
     return ratios
 
 
+def _compiled_ratios(medians: dict[tuple[int, str, str], float]) -> dict[str, dict[str, float]]:
+    """``{threads: {mode: compiled / eager gradcv}}`` for every compiled row timed."""
+    out: dict[str, dict[str, float]] = {}
+    for (threads, library, mode), ms in medians.items():
+        eager = medians.get((threads, "gradcv", mode))
+        if library == COMPILED and eager:
+            out.setdefault(str(threads), {})[mode] = ms / eager
+    return out
+
+
 def bench_ssim(cfg: DictConfig) -> None:
     """The Hydra task: time every row at every thread count, write CSV and JSON, print a table."""
     conf = config_to_object(cfg, BenchSSIMConfig)
     _check(conf)
+    device = parse_device(conf.device)
     gen = torch.Generator().manual_seed(conf.seed)
     shape = (conf.batch, conf.channels, conf.image_size, conf.image_size)
     x = torch.rand(shape, generator=gen)
     y = (x + conf.noise * torch.randn(shape, generator=gen)).clamp_(0.0, 1.0)
-    notes: list[str] = []
+    x, y = x.to(device), y.to(device)
+    notes: list[str] = [] if device.type == "cpu" else [f"Kornia and gradcv on {device}, scikit-image on the CPU"]
     rows = _rows(conf, x, y, notes)
     medians: dict[tuple[int, str, str], float] = {}
     calls: dict[tuple[int, str, str], int] = {}
+    compile_seconds: dict[tuple[int, str, str], float] = {}
+    skipped: set[str] = set()
     for threads in conf.threads:
         set_threads(threads)
-        for (library, mode), times in _time_interleaved(rows, conf.warmup).items():
+        active = _prepared(rows, threads, compile_seconds, notes, skipped)
+        for (library, mode), times in _time_interleaved(active, conf.warmup, device).items():
             medians[(threads, library, mode)] = statistics.median(times)
             calls[(threads, library, mode)] = len(times)
     ratios = _ratios(medians)
+    compiled = _compiled_ratios(medians)
     agreement = _agreement(conf, x, y)
 
     out = run_dir()
@@ -199,18 +268,25 @@ def bench_ssim(cfg: DictConfig) -> None:
             for (t, lib, mode), ms in medians.items()
         ],
         "ratios": ratios,
+        **({RATIO: compiled, "compile_seconds": {str(t): {m: sec for (tt, _, m), sec in compile_seconds.items() if tt == t}
+                                                  for t in dict.fromkeys(t for t, _, _ in compile_seconds)}} if compiled else {}),
+        "device": str(device),
         "agreement": agreement,
         "notes": notes,
     }
     write_metrics(metrics, out)  # last: a folder with metrics.json is complete
 
     print(f"ssim, window {conf.window_size}, sigma {conf.sigma}, input {shape} float32 (median ms, interleaved rounds)")
-    print(f"{'threads':>7}  {'library':<13} {'mode':<20} {'median ms':>10} {'calls':>6}")
+    width = max(13, *(len(lib) for _, lib, _ in medians))
+    print(f"{'threads':>7}  {'library':<{width}} {'mode':<20} {'median ms':>10} {'calls':>6}")
     for (t, lib, mode), ms in medians.items():
-        print(f"{t:>7}  {lib:<13} {mode:<20} {ms:>10.2f} {calls[(t, lib, mode)]:>6}")
+        print(f"{t:>7}  {lib:<{width}} {mode:<20} {ms:>10.2f} {calls[(t, lib, mode)]:>6}")
     print("ratios (same run):")
     for threads, values in ratios.items():
         print(f"  threads={threads}: " + ", ".join(f"{k} = {v:.2f}x" for k, v in values.items()))
+    for threads, values in compiled.items():
+        print(f"  threads={threads}: " + ", ".join(f"{RATIO} {m} = {v:.2f}x (compiled in {compile_seconds[(int(threads), COMPILED, m)]:.1f} s)"
+                                              for m, v in values.items()))
     for key, value in agreement.items():
         print(f"  {key}: {value:.2e}")
     for note in notes:

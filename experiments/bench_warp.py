@@ -3,6 +3,7 @@ per image, forward and forward + backward, gradcv against OpenCV and Kornia.
 
     python -m gradcv.experiments.bench_warp                        # 8x3x256x256, threads 1 and 2
     python -m gradcv.experiments.bench_warp batch=32 repetitions=50
+    python -m gradcv.experiments.bench_warp compile=false device=cuda
 
 The registration solver differentiates the warp with respect to the homography, so the
 backward rows matter as much as the forward ones: "backward (image)" differentiates with
@@ -14,6 +15,12 @@ are handed back to the kernel after each call fault their pages in again on the 
 one (PERFORMANCE.md), which can dominate these timings; run with
 ``MALLOC_MMAP_THRESHOLD_=1000000000 MALLOC_TRIM_THRESHOLD_=1000000000`` to see the
 times without that cost.
+
+With ``compile: true`` each gradcv row has a "gradcv (torch.compile)" twin: the same call
+with ``warp_perspective`` under ``torch.compile(fullgraph=True, dynamic=False)``, compiled
+just before it is timed (the compile time is recorded, not timed), and its
+"compiled/eager" ratio. ``device: cuda`` runs Kornia and gradcv on the GPU
+(synchronised after every call); OpenCV stays on the CPU.
 """
 
 from __future__ import annotations
@@ -26,7 +33,8 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from gradcv.experiments._cli import UsageError, config_to_object, run_app, run_dir
-from gradcv.experiments._rows import FORWARD, Row, report, time_rows, write_results
+from gradcv.experiments._rows import FORWARD, Row, compiled_row, report, time_rows, write_results
+from gradcv.experiments._timing import parse_device
 
 APP = "bench_warp"
 
@@ -43,6 +51,8 @@ class BenchWarpConfig:
     backward_repetitions: int = 20
     warmup: int = 3
     threads: list[int] = field(default_factory=lambda: [1, 2])
+    device: str = "cpu"
+    compile: bool = True
     seed: int = 0
 
 
@@ -65,6 +75,7 @@ def random_homographies(conf: BenchWarpConfig, gen: torch.Generator) -> torch.Te
 
 
 def _rows(conf: BenchWarpConfig, x: torch.Tensor, M: torch.Tensor, notes: list[str]) -> list[Row]:
+    """Every row; ``x`` and ``M`` are on the benchmark device (OpenCV gets CPU copies)."""
     fwd, bwd = conf.repetitions, conf.backward_repetitions
     from gradcv.core_ops.geometry.transform import warp_perspective
 
@@ -77,8 +88,8 @@ def _rows(conf: BenchWarpConfig, x: torch.Tensor, M: torch.Tensor, notes: list[s
     except ImportError:
         notes.append("OpenCV not installed: no OpenCV row")
     else:
-        nhwc = np.ascontiguousarray(x.permute(0, 2, 3, 1).numpy())
-        mats = M.double().numpy()
+        nhwc = np.ascontiguousarray(x.permute(0, 2, 3, 1).cpu().numpy())
+        mats = M.double().cpu().numpy()
         size = (dsize[1], dsize[0])
         rows.append(Row(TASK, "OpenCV", FORWARD, lambda: [cv2.warpPerspective(i, m, size) for i, m in zip(nhwc, mats)], fwd))
     warps = [("gradcv", warp_perspective)]
@@ -94,6 +105,16 @@ def _rows(conf: BenchWarpConfig, x: torch.Tensor, M: torch.Tensor, notes: list[s
             Row(TASK, library, BACKWARD_IMAGE, lambda warp=warp: warp(xg, M, dsize).sum().backward(), bwd),
             Row(TASK, library, BACKWARD_MATRIX, lambda warp=warp: warp(x, Mg, dsize).sum().backward(), bwd),
         ]
+    if conf.compile:
+
+        def gradcv_warp(image: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+            return warp_perspective(image, matrix, dsize)
+
+        rows += [
+            compiled_row(TASK, FORWARD, gradcv_warp, lambda f: f(x, M), fwd, x.device),
+            compiled_row(TASK, BACKWARD_IMAGE, gradcv_warp, lambda f: f(xg, M).sum().backward(), bwd, x.device),
+            compiled_row(TASK, BACKWARD_MATRIX, gradcv_warp, lambda f: f(x, Mg).sum().backward(), bwd, x.device),
+        ]
     return rows
 
 
@@ -106,14 +127,16 @@ def bench_warp(cfg: DictConfig) -> None:
         raise UsageError(f"spread must be in [0, 0.5), got {conf.spread}")
     if not conf.threads or any(t < 1 for t in conf.threads):
         raise UsageError(f"threads must be a non-empty list of positive ints, got {conf.threads}")
+    device = parse_device(conf.device)
     gen = torch.Generator().manual_seed(conf.seed)
     x = torch.rand(conf.batch, conf.channels, conf.image_size, conf.image_size, generator=gen)
     M = random_homographies(conf, gen)
-    notes: list[str] = []
+    x, M = x.to(device), M.to(device)
+    notes: list[str] = [] if device.type == "cpu" else [f"Kornia and gradcv on {device}, OpenCV on the CPU"]
     rows = _rows(conf, x, M, notes)
-    results = time_rows(rows, conf.threads, conf.warmup)
+    results = time_rows(rows, conf.threads, conf.warmup, device=device, notes=notes)
     out = run_dir()
-    metrics = {"input": list(x.shape), "config": OmegaConf.to_container(cfg, resolve=True), "torch": torch.__version__, "notes": notes}
+    metrics = {"input": list(x.shape), "device": str(device), "config": OmegaConf.to_container(cfg, resolve=True), "torch": torch.__version__, "notes": notes}
     write_results(out, "warp_benchmark.csv", results, metrics)
     report(out, "warp_benchmark.csv", results, notes, tuple(x.shape))
 

@@ -28,7 +28,7 @@ from tests.experiments.run_folders import app_outputs, assert_metrics_last
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["height=24", "width=32", "batches=[1,2]", "threads=[1]", "repetitions=2", "backward_repetitions=2", "warmup=1",
-        "profile_repetitions=1"]
+        "profile_repetitions=1", "compile=false", "device=cpu"]
 LIBRARIES = {GRADCV, KORNIA, KORNIA_FRAME}
 
 
@@ -53,6 +53,7 @@ def test_tiny_run_writes_csv_profiles_and_metrics(tmp_path):
     assert {k[0] for k in keys} == {"depth_warp 32x24x3 B=1", "depth_warp 32x24x3 B=2"}
     assert all(float(r["median_ms"]) > 0 for r in rows)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["device"] == "cpu" and "compiled/eager" not in metrics
     for batch in ("1", "2"):
         assert set(metrics["agreement"][batch]) == {KORNIA, KORNIA_FRAME}
         assert all(d["image_max_abs_diff"] < 1e-4 for d in metrics["agreement"][batch].values())
@@ -68,7 +69,8 @@ def test_tiny_run_writes_csv_profiles_and_metrics(tmp_path):
 
 
 @pytest.mark.parametrize(("args", "mentions"), [(["nosuchkey=1"], "nosuchkey"), (["threads=[0]"], "threads"),
-                                                (["depth_min=3", "depth_max=2"], "depth")])
+                                                (["depth_min=3", "depth_max=2"], "depth"),
+                                                pytest.param(["device=cuda"], "device: cuda is not available here", marks=pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the message without CUDA"))])
 def test_bad_command_line_is_one_line_exit_2(args, mentions, tmp_path):
     proc = run_module(*args, cwd=tmp_path)
     assert proc.returncode == 2

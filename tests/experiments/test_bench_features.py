@@ -36,7 +36,7 @@ from tests.experiments.run_folders import app_outputs, assert_metrics_last
 REPO = Path(__file__).resolve().parents[2]
 TINY_METHODS = ["gradcv_sift", "gradcv_hessian", "opencv_c0", "kornia_hessian"]
 TINY = ["pairs=2", "kinds=[rotation,illumination]", "height=96", "width=128", "num_features=64",
-        f"methods=[{','.join(TINY_METHODS)}]"]
+        f"methods=[{','.join(TINY_METHODS)}]", "device=cpu"]
 
 
 def run_module(*args: str, cwd: Path = REPO, code: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -75,11 +75,13 @@ def test_tiny_run_writes_csv_metrics_table_and_targets(tmp_path):
     lines = proc.stdout.splitlines()
     assert "targets:" in lines and lines[-1].startswith("outputs:") and str(tmp_path) in lines[-1]
     assert any("128x96" in n for n in metrics["notes"])
+    assert metrics["device"] == "cpu" and "compiled" not in metrics  # compile is off by default here
 
 
 @pytest.mark.parametrize(
     ("args", "mentions"),
-    [(["nosuchkey=1"], "nosuchkey"), (["methods=[sift]"], "methods"), (["threads=[0]"], "threads"), (["kinds=[rotation,rotation]"], "kinds")],
+    [(["nosuchkey=1"], "nosuchkey"), (["methods=[sift]"], "methods"), (["threads=[0]"], "threads"), (["kinds=[rotation,rotation]"], "kinds"),
+     pytest.param(["device=cuda"], "device: cuda is not available here", marks=pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the message without CUDA"))],
 )
 def test_bad_command_line_is_one_line_exit_2(args, mentions, tmp_path):
     proc = run_module(*args, cwd=tmp_path)
@@ -215,3 +217,31 @@ def test_targets_pass_fail_and_skip():
     assert check_targets(summary, [2])[4]["passed"] is None
     alone = check_targets({"gradcv_sift": summary["gradcv_sift"]}, [1])
     assert all(t["passed"] is None for t in alone)
+
+
+def test_compiled_timing_reports_ratio_agreement_and_failures(monkeypatch):
+    """The compiled column's wiring, with the compile itself replaced (compiling SIFT takes
+    a minute): a compiled extractor that is the eager one times at about 1x and finds the
+    same features; one that fails to compile leaves a one-line note."""
+    import torch
+
+    from gradcv.experiments import bench_features as app
+    from gradcv.experiments._compiled import RATIO, CompileFailed
+
+    conf = BenchFeaturesConfig(pairs=1, kinds=["illumination"], height=48, width=64, num_features=16, threads=[1], warmup=False)
+    pairs = make_pairs(conf)
+    methods = ["gradcv_sift", "opencv"]
+    monkeypatch.setattr(app, "compiled_extractor", lambda m, n, d, ex: (app.make_extractor(m, n, d), 0.25))
+    notes: list[str] = []
+    out = app.time_compiled(methods, pairs, conf, torch.device("cpu"), {"gradcv_sift": {1: 1.0}, "opencv": {1: 1.0}}, notes)
+    assert set(out) == {"gradcv_sift"} and notes == []  # only gradcv's columns are compiled
+    entry = out["gradcv_sift"]
+    assert entry["compile_seconds"] == {"1": 0.25} and entry["same_features"] is True
+    assert entry[RATIO]["1"] == pytest.approx(entry["median_ms"]["1"] / 1.0)
+
+    def fail(*args):
+        raise CompileFailed("RuntimeError: no C++ compiler")
+
+    monkeypatch.setattr(app, "compiled_extractor", fail)
+    assert app.time_compiled(methods, pairs, conf, torch.device("cpu"), {}, notes) == {}
+    assert notes == ["gradcv (torch.compile) gradcv_sift skipped: RuntimeError: no C++ compiler"]

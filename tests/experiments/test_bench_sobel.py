@@ -101,6 +101,7 @@ def test_metrics_and_printed_table(small_run):
         (["--no-such-flag"], "--no-such-flag"),  # argparse, before Hydra
         (["+repititions=3"], "repititions"),  # misspelt key added with +
         (["threads=0"], "threads"),  # checked by the task itself
+        pytest.param(["--device", "cuda"], "device: cuda is not available here", marks=pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the message without CUDA")),
     ],
 )
 def test_bad_command_line_prints_one_line(args, mentions, tmp_path):

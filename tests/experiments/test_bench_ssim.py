@@ -15,7 +15,8 @@ import pytest
 from tests.experiments.run_folders import assert_metrics_last
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = ["batch=1", "channels=1", "image_size=24", "window_size=9", "sigma=1.0", "repetitions=2", "backward_repetitions=2", "warmup=1", "threads=[1]"]
+TINY = ["batch=1", "channels=1", "image_size=24", "window_size=9", "sigma=1.0", "repetitions=2", "backward_repetitions=2", "warmup=1",
+        "threads=[1]", "compile=false", "device=cpu"]
 
 
 def run_module(*args: str) -> subprocess.CompletedProcess[str]:
@@ -54,6 +55,7 @@ def test_tiny_run_csv_metrics_and_ratios(tiny_run):
     assert all(float(r["median_ms"]) > 0 and int(r["calls"]) == 2 for r in rows)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["input"] == [1, 1, 24, 24] and metrics["config"]["window_size"] == 9
+    assert metrics["device"] == "cpu" and "compiled/eager" not in metrics  # compile=false: no compiled rows
     assert set(metrics["ratios"]["1"]) == {
         "gradcv/Kornia forward", "gradcv/Kornia forward + backward", "gradcv/scikit-image forward"
     }
@@ -70,6 +72,7 @@ def test_tiny_run_csv_metrics_and_ratios(tiny_run):
     [
         (["nosuchkey=1"], "nosuchkey"),  # unknown key
         (["window_size=4"], "window_size"),  # checked by the task itself
+        pytest.param(["device=cuda"], "device: cuda is not available here", marks=pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the message without CUDA")),
     ],
 )
 def test_bad_command_line_is_one_line_exit_2(args, mentions, tmp_path):

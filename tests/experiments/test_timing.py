@@ -7,7 +7,8 @@ import time
 import pytest
 import torch
 
-from gradcv.experiments._timing import measure_copy_bandwidth, median_ms, set_threads, time_calls_ms
+from gradcv.experiments._cli import UsageError
+from gradcv.experiments._timing import measure_copy_bandwidth, median_ms, parse_device, set_threads, time_calls_ms
 
 
 def test_time_calls_counts_and_measures():
@@ -42,3 +43,19 @@ def test_set_threads():
             set_threads(0)
     finally:
         torch.set_num_threads(before)
+
+
+def test_parse_device():
+    assert parse_device("cpu") == torch.device("cpu")
+    with pytest.raises(UsageError, match=r"^device: 'tpu' is not a torch device") as info:
+        parse_device("tpu")
+    assert "\n" not in str(info.value)  # one line
+    with pytest.raises(UsageError, match="expected cpu or cuda, got 'meta'"):
+        parse_device("meta")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message without CUDA")
+def test_parse_device_without_cuda_is_a_usage_error():
+    for name in ("cuda", "cuda:1"):
+        with pytest.raises(UsageError, match=rf"^device: {name} is not available here \(use device=cpu\)$"):
+            parse_device(name)
