@@ -69,7 +69,7 @@ from gradcv.experiments._cli import UsageError, atomic_write_text, config_to_obj
 from gradcv.experiments._distributed import VARYING_KEY, Distributed, worker_argv
 from gradcv.experiments._images import sample_photo, to_gray
 from gradcv.experiments._rows import target_line
-from gradcv.experiments._timing import set_threads
+from gradcv.experiments._timing import parse_device, set_threads, synchronize
 
 APP = "bench_registration"
 PROTOCOLS = ("full", "detone", "photometric")
@@ -113,6 +113,7 @@ class BenchRegistrationConfig:
     threads: int = 1
     timing_threads: list[int] = field(default_factory=lambda: [1, 2])
     timing_pairs: int = 6
+    device: str = "cpu"
 
 
 ConfigStore.instance().store(name="bench_registration_schema", node=BenchRegistrationConfig)
@@ -174,17 +175,21 @@ def gradcv_config(preset: str, iterations: int | None):
     return cfg if iterations is None else cfg.replace(iterations=iterations)
 
 
-def run_gradcv(src: torch.Tensor, dst: torch.Tensor, config) -> Estimate:
-    """One :func:`register_homography` call per pair (B = 1)."""
+def run_gradcv(src: torch.Tensor, dst: torch.Tensor, config, device: torch.device | str = "cpu") -> Estimate:
+    """One :func:`register_homography` call per pair (B = 1), on ``device`` (the pairs are
+    moved there before the clock starts; CUDA is synchronised before it stops)."""
     from gradcv.registration import register_homography
 
+    src, dst = src.to(device), dst.to(device)
     register_homography(src[:1], dst[:1], config=config)  # warm-up
     hs, seconds = [], []
     for i in range(src.shape[0]):
+        synchronize(device)
         t0 = time.perf_counter()
         result = register_homography(src[i : i + 1], dst[i : i + 1], config=config)
+        synchronize(device)
         seconds.append(time.perf_counter() - t0)
-        hs.append(result.homography[0].to(torch.float64))
+        hs.append(result.homography[0].to("cpu", torch.float64))
     return _estimate(torch.stack(hs), torch.zeros(len(hs), dtype=torch.bool), seconds)
 
 
@@ -310,16 +315,20 @@ def _concat(estimates: list[Estimate]) -> Estimate:
 
 
 def throughput(protocol: str, preset: str, config, src: torch.Tensor, dst: torch.Tensor, H_true: torch.Tensor,
-               b1_seconds: list[float], ecc_seconds: list[float] | None) -> dict:
+               b1_seconds: list[float], ecc_seconds: list[float] | None, device: torch.device | str = "cpu") -> dict:
     """Pairs per second at B = 1 (from the per-pair calls) and with all of ``src`` in one
-    call, and the batch's time per pair over single-scale ECC's (``nan`` without it)."""
+    call on ``device``, and the batch's time per pair over single-scale ECC's (``nan``
+    without it)."""
     from gradcv.registration import corner_error, register_homography
 
+    src, dst = src.to(device), dst.to(device)
     register_homography(src[:2], dst[:2], config=config)  # warm-up of the batched path
+    synchronize(device)
     t0 = time.perf_counter()
     result = register_homography(src, dst, config=config)
+    synchronize(device)
     seconds = time.perf_counter() - t0
-    mace = corner_error(result.homography.to(torch.float64), H_true, tuple(src.shape[-2:]))
+    mace = corner_error(result.homography.to("cpu", torch.float64), H_true, tuple(src.shape[-2:]))
     per_pair = sum(b1_seconds) / len(b1_seconds)
     batched = src.shape[0] / seconds
     ecc = sum(ecc_seconds) / len(ecc_seconds) if ecc_seconds else math.nan
@@ -432,10 +441,15 @@ def per_photo_table(per_photo: list[dict]) -> str:
 
 
 # ------------------------------------------------------------------------ task
-def _b1_timer(run_one: Callable[[torch.Tensor, torch.Tensor], object], src: torch.Tensor, dst: torch.Tensor) -> Callable[[int], float]:
+def _b1_timer(run_one: Callable[[torch.Tensor, torch.Tensor], object], src: torch.Tensor, dst: torch.Tensor,
+              device: torch.device | str = "cpu") -> Callable[[int], float]:
+    src, dst = src.to(device), dst.to(device)
+
     def timed(i: int) -> float:
+        synchronize(device)
         t0 = time.perf_counter()
         run_one(src[i : i + 1], dst[i : i + 1])
+        synchronize(device)
         return time.perf_counter() - t0
 
     return timed
@@ -475,14 +489,15 @@ def _references() -> tuple[bool, bool, list[str]]:
 
 
 def _columns(conf: BenchRegistrationConfig, cv2_ok: bool, kornia_ok: bool) -> dict[str, Callable[[torch.Tensor, torch.Tensor], Estimate]]:
-    """Every column: a function of ``(src, dst)`` batches returning its :class:`Estimate`."""
+    """Every column: a function of ``(src, dst)`` CPU batches returning its :class:`Estimate`
+    (gradcv's run on ``conf.device``; OpenCV and Kornia on the CPU)."""
     from gradcv.registration import RegistrationConfig
 
     pyramid = RegistrationConfig.first_order()  # 3 levels: ECC's pyramid
     kornia_n = conf.pairs if conf.kornia_pairs is None else min(conf.pairs, conf.kornia_pairs)
     columns: dict[str, Callable[[torch.Tensor, torch.Tensor], Estimate]] = {}
     for preset in conf.presets:
-        columns[f"gradcv {preset}"] = lambda s, d, c=gradcv_config(preset, conf.iterations): run_gradcv(s, d, c)
+        columns[f"gradcv {preset}"] = lambda s, d, c=gradcv_config(preset, conf.iterations): run_gradcv(s, d, c, conf.device)
     if cv2_ok:
         columns[f"OpenCV ECC {pyramid.levels}-level"] = lambda s, d: run_ecc(s, d, pyramid.levels, pyramid.blur_sigma, conf)
         columns[ECC_SINGLE] = lambda s, d: run_ecc(s, d, 1, pyramid.blur_sigma, conf)
@@ -550,6 +565,7 @@ def bench_registration(cfg: DictConfig) -> None:
     """The Hydra task: make the pairs, run every column, write CSVs and JSON, print tables."""
     conf = config_to_object(cfg, BenchRegistrationConfig)
     protocols = _check(conf)
+    device = parse_device(conf.device)
     set_threads(conf.threads)
     torch.manual_seed(conf.seed)
     from gradcv.registration import make_pairs, register_homography
@@ -575,7 +591,7 @@ def bench_registration(cfg: DictConfig) -> None:
         n_mixed = max(conf.throughput_batch, conf.timing_pairs + 1, 2)
         src, dst, H_true = make_pairs([p[0] for p in photos.values()], n_mixed, protocol=protocol, rho=conf.rho, seed=conf.seed + 1)
         if conf.timing_pairs > 0 and conf.timing_threads:
-            timed = {f"gradcv {p}": _b1_timer(lambda s, d, c=gradcv_config(p, conf.iterations): register_homography(s, d, config=c), src, dst)
+            timed = {f"gradcv {p}": _b1_timer(lambda s, d, c=gradcv_config(p, conf.iterations): register_homography(s, d, config=c), src, dst, device)
                      for p in conf.presets}
             if cv2_ok:
                 timed[ECC_SINGLE] = _b1_timer(_ecc_one(conf), src, dst)
@@ -587,8 +603,8 @@ def bench_registration(cfg: DictConfig) -> None:
             for preset in conf.throughput_presets:
                 config = gradcv_config(preset, conf.iterations)
                 key = f"gradcv {preset}"
-                b1 = _concat(found[key]).seconds if key in found else run_gradcv(src[:b], dst[:b], config).seconds
-                tput.append(throughput(protocol, preset, config, src[:b], dst[:b], H_true[:b], b1, ecc))
+                b1 = _concat(found[key]).seconds if key in found else run_gradcv(src[:b], dst[:b], config, device).seconds
+                tput.append(throughput(protocol, preset, config, src[:b], dst[:b], H_true[:b], b1, ecc, device))
 
     for r in rows:
         bad = [k for k in CSV_COLUMNS[2:] if not math.isfinite(float(r[k]))]
@@ -611,6 +627,7 @@ def bench_registration(cfg: DictConfig) -> None:
         "images": {name: "matplotlib grace_hopper.jpg" if name == "grace_hopper" else f"scikit-image {name}" for name in conf.photos},
         "torch": torch.__version__,
         "threads": conf.threads,
+        "device": str(device),
         "results": rows,
         "per_photo": per_photo,
         "timing": timings,

@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from gradcv.core_ops.pyramid import build_centred_pyramid
-from gradcv.experiments.bench_registration import CSV_COLUMNS, ecc_pair, kornia_to_pixel, load_photograph
-from gradcv.registration import corner_error, make_pairs
+from gradcv.experiments.bench_registration import CSV_COLUMNS, ecc_pair, kornia_to_pixel, load_photograph, run_gradcv, throughput
+from gradcv.registration import RegistrationConfig, corner_error, make_pairs
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = [
@@ -65,6 +65,7 @@ def test_tiny_run_writes_csv_metrics_and_table(tiny_run):
     assert float(tput["pairs_per_s_batch"]) > 0 and float(tput["pairs_per_s_b1"]) > 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["config"]["pairs"] == 2 and len(metrics["results"]) == len(METHODS)
+    assert metrics["device"] == "cpu"
     assert all(len(r["mace_px"]) == 2 and all(math.isfinite(m) for m in r["mace_px"]) for r in metrics["results"])
     lines = proc.stdout.splitlines()
     assert any("Kornia ImageRegistrator" in line and "detone" in line for line in lines)
@@ -79,6 +80,7 @@ def test_tiny_run_writes_csv_metrics_and_table(tiny_run):
         (["pairs=abc"], "pairs"),  # wrong type
         (["protocol=sideways"], "protocol"),  # checked by the task
         (["presets=[fastest]"], "presets"),
+        (["device=abacus"], "device"),  # not a torch device
     ],
 )
 def test_bad_command_line_is_one_line_exit_2(args, mentions, tmp_path):
@@ -125,3 +127,17 @@ def test_ecc_coarse_to_fine_recovers_a_known_homography(pair):
 
     est = ecc_pair(levels(src), levels(dst), criteria, 5)
     assert float(corner_error(torch.from_numpy(est), H[0], tuple(src.shape[-2:]))) < 0.5
+
+
+def test_gradcv_columns_run_on_the_device(pair, device):
+    """run_gradcv and throughput take CPU pairs, solve on ``device`` and hand back CPU
+    float64 homographies that match the CPU's."""
+    src, dst, H = pair
+    config = RegistrationConfig(levels=2, iterations=5)
+    est = run_gradcv(src, dst, config, device)
+    assert est.homography.device.type == "cpu" and est.homography.dtype == torch.float64
+    reference = run_gradcv(src, dst, config).homography
+    assert torch.allclose(est.homography, reference, atol=1e-3)
+    row = throughput("full", "default", config, src.expand(2, -1, -1, -1), dst.expand(2, -1, -1, -1), H.expand(2, 3, 3),
+                     est.seconds, None, device)
+    assert row["batch"] == 2 and row["pairs_per_s_batch"] > 0 and math.isnan(row["batch_ms_per_pair_over_ecc"])
