@@ -75,8 +75,17 @@ def _depth_range(depth_range: object, batch: int, like: torch.Tensor) -> tuple[t
                     "depth_range", "(float, float)", type(v),
                     f"depth_range: expected a (min, max) pair of numbers, got an item of type {type(v).__name__}",
                 )
-        rng = torch.tensor([[float(depth_range[0]), float(depth_range[1])]], dtype=like.dtype, device=like.device)
-        rng = rng.expand(batch, 2)
+        # Checked on the CPU, in the working dtype (what the sweep will use): no device sync.
+        pair = torch.tensor([float(depth_range[0]), float(depth_range[1])], dtype=like.dtype)
+        near, far = pair.tolist()
+        if not (math.isfinite(near) and math.isfinite(far) and 0 < near < far):
+            raise ArgumentValueError(
+                "depth_range", "finite 0 < min < max", [[near, far]] * batch,
+                f"depth_range: expected finite 0 < min < max, got {[[near, far]] * batch}",
+            )
+        rng = pair.to(like.device).expand(batch, 2)
+        return rng[:, 0], rng[:, 1]
+
     else:
         raise ArgumentTypeError(
             "depth_range", "(min, max) or (B, 2) tensor", type(depth_range),
