@@ -76,6 +76,10 @@ def test_8bit_grid_and_budget_exact(attacked, pair):
         assert change <= budget_levels
         assert change == budget_levels  # the attack uses its budget somewhere
     assert result.after.linf_a.item() <= result.config.budget + 1 / 255  # against the unrounded originals
+    # The default's L2 bound: PSNR at least 35.5 dB against the 8-bit originals (the crops
+    # are not 8-bit: rounding them costs a little more against the unrounded ones).
+    for m in (result.after.psnr_a, result.after.psnr_b):
+        assert m.item() >= result.config.psnr_budget - 0.1
 
 
 def test_float_budget_respected(pair):
@@ -231,8 +235,10 @@ def test_presets_and_replace():
     assert paper.optimizer == "Adam" and paper.budget is None and not paper.quantize
     default = AttackConfig.default()
     assert default.iterations == 500 and default.quantize and default.budget is not None
+    assert default.psnr_budget == 35.5 and paper.psnr_budget is None
     assert default.normalize == "l2" and default.eps == 1.0 and paper.normalize is None and paper.eps is None
     assert default.replace(iterations=7).iterations == 7
+    assert default.replace(normalize="none").normalize == "none"  # Hydra's spelling of None
     with pytest.raises(ArgumentValueError, match="overrides"):
         default.replace(itterations=7)
 
