@@ -20,6 +20,8 @@ import torch
 
 from gradcv.core_ops._checks import check_floating, check_shape, check_tensor
 from gradcv.core_ops.errors import DTypeError, ShapeError
+from gradcv.depth._device import check_same_device
+
 
 __all__ = ["METRIC_NAMES", "metrics"]
 
@@ -62,6 +64,7 @@ def metrics(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None = No
     if gt.shape != pred.shape:
         raise ShapeError("gt", tuple(pred.shape), tuple(gt.shape),
                          f"gt: expected the shape of pred {tuple(pred.shape)}, got {tuple(gt.shape)}")
+    check_same_device(gt, "gt", pred, "pred")
     dtype = torch.promote_types(pred.dtype, gt.dtype)
     pred = pred.to(dtype)
     gt = gt.to(dtype)
@@ -73,6 +76,7 @@ def metrics(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None = No
         if mask.shape != pred.shape:
             raise ShapeError("mask", tuple(pred.shape), tuple(mask.shape),
                              f"mask: expected the shape of pred {tuple(pred.shape)}, got {tuple(mask.shape)}")
+        check_same_device(mask, "mask", pred, "pred")
         valid = valid & mask
     # Invalid pixels get d = d* = 1: every error term is exactly 0 there and the ratio 1,
     # so sums over all pixels equal sums over the valid ones, without NaN in any gradient.

@@ -19,6 +19,8 @@ from gradcv.core_ops._checks import check_floating, check_int, check_shape, chec
 from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError, ShapeError
 from gradcv.core_ops.filters import box_blur
 from gradcv.core_ops.geometry import depth_warp
+from gradcv.depth._device import check_same_device
+
 from gradcv.depth.sgm import semi_global_aggregation
 
 __all__ = ["PlaneSweepResult", "plane_sweep"]
@@ -180,6 +182,7 @@ def plane_sweep(
                 name, (B, N) + tuple(cams.shape[2:]), tuple(cams.shape),
                 f"{name}: expected batch and view sizes ({B}, {N}) (those of images), got {tuple(cams.shape[:2])}",
             )
+        check_same_device(cams, name, images, "images")
     if N < 2:
         raise ShapeError("images", ("B", "N >= 2", "C", "H", "W"), tuple(images.shape),
                          f"images: expected at least 2 views (a reference and a source), got {N}")
@@ -197,6 +200,7 @@ def plane_sweep(
         if masks.dim() != 5 or masks.shape[:2] != (B, N) or masks.shape[2] not in (1, C) or masks.shape[-2:] != (H, W):
             raise ShapeError("masks", (B, N, "1 or C", H, W), tuple(masks.shape),
                              f"masks: expected shape ({B}, {N}, 1 or {C}, {H}, {W}) (one per view), got {tuple(masks.shape)}")
+        check_same_device(masks, "masks", images, "images")
         masks = masks.to(images.dtype)
     if aggregation not in ("mean", "min"):
         raise ArgumentValueError("aggregation", ("mean", "min"), aggregation,

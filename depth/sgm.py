@@ -19,6 +19,8 @@ import torch.nn.functional as F
 
 from gradcv.core_ops._checks import check_floating, check_shape, check_tensor
 from gradcv.core_ops.errors import ArgumentValueError, ShapeError
+from gradcv.depth._device import check_same_device
+
 
 __all__ = ["semi_global_aggregation"]
 
@@ -72,6 +74,7 @@ def semi_global_aggregation(cost: torch.Tensor, guide: torch.Tensor, p1: float, 
     if guide.shape[0] != B or guide.shape[-2:] != (H, W):
         raise ShapeError("guide", (B, "C", H, W), tuple(guide.shape),
                          f"guide: expected shape ({B}, C, {H}, {W}) (that of cost), got {tuple(guide.shape)}")
+    check_same_device(guide, "guide", cost, "cost")
     for name, value in (("p1", p1), ("p2", p2), ("gamma", gamma)):
         if not (isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0 and value < float("inf")):
             raise ArgumentValueError(name, "finite >= 0", value, f"{name}: expected a finite number >= 0, got {value!r}")

@@ -41,6 +41,7 @@ from gradcv.core_ops.filters import box_blur, gaussian_blur2d, median_blur
 from gradcv.core_ops.geometry import depth_warp
 from gradcv.core_ops.losses import ssim
 from gradcv.core_ops.pyramid import build_centred_pyramid
+from gradcv.depth._device import check_same_device
 from gradcv.depth.config import DepthConfig
 from gradcv.depth.plane_sweep import _depth_range, plane_sweep
 from gradcv.optim import (
@@ -163,6 +164,7 @@ def _check_inputs(images: Any, intrinsics: Any, extrinsics: Any, ref_index: Any)
         if cams.shape[:2] != (B, N):
             raise ShapeError(name, (B, N) + tuple(cams.shape[2:]), tuple(cams.shape),
                              f"{name}: expected batch and view sizes ({B}, {N}) (those of images), got {tuple(cams.shape[:2])}")
+        check_same_device(cams, name, images, "images")
     if N < 2:
         raise ShapeError("images", ("B", "N >= 2", "C", "H", "W"), tuple(images.shape),
                          f"images: expected at least 2 views (a reference and a source), got {N}")
@@ -197,6 +199,7 @@ def _check_masks(masks: Any, images: torch.Tensor) -> torch.Tensor | None:
     if masks.dim() != 5 or masks.shape[0] not in (1, B) or masks.shape[1] != N or masks.shape[2] != 1 or masks.shape[-2:] != (H, W):
         raise ShapeError("masks", (B, N, 1, H, W), tuple(masks.shape),
                          f"masks: expected shape ({B}, {N}, 1, {H}, {W}) (one per view), got {tuple(masks.shape)}")
+    check_same_device(masks, "masks", images, "images")
     return masks.expand(B, N, 1, H, W).to(images.dtype)
 
 
@@ -504,6 +507,8 @@ def estimate_depth(
     if initial_depth is not None:
         check_tensor(initial_depth, "initial_depth")
         check_shape(initial_depth, [B, 1, H, W], "initial_depth")
+        check_same_device(initial_depth, "initial_depth", images, "images")
+
         if not (torch.isfinite(initial_depth).all() and (initial_depth > 0).all()):
             raise ArgumentValueError("initial_depth", "finite > 0", "other", "initial_depth: expected finite positive depths")
         inv0 = F.interpolate(1.0 / initial_depth.to(dtype), size=(hc, wc), mode="area")

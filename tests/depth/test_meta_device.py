@@ -33,3 +33,31 @@ def test_sgm_and_metrics_run_on_the_meta_device():
     out = metrics(torch.empty(2, 1, 8, 8, device=META), torch.empty(2, 1, 8, 8, device=META),
                   torch.empty(2, 1, 8, 8, dtype=torch.bool, device=META))
     assert all(v.device == META and v.shape == (2,) for v in out.values())
+
+
+def test_a_tensor_on_another_device_is_a_typed_error_naming_it():
+    """Checked before any work, by reading .device only (no synchronisation): here the
+    meta device stands for a GPU beside the CPU."""
+    from gradcv.core_ops.errors import DeviceError
+    from gradcv.depth.solver import estimate_depth
+
+    s = tiny_scene()
+    images, K, E = s.images[None], s.intrinsics[None], s.extrinsics[None]
+    on_meta = images.to(META)
+    cases = [
+        (lambda: plane_sweep(on_meta, K, E, depth_range=(2.0, 8.0), planes=4), "intrinsics"),
+        (lambda: plane_sweep(on_meta, K.to(META), E, depth_range=(2.0, 8.0), planes=4), "extrinsics"),
+        (lambda: plane_sweep(images, K, E, depth_range=(2.0, 8.0), planes=4, masks=torch.ones(1, 3, 1, 48, 64, device=META)), "masks"),
+        (lambda: estimate_depth(on_meta, K, E), "intrinsics"),
+        (lambda: estimate_depth(images, K, E.to(META)), "extrinsics"),
+        (lambda: estimate_depth(images, K, E, masks=torch.ones(1, 3, 1, 48, 64, device=META)), "masks"),
+        (lambda: estimate_depth(images, K, E, initial_depth=torch.ones(1, 1, 48, 64, device=META)), "initial_depth"),
+        (lambda: semi_global_aggregation(torch.rand(1, 3, 4, 5), torch.empty(1, 1, 4, 5, device=META), 0.1, 0.5), "guide"),
+        (lambda: metrics(torch.ones(1, 1, 4, 4), torch.empty(1, 1, 4, 4, device=META)), "gt"),
+        (lambda: metrics(torch.ones(1, 1, 4, 4), torch.ones(1, 1, 4, 4),
+                         torch.empty(1, 1, 4, 4, dtype=torch.bool, device=META)), "mask"),
+    ]
+    for call, name in cases:
+        with pytest.raises(DeviceError) as info:
+            call()
+        assert info.value.name == name and str(info.value).startswith(name), str(info.value)
