@@ -317,10 +317,19 @@ def describe(m: dict[str, Any]) -> str:
 
 def _describe_config(config: AttackConfig, preset: str) -> str:
     budget = "no budget" if config.budget is None else f"L-inf budget {round(config.budget * 255)}/255"
+    if config.psnr_budget is not None:
+        budget += f", PSNR >= {config.psnr_budget:g} dB"
+    step = config.optimizer
+    if config.normalize not in (None, "none"):
+        step += f" on the {config.normalize}-normalised gradient"
+    if config.eps is not None:
+        step += f", eps {config.eps:g}"
+    if config.momentum > 0:
+        step += f", momentum {config.momentum:g}"
     eot = [f"noise {config.noise:g}"] * (config.noise > 0) + [f"blur <= {config.blur:g} px"] * (config.blur > 0)
     m = config.match
     return (f"preset {preset}: {m.detector} + {'RootSIFT' if m.rootsift else 'SIFT'}, top {m.num_features}, "
-            f"{config.optimizer}(lr={config.lr:g}) for at most {config.iterations} steps, alpha {config.alpha:g}, "
+            f"{step} (lr {config.lr:g}) for at most {config.iterations} steps, alpha {config.alpha:g}, "
             f"beta {config.beta:g}, {budget}{', 8-bit steps' if config.quantize else ''}"
             f"{(', EOT ' + ' and '.join(eot)) if eot else ''}")
 
