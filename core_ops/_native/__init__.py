@@ -55,7 +55,7 @@ import torch
 import torch.autograd.forward_ad as _forward_ad
 
 #: The ABI of ``kernels.c`` this module calls (its ``gradcv_native_version()``).
-VERSION = 2
+VERSION = 3
 _HERE = Path(__file__).resolve().parent
 # Below this many output values per thread, a second thread costs more than it saves:
 # waking an idle worker costs tens of microseconds (more on a virtual machine's idle
@@ -127,7 +127,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         fn.argtypes = [ptr, ptr, i64, i64, i64, i64, i64, i64, i64, i64, i64, ptr, ptr, cint]
         fn.restype = cint
         fn = getattr(lib, f"warp_bilinear_backward_{suffix}")
-        fn.argtypes = [ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i64, i64, i64, i64, i64, i64, ptr, ptr, cint]
+        fn.argtypes = [ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i64, i64, i64, i64, i64, i64, ptr, ptr, cint, i64, i64, i64]
         fn.restype = cint
 
 
@@ -335,10 +335,12 @@ def warp_bilinear_backward(
 ) -> bool:
     """Backward of :func:`warp_bilinear`: writes ``grad_image`` (the kernel zeroes it, image
     by image, on the thread that fills it) and ``grad_grid``, adds into the zeroed
-    ``grad_mats`` (float64 ``(B, 3, 3)``); each optional. All contiguous.
+    ``grad_mats`` (float64 ``(B, 3, 3)``); each optional. All contiguous but ``grad``, which
+    needs unit steps along its rows only (a broadcast gradient, as ``sum()``'s, is read
+    in place).
     ``False`` (nothing written) when the PyTorch path must do it."""
     fn = kernel("warp_bilinear_backward", image)
-    if fn is None:
+    if fn is None or grad.stride(-1) != 1:
         return False
     b, c, h, w = image.shape
     ho, wo = grad.shape[-2:]
@@ -346,7 +348,7 @@ def warp_bilinear_backward(
     chunks = _chunks(b, ho, grad.numel(), by_rows=grad_image is None and grad_mats is None)
     ptr = lambda t: None if t is None else t.data_ptr()  # noqa: E731
     before = (grad.data_ptr(), image.data_ptr(), ptr(grad_image), ptr(grad_grid), ptr(grad_mats))
-    after = (c, h, w, ho, wo, ptr(grid), ptr(mats), PADDINGS[padding_mode])
+    after = (c, h, w, ho, wo, ptr(grid), ptr(mats), PADDINGS[padding_mode], grad.stride(0), grad.stride(1), grad.stride(2))
     _run_chunks(fn, before, chunks, after)
     return True
 

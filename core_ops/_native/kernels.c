@@ -61,7 +61,7 @@ static int64_t source_index(int64_t i, int64_t n, int border) {
     }
 }
 
-int gradcv_native_version(void) { return 2; }
+int gradcv_native_version(void) { return 3; }
 
 /* GCC's function multi-versioning; target_clones needs ifunc support (glibc). */
 #if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && defined(__x86_64__) && \
@@ -564,7 +564,8 @@ int warp_bilinear_##SUFFIX(                                                     
     return 0;                                                                                      \
 }                                                                                                  \
                                                                                                    \
-/* Backward of warp_bilinear for images [p0, p1), rows [y0, y1): adds into grad_img               \
+/* Backward of warp_bilinear for images [p0, p1), rows [y0, y1), grad's row of (image p, channel  \
+ * c, row y) at grad + p gsb + c gsc + y gsy (unit steps along rows): adds into grad_img               \
  * (B, C, h, w; zeroed here when the call covers whole images, else by the caller) when not NULL; writes grad_grid (B, ho, wo, 2) when not     \
  * NULL (grid mode); adds into grad_mats (B, 9 doubles, zeroed) when not NULL (matrix mode).      \
  * Calls that run at once never share an image. */                                                \
@@ -572,7 +573,8 @@ CPU_CLONES                                                                      
 int warp_bilinear_backward_##SUFFIX(                                                               \
     const T *grad, const T *img, T *grad_img, T *grad_grid, double *grad_mats, int64_t p0,         \
     int64_t p1, int64_t y0, int64_t y1, int64_t channels, int64_t h, int64_t w, int64_t ho,        \
-    int64_t wo, const T *grid, const double *mats, int padding) {                                  \
+    int64_t wo, const T *grid, const double *mats, int padding, int64_t gsb, int64_t gsc,          \
+    int64_t gsy) {                                                                                 \
     int32_t *base = malloc(sizeof(int32_t) * (wo + 1));                                            \
     T *wts = malloc(sizeof(T) * 14 * (wo + 1));                                                   \
     double *pos = malloc(sizeof(double) * 7 * (wo + 1));                                           \
@@ -593,7 +595,7 @@ int warp_bilinear_backward_##SUFFIX(                                            
             if (grad_img) {                                                                        \
                 for (int64_t c = 0; c < channels; ++c) {                                           \
                     T *gi = grad_img + (p * channels + c) * h * w;                                 \
-                    const T *gr = grad + ((p * channels + c) * ho + yo) * wo;                      \
+                    const T *gr = grad + p * gsb + c * gsc + yo * gsy;                              \
                     /* The 2 x 2 block's sums stay in registers while neighbouring outputs read  \
                      * the same block or the next one (its right column becomes the left): the \
                      * image is written once per block, not four times per output. */          \
@@ -631,7 +633,7 @@ int warp_bilinear_backward_##SUFFIX(                                            
                 for (int64_t x = 0; x < wo; ++x) gxs[x] = gys[x] = 0;                              \
                 for (int64_t c = 0; c < channels; ++c) {                                           \
                     const T *src = img + (p * channels + c) * h * w;                               \
-                    const T *gr = grad + ((p * channels + c) * ho + yo) * wo;                      \
+                    const T *gr = grad + p * gsb + c * gsc + yo * gsy;                              \
                     /* the 2 x 2 blocks into contiguous rows first: the arithmetic vectorises */  \
                     BLOCKS_##SUFFIX(src, w, wo, base, q00, q01, q10, q11);                         \
                     gradient_row_##SUFFIX(wo, q00, q01, q10, q11, gr, wx0, wx1, wy0, wy1, dx0, dx1, \
@@ -648,16 +650,35 @@ int warp_bilinear_backward_##SUFFIX(                                            
             if (grad_mats) {                                                                       \
                 /* x = n0 / n2, y = n1 / n2, n = M (xo, yo, 1): per row, sums of q and q xo for     \
                  * q = gx / n2, gy / n2, -(gx x + gy y) / n2; yo and 1 are row constants. */         \
-                double s0 = 0, s1 = 0, s2 = 0, t0 = 0, t1 = 0, t2 = 0;                             \
+                /* eight partial sums per quantity (lane x mod 8), added up at the end: the     \
+                 * loop vectorises, which one running sum (a chain of dependent adds) would not. */ \
+                double acc[6][8] = {{0}};                                                          \
                 const double *sxs = pos, *sys = pos + wo, *invs = pos + 2 * wo;                    \
-                for (int64_t x = 0; x < wo; ++x) {                                                 \
-                    double inv = invs[x];                                                          \
+                int64_t x = 0;                                                                     \
+                for (; x + 8 <= wo; x += 8) {                                                      \
+                    for (int k = 0; k < 8; ++k) {                                                  \
+                        double inv = invs[x + k], xd = (double)(x + k);                            \
+                        double qx = (double)gxs[x + k] * fx[x + k] * inv;                          \
+                        double qy = (double)gys[x + k] * fy[x + k] * inv;                          \
+                        double sx = inv != 0.0 ? sxs[x + k] : 0.0, sy = inv != 0.0 ? sys[x + k] : 0.0; \
+                        double qz = -(qx * sx + qy * sy);                                          \
+                        acc[0][k] += qx; acc[1][k] += qy; acc[2][k] += qz;                         \
+                        acc[3][k] += qx * xd; acc[4][k] += qy * xd; acc[5][k] += qz * xd;          \
+                    }                                                                              \
+                }                                                                                  \
+                for (; x < wo; ++x) {                                                              \
+                    double inv = invs[x], xd = (double)x;                                          \
                     double qx = (double)gxs[x] * fx[x] * inv, qy = (double)gys[x] * fy[x] * inv;   \
                     double sx = inv != 0.0 ? sxs[x] : 0.0, sy = inv != 0.0 ? sys[x] : 0.0;         \
                     double qz = -(qx * sx + qy * sy);                                              \
-                    s0 += qx; s1 += qy; s2 += qz;                                                  \
-                    t0 += qx * (double)x; t1 += qy * (double)x; t2 += qz * (double)x;              \
+                    acc[0][0] += qx; acc[1][0] += qy; acc[2][0] += qz;                             \
+                    acc[3][0] += qx * xd; acc[4][0] += qy * xd; acc[5][0] += qz * xd;              \
                 }                                                                                  \
+                double tot[6];                                                                     \
+                for (int j = 0; j < 6; ++j)                                                        \
+                    tot[j] = ((acc[j][0] + acc[j][1]) + (acc[j][2] + acc[j][3]))                   \
+                           + ((acc[j][4] + acc[j][5]) + (acc[j][6] + acc[j][7]));                  \
+                double s0 = tot[0], s1 = tot[1], s2 = tot[2], t0 = tot[3], t1 = tot[4], t2 = tot[5]; \
                 double *gm = grad_mats + p * 9;                                                    \
                 gm[0] += t0; gm[1] += s0 * (double)yo; gm[2] += s0;                                \
                 gm[3] += t1; gm[4] += s1 * (double)yo; gm[5] += s1;                                \

@@ -223,6 +223,19 @@ def _matrix_grad(grad_sx: torch.Tensor, grad_sy: torch.Tensor, matrix: torch.Ten
     return torch.stack(((q * xs).sum((2, 3)), (q.sum(3) * ys).sum(2), q.sum((2, 3))), 2)
 
 
+def _unit_rows(grad: torch.Tensor) -> torch.Tensor:
+    """``grad`` with unit steps along its last dimension, for the C backward: a gradient
+    broadcast over some dimensions (``sum()``'s is broadcast over all) keeps them broadcast
+    (stride 0, read in place) instead of being copied to full size; others are made
+    contiguous."""
+    if grad.stride(-1) == 1 and grad.shape[-1] > 0:
+        return grad
+    if grad.shape[-1] > 1 and grad.stride(-1) == 0 or any(s == 0 for s in grad.stride()[:-1]):
+        index = tuple(slice(0, 1) if (st == 0 and d < grad.ndim - 1) else slice(None) for d, st in enumerate(grad.stride()))
+        return grad[index].contiguous().expand(grad.shape)
+    return grad.contiguous()
+
+
 # ------------------------------------------------------------------ operators
 def _native_fits(image: torch.Tensor) -> bool:
     """The C loops read 2 x 2 blocks through 32-bit offsets: planes of at least 2 x 2 and
@@ -280,7 +293,7 @@ def _grid_backward_cpu(
     if grad.numel() and _native_fits(image) and _native.kernel("warp_bilinear_backward", image) is not None:
         gi = torch.empty_like(image, memory_format=torch.contiguous_format) if image_grad else None  # zeroed in C
         gg = grid.new_empty(grid.shape, dtype=image.dtype) if grid_grad else None
-        if _native.warp_bilinear_backward(grad.contiguous(), image.contiguous(), gi, gg, None, grid.to(image.dtype).contiguous(), None, padding_mode):
+        if _native.warp_bilinear_backward(_unit_rows(grad), image.contiguous(), gi, gg, None, grid.to(image.dtype).contiguous(), None, padding_mode):
             return (gi if gi is not None else image.new_empty(0)), (gg.to(grid.dtype) if gg is not None else grid.new_empty(0))
     return _grid_backward_default(grad, image, grid, padding_mode, image_grad, grid_grad)
 
@@ -381,7 +394,7 @@ def _warp_backward_cpu(
         gi = torch.empty_like(image, memory_format=torch.contiguous_format) if image_grad else None
         gm = matrix.new_zeros(matrix.shape, dtype=torch.float64) if matrix_grad else None
         mats = matrix.to(torch.float64).contiguous()
-        if _native.warp_bilinear_backward(grad.contiguous(), image.contiguous(), gi, None, gm, None, mats, padding_mode):
+        if _native.warp_bilinear_backward(_unit_rows(grad), image.contiguous(), gi, None, gm, None, mats, padding_mode):
             return (gi if gi is not None else image.new_empty(0)), (gm.to(matrix.dtype) if gm is not None else matrix.new_empty(0))
     return _warp_backward_default(grad, image, matrix, padding_mode, image_grad, matrix_grad)
 

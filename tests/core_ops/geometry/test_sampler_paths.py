@@ -1,0 +1,123 @@
+"""The sampler's fast paths (``core_ops/_native/kernels.c``): pieces of rows whose 2 x 2
+blocks all lie inside the image skip padding and masks, float32 rows are read by AVX-512
+gathers where the CPU has them, the matrix gradient sums eight lanes at a time, and a
+broadcast output gradient (``sum()``'s) is read in place.
+
+What is pinned: on warps where most of the output reads the interior and the rest crosses
+the edges, every path gives the PyTorch path's values and gradients (which CI also runs
+alone with ``GRADCV_NATIVE=0``), and ``grid_sample``'s on the same positions on every
+device; a broadcast gradient gives the same gradients as the same values made contiguous.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gradcv.core_ops import _native
+from gradcv.core_ops.geometry._sampler import sample_bilinear, warp_bilinear_matrix
+from gradcv.experiments._images import sample_photo
+
+PADDINGS = ["zeros", "border", "reflection"]
+TOL = {torch.float32: 1e-5, torch.float64: 1e-12}
+
+
+def _photo(b: int, dtype: torch.dtype, device: str = "cpu", h: int = 41, w: int = 70) -> torch.Tensor:
+    img = F.interpolate(sample_photo()[None], size=(h, w), mode="area").to(dtype)
+    return img.repeat(b, 1, 1, 1).to(device)
+
+
+def _matrices(b: int, h: int, w: int, device: str = "cpu") -> torch.Tensor:
+    """Output-to-source homographies that keep most of a (h, w) output inside the source:
+    a mild perspective and a shift of a few pixels, different per image."""
+    g = torch.Generator().manual_seed(3)
+    m = torch.eye(3, dtype=torch.float64).repeat(b, 1, 1)
+    m[:, :2, :2] += 0.06 * torch.rand(b, 2, 2, generator=g, dtype=torch.float64) - 0.03
+    m[:, :2, 2] = 5 * torch.rand(b, 2, generator=g, dtype=torch.float64) - 2.5
+    m[:, 2, :2] = (0.002 * torch.rand(b, 2, generator=g, dtype=torch.float64) - 0.001) * 64 / max(h, w)
+    return m.to(device)
+
+
+def _positions(m: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """The source pixel positions ``(B, h, w, 2)`` of ``m (x, y, 1)``, float64."""
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
+    p = torch.stack((xs, ys, torch.ones_like(xs)), -1).to(m.device)  # (h, w, 3)
+    n = torch.einsum("bij,hwj->bhwi", m.double(), p)
+    return n[..., :2] / n[..., 2:]
+
+
+def _grid_sample(image: torch.Tensor, grid: torch.Tensor, padding: str) -> torch.Tensor:
+    """``grid_sample`` at pixel positions, in float64 on the CPU (the reference)."""
+    h, w = image.shape[-2:]
+    g = grid.detach().double().cpu()
+    u = torch.stack(((2 * g[..., 0] + 1) / w - 1, (2 * g[..., 1] + 1) / h - 1), -1)
+    return F.grid_sample(image.detach().double().cpu(), u, padding_mode=padding, align_corners=False)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("padding", PADDINGS)
+def test_mostly_interior_warps_match_the_pytorch_path(padding, dtype):
+    b, h, w = 3, 41, 70
+    image = _photo(b, dtype).requires_grad_(True)
+    matrix = _matrices(b, h, w).requires_grad_(True)
+    grid = _positions(matrix.detach(), h, w).to(dtype).requires_grad_(True)
+    weights = torch.rand(b, 3, h, w, generator=torch.Generator().manual_seed(1), dtype=dtype)
+
+    def run():
+        out_m = warp_bilinear_matrix(image, matrix, (h, w), padding)
+        out_g = sample_bilinear(image, grid, padding)
+        grads = torch.autograd.grad((out_m * weights).sum() + (out_g * weights).sum(), (image, matrix, grid))
+        return (out_m.detach(), out_g.detach()) + grads
+
+    native = run()
+    with _native.disabled():
+        reference = run()
+    for a, r in zip(native, reference):
+        scale = max(1.0, r.abs().max().item())
+        torch.testing.assert_close(a, r, atol=10 * TOL[dtype] * scale, rtol=0)
+    expected = _grid_sample(image, grid, padding).to(dtype)
+    torch.testing.assert_close(native[0], expected, atol=TOL[dtype], rtol=0)
+    torch.testing.assert_close(native[1], expected, atol=TOL[dtype], rtol=0)
+    # the test reads the interior and the edges both: most positions inside, some not
+    pos = grid.detach()
+    inside = ((pos[..., 0] > 0) & (pos[..., 0] < w - 1) & (pos[..., 1] > 0) & (pos[..., 1] < h - 1)).double().mean()
+    assert 0.5 < inside < 0.99
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_broadcast_gradient_is_the_contiguous_one(device, dtype):
+    b, h, w = 2, 41, 70
+    image = _photo(b, dtype, device).requires_grad_(True)
+    matrix = _matrices(b, h, w, device).requires_grad_(True)
+    grid = _positions(matrix.detach(), h, w).to(dtype).requires_grad_(True)
+    ones = torch.ones(b, 3, h, w, dtype=dtype, device=device)
+    cases = [
+        (lambda: warp_bilinear_matrix(image, matrix, (h, w), "border"), (image, matrix)),
+        (lambda: sample_bilinear(image, grid, "zeros"), (image, grid)),
+    ]
+    for out, inputs in cases:
+        broadcast = torch.autograd.grad(out().sum(), inputs)  # the output gradient is one scalar, expanded
+        dense = torch.autograd.grad((out() * ones).sum(), inputs)
+        for a, r in zip(broadcast, dense):
+            torch.testing.assert_close(a, r, atol=0, rtol=0)
+    # a gradient broadcast over the channels only, and one with a transposed row layout
+    g = torch.rand(b, 1, h, w, generator=torch.Generator().manual_seed(2), dtype=dtype).to(device)
+    for grad_out in (g.expand(b, 3, h, w), g.transpose(-1, -2).contiguous().transpose(-1, -2).expand(b, 3, h, w)):
+        a = torch.autograd.grad(warp_bilinear_matrix(image, matrix, (h, w), "zeros"), (image, matrix), grad_out)
+        r = torch.autograd.grad(warp_bilinear_matrix(image, matrix, (h, w), "zeros"), (image, matrix), grad_out.contiguous())
+        for x, y in zip(a, r):
+            torch.testing.assert_close(x, y, atol=0, rtol=0)
+
+
+def test_the_matrix_gradient_matches_finite_differences_of_the_grid_gradient(device):
+    """The matrix gradient is the grid gradient pushed through the projection (chain rule),
+    whatever the order of its sums: checked on a mostly interior float64 warp."""
+    b, h, w = 2, 41, 70
+    image = _photo(b, torch.float64, device)
+    matrix = _matrices(b, h, w, device).requires_grad_(True)
+    weights = torch.rand(b, 3, h, w, generator=torch.Generator().manual_seed(4), dtype=torch.float64).to(device)
+    (direct,) = torch.autograd.grad((warp_bilinear_matrix(image, matrix, (h, w), "zeros") * weights).sum(), (matrix,))
+    grid = _positions(matrix, h, w)  # differentiable in the matrix, through PyTorch ops
+    (chained,) = torch.autograd.grad((sample_bilinear(image, grid, "zeros") * weights).sum(), (matrix,))
+    torch.testing.assert_close(direct, chained, atol=1e-9 * max(1.0, chained.abs().max().item()), rtol=0)
