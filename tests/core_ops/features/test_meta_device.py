@@ -50,3 +50,21 @@ CASES = {
 def test_runs_on_the_meta_device(name):
     out = CASES[name]()
     assert out.device == META
+
+
+def test_a_tensor_on_another_device_is_a_typed_error_naming_it():
+    """The detector's mask and the matchers' second descriptors and distance matrix must be
+    on the first input's device (the meta device stands for a GPU beside the CPU)."""
+    from gradcv.core_ops.errors import DeviceError
+    from gradcv.core_ops.features.scale_space_detector import ScaleSpaceDetector
+
+    cases = [
+        (lambda: ScaleSpaceDetector(10)(torch.rand(1, 1, 64, 64), torch.ones(1, 1, 64, 64, device=META)), "mask"),
+        (lambda: match_snn(torch.rand(5, 8), _empty(6, 8)), "desc2"),
+        (lambda: match_mnn(torch.rand(2, 5, 8), _empty(2, 6, 8)), "desc2"),
+        (lambda: match_snn(torch.rand(5, 8), torch.rand(6, 8), 0.8, _empty(5, 6)), "dm"),
+    ]
+    for call, name in cases:
+        with pytest.raises(DeviceError) as info:
+            call()
+        assert info.value.name == name and str(info.value).startswith(name), str(info.value)
