@@ -89,6 +89,14 @@ class RegistrationConfig:
             is flagged ``DEGENERATE_INPUT`` instead of ``CONVERGED``: a near-textureless
             pair that ends at a wrong optimum leaves a smooth residual the model cannot
             explain. ``inf`` turns the test off.
+        rescue_steps: a pair left undetermined (its corner uncertainty above
+            ``max_uncertainty``, textured, finite) is solved again, the whole pyramid,
+            from each of the ``(2 n + 1)²`` translations of a grid spanning
+            ``±1.5 search_range`` (``n = rescue_steps``), and takes the determined result
+            (uncertainty within the bound, a quarter of the image in view) that most of
+            those starts reach (at least two agreeing to a pixel), if any. Costs nothing on the pairs that end
+            determined (one look at the host per call); ``0`` turns it off, and so does
+            ``search_range = 0``. Not with ``differentiable``.
         search_range: half-width, in full-resolution pixels, of the grid of translations
             from which the coarsest level is started (see ``search_steps``).
         search_steps: ``0`` starts the coarsest level once, from the initial homography
@@ -126,6 +134,7 @@ class RegistrationConfig:
     min_size: int = 16
     min_texture: float = 1e-3
     max_uncertainty: float = 0.5
+    rescue_steps: int = 2
     search_range: float = 16.0
     search_steps: int = 1
     differentiable: bool = False
@@ -203,6 +212,7 @@ class RegistrationConfig:
         if self.max_uncertainty != math.inf or isinstance(self.max_uncertainty, bool):  # inf: the test is off
             check_real(self.max_uncertainty, "max_uncertainty", low=0.0, low_open=True)
         check_real(self.search_range, "search_range", low=0.0)
+        check_int(self.rescue_steps, "rescue_steps", 0)
         check_int(self.search_steps, "search_steps", 0)
         check_bool(self.differentiable, "differentiable")
         if self.method != "first_order" and self.loss not in LEAST_SQUARES:

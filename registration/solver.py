@@ -34,18 +34,25 @@ import torch
 
 from gradcv.core_ops.geometry import normalize_homography
 from gradcv.core_ops.pyramid import build_centred_pyramid
-from gradcv.optim import ProgressCallback, PyramidLevel, SolverResult, carry_unchanged, coarse_to_fine, sample_status
+from gradcv.optim import ProgressCallback, PyramidLevel, SolverResult, SolverStatus, carry_unchanged, coarse_to_fine, sample_status
 from gradcv.registration.checks import check_images, check_initial, check_mask, spread
 from gradcv.registration.config import RegistrationConfig
 from gradcv.registration.motion import motion_matrix, motion_parameters
 from gradcv.registration.objective import LevelOutcome, LevelProblem, erode, masked_weight
-from gradcv.registration.sampling import LevelGrid, frame_corners, frame_matrix, pixel_homography
+from gradcv.registration.sampling import LevelGrid, frame_corners, frame_matrix, pixel_homography, project_corners
 from gradcv.registration.search import search_level, solve_level
 from gradcv.registration.uncertainty import corner_uncertainty
 
 #: A pair whose final warp keeps no more than this fraction of the pixels inside the
 #: source cannot be judged: its status is DEGENERATE_INPUT.
 MIN_FINAL_OVERLAP = 0.05
+#: The rescue's starts span this many times ``search_range``.
+RESCUE_RANGE = 1.5
+#: A rescue result must keep at least this fraction of the pixels in view (a warp that
+#: shrinks the overlap to a sliver fits it trivially).
+RESCUE_OVERLAP = 0.25
+#: Rescue results whose corners agree to this many pixels count as the same optimum.
+RESCUE_AGREEMENT = 1.0
 
 
 @dataclass
@@ -155,14 +162,20 @@ class HomographyRegistration:
         thetas = coarse_to_fine(theta, sizes, solve, carry_unchanged)
         if not cfg.differentiable:
             thetas = [t.detach() for t in thetas]
+        masks = None if mask_pyr is None else mask_pyr[0]
+        judged = self._judge(src, dst, thetas[-1], corners, masks)
+        stopped = outcomes[-1].stopped
+        if cfg.rescue_steps > 0 and cfg.search_range > 0 and not cfg.differentiable:
+            thetas[-1], stopped, judged = self._rescue(
+                src, dst, src_mask, dst_mask, initial_homography, thetas[-1], stopped, judged, A, corners
+            )
         per_level = [pixel_homography(motion_matrix(cfg.motion, t, corners), A, dtype) for t in thetas]
         homography = per_level[-1]
         return RegistrationResult(
             loss_history=[o.history for o in outcomes],
             iterations_used=torch.stack([o.steps for o in outcomes]),
             wall_time=time.perf_counter() - start,
-            status=self._status(src, dst, thetas[-1], homography, outcomes[-1].stopped, corners,
-                                None if mask_pyr is None else mask_pyr[0]),
+            status=self._status(judged, homography, stopped),
             homography=homography,
             homography_normalized=normalize_homography(homography, (H, W), (H, W)),
             homography_per_level=per_level,
@@ -193,36 +206,111 @@ class HomographyRegistration:
         levels = self.config.levels
         return [(sl, erode(dl)) for sl, dl in zip(build_centred_pyramid(s, levels, 0.0), build_centred_pyramid(d, levels, 0.0))]
 
-    def _status(
+    def _judge(
         self,
         src: torch.Tensor,
         dst: torch.Tensor,
         theta: torch.Tensor,
-        homography: torch.Tensor,
-        stopped: torch.Tensor,
         corners: torch.Tensor,
         masks: tuple[torch.Tensor, torch.Tensor] | None = None,
-    ) -> torch.Tensor:
-        """The ``(B,)`` :class:`gradcv.optim.SolverStatus` codes. The overlap is the share of
-        the image's pixels the final warp compares: inside the source and, with masks,
-        weighted by ``dst_mask`` and the warped ``src_mask`` (the loss's own weights); the
-        same weights measure the corners' uncertainty."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(textured, overlap, uncertainty)`` of the final ``theta``, each ``(B,)``. The
+        overlap is the share of the image's pixels the final warp compares: inside the
+        source and, with masks, weighted by ``dst_mask`` and the warped ``src_mask`` (the
+        loss's own weights); the same weights measure the corners' uncertainty
+        (``inf`` where ``config.max_uncertainty`` is ``inf``: not computed)."""
         cfg = self.config
         H, W = src.shape[-2:]
         with torch.no_grad():
             textured = (spread(src) >= cfg.min_texture) & (spread(dst) >= cfg.min_texture)
-            finite = torch.isfinite(homography).flatten(1).all(1)
             G = motion_matrix(cfg.motion, theta.detach(), corners)
             grid = LevelGrid(0, (H, W), (H, W), src.dtype, src.device)
             _, weight = grid.sample(src, G)
             weight = masked_weight(grid, weight, G, masks)
-            overlap = weight.flatten(1).mean(1) > MIN_FINAL_OVERLAP
-            determined = torch.ones_like(overlap)
-            if cfg.max_uncertainty != math.inf:
-                determined = corner_uncertainty(
-                    grid, src, dst, G, weight, corners, cfg.motion, cfg.photometric
-                ) <= cfg.max_uncertainty
-        return sample_status(stopped, degenerate=~(textured & overlap & determined), finite=finite)
+            overlap = weight.flatten(1).mean(1)
+            if cfg.max_uncertainty == math.inf:
+                uncertainty = torch.zeros_like(overlap)
+            else:
+                uncertainty = corner_uncertainty(grid, src, dst, G, weight, corners, cfg.motion, cfg.photometric)
+        return textured, overlap, uncertainty
+
+    def _status(
+        self, judged: tuple[torch.Tensor, torch.Tensor, torch.Tensor], homography: torch.Tensor, stopped: torch.Tensor
+    ) -> torch.Tensor:
+        """The ``(B,)`` :class:`gradcv.optim.SolverStatus` codes: DEGENERATE_INPUT without
+        texture, overlap (:data:`MIN_FINAL_OVERLAP`) or a determined result
+        (``config.max_uncertainty``)."""
+        textured, overlap, uncertainty = judged
+        with torch.no_grad():
+            finite = torch.isfinite(homography).flatten(1).all(1)
+            ok = textured & (overlap > MIN_FINAL_OVERLAP) & (uncertainty <= self.config.max_uncertainty)
+        return sample_status(stopped, degenerate=~ok, finite=finite)
+
+    def _rescue(
+        self,
+        src: torch.Tensor,
+        dst: torch.Tensor,
+        src_mask: torch.Tensor | None,
+        dst_mask: torch.Tensor | None,
+        initial_homography: torch.Tensor | None,
+        theta: torch.Tensor,
+        stopped: torch.Tensor,
+        judged: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        A: torch.Tensor,
+        corners: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """The pairs left undetermined solved again from a grid of translations (see
+        ``config.rescue_steps``); each keeps the best determined result where it beats its
+        own. One look at the host: nothing more happens when every pair is determined."""
+        cfg = self.config
+        textured, overlap, uncertainty = judged
+        finite = torch.isfinite(theta).all(1)
+        redo = (textured & finite & (uncertainty > cfg.max_uncertainty)).nonzero()[:, 0]
+        if redo.numel() == 0:
+            return theta, stopped, judged
+        n, B, device = cfg.rescue_steps, src.shape[0], src.device
+        K = (2 * n + 1) ** 2
+        ticks = torch.linspace(-1.0, 1.0, 2 * n + 1, dtype=torch.float64, device=device) * RESCUE_RANGE * cfg.search_range
+        ty, tx = torch.meshgrid(ticks, ticks, indexing="ij")
+        shifts = torch.eye(3, dtype=torch.float64, device=device).repeat(K, 1, 1)
+        shifts[:, 0, 2], shifts[:, 1, 2] = tx.flatten(), ty.flatten()
+        start = torch.eye(3, dtype=torch.float64, device=device).expand(B, 3, 3)
+        if initial_homography is not None:
+            start = check_initial(initial_homography, B, src).detach()
+        starts = (shifts[None] @ start[redo][:, None]).reshape(-1, 3, 3)  # (R K, 3, 3), pair-major
+
+        def many(x: torch.Tensor | None) -> torch.Tensor | None:
+            if x is None:
+                return None
+            return (x if x.shape[0] == B else x.expand(B, *x.shape[1:]))[redo].repeat_interleave(K, 0)
+
+        again = HomographyRegistration(cfg.replace(search_steps=0, rescue_steps=0))
+        s_many, d_many = many(src), many(dst)
+        result = again.register(s_many, d_many, src_mask=many(src_mask), dst_mask=many(dst_mask), initial_homography=starts)
+        G = A @ torch.linalg.inv(result.homography.to(torch.float64)) @ torch.linalg.inv(A)
+        theta_many = motion_parameters(cfg.motion, G, corners).to(theta.dtype)
+        masks = self._mask_pyramid(many(src_mask), many(dst_mask), s_many)
+        _, ov, un = self._judge(s_many, d_many, theta_many, corners, None if masks is None else masks[0])
+        usable = (ov >= RESCUE_OVERLAP) & (un <= cfg.max_uncertainty) & torch.isfinite(theta_many).all(1)
+        # Consensus: a true optimum has a basin, so it is reached from more than one start;
+        # a determined-looking result that one start alone reaches is not trusted (among 25
+        # starts, a wrong one can come out under the bound by chance).
+        c = project_corners(G, corners.to(torch.float64)).view(-1, K, 8) * (max(src.shape[-2:]) / 2.0)
+        close = (c[:, :, None] - c[:, None]).abs().amax(-1) < RESCUE_AGREEMENT  # (R, K, K)
+        ok = usable.view(-1, K)
+        support = (close & ok[:, None, :] & ok[:, :, None]).sum(-1)  # (R, K)
+        score = torch.where(support >= 2, -support.to(un.dtype) + un.view(-1, K) / (cfg.max_uncertainty + 1.0), math.inf)
+        best = score.argmin(1)
+        pick = torch.arange(redo.numel(), device=device) * K + best
+        better = torch.isfinite(score.gather(1, best[:, None])[:, 0])
+        where = redo[better]
+        chosen = pick[better]
+        theta, stopped = theta.clone(), stopped.clone()
+        theta[where] = theta_many[chosen]
+        stopped[where] = result.status[chosen] == int(SolverStatus.CONVERGED)
+        overlap, uncertainty = overlap.clone(), uncertainty.clone()
+        overlap[where], uncertainty[where] = ov[chosen], un[chosen]
+        return theta, stopped, (textured, overlap, uncertainty)
 
 
 def register_homography(

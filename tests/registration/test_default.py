@@ -38,12 +38,16 @@ def test_identity_at_every_level(photos):
 
 def test_large_motions_recovered_where_one_start_fails(detone32):
     """rho = 32 on a 128 patch: the search recovers every pair to 0.05 px; a single start
-    (the same solver without the search) loses at least one to a wrong minimum."""
+    (the same solver without the search or the rescue) loses at least one to a wrong
+    minimum; the rescue alone (no search) recovers it, from the uncertainty of its result."""
     src, dst, H = detone32
     err = corner_error(register_homography(src, dst).homography, H, (128, 128))
     assert err.max() < 0.05, err
-    single = corner_error(register_homography(src, dst, search_steps=0).homography, H, (128, 128))
+    single = corner_error(register_homography(src, dst, search_steps=0, rescue_steps=0).homography, H, (128, 128))
     assert single.max() > 1.0, single
+    rescued = register_homography(src, dst, search_steps=0)
+    assert corner_error(rescued.homography, H, (128, 128)).max() < 0.05
+    assert bool(rescued.converged[single > 1.0].all())
 
 
 def test_batch_equals_one_by_one(detone32):
@@ -86,7 +90,7 @@ def test_history_and_callback_with_search(detone32):
 def test_search_range_zero_is_one_start(detone32):
     src, dst, _ = detone32
     a = register_homography(src[:2], dst[:2], search_range=0.0)
-    b = register_homography(src[:2], dst[:2], search_steps=0)
+    b = register_homography(src[:2], dst[:2], search_steps=0, rescue_steps=0)
     assert torch.equal(a.homography, b.homography)
 
 

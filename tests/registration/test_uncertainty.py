@@ -105,3 +105,9 @@ def test_max_uncertainty_validated(value, error):
 def test_empty_batch():
     src = torch.rand(0, 1, 32, 32)
     assert _uncertainty(src, src, torch.eye(3, dtype=torch.float64).expand(0, 3, 3)).shape == (0,)
+
+
+@pytest.mark.parametrize("value, error", [(-1, ValueError), (1.5, TypeError), (True, TypeError)])
+def test_rescue_steps_validated(value, error):
+    with pytest.raises(error, match="rescue_steps"):
+        RegistrationConfig(rescue_steps=value)
