@@ -56,6 +56,9 @@ def test_a_tensor_on_another_device_is_a_typed_error_naming_it():
     """The detector's mask and the matchers' second descriptors and distance matrix must be
     on the first input's device (the meta device stands for a GPU beside the CPU)."""
     from gradcv.core_ops.errors import DeviceError
+    from gradcv.core_ops.features.affine_shape import LAFAffineShapeEstimator
+    from gradcv.core_ops.features.orientation import LAFOrienter
+
     from gradcv.core_ops.features.scale_space_detector import ScaleSpaceDetector
 
     cases = [
@@ -63,6 +66,8 @@ def test_a_tensor_on_another_device_is_a_typed_error_naming_it():
         (lambda: match_snn(torch.rand(5, 8), _empty(6, 8)), "desc2"),
         (lambda: match_mnn(torch.rand(2, 5, 8), _empty(2, 6, 8)), "desc2"),
         (lambda: match_snn(torch.rand(5, 8), torch.rand(6, 8), 0.8, _empty(5, 6)), "dm"),
+        (lambda: LAFOrienter()(laf_from_center_scale_ori(torch.rand(1, 3, 2) * 30 + 10), _empty(1, 1, 64, 64)), "laf"),
+        (lambda: LAFAffineShapeEstimator()(laf_from_center_scale_ori(torch.rand(1, 3, 2) * 30 + 10), _empty(1, 1, 64, 64)), "laf"),
     ]
     for call, name in cases:
         with pytest.raises(DeviceError) as info:
