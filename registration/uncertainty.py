@@ -93,21 +93,24 @@ def _uncertainty(
     J = _jacobian(grid, grad, motion)  # (B, P, C, h, w)
     P = J.shape[1]
     N = C * h * w
-    Jf = J.reshape(B, P, N).to(torch.float64)
-    wf = weight.expand(B, C, h, w).reshape(B, 1, N).to(torch.float64)
+    # Per-pixel products in the images' dtype; the P x P matrices in float64.
+    Jf = J.reshape(B, P, N)
+    wf = weight.expand(B, C, h, w).reshape(B, 1, N)
+    wJ = Jf * wf
     if phi is not None:  # project the photometric columns out (their Schur complement)
-        Phi = phi.reshape(B, -1, N).to(torch.float64)
+        Phi = phi.reshape(B, -1, N)
         k = Phi.shape[1]
-        D = (Phi * wf) @ Phi.transpose(1, 2)
+        D = ((Phi * wf) @ Phi.transpose(1, 2)).to(torch.float64)
         D = D + (1e-9 * D.diagonal(dim1=-2, dim2=-1).sum(-1) + 1e-30)[:, None, None] * torch.eye(k, dtype=D.dtype, device=D.device)
-        cross = (Jf * wf) @ Phi.transpose(1, 2)  # (B, P, k)
-        coef = torch.linalg.solve(D, cross.transpose(1, 2)).transpose(1, 2)
-        Jf = Jf - coef @ Phi
-    A = (Jf * wf) @ Jf.transpose(1, 2)  # (B, P, P)
-    score = (Jf * (wf * r.reshape(B, 1, N).to(torch.float64))).view(B * P, C, h, w).sum(1, keepdim=True)
+        cross = (wJ @ Phi.transpose(1, 2)).to(torch.float64)  # (B, P, k)
+        coef = torch.linalg.solve(D, cross.transpose(1, 2)).transpose(1, 2).to(Jf.dtype)
+        Jf = torch.baddbmm(Jf, coef, Phi, alpha=-1.0)
+        wJ = Jf * wf
+    A = (wJ @ Jf.transpose(1, 2)).to(torch.float64)  # (B, P, P)
+    score = (wJ * r.reshape(B, 1, N)).view(B * P, C, h, w).sum(1, keepdim=True)
     pad = (0, (-w) % BLOCK, 0, (-h) % BLOCK)
     blocks = F.avg_pool2d(F.pad(score, pad), BLOCK) * (BLOCK * BLOCK)  # (B P, 1, h', w') block sums
-    s = blocks.view(B, P, -1)
+    s = blocks.view(B, P, -1).to(torch.float64)
     S = s @ s.transpose(1, 2)  # (B, P, P)
     # inv(A) S inv(A) by two solves; a singular A (no texture along a direction) is inf.
     eye = torch.eye(P, dtype=A.dtype, device=A.device)
