@@ -57,15 +57,18 @@ class RegistrationConfig:
             third fewer iterations than the reweighted penalties and, with the search,
             recovered more DeTone pairs (97.5 % against 96 % of 200 at rho = 32).
         symmetric: also warp ``dst`` back onto ``src`` and average the two losses.
-        photometric: ``'gain_bias'`` (the default) makes the objective invariant to an
-            exposure change between the images: the residual is
-            ``gain * src(G p) + bias - dst(p)`` with the gain and the bias (one each per
-            pair, shared by the channels) fitted by weighted least squares over the
-            compared pixels at every evaluation (masks included). The second-order
-            methods solve for them jointly with the motion (the Schur complement of the
-            two photometric parameters in the normal equations); first order
-            differentiates through the closed-form fit. An identical pair stays exact.
-            ``'none'``: compare the intensities as they are (the paper's objective).
+        photometric: the photometric model fitted with the motion, which makes the
+            objective invariant to an exposure change between the images:
+            ``'exposure'`` (the default): gain, bias, a tone curve and a relative blur
+            (:data:`gradcv.registration.objective.PHOTOMETRIC_TERMS`); ``'tone'``: the
+            first three; ``'gain_bias'``: ``gain * src(G p) + bias - dst(p)``. The
+            coefficients (one set per pair, shared by the channels) are fitted by weighted
+            least squares over the compared pixels at every evaluation (masks included);
+            the coarse levels fit gain and bias at most. The second-order methods solve
+            for them jointly with the motion (their Schur complement in the normal
+            equations); first order differentiates through the closed-form fit. An
+            identical pair stays exact. ``'none'``: compare the intensities as they are
+            (the paper's objective).
         motion: ``'homography'`` (8 parameters), ``'affine'`` (6), ``'similarity'`` (4),
             ``'euclidean'`` (3) or ``'translation'`` (2).
         tolerance: a pair stops (its parameters freeze) once its relative loss change

@@ -284,7 +284,8 @@ class HomographyRegistration:
                 return None
             return (x if x.shape[0] == B else x.expand(B, *x.shape[1:]))[redo].repeat_interleave(K, 0)
 
-        again = HomographyRegistration(cfg.replace(search_steps=0, rescue_steps=0))
+        # Judged below, once: the inner solve skips its own uncertainty.
+        again = HomographyRegistration(cfg.replace(search_steps=0, rescue_steps=0, max_uncertainty=math.inf))
         s_many, d_many = many(src), many(dst)
         result = again.register(s_many, d_many, src_mask=many(src_mask), dst_mask=many(dst_mask), initial_homography=starts)
         G = A @ torch.linalg.inv(result.homography.to(torch.float64)) @ torch.linalg.inv(A)
