@@ -92,6 +92,10 @@ def test_a_broadcast_gradient_is_the_contiguous_one(device, dtype):
     matrix = _matrices(b, h, w, device).requires_grad_(True)
     grid = _positions(matrix.detach(), h, w).to(dtype).requires_grad_(True)
     ones = torch.ones(b, 3, h, w, dtype=dtype, device=device)
+    # the C loops read a broadcast gradient in place and sum in the same order: equal bits; the
+    # PyTorch path on a GPU scatters with atomics (any order): equal to rounding
+    atol = 0.0 if device == "cpu" else 10 * TOL[dtype]
+    rtol = 0.0 if device == "cpu" else 1e-4 if dtype == torch.float32 else 1e-10
     cases = [
         (lambda: warp_bilinear_matrix(image, matrix, (h, w), "border"), (image, matrix)),
         (lambda: sample_bilinear(image, grid, "zeros"), (image, grid)),
@@ -100,14 +104,14 @@ def test_a_broadcast_gradient_is_the_contiguous_one(device, dtype):
         broadcast = torch.autograd.grad(out().sum(), inputs)  # the output gradient is one scalar, expanded
         dense = torch.autograd.grad((out() * ones).sum(), inputs)
         for a, r in zip(broadcast, dense):
-            torch.testing.assert_close(a, r, atol=0, rtol=0)
+            torch.testing.assert_close(a, r, atol=atol, rtol=rtol)
     # a gradient broadcast over the channels only, and one with a transposed row layout
     g = torch.rand(b, 1, h, w, generator=torch.Generator().manual_seed(2), dtype=dtype).to(device)
     for grad_out in (g.expand(b, 3, h, w), g.transpose(-1, -2).contiguous().transpose(-1, -2).expand(b, 3, h, w)):
         a = torch.autograd.grad(warp_bilinear_matrix(image, matrix, (h, w), "zeros"), (image, matrix), grad_out)
         r = torch.autograd.grad(warp_bilinear_matrix(image, matrix, (h, w), "zeros"), (image, matrix), grad_out.contiguous())
         for x, y in zip(a, r):
-            torch.testing.assert_close(x, y, atol=0, rtol=0)
+            torch.testing.assert_close(x, y, atol=atol, rtol=rtol)
 
 
 def test_the_matrix_gradient_matches_finite_differences_of_the_grid_gradient(device):
