@@ -132,7 +132,7 @@ def _jacobian(grid: LevelGrid, grad: torch.Tensor, motion: str) -> torch.Tensor:
     """``(B, P, C, h, w)``: d residual / d delta_k of the compositional step ``G expm(δ E_k)``
     at every pixel, in intensity per parameter (the gradient is per level pixel)."""
     gens = generators(motion, grad.dtype, grad.device)  # (P, 3, 3)
-    frame_to_level = float(grid.to_grid[0]) * grid.size[1] / 2.0
+    frame_to_level = max(grid.full) / 2.0 * grid.size[1] / grid.full[1]  # from sizes: no look at the device
     x = grid.points[0, ..., 0]  # (h, w)
     y = grid.points[0, ..., 1]
     one = torch.ones_like(x)
