@@ -42,6 +42,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import itertools
 import importlib.machinery
 import os
 import stat
@@ -295,14 +296,44 @@ def _chunks(images: int, rows: int, values: int, by_rows: bool) -> list[tuple[in
     return [(0, images, a, b) for a, b in zip(cuts, cuts[1:]) if b > a]
 
 
-def _run_chunks(fn: Callable[..., int], before: tuple, chunks: list[tuple[int, int, int, int]], after: tuple) -> None:
-    """``fn(*before, *chunk, *after)`` for every chunk, the first on this thread."""
+def _pieces(chunks: list[tuple[int, int, int, int]], by_rows: bool) -> list[tuple[int, int, int, int]]:
+    """The thread chunks cut into about four pieces each (single images, or row bands
+    when ``by_rows``), for threads that take the next piece when done with one."""
+    pieces = []
+    for p0, p1, y0, y1 in chunks:
+        if p1 - p0 > 1:
+            pieces += [(p, p + 1, y0, y1) for p in range(p0, p1)]
+        elif by_rows and y1 - y0 >= 8:
+            cuts = [y0 + (y1 - y0) * i // 4 for i in range(5)]
+            pieces += [(p0, p1, a, b) for a, b in zip(cuts, cuts[1:])]
+        else:
+            pieces.append((p0, p1, y0, y1))
+    return pieces
+
+
+def _run_chunks(
+    fn: Callable[..., int], before: tuple, chunks: list[tuple[int, int, int, int]], after: tuple, by_rows: bool = False
+) -> None:
+    """``fn(*before, *chunk, *after)`` over every chunk: on this thread alone for one chunk;
+    else ``len(chunks)`` threads (this one included) take pieces of them in turn from a
+    shared counter, so that a worker that wakes late (tens to hundreds of microseconds on
+    an idle virtual core) does less, instead of the call waiting for it."""
     if len(chunks) == 1:
         codes = [fn(*before, *chunks[0], *after)]
     else:
+        pieces = _pieces(chunks, by_rows)
+        counter = itertools.count()  # next() is atomic under the GIL
+        n = len(pieces)
+
+        def work() -> list[int]:
+            done = []
+            while (i := next(counter)) < n:
+                done.append(fn(*before, *pieces[i], *after))
+            return done
+
         pool = _executor(len(chunks) - 1)
-        futures = [pool.submit(fn, *before, *chunk, *after) for chunk in chunks[1:]]
-        codes = [fn(*before, *chunks[0], *after)] + [f.result() for f in futures]
+        futures = [pool.submit(work) for _ in chunks[1:]]
+        codes = work() + [c for f in futures for c in f.result()]
     if any(codes):
         raise MemoryError("core_ops native kernel: out of memory for its row buffers")
 
@@ -325,7 +356,7 @@ def warp_bilinear(
     chunks = _chunks(b, ho, out.numel(), by_rows=True)
     pointers = (image.data_ptr(), out.data_ptr())
     after = (c, h, w, ho, wo, None if grid is None else grid.data_ptr(), None if mats is None else mats.data_ptr(), PADDINGS[padding_mode])
-    _run_chunks(fn, pointers, chunks, after)
+    _run_chunks(fn, pointers, chunks, after, by_rows=True)
     return True
 
 
@@ -345,11 +376,12 @@ def warp_bilinear_backward(
     b, c, h, w = image.shape
     ho, wo = grad.shape[-2:]
     # grad_image and grad_mats sum over rows: only whole images go to different threads.
-    chunks = _chunks(b, ho, grad.numel(), by_rows=grad_image is None and grad_mats is None)
+    by_rows = grad_image is None and grad_mats is None
+    chunks = _chunks(b, ho, grad.numel(), by_rows=by_rows)
     ptr = lambda t: None if t is None else t.data_ptr()  # noqa: E731
     before = (grad.data_ptr(), image.data_ptr(), ptr(grad_image), ptr(grad_grid), ptr(grad_mats))
     after = (c, h, w, ho, wo, ptr(grid), ptr(mats), PADDINGS[padding_mode], grad.stride(0), grad.stride(1), grad.stride(2))
-    _run_chunks(fn, before, chunks, after)
+    _run_chunks(fn, before, chunks, after, by_rows=by_rows)
     return True
 
 
