@@ -5,6 +5,7 @@ from gradcv.optim import SolverStatus
 from gradcv.registration.config import RegistrationConfig
 from gradcv.registration.data import corner_error, make_pairs
 from gradcv.registration.solver import HomographyRegistration, RegistrationResult, register_homography
+from gradcv.registration.uncertainty import corner_uncertainty
 
 __all__ = [
     "HomographyRegistration",
@@ -12,6 +13,7 @@ __all__ = [
     "RegistrationResult",
     "SolverStatus",
     "corner_error",
+    "corner_uncertainty",
     "make_pairs",
     "register_homography",
 ]
