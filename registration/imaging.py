@@ -108,7 +108,9 @@ def expose(
     if blur > 0:
         out = gaussian_blur2d(out[None], None, blur, border_type="replicate")[0]
     if noise > 0:
-        out = out + noise * torch.randn(out.shape, generator=generator, dtype=torch.float64).to(out.dtype)
+        # Drawn on the generator's device (a CPU generator gives the same noise for the same
+        # seed on every device), then moved to the image's.
+        out = out + noise * torch.randn(out.shape, generator=generator, dtype=torch.float64, device=generator.device).to(out.device, out.dtype)
     out = out.clamp(0, 1)
     if quality > 0:
         out = jpeg(out[None], quality)[0]

@@ -317,7 +317,12 @@ def _iterate(
     # frame units -> this level's pixels. Steps are measured in the level's own pixels:
     # a coarse level only has to settle to a hundredth of *its* pixel, the finer ones
     # refine from there (measured: a third fewer iterations, the same final accuracy).
-    frame_to_level = float(problem.grid.to_grid[0]) * problem.grid.size[1] / 2.0
+    # From the sizes, not a float() of the grid's device tensor (a host sync on CUDA once
+    # per level); rounded through the working dtype as ``grid.to_grid`` is, so the value
+    # is the same bit for bit.
+    full, (_, w) = max(problem.grid.full) / 2.0, problem.grid.size
+    to_grid = float(torch.tensor(2 * full / (2.0**problem.level.level * w), dtype=dtype))
+    frame_to_level = to_grid * w / 2.0
     moments = _Moments.build(problem, frame_to_level, dtype)
     linearise = _Linearisation(problem, config, moments)
     # patience 1: a small proposal, kept or not, means the pair sits at its optimum (a

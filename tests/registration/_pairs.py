@@ -36,3 +36,25 @@ def similarity(angle_deg: float, scale: float, tx: float, ty: float, centre: tup
     return torch.tensor(
         [[c, -s, cx - c * cx + s * cy + tx], [s, c, cy - s * cx - c * cy + ty], [0.0, 0.0, 1.0]], dtype=torch.float64
     )
+
+
+#: The devices this machine has (the ``device`` fixture's, for module-scoped fixtures).
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def on(device: str, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` run on ``device``: tensor arguments moved there, tensor results
+    (also inside the solver's result) brought back to the CPU for the checks. On the CPU it
+    is the call itself (:func:`tests.depth._tiny.on`)."""
+    from tests.depth._tiny import on as _on
+
+    return _on(device, fn, *args, **kwargs)
+
+
+def exact(a: torch.Tensor, b: torch.Tensor, device: str) -> bool:
+    """``a == b`` bit for bit on the CPU; to 1e-6 on another device, whose batched linear
+    algebra (``linalg.inv``/``solve`` of the frame matrices) may round the last bit of an
+    exact identity differently. Both on the CPU."""
+    if device == "cpu":
+        return torch.equal(a, b)
+    return a.shape == b.shape and a.dtype == b.dtype and torch.allclose(a, b, rtol=0, atol=1e-6)

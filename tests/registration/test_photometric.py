@@ -16,7 +16,7 @@ from gradcv.registration.data import BIAS, GAIN
 from gradcv.registration.imaging import expose, jpeg, quantisation_table
 from gradcv.registration.objective import fit_photometric, photometric_columns, photometric_gram, photometric_solve
 from tests.helpers import to_tensor
-from tests.registration._pairs import gray
+from tests.registration._pairs import exact, gray, on
 
 
 @pytest.fixture(scope="module")
@@ -58,18 +58,19 @@ def test_photometric_protocol_ranges(photo):
     assert BIAS == (-0.08, 0.08)
 
 
-def test_expose_is_the_documented_change():
-    g = torch.Generator().manual_seed(0)
-    x = torch.rand(1, 20, 24)
+def test_expose_is_the_documented_change(device):
+    g = torch.Generator().manual_seed(0)  # a CPU generator draws the noise on any device
+    x = torch.rand(1, 20, 24).to(device)
     out = expose(x, gamma=1.2, gain=0.9, bias=0.05, noise=0.0, blur=0.0, quality=0, generator=g)
     torch.testing.assert_close(out, (0.9 * x**1.2 + 0.05).clamp(0, 1))
     noisy = expose(x, gamma=1.0, gain=1.0, bias=0.0, noise=0.01, blur=0.0, quality=0, generator=g)
     assert 0.005 < float((noisy - x).std()) < 0.015
+    assert noisy.device == x.device
 
 
 @pytest.mark.parametrize("quality", [50, 75, 90])
 @pytest.mark.parametrize("library", ["pillow", "opencv"])
-def test_jpeg_matches_libjpeg(photos, quality, library):
+def test_jpeg_matches_libjpeg(photos, quality, library, device):
     """Our baseline JPEG round trip against libjpeg's on an odd-sized crop: the same error
     against the input (within 3 %) and within a level of it on average."""
     img = np.round(photos[0][:203, :157] @ np.array([0.299, 0.587, 0.114], dtype=np.float32) * 255).astype(np.uint8)
@@ -82,7 +83,7 @@ def test_jpeg_matches_libjpeg(photos, quality, library):
         cv2 = pytest.importorskip("cv2")
         ok, enc = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
         ref = cv2.imdecode(enc, 0).astype(np.float64)
-    ours = jpeg(to_tensor(img.astype(np.float32) / 255), quality)[0, 0].double().numpy() * 255
+    ours = on(device, jpeg, to_tensor(img.astype(np.float32) / 255), quality)[0, 0].double().numpy() * 255
     assert np.abs(ours - ref).mean() < 0.25
     assert np.abs(ours - ref).max() <= 8
     ours_err, ref_err = np.abs(ours - img).mean(), np.abs(ref - img).mean()
@@ -98,23 +99,23 @@ def test_jpeg_table_and_bad_quality():
         jpeg(torch.rand(8, 8), 50)
 
 
-def test_fit_recovers_gain_and_bias(photo):
+def test_fit_recovers_gain_and_bias(photo, device):
     """On a synthetic pair dst = 1.2 src - 0.05, the fit returns exactly that model and the
     fitted residual vanishes; zero residual gives exactly zero coefficients."""
-    src = photo[None, :, :64, :80].double()
+    src = photo[None, :, :64, :80].double().to(device)
     weight = torch.ones_like(src)
     dst = 1.2 * src - 0.05
     phi = photometric_columns("gain_bias", src)
     c = photometric_solve(*photometric_gram(phi, weight, dst - src))
     # gain column is src - 0.5: dst - src = 0.2 (src - 0.5) + (0.1 - 0.05)
-    torch.testing.assert_close(c, torch.tensor([[0.2, 0.05]], dtype=torch.float64), atol=1e-6, rtol=0)
+    torch.testing.assert_close(c.cpu(), torch.tensor([[0.2, 0.05]], dtype=torch.float64), atol=1e-6, rtol=0)
     torch.testing.assert_close(fit_photometric("exposure", src, dst, weight), dst, atol=1e-6, rtol=0)
     same = fit_photometric("exposure", src.float(), src.float(), weight.float())
-    assert torch.equal(same, src.float())
+    assert exact(same.cpu(), src.float().cpu(), device)
 
 
 @pytest.mark.parametrize("method", ["levenberg_marquardt", "first_order"])
-def test_registration_under_gain_and_bias(photos, method):
+def test_registration_under_gain_and_bias(photos, method, device):
     """A shift plus an exposure change (gain 0.75, bias 0.06): recovered to a tenth of a
     pixel with the photometric model, not without it (the preset's objective)."""
     canvas = gray(photos[0])[..., 100:260, 100:260]
@@ -124,23 +125,23 @@ def test_registration_under_gain_and_bias(photos, method):
     src, dst = warped_pair(canvas, H, 16, 16, (128, 128))
     dst = 0.75 * dst + 0.06
     base = RegistrationConfig.default(levels=3) if method != "first_order" else RegistrationConfig.first_order(iterations=100)
-    err = corner_error(register_homography(src, dst, config=base).homography.double(), H[None], (128, 128))
+    err = corner_error(on(device, register_homography, src, dst, config=base).homography.double(), H[None], (128, 128))
     assert float(err) < 0.1
     if method != "first_order":
-        none = register_homography(src, dst, config=base.replace(photometric="none", loss="l2"))
+        none = on(device, register_homography, src, dst, config=base.replace(photometric="none", loss="l2"))
         assert float(corner_error(none.homography.double(), H[None], (128, 128))) > 2 * float(err)
 
 
-def test_converged_overlap_respects_masks(photos):
+def test_converged_overlap_respects_masks(photos, device):
     """A pair that overlaps fully but whose masks leave almost nothing to compare is
     DEGENERATE_INPUT, not CONVERGED; with masks that leave most, it converges."""
     x = gray(photos[0])[..., 200:296, 200:296].contiguous()
     keep = torch.zeros(1, 1, 96, 96)
     keep[..., :4, :4] = 1.0
-    result = register_homography(x, x, src_mask=keep, dst_mask=keep, levels=2, search_steps=0)
+    result = on(device, register_homography, x, x, src_mask=keep, dst_mask=keep, levels=2, search_steps=0)
     assert int(result.status[0]) == int(SolverStatus.DEGENERATE_INPUT)
     keep[..., :80, :] = 1.0
-    result = register_homography(x, x, src_mask=keep, dst_mask=keep, levels=2, search_steps=0)
+    result = on(device, register_homography, x, x, src_mask=keep, dst_mask=keep, levels=2, search_steps=0)
     assert bool(result.converged[0])
 
 

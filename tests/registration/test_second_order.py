@@ -10,7 +10,7 @@ from gradcv.optim import SolverStatus
 from gradcv.registration.config import RegistrationConfig
 from gradcv.registration.data import corner_error, make_pairs
 from gradcv.registration.solver import register_homography
-from tests.registration._pairs import gray, warped_pair
+from tests.registration._pairs import exact, gray, on, warped_pair
 from tests.registration.test_solver import H_SMALL, MOTION_CASES, SIZE, _corner_homography
 
 METHODS = ["levenberg_marquardt", "gauss_newton"]
@@ -43,15 +43,15 @@ def test_loss_that_is_not_least_squares_refused(loss):
 
 
 @pytest.mark.parametrize("loss", ["l1", "l2", "charbonnier"])
-def test_every_least_squares_loss(small_pair, loss):
-    res = register_homography(*small_pair, config=RegistrationConfig.second_order(loss=loss))
+def test_every_least_squares_loss(small_pair, loss, device):
+    res = on(device, register_homography, *small_pair, config=RegistrationConfig.second_order(loss=loss))
     assert corner_error(res.homography, H_SMALL[None], SIZE).item() < 0.05
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_identity_stays_identity(canvas, method):
+def test_identity_stays_identity(canvas, method, device):
     img = canvas[..., :96, :112]
-    res = register_homography(img, img, config=RegistrationConfig.second_order(method=method))
+    res = on(device, register_homography, img, img, config=RegistrationConfig.second_order(method=method))
     eye = torch.eye(3)[None]
     for H in res.homography_per_level:
         assert corner_error(H, eye, SIZE).item() < 1e-3
@@ -59,25 +59,25 @@ def test_identity_stays_identity(canvas, method):
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_recovers_homography_in_few_iterations(small_pair, method):
+def test_recovers_homography_in_few_iterations(small_pair, method, device):
     """A real-photo crop, corners moved up to 2.5 px: < 0.05 px in <= 30 iterations per level."""
-    res = register_homography(*small_pair, config=RegistrationConfig.second_order(method=method))
+    res = on(device, register_homography, *small_pair, config=RegistrationConfig.second_order(method=method))
     assert corner_error(res.homography, H_SMALL[None], SIZE).item() < 0.05
     assert bool((res.iterations_used <= 30).all())
     assert bool(res.converged.all())
 
 
-def test_larger_homography(canvas):
+def test_larger_homography(canvas, device):
     """Corners moved up to 8 px."""
     H_true = _corner_homography([[6.0, -4.5], [-3.0, 7.5], [4.5, 3.0], [-8.0, -1.5]], SIZE)
     src, dst = warped_pair(canvas, H_true, 32, 32, SIZE)
-    res = register_homography(src, dst, config=RegistrationConfig.second_order())
+    res = on(device, register_homography, src, dst, config=RegistrationConfig.second_order())
     assert corner_error(res.homography, H_true[None], SIZE).item() < 0.05
 
 
-def test_result_fields_as_first_order(small_pair):
+def test_result_fields_as_first_order(small_pair, device):
     cfg = RegistrationConfig.second_order()
-    res = register_homography(*small_pair, config=cfg)
+    res = on(device, register_homography, *small_pair, config=cfg)
     assert res.homography.shape == (1, 3, 3) and res.homography[0, 2, 2] == 1
     assert res.homography_normalized.shape == (1, 3, 3)
     assert len(res.homography_per_level) == cfg.levels
@@ -93,21 +93,21 @@ def test_result_fields_as_first_order(small_pair):
     assert res.converged.dtype == torch.bool and res.wall_time > 0
 
 
-def test_batch_equals_one_by_one(photos):
+def test_batch_equals_one_by_one(photos, device):
     src, dst, H = make_pairs([gray(p)[0] for p in photos[:3]], 3, protocol="detone", rho=4, seed=2)
     src, dst = src[..., :96, :96].contiguous(), dst[..., :96, :96].contiguous()
     cfg = RegistrationConfig.second_order(levels=2)
-    batched = register_homography(src, dst, config=cfg)
-    singles = torch.cat([register_homography(src[i : i + 1], dst[i : i + 1], config=cfg).homography for i in range(3)])
+    batched = on(device, register_homography, src, dst, config=cfg)
+    singles = torch.cat([on(device, register_homography, src[i : i + 1], dst[i : i + 1], config=cfg).homography for i in range(3)])
     assert corner_error(batched.homography, singles, (96, 96)).max() < 1e-3
     assert corner_error(batched.homography, H, (96, 96)).max() < 0.2
 
 
 @pytest.mark.parametrize("motion", list(MOTION_CASES))
-def test_motion_models(canvas, motion):
+def test_motion_models(canvas, motion, device):
     H_true = MOTION_CASES[motion]
     src, dst = warped_pair(canvas, H_true, 32, 32, SIZE)
-    res = register_homography(src, dst, config=RegistrationConfig.second_order(motion=motion, levels=2))
+    res = on(device, register_homography, src, dst, config=RegistrationConfig.second_order(motion=motion, levels=2))
     H = res.homography[0].double()
     assert corner_error(H[None], H_true[None], SIZE).item() < 0.05
     assert H[2, :2].abs().max() < 1e-6
@@ -121,31 +121,31 @@ def test_motion_models(canvas, motion):
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_textureless_no_nan_not_converged(canvas, method):
+def test_textureless_no_nan_not_converged(canvas, method, device):
     img = canvas[..., :64, :64]
     flat = torch.full_like(img, 0.5)
     src, dst = torch.cat([img, flat]), torch.cat([img, flat])
-    res = register_homography(src, dst, config=RegistrationConfig.second_order(method=method, levels=2))
+    res = on(device, register_homography, src, dst, config=RegistrationConfig.second_order(method=method, levels=2))
     assert torch.isfinite(res.homography).all()
     assert all(torch.isfinite(h[:, 0]).all() and not torch.isinf(h).any() for h in res.loss_history)
     assert res.converged.tolist() == [True, False]
     assert res.status.tolist() == [SolverStatus.CONVERGED, SolverStatus.DEGENERATE_INPUT]
 
 
-def test_detone_pairs(photos):
+def test_detone_pairs(photos, device):
     """DeTone pairs (128 x 128, rho = 16), batched: every one under 0.05 px."""
     src, dst, H = make_pairs([gray(p)[0] for p in photos[:3]], 4, protocol="detone", rho=16, seed=5)
-    res = register_homography(src, dst, config=RegistrationConfig.second_order())
+    res = on(device, register_homography, src, dst, config=RegistrationConfig.second_order())
     err = corner_error(res.homography, H, (128, 128))
     assert err.max() < 0.05, err
     assert bool(res.converged.all())
 
 
-def test_float64_and_empty_batch(canvas):
+def test_float64_and_empty_batch(canvas, device):
     img = canvas[..., :64, :64].double()
     cfg = RegistrationConfig.second_order(levels=2)
-    res = register_homography(img, img, config=cfg)
-    assert res.homography.dtype == torch.float64 and torch.equal(res.homography[0], torch.eye(3, dtype=torch.float64))
+    res = on(device, register_homography, img, img, config=cfg)
+    assert res.homography.dtype == torch.float64 and exact(res.homography[0], torch.eye(3, dtype=torch.float64), device)
     empty = torch.zeros(0, 1, 64, 64)
-    res = register_homography(empty, empty, config=cfg)
+    res = on(device, register_homography, empty, empty, config=cfg)
     assert res.homography.shape == (0, 3, 3) and res.converged.shape == (0,)
