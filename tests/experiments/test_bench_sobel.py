@@ -130,17 +130,6 @@ def test_missing_reference_is_skipped_with_a_note(monkeypatch):
     assert len(notes) == 1 and notes[0].startswith("OpenCV column skipped:")
 
 
-@pytest.fixture
-def keep_threads():
-    """run_cells sets the thread counts for the whole process: put them back afterwards."""
-    import cv2
-
-    before = torch.get_num_threads(), cv2.getNumThreads()
-    yield
-    torch.set_num_threads(before[0])
-    cv2.setNumThreads(before[1])
-
-
 def test_failed_compile_skips_only_that_column(keep_threads):
     from gradcv.experiments import bench_sobel
 

@@ -13,17 +13,6 @@ from gradcv.experiments._compiled import COMPILED, RATIO, CompileFailed, compile
 from gradcv.experiments._rows import Row, compiled_ratios, compiled_row, ratio_lines, time_rows, write_results
 
 
-@pytest.fixture
-def keep_threads():
-    """time_rows sets the thread counts of the process (PyTorch's and OpenCV's): put them back afterwards."""
-    import cv2
-
-    before = torch.get_num_threads(), cv2.getNumThreads()
-    yield
-    torch.set_num_threads(before[0])
-    cv2.setNumThreads(before[1])
-
-
 def test_compile_call_compiles_once_before_the_timed_calls():
     from torch._dynamo.utils import counters
 
