@@ -361,10 +361,13 @@ def _iterate(
         loss_all = work.scatter(loss_all, loss)
         if callback is not None:
             callback(problem.level.index, step, loss_all)
-        if step % _COMPACT_EVERY == _COMPACT_EVERY - 1 or step == config.iterations - 1:
+        last = step == config.iterations - 1
+        if step % _COMPACT_EVERY == _COMPACT_EVERY - 1 or last:
             G_all, active_all = work.scatter(G_all, G), work.scatter(active_all, stop.active)
             steps_all = work.scatter(steps_all, stop.steps)
-            if not bool(stop.active.all()):
+            # No look at the host after the last step: the loop ends there anyway (a level
+            # of at most _COMPACT_EVERY - 1 iterations reads nothing back).
+            if not last and not bool(stop.active.all()):
                 if not bool(stop.active.any()):
                     break
                 if not config.differentiable:
