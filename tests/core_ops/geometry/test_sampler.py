@@ -69,22 +69,22 @@ def _both(fn, *args):
 # ------------------------------------------------------------------ forward values
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("padding", PADDINGS)
-def test_grid_sampling_is_grid_sample_and_the_pytorch_path(padding, dtype):
+def test_grid_sampling_is_grid_sample_and_the_pytorch_path(padding, dtype, device):
     image = _photo(dtype).repeat(2, 1, 1, 1)
     grid = _grid(2, 9, 11, image.shape[-2:], dtype)
-    native, torch_path = _both(sample_bilinear, image, grid, padding)
+    native, torch_path = _both(sample_bilinear, image.to(device), grid.to(device), padding)
     reference = _grid_sample(image, grid, padding).to(dtype)
-    torch.testing.assert_close(native, reference, atol=TOL[dtype], rtol=0)
-    torch.testing.assert_close(torch_path, reference, atol=TOL[dtype], rtol=0)
-    assert native.dtype == dtype and native.shape == (2, 3, 9, 11)
+    torch.testing.assert_close(native.cpu(), reference, atol=TOL[dtype], rtol=0)
+    torch.testing.assert_close(torch_path.cpu(), reference, atol=TOL[dtype], rtol=0)
+    assert native.dtype == dtype and native.shape == (2, 3, 9, 11) and native.device == torch.device(device)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("padding", PADDINGS)
-def test_matrix_warps_sample_at_the_projected_positions(padding, dtype):
+def test_matrix_warps_sample_at_the_projected_positions(padding, dtype, device):
     image = _photo(dtype).repeat(3, 1, 1, 1)
     m = _matrix(3)
-    native, torch_path = _both(warp_bilinear_matrix, image, m, (15, 21), padding)
+    native, torch_path = (r.cpu() for r in _both(warp_bilinear_matrix, image.to(device), m.to(device), (15, 21), padding))
     ys, xs = torch.meshgrid(torch.arange(15.0, dtype=torch.float64), torch.arange(21.0, dtype=torch.float64), indexing="ij")
     n = torch.einsum("bij,hwj->bhwi", m, torch.stack((xs, ys, torch.ones_like(xs)), -1))
     reference = _grid_sample(image, n[..., :2] / n[..., 2:], padding).to(dtype)
@@ -94,27 +94,28 @@ def test_matrix_warps_sample_at_the_projected_positions(padding, dtype):
 
 @pytest.mark.parametrize("size", [(37, 53), (61, 97), (300, 400)])
 @pytest.mark.parametrize("warp", ["perspective", "affine"])
-def test_an_identity_warp_returns_a_photograph_exactly_in_float32(warp, size):
-    image = _photo(torch.float32, *size)
+def test_an_identity_warp_returns_a_photograph_exactly_in_float32(warp, size, device):
+    image = _photo(torch.float32, *size).to(device)
+    eye = torch.eye(3, device=device)
     if warp == "perspective":
-        out = warp_perspective(image, torch.eye(3)[None], size, padding_mode="border")
+        out = warp_perspective(image, eye[None], size, padding_mode="border")
     else:
-        out = warp_affine(image, torch.eye(3)[None, :2], size)
+        out = warp_affine(image, eye[None, :2], size)
     assert (out - image).abs().max() <= 1e-6
 
 
-def test_integer_shifts_are_exact_and_blank_outside():
-    image = _photo(torch.float32, 31, 45)
-    shift = torch.tensor([[[1.0, 0.0, 3.0], [0.0, 1.0, -2.0], [0.0, 0.0, 1.0]]])
+def test_integer_shifts_are_exact_and_blank_outside(device):
+    image = _photo(torch.float32, 31, 45).to(device)
+    shift = torch.tensor([[[1.0, 0.0, 3.0], [0.0, 1.0, -2.0], [0.0, 0.0, 1.0]]], device=device)
     out = warp_perspective(image, shift, (31, 45))
     torch.testing.assert_close(out[..., :29, 3:], image[..., 2:, :42], atol=0, rtol=0)
     assert out[..., :, :3].abs().max() == 0 and out[..., 29:, :].abs().max() == 0
 
 
 @pytest.mark.parametrize("padding", PADDINGS)
-def test_undefined_positions_read_zero_with_zero_gradient(padding):
-    image = _photo(torch.float64, 8, 9).requires_grad_(True)
-    grid = _grid(1, 4, 5, (8, 9), torch.float64).clone()
+def test_undefined_positions_read_zero_with_zero_gradient(padding, device):
+    image = _photo(torch.float64, 8, 9).to(device).requires_grad_(True)
+    grid = _grid(1, 4, 5, (8, 9), torch.float64).to(device)
     grid[0, 1, 2, 0] = float("nan")
     grid[0, 2, 3, 1] = float("inf")
     grid.requires_grad_(True)
@@ -126,8 +127,8 @@ def test_undefined_positions_read_zero_with_zero_gradient(padding):
         assert torch.isfinite(gi).all() and torch.isfinite(gg).all()
         assert gg[0, 1, 2].abs().max() == 0 and gg[0, 2, 3].abs().max() == 0
     # a matrix whose last row vanishes at a pixel: that pixel reads 0
-    m = torch.eye(3, dtype=torch.float64)[None].clone()
-    m[0, 2] = torch.tensor([1.0, 0.0, -2.0], dtype=torch.float64)  # d = x - 2: zero at x = 2
+    m = torch.eye(3, dtype=torch.float64, device=device)[None].clone()
+    m[0, 2] = torch.tensor([1.0, 0.0, -2.0], dtype=torch.float64, device=device)  # d = x - 2: zero at x = 2
     for out in _both(warp_bilinear_matrix, image.detach(), m, (3, 5), padding):
         assert out[..., 2].abs().max() == 0 and torch.isfinite(out).all()
 
@@ -135,23 +136,23 @@ def test_undefined_positions_read_zero_with_zero_gradient(padding):
 # ---------------------------------------------------------------------- gradients
 @pytest.mark.parametrize("padding", PADDINGS)
 @pytest.mark.parametrize("native", [True, False])
-def test_gradcheck_through_the_operators(padding, native):
+def test_gradcheck_through_the_operators(padding, native, device):
     g = torch.Generator().manual_seed(1)
-    image = torch.rand(2, 2, 6, 7, generator=g, dtype=torch.float64, requires_grad=True)
+    image = torch.rand(2, 2, 6, 7, generator=g, dtype=torch.float64).to(device).requires_grad_(True)
     grid = _grid(2, 3, 4, (6, 7), torch.float64, seed=2)
     grid[:, 0, 0] = torch.tensor([8.3, -1.7], dtype=torch.float64)  # outside, within reach of reflection and border
     grid[:, 0, 1] = torch.tensor([5.6, 4.2], dtype=torch.float64)  # not the kink of an integer position
-    grid.requires_grad_(True)
-    matrix = _matrix(2, seed=3).requires_grad_(True)
+    grid = grid.to(device).requires_grad_(True)
+    matrix = _matrix(2, seed=3).to(device).requires_grad_(True)
     with torch.enable_grad() if native else _native.disabled():
         assert torch.autograd.gradcheck(lambda i, q: sample_bilinear(i, q, padding), (image, grid))
         assert torch.autograd.gradcheck(lambda i, m: warp_bilinear_matrix(i, m, (4, 5), padding), (image, matrix))
 
 
-def test_gradcheck_of_warp_perspective_with_respect_to_the_homography():
+def test_gradcheck_of_warp_perspective_with_respect_to_the_homography(device):
     g = torch.Generator().manual_seed(4)
-    image = torch.rand(1, 2, 9, 8, generator=g, dtype=torch.float64)
-    M = torch.linalg.inv(_matrix(1, seed=5)).requires_grad_(True)
+    image = torch.rand(1, 2, 9, 8, generator=g, dtype=torch.float64).to(device)
+    M = torch.linalg.inv(_matrix(1, seed=5)).to(device).requires_grad_(True)
     assert torch.autograd.gradcheck(lambda m: warp_perspective(image, m, (7, 8), padding_mode="border"), (M,))
     A = M.detach()[:, :2].clone().requires_grad_(True)
     assert torch.autograd.gradcheck(lambda a: warp_affine(image, a, (7, 8)), (A,))
@@ -193,10 +194,10 @@ def test_forward_mode_and_functorch_differentiate_the_pytorch_code():
 
 
 # --------------------------------------------------------------- layouts, batches
-def test_noncontiguous_inputs_and_batches_match_the_loop():
-    image = _photo(torch.float32).repeat(3, 1, 1, 1) * torch.tensor([1.0, 0.5, 2.0])[:, None, None, None]
-    grid = _grid(3, 9, 11, image.shape[-2:], torch.float32)
-    m = _matrix(3)
+def test_noncontiguous_inputs_and_batches_match_the_loop(device):
+    image = (_photo(torch.float32).repeat(3, 1, 1, 1) * torch.tensor([1.0, 0.5, 2.0])[:, None, None, None]).to(device)
+    grid = _grid(3, 9, 11, image.shape[-2:], torch.float32).to(device)
+    m = _matrix(3).to(device)
     whole = sample_bilinear(image, grid, "border")
     strided = sample_bilinear(image.to(memory_format=torch.channels_last), grid.permute(0, 2, 1, 3).contiguous().permute(0, 2, 1, 3), "border")
     torch.testing.assert_close(strided, whole, atol=0, rtol=0)
@@ -209,14 +210,14 @@ def test_noncontiguous_inputs_and_batches_match_the_loop():
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 1, 5), (2, 3, 4, 1), (1, 2, 1, 1)])
-def test_thin_and_empty_images(shape):
-    image = torch.rand(shape, dtype=torch.float64)
-    grid = _grid(shape[0], 3, 4, shape[-2:], torch.float64)
+def test_thin_and_empty_images(shape, device):
+    image = torch.rand(shape, dtype=torch.float64).to(device)
+    grid = _grid(shape[0], 3, 4, shape[-2:], torch.float64).to(device)
     native, torch_path = _both(sample_bilinear, image, grid, "border")
     torch.testing.assert_close(native, torch_path, atol=0, rtol=0)
-    torch.testing.assert_close(native, _grid_sample(image, grid, "border"), atol=1e-12, rtol=0)
+    torch.testing.assert_close(native.cpu(), _grid_sample(image.cpu(), grid.cpu(), "border"), atol=1e-12, rtol=0)
     assert sample_bilinear(image[:0], grid[:0], "zeros").shape == (0, shape[1], 3, 4)
-    assert warp_bilinear_matrix(image, _matrix(shape[0]), (0, 4)).shape == (shape[0], shape[1], 0, 4)
+    assert warp_bilinear_matrix(image, _matrix(shape[0]).to(device), (0, 4)).shape == (shape[0], shape[1], 0, 4)
 
 
 @needs_native
