@@ -18,7 +18,8 @@ import pytest
 import torch
 
 import gradcv.registration.solver as solver
-from gradcv.registration import RegistrationConfig, register_homography
+from gradcv.core_ops.errors import DeviceError
+from gradcv.registration import RegistrationConfig, corner_error, register_homography
 
 META = torch.device("meta")
 CASES = {
@@ -49,3 +50,11 @@ def test_the_input_check_is_what_reads_the_host():
     x = torch.empty(1, 1, 64, 80, device=META)
     with pytest.raises((RuntimeError, NotImplementedError)):
         register_homography(x, x, config=CASES["default"])
+
+
+def test_corner_error_names_a_homography_on_another_device():
+    """A typed error naming ``H_true``, not PyTorch's cross-device message; on one device
+    it runs (on meta too: no host read)."""
+    with pytest.raises(DeviceError, match=r"H_true: expected a tensor on cpu \(the device of H_est\), got meta"):
+        corner_error(torch.eye(3)[None], torch.empty(1, 3, 3, device=META), (8, 8))
+    assert corner_error(torch.empty(2, 3, 3, device=META), torch.empty(2, 3, 3, device=META), (8, 8)).shape == (2,)
