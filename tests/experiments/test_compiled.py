@@ -16,6 +16,7 @@ from gradcv.experiments._rows import Row, compiled_ratios, compiled_row, ratio_l
 def test_compile_call_compiles_once_before_the_timed_calls():
     from torch._dynamo.utils import counters
 
+    counters.clear()  # Dynamo's counters are process-wide: earlier tests' graphs count there too
     x = torch.arange(4.0)
     call, seconds = compile_call(lambda t: t * 2, lambda f: f(x))
     assert seconds > 0 and counters["stats"]["unique_graphs"] == 1  # Dynamo was reset, then compiled one graph
