@@ -50,7 +50,8 @@ def one_line(ex: BaseException) -> str:
     return f"{type(ex).__name__}: {text.splitlines()[0]}" if text else type(ex).__name__
 
 
-def compile_fn(fn: F, call: Callable[[F], object], device: torch.device | str | None = None) -> tuple[F, float]:
+def compile_fn(fn: F, call: Callable[[F], object], device: torch.device | str | None = None,
+               reset: bool = True) -> tuple[F, float]:
     """``fn`` under ``torch.compile(fullgraph=True, dynamic=False)``, compiled by one
     ``call(compiled)`` (the shapes it passes are the ones compiled for).
 
@@ -59,6 +60,9 @@ def compile_fn(fn: F, call: Callable[[F], object], device: torch.device | str | 
         call: what one call does with the compiled ``fn``, e.g. ``lambda f: f(x)`` or
             ``lambda f: f(xg).sum().backward()`` (which compiles the backward too).
         device: where ``fn`` runs (synchronised after the compiling call on CUDA).
+        reset: reset Dynamo first. ``False`` keeps the graphs compiled since the last reset:
+            for rows that are all compiled before any is timed (a reset would throw the
+            earlier rows' graphs away, and they would compile again while being timed).
 
     Returns:
         ``(compiled, compile_seconds)``: the wall time of resetting Dynamo, compiling and
@@ -72,7 +76,8 @@ def compile_fn(fn: F, call: Callable[[F], object], device: torch.device | str | 
         with warnings.catch_warnings():
             for message in _COMPILE_WARNINGS:
                 warnings.filterwarnings("ignore", message=message, category=DeprecationWarning)
-            torch.compiler.reset()
+            if reset:
+                torch.compiler.reset()
             compiled = torch.compile(fn, fullgraph=True, dynamic=False)
             call(compiled)
             synchronize(device)
@@ -81,7 +86,8 @@ def compile_fn(fn: F, call: Callable[[F], object], device: torch.device | str | 
     return compiled, time.perf_counter() - t0
 
 
-def compile_call(fn: F, call: Callable[[F], object], device: torch.device | str | None = None) -> tuple[Callable[[], object], float]:
+def compile_call(fn: F, call: Callable[[F], object], device: torch.device | str | None = None,
+                 reset: bool = True) -> tuple[Callable[[], object], float]:
     """:func:`compile_fn`, ready to time: ``(lambda: call(compiled), compile_seconds)``."""
-    compiled, seconds = compile_fn(fn, call, device)
+    compiled, seconds = compile_fn(fn, call, device, reset)
     return (lambda: call(compiled)), seconds

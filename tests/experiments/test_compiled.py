@@ -24,6 +24,25 @@ def test_compile_call_compiles_once_before_the_timed_calls():
     assert counters["stats"]["unique_graphs"] == 1  # the timed calls reuse it
 
 
+def test_rows_compiled_together_keep_each_others_graphs():
+    """Two rows of one function compiled before either is timed (bench_ssim's forward and
+    backward): the second, compiled without a reset, leaves the first's graph in place."""
+    from torch._dynamo.utils import counters
+
+    def double(t: torch.Tensor) -> torch.Tensor:
+        return t * 2
+
+    x, xg = torch.arange(4.0), torch.arange(4.0).requires_grad_(True)
+    counters.clear()
+    first, _ = compile_call(double, lambda f: f(x))
+    second, _ = compile_call(double, lambda f: f(xg).sum().backward(), reset=False)
+    compiled = counters["stats"]["unique_graphs"]
+    assert compiled == 2
+    first(), second(), first()
+    assert counters["stats"]["unique_graphs"] == compiled  # neither call compiled again
+    assert torch.equal(xg.grad, torch.full((4,), 4.0))  # the compiling call and the timed one
+
+
 def test_a_graph_break_is_a_one_line_compile_failure():
     def breaks(t: torch.Tensor) -> torch.Tensor:
         torch._dynamo.graph_break()  # what fullgraph=True refuses (a host-side test would do the same)
