@@ -20,7 +20,6 @@ from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError, ShapeE
 from gradcv.core_ops.filters import box_blur
 from gradcv.core_ops.geometry import depth_warp
 from gradcv.depth._device import check_same_device
-
 from gradcv.depth.sgm import semi_global_aggregation
 
 __all__ = ["PlaneSweepResult", "plane_sweep"]
@@ -62,6 +61,16 @@ def _min_filter(x: torch.Tensor, window: int) -> torch.Tensor:
     return out
 
 
+def _check_depth_range(rng: torch.Tensor) -> None:
+    """``rng`` ``(B, 2)``: finite, ``0 < min < max`` in every row, or a typed error."""
+    near, far = rng[:, 0], rng[:, 1]
+    if not (torch.isfinite(rng).all() and (near > 0).all() and (near < far).all()):
+        raise ArgumentValueError(
+            "depth_range", "finite 0 < min < max", rng.tolist(),
+            f"depth_range: expected finite 0 < min < max, got {rng.tolist()}",
+        )
+
+
 def _depth_range(depth_range: object, batch: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(B,)`` near and far depths from a ``(min, max)`` pair or a ``(B, 2)`` tensor."""
     if isinstance(depth_range, torch.Tensor):
@@ -70,6 +79,7 @@ def _depth_range(depth_range: object, batch: int, like: torch.Tensor) -> tuple[t
             depth_range = depth_range.expand(batch, 2)
         check_shape(depth_range, [batch, 2], "depth_range")
         rng = depth_range.detach().to(device=like.device, dtype=like.dtype)
+        _check_depth_range(rng)
     elif isinstance(depth_range, (tuple, list)) and len(depth_range) == 2:
         for v in depth_range:
             if isinstance(v, bool) or not isinstance(v, (int, float)):
@@ -78,28 +88,15 @@ def _depth_range(depth_range: object, batch: int, like: torch.Tensor) -> tuple[t
                     f"depth_range: expected a (min, max) pair of numbers, got an item of type {type(v).__name__}",
                 )
         # Checked on the CPU, in the working dtype (what the sweep will use): no device sync.
-        pair = torch.tensor([float(depth_range[0]), float(depth_range[1])], dtype=like.dtype)
-        near, far = pair.tolist()
-        if not (math.isfinite(near) and math.isfinite(far) and 0 < near < far):
-            raise ArgumentValueError(
-                "depth_range", "finite 0 < min < max", [[near, far]] * batch,
-                f"depth_range: expected finite 0 < min < max, got {[[near, far]] * batch}",
-            )
-        rng = pair.to(like.device).expand(batch, 2)
-        return rng[:, 0], rng[:, 1]
-
+        pair = torch.tensor([float(depth_range[0]), float(depth_range[1])], dtype=like.dtype).expand(batch, 2)
+        _check_depth_range(pair)
+        rng = pair.to(like.device)
     else:
         raise ArgumentTypeError(
             "depth_range", "(min, max) or (B, 2) tensor", type(depth_range),
             f"depth_range: expected a (min, max) pair or a (B, 2) tensor, got {depth_range!r}",
         )
-    near, far = rng[:, 0], rng[:, 1]
-    if not (torch.isfinite(rng).all() and (near > 0).all() and (near < far).all()):
-        raise ArgumentValueError(
-            "depth_range", "finite 0 < min < max", rng.tolist(),
-            f"depth_range: expected finite 0 < min < max, got {rng.tolist()}",
-        )
-    return near, far
+    return rng[:, 0], rng[:, 1]
 
 
 def plane_sweep(

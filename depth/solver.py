@@ -508,7 +508,6 @@ def estimate_depth(
         check_tensor(initial_depth, "initial_depth")
         check_shape(initial_depth, [B, 1, H, W], "initial_depth")
         check_same_device(initial_depth, "initial_depth", images, "images")
-
         if not (torch.isfinite(initial_depth).all() and (initial_depth > 0).all()):
             raise ArgumentValueError("initial_depth", "finite > 0", "other", "initial_depth: expected finite positive depths")
         inv0 = F.interpolate(1.0 / initial_depth.to(dtype), size=(hc, wc), mode="area")

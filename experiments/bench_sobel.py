@@ -306,11 +306,6 @@ class Results:
             self.prepare_seconds.setdefault(threads, {}).setdefault(column, {})[batch] = prepare_s
 
 
-#: torch.compile could not build the compiled column (no C++ compiler, a graph break
-#: under fullgraph=True): that column is skipped, the others keep their numbers.
-_CompileFailed = CompileFailed
-
-
 def run_cells(columns: list[Column], images: Images, conf: BenchSobelConfig, thread_counts: list[int], batch_sizes: list[int], device: torch.device, notes: list[str]) -> Results:
     """Time every (thread count, batch size, column) cell, printing one line per cell."""
     results = Results()
@@ -331,7 +326,7 @@ def run_cells(columns: list[Column], images: Images, conf: BenchSobelConfig, thr
                 print(f"[{done:>{len(str(cells))}}/{cells}] threads={threads} batch={b:<4d} {column.name:<24s}", end="", flush=True)
                 try:
                     ms, calls, prepare_s = _time_cell(column, images, b, conf, device)
-                except _CompileFailed as ex:
+                except CompileFailed as ex:  # that column is skipped, the others keep their numbers
                     skipped.add(column.name)
                     notes.append(f"{column.name} column skipped: {ex}")
                     print(f" skipped: {ex}", flush=True)

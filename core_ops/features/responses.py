@@ -185,7 +185,6 @@ def hessian_response(input: torch.Tensor, grads_mode: str = "sobel", sigmas: tor
     # The row blocks are a CPU matter (glibc's large frees, see _CHUNK_BYTES); on a GPU they
     # would be b * c * blocks small kernel launches: one pass there.
     if recorded or input.device.type != "cpu" or 3 * input.numel() * input.element_size() <= _CHUNK_BYTES:
-
         return _scale_by_sigmas(_hessian_determinant(input, grads_mode), sigmas)
     return _hessian_response_into(input, grads_mode, sigmas, input.new_empty(input.shape))
 

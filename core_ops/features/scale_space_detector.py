@@ -43,7 +43,6 @@ from torch import nn
 
 from gradcv.core_ops._checks import check_bool, check_floating, check_int, check_real, check_shape, check_str_choice
 from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError, DeviceError, ShapeError
-
 from gradcv.core_ops.features.laf import laf_from_center_scale_ori
 from gradcv.core_ops.features.nms import _interior_maxima_333
 from gradcv.core_ops.features.responses import BlobDoG, BlobHessian, _hessian_response_into
