@@ -72,8 +72,8 @@ class RegistrationResult(SolverResult):
     level, ``DEGENERATE_INPUT`` where ``src`` or ``dst`` has no texture, the warp keeps
     no overlap, or the final residual leaves the corners uncertain by more than
     ``config.max_uncertainty`` pixels (:mod:`gradcv.registration.uncertainty`: what a
-    near-textureless pair that ended at a wrong optimum shows), ``DIVERGED`` where the homography is not finite, ``ITERATION_LIMIT``
-    otherwise.
+    near-textureless pair that ended at a wrong optimum shows), ``DIVERGED`` where the
+    homography is not finite, ``ITERATION_LIMIT`` otherwise.
     """
 
     homography: torch.Tensor
@@ -218,7 +218,7 @@ class HomographyRegistration:
         overlap is the share of the image's pixels the final warp compares: inside the
         source and, with masks, weighted by ``dst_mask`` and the warped ``src_mask`` (the
         loss's own weights); the same weights measure the corners' uncertainty
-        (``inf`` where ``config.max_uncertainty`` is ``inf``: not computed)."""
+        (not computed, and reported as zero, where ``config.max_uncertainty`` is ``inf``)."""
         cfg = self.config
         H, W = src.shape[-2:]
         with torch.no_grad():
@@ -260,8 +260,9 @@ class HomographyRegistration:
         corners: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """The pairs left undetermined solved again from a grid of translations (see
-        ``config.rescue_steps``); each keeps the best determined result where it beats its
-        own. One look at the host: nothing more happens when every pair is determined."""
+        ``config.rescue_steps``); each takes the determined result that the most starts
+        agree on (at least two), and keeps its own where there is none. One look at the
+        host: nothing more happens when every pair is determined."""
         cfg = self.config
         textured, overlap, uncertainty = judged
         finite = torch.isfinite(theta).all(1)

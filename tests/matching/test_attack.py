@@ -57,7 +57,9 @@ def test_consistent_inliers_increase_on_unrelated_pair(attacked):
     before, after = result.before, result.after
     # The crops are unrelated: nothing consistent with the target, no success.
     assert before.consistent_inliers.tolist() == [0] and not before.success.any()
-    # 40 steps on 96 x 128 crops (the default measured 6; plain Adam, normalize=None, 15).
+    # 40 steps on 96 x 128 crops: the default measured 6 at 37.4 dB; plain Adam at 8/255
+    # (normalize=None, eps=None, psnr_budget=None) 14 at 32.3 dB. The normalised step starts
+    # slower on a crop this small; on 400 x 300 pairs it succeeds sooner (README, bench_attack).
     assert after.consistent_inliers.item() >= before.consistent_inliers.item() + 5
     assert after.consistent_fraction.item() >= 0.5
     assert torch.isfinite(after.psnr_a).all() and after.psnr_a.item() > 25
