@@ -118,7 +118,7 @@ def ratio_lines(results: dict[Key, Measurement]) -> list[str]:
     lines = []
     for (threads, task, library, mode), m in sorted(results.items()):
         eager = results.get((threads, task, "gradcv", mode))
-        if library == COMPILED and eager:
+        if library == COMPILED and eager and eager.median_ms > 0:
             took = "" if m.compile_seconds is None else f" (compiled in {m.compile_seconds:.1f} s)"
             lines.append(f"  threads={threads} {task}, {mode}: {RATIO} = {m.median_ms / eager.median_ms:.2f}x{took}")
         if library != "gradcv":

@@ -36,7 +36,8 @@ from gradcv.registration.sampling import LevelGrid
 
 #: Side, in pixels, of the blocks over which the residual may be correlated.
 BLOCK = 8
-# The per-pixel Jacobian is made for this many pixels (pairs x channels x h x w) at once.
+# The per-pixel Jacobian (8 motion columns) is made for this many values (pairs x channels x
+# h x w x 8) at once.
 _CHUNK_ELEMENTS = 1 << 19
 
 
