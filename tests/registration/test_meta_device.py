@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import gradcv.registration.solver as solver
-from gradcv.core_ops.errors import DeviceError
+from gradcv.core_ops.errors import DeviceError, DTypeError
 from gradcv.registration import RegistrationConfig, corner_error, register_homography
 
 META = torch.device("meta")
@@ -58,3 +58,14 @@ def test_corner_error_names_a_homography_on_another_device():
     with pytest.raises(DeviceError, match=r"H_true: expected a tensor on cpu \(the device of H_est\), got meta"):
         corner_error(torch.eye(3)[None], torch.empty(1, 3, 3, device=META), (8, 8))
     assert corner_error(torch.empty(2, 3, 3, device=META), torch.empty(2, 3, 3, device=META), (8, 8)).shape == (2,)
+
+
+def test_dst_on_another_device_or_dtype_is_named():
+    """``dst`` on another device than ``src`` is a :class:`DeviceError` naming both devices
+    (checked from ``.device`` alone, before any value is read); another dtype a
+    :class:`DTypeError` naming both dtypes."""
+    src = torch.rand(1, 1, 64, 64)
+    with pytest.raises(DeviceError, match=r"dst: expected a tensor on cpu \(the device of src\), got meta"):
+        register_homography(src, torch.empty_like(src, device=META), levels=1, iterations=1)
+    with pytest.raises(DTypeError, match=r"dst: expected dtype torch.float32 \(the dtype of src\), got torch.float64"):
+        register_homography(src, src.double(), levels=1, iterations=1)
