@@ -284,17 +284,40 @@ def optional_hint(hint: Any) -> Any:
     return Optional[hint] if hint in (int, float, str, bool) else Any
 
 
+#: What an override writes to set a field that may be ``None`` to ``None`` (``null`` on the
+#: command line keeps the preset's value, as for every field).
+OFF = "none"
+
+
+def _may_be_none(hint: Any) -> bool:
+    """Whether a field typed ``hint`` may hold ``None`` (``Optional[X]``, ``X | None``)."""
+    import types
+    import typing
+
+    return typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in typing.get_args(hint)
+
+
 def overrides_schema(cls: type, name: str, exclude: frozenset[str] = frozenset()) -> type:
     """A dataclass with every field of the dataclass ``cls`` but ``exclude``, each ``None``
     (= keep the preset's value) unless overridden: the schema of an app's ``solver.*``-like
-    node, made from the library's dataclass so that it cannot drift from it."""
+    node, made from the library's dataclass so that it cannot drift from it. A field the
+    library lets be ``None`` takes any value here, so that :data:`OFF` (``none``) can
+    switch it off (see :func:`set_fields`); the library's validation checks the rest."""
     import typing
 
     hints = typing.get_type_hints(cls)
     return dataclasses.make_dataclass(
-        name, [(f.name, optional_hint(hints[f.name]), dataclasses.field(default=None))
+        name, [(f.name, Any if _may_be_none(hints[f.name]) else optional_hint(hints[f.name]), dataclasses.field(default=None))
                for f in dataclasses.fields(cls) if f.name not in exclude]
     )
+
+
+def set_fields(node: Any) -> dict[str, Any]:
+    """The fields an override set on a node of an :func:`overrides_schema` type, as keyword
+    arguments of the library's ``replace``: unset (``None``) fields left out, :data:`OFF`
+    turned into ``None``."""
+    values = {f.name: getattr(node, f.name) for f in dataclasses.fields(node)}
+    return {k: (None if isinstance(v, str) and v.lower() == OFF else v) for k, v in values.items() if v is not None}
 
 
 def config_to_object(cfg: DictConfig, schema: type[T]) -> T:

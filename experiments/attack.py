@@ -51,6 +51,7 @@ from gradcv.experiments._cli import (
     run_app,
     run_dir,
     save_figure,
+    set_fields,
     write_metrics,
 )
 from gradcv.matching.attack_config import AttackConfig
@@ -113,10 +114,6 @@ class AttackAppConfig:
 ConfigStore.instance().store(name="attack_schema", node=AttackAppConfig)
 
 
-def _set_fields(node: Any) -> dict[str, Any]:
-    return {f.name: getattr(node, f.name) for f in dataclasses.fields(node) if getattr(node, f.name) is not None}
-
-
 def attack_config(conf: AttackAppConfig) -> AttackConfig:
     """The preset with the ``attack.*`` and ``match.*`` overrides and the app's seed."""
     from gradcv.core_ops.errors import GradcvError
@@ -125,8 +122,8 @@ def attack_config(conf: AttackAppConfig) -> AttackConfig:
         raise ExperimentError(f"preset: expected one of {', '.join(PRESETS)}, got {conf.preset!r}")
     base = AttackConfig.paper() if conf.preset == "paper" else AttackConfig.default()
     try:
-        match = base.match.replace(**_set_fields(conf.match))
-        return base.replace(match=match, seed=conf.seed, **_set_fields(conf.attack))
+        match = base.match.replace(**set_fields(conf.match))
+        return base.replace(match=match, seed=conf.seed, **set_fields(conf.attack))
     except GradcvError as ex:
         raise ExperimentError(f"attack config: {ex}") from None
 

@@ -142,3 +142,33 @@ def test_bench_attack_tiny(capsys: pytest.CaptureFixture[str], tmp_path: Path) -
     assert "[PASS] no pair succeeds before the attack" in stdout
     status, _, err = run_inprocess(capsys, "bench_attack", "presets=[fast]", out=tmp_path / "bad")
     assert status in (1, 2) and "presets" in _one_line(err, "bench_attack")
+
+
+def _composed(*overrides: str):
+    from hydra import compose, initialize_config_dir
+
+    from gradcv.experiments._cli import config_to_object
+    from gradcv.experiments.attack import AttackAppConfig, attack_config
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        conf = config_to_object(compose(config_name="attack", overrides=list(overrides)), AttackAppConfig)
+    return attack_config(conf)
+
+
+def test_none_switches_off_an_optional_field_and_null_keeps_the_preset() -> None:
+    from gradcv.matching import AttackConfig
+
+    preset = AttackConfig.default()
+    assert preset.budget is not None and preset.psnr_budget is not None and preset.normalize is not None
+    kept = _composed("attack.psnr_budget=null", "attack.iterations=7")
+    assert kept.psnr_budget == preset.psnr_budget and kept.iterations == 7
+    off = _composed("attack.psnr_budget=none", "attack.budget=none", "attack.normalize=none", "match.contrast_threshold=none")
+    assert off.psnr_budget is None and off.budget is None and off.normalize is None and off.match.contrast_threshold is None
+    assert _composed("attack.psnr_budget=30").psnr_budget == 30.0
+
+
+def test_a_bad_value_of_an_optional_field_is_named() -> None:
+    from gradcv.experiments._cli import ExperimentError
+
+    with pytest.raises(ExperimentError, match="psnr_budget"):
+        _composed("attack.psnr_budget=loud")
