@@ -45,14 +45,13 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from gradcv.experiments._cli import ExperimentError, atomic_write_text, config_to_object, run_app, run_dir, write_metrics
+from gradcv.experiments._cli import ExperimentError, atomic_write_text, config_to_object, run_app, run_dir, set_fields, write_metrics
 from gradcv.experiments._distributed import VARYING_KEY, Distributed, worker_argv
 from gradcv.experiments._rows import target_line
 from gradcv.experiments.attack import (
     AttackOverrides,
     MatchOverrides,
     TargetConfig,
-    _set_fields,
     metrics_of,
     opencv_available,
     opencv_transfer,
@@ -119,8 +118,8 @@ def preset_configs(conf: BenchAttackConfig) -> dict[str, AttackConfig]:
     for preset in conf.presets:
         base = AttackConfig.paper() if preset == "paper" else AttackConfig.default()
         try:
-            match = base.match.replace(**_set_fields(conf.match))
-            configs[preset] = base.replace(match=match, iterations=conf.iterations, seed=conf.seed, **_set_fields(conf.attack))
+            match = base.match.replace(**set_fields(conf.match))
+            configs[preset] = base.replace(match=match, iterations=conf.iterations, seed=conf.seed, **set_fields(conf.attack))
         except GradcvError as ex:
             raise ExperimentError(f"{preset}: {ex}") from None
     return configs
