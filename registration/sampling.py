@@ -74,6 +74,7 @@ class LevelGrid:
         self.points = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)[None].to(dtype)  # (1, h, w, 2)
         self.xs, self.ys = xs.to(dtype), ys.to(dtype)  # the frame is separable: x by column, y by row
         self.base = _base_grid(h, w, device, dtype)  # (1, h, w, 2), exact pixel centres
+        self.base_x, self.base_y = self.base[0, :1, :, 0], self.base[0, :, :1, 1]  # (1, w), (h, 1)
         # frame units -> grid_sample units: frame -> level pixels (s / 2^l) -> normalised (2 / w, 2 / h).
         self.to_grid = torch.tensor([2 * s / (step * w), 2 * s / (step * h)], dtype=dtype, device=device)
         self.size = size
@@ -92,32 +93,44 @@ class LevelGrid:
         of 1e-7 whose L1 gradient (a sign) Adam scales up to a full step. This way the
         identity ``G`` reproduces ``image`` bit for bit (zero residual, zero gradient: an
         identity problem stays the identity at every level)."""
-        grid, inside = self.grid(G)
+        gx, gy, inside = self._planes(G)
+        grid = torch.stack((torch.where(inside, gx, 0.0), torch.where(inside, gy, 0.0)), -1)
         warped = F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
         if at_centres is not None:
             warped = image + (warped - at_centres)
-        return warped, inside.permute(0, 3, 1, 2).to(image.dtype)
+        return warped, inside[:, None].to(image.dtype)
 
     def grid(self, G: torch.Tensor, masked: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """The ``grid_sample`` grid ``(B, h, w, 2)`` of ``G p`` for every pixel ``p`` of this
         level and the ``(B, h, w, 1)`` mask of the points inside the image (outside points
         are moved to 0 when ``masked``; ``masked=False`` keeps the grid differentiable in
         ``G`` everywhere)."""
+        gx, gy, inside = self._planes(G)
+        if masked:
+            gx, gy = torch.where(inside, gx, 0.0), torch.where(inside, gy, 0.0)
+        return torch.stack((gx, gy), -1), inside[..., None]
+
+    def _planes(self, G: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`grid`'s x and y coordinates and its mask as ``(B, h, w)`` planes.
+
+        ``D = G - I`` applied to ``(p, 1)`` for every pixel, separably: a column term
+        ``(x, 1)`` and a row term ``y``, one pass per plane; the planes are contiguous,
+        so every pass runs along whole rows (a ``(B, h, w, 3)`` layout with its last axis
+        sliced made each pass several times slower)."""
         D = G - torch.eye(3, dtype=G.dtype, device=G.device)
-        p = self.points
-        # D (p, 1) for every pixel, separably: a column term (x, 1) and a row term y,
-        # (B, 1, w, 3) + (B, h, 1, 3): one pass over the grid instead of a matrix product.
         cols = self.xs[None, :, None] * D[:, None, :, 0] + D[:, None, :, 2]  # (B, w, 3)
         rows = self.ys[None, :, None] * D[:, None, :, 1]  # (B, h, 3)
-        d = rows[:, :, None, :] + cols[:, None, :, :]  # (B, h, w, 3)
-        den = 1.0 + d[..., 2:]
+        rows, cols = rows.transpose(1, 2)[..., None], cols.transpose(1, 2)[:, :, None, :]  # (B, 3, h, 1), (B, 3, 1, w)
+        dx, dy, dz = (rows[:, k] + cols[:, k] for k in range(3))  # (B, h, w) each
+        den = 1.0 + dz
         positive = den > 1e-6
-        shift = (d[..., :2] - p * d[..., 2:]) / torch.where(positive, den, 1.0)
-        grid = torch.addcmul(self.base, shift, self.to_grid)
-        inside = positive & (grid.abs().amax(-1, keepdim=True) <= 1.0)
-        if masked:
-            grid = torch.where(inside, grid, 0.0)
-        return grid, inside
+        den = torch.where(positive, den, 1.0)
+        sx = (dx - self.xs * dz) / den
+        sy = (dy - self.ys[:, None] * dz) / den
+        gx = torch.addcmul(self.base_x, sx, self.to_grid[0])
+        gy = torch.addcmul(self.base_y, sy, self.to_grid[1])
+        inside = positive & (gx.abs() <= 1.0) & (gy.abs() <= 1.0)
+        return gx, gy, inside
 
     def centres(self, image: torch.Tensor) -> torch.Tensor:
         """``image`` as ``grid_sample`` reads it at the pixel-centre grid (within 1e-7 of it)."""

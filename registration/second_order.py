@@ -18,7 +18,8 @@ Gauss–Newton steps on the photometric residuals ``r = src(G p) - dst(p)`` over
   warp, kept when it lowers that pair's loss and otherwise undone (its stored normal
   equations re-solved with more damping), all by masks. Every 4 iterations one look at
   the host drops the pairs that have stopped from the working set
-  (:class:`gradcv.optim.WorkingSet`) and ends the level once none moves.
+  (:class:`gradcv.optim.WorkingSet`) and ends the level once none moves; on the CPU,
+  where such a look costs nothing, the level also ends after any step once none moves.
 
 On the levels above the finest the residual is ``coarse_loss`` (least squares by
 default); on the finest it is ``loss``, made robust by iteratively reweighting for
@@ -65,7 +66,7 @@ from gradcv.registration.objective import (
     photometric_solve,
     robust_weight,
 )
-from gradcv.registration.sampling import project_corners
+from gradcv.registration.sampling import LevelGrid, project_corners
 
 _LAMBDA_START, _LAMBDA_MIN, _LAMBDA_MAX = 1e-4, 1e-8, 1e6
 # After a rejected step the damping is at least this: below it the damped step is the
@@ -109,8 +110,14 @@ class _Moments:
 
     @staticmethod
     def build(problem: LevelProblem, frame_to_level: float, dtype: torch.dtype) -> "_Moments":
-        device = problem.src.device
-        gens = generators(problem.motion, torch.float64, device)  # (P, 3, 3)
+        return _Moments.of_grid(problem.grid, problem.motion, frame_to_level, dtype)
+
+    @staticmethod
+    def of_grid(grid: LevelGrid, motion: str, frame_to_level: float, dtype: torch.dtype) -> "_Moments":
+        """The tables of ``motion`` on the level ``grid`` (``frame_to_level``: level pixels
+        per frame unit)."""
+        device = grid.points.device
+        gens = generators(motion, torch.float64, device)  # (P, 3, 3)
         P = gens.shape[0]
         Cx = torch.zeros(P, 6, dtype=torch.float64, device=device)
         Cy = torch.zeros_like(Cx)
@@ -121,8 +128,8 @@ class _Moments:
         Cy[:, 4], Cy[:, 5] = -gens[:, 2, 0], -gens[:, 2, 1]
         Cx, Cy = Cx * frame_to_level, Cy * frame_to_level
         powers = torch.arange(5, dtype=dtype, device=device)
-        X = problem.grid.points[0, 0, :, 0, None] ** powers
-        Y = problem.grid.points[0, :, 0, 1, None] ** powers
+        X = grid.points[0, 0, :, 0, None] ** powers
+        Y = grid.points[0, :, 0, 1, None] ** powers
         # One gather takes the (5, n, 5, 5) moments to the (12, 12) block matrix [[xx, xy],
         # [xy, yy]] and the 12-vector [x r, y r] of every pair; m has exponents:
         ex = torch.tensor([0, 1, 0, 2, 1, 0])
@@ -340,6 +347,7 @@ def _iterate(
     alpha = torch.ones(B, dtype=torch.float64, device=device)
     losses: list[torch.Tensor] = []
     corners = project_corners(G, problem.corners)
+    eager = device.type == "cpu"
     for step in range(config.iterations):
         losses.append(loss_all)  # never written in place: the working set scatters out of place
         cand = _propose(G, A, b, lam, alpha, moments.generators)
@@ -362,9 +370,16 @@ def _iterate(
         if callback is not None:
             callback(problem.level.index, step, loss_all)
         last = step == config.iterations - 1
-        if step % _COMPACT_EVERY == _COMPACT_EVERY - 1 or last:
+        compact = step % _COMPACT_EVERY == _COMPACT_EVERY - 1
+        # On the CPU a look at the host costs nothing: the level ends at the first step
+        # after which no pair moves, not at the next compaction (a stopped pair's values
+        # no longer change, so the result is the same; up to 3 evaluations less a level).
+        done = eager and not (compact or last) and not bool(stop.active.any())
+        if compact or last or done:
             G_all, active_all = work.scatter(G_all, G), work.scatter(active_all, stop.active)
             steps_all = work.scatter(steps_all, stop.steps)
+            if done:
+                break
             # No look at the host after the last step: the loop ends there anyway (a level
             # of at most _COMPACT_EVERY - 1 iterations reads nothing back).
             if not last and not bool(stop.active.all()):

@@ -31,14 +31,21 @@ import torch.nn.functional as F
 
 from gradcv.core_ops.filters import spatial_gradient
 from gradcv.registration.motion import generators
-from gradcv.registration.objective import apply_photometric, photometric_columns, photometric_gram, photometric_solve
+from gradcv.registration.objective import (
+    PHOTOMETRIC_TERMS,
+    apply_photometric,
+    photometric_columns,
+    photometric_gram,
+    photometric_solve,
+)
 from gradcv.registration.sampling import LevelGrid
+from gradcv.registration.second_order import _Moments, _products
 
 #: Side, in pixels, of the blocks over which the residual may be correlated.
 BLOCK = 8
-# The per-pixel Jacobian (8 motion columns) is made for this many values (pairs x channels x
-# h x w x 8) at once.
-_CHUNK_ELEMENTS = 1 << 19
+# The per-pixel products are made for this many values (pairs x channels x h x w) at once,
+# so that they stay in cache (as the level solver's blocks).
+_CHUNK_ELEMENTS = 1 << 18
 
 
 def corner_uncertainty(
@@ -69,7 +76,7 @@ def corner_uncertainty(
     if B == 0:
         return src.new_zeros(0)
     C, (h, w) = src.shape[1], grid.size
-    chunk = max(1, _CHUNK_ELEMENTS // (C * h * w * 8))
+    chunk = max(1, _CHUNK_ELEMENTS // (C * h * w))
     parts = [
         _uncertainty(grid, src[i : i + chunk], dst[i : i + chunk], G[i : i + chunk], weight[i : i + chunk], corners, motion, photometric)
         for i in range(0, B, chunk)
@@ -81,9 +88,16 @@ def _uncertainty(
     grid: LevelGrid, src: torch.Tensor, dst: torch.Tensor, G: torch.Tensor, weight: torch.Tensor,
     corners: torch.Tensor, motion: str, photometric: str,
 ) -> torch.Tensor:
+    """Nothing of size (pixels x parameters) is made: the per-pixel Jacobian is ``J = gx Cx
+    m + gy Cy m`` with the monomials ``m = (1, x, y, x², xy, y²)`` of the frame point (the
+    level solver's :class:`gradcv.registration.second_order._Moments`), so ``A``, the
+    photometric cross terms ``JᵀWΦ`` and the block sums ``s_b`` are moments of a few
+    per-pixel products: ``A`` and ``JᵀWΦ`` over the image from the solver's separable
+    tables, ``s_b`` over each block from the powers of ``x`` and ``y`` up to 2."""
     B, C, h, w = src.shape
+    dtype = src.dtype
     warped, _ = grid.sample(src, G)
-    weight = weight.to(src.dtype)
+    weight = weight.to(dtype)
     phi = photometric_columns(photometric, warped)
     fitted = warped
     if phi is not None:
@@ -91,28 +105,34 @@ def _uncertainty(
         fitted = apply_photometric(warped, phi, photometric_solve(D, e))
     r = fitted - dst
     grad = 0.5 * (_gradient(fitted) + _gradient(dst))  # (B, C, 2, h, w), level pixels
-    J = _jacobian(grid, grad, motion)  # (B, P, C, h, w)
-    P = J.shape[1]
-    N = C * h * w
-    # Per-pixel products in the images' dtype; the P x P matrices in float64.
-    Jf = J.reshape(B, P, N)
-    wf = weight.expand(B, C, h, w).reshape(B, 1, N)
-    wJ = Jf * wf
+    gx, gy = grad[:, :, 0], grad[:, :, 1]
+    frame_to_level = max(grid.full) / 2.0 * grid.size[1] / grid.full[1]  # from sizes: no look at the device
+    m = _Moments.of_grid(grid, motion, frame_to_level, dtype)
+    wgx, wgy = weight * gx, weight * gy
+    # In the level solver's order: A's three products, the residual's two, then each
+    # photometric column's two (the tables' gathers read them there).
+    pairs: tuple = ((wgx, gx), (wgx, gy), (wgy, gy), (wgx, r), (wgy, r))
+    terms = PHOTOMETRIC_TERMS[photometric]
+    for j, term in enumerate(terms):
+        column = None if term == "bias" else phi[:, j]
+        pairs += ((wgx, column), (wgy, column))
+    wr = weight * r
+    pairs += tuple((wr, None if term == "bias" else phi[:, j]) for j, term in enumerate(terms))
+    sums = _products(pairs)  # (K, B, h, w), summed over the channels
+    k = len(terms)
+    K = 5 + 2 * k
+    moments = m.Y.T @ (sums[:K].reshape(K * B, h, w) @ m.X)  # (K B, 5, 5): [row power, column power]
+    moments = moments.view(K, B, 25).transpose(0, 1).reshape(B, 25 * K)
+    A = m.C2 @ moments[:, m.gather[:144]].to(torch.float64).view(B, 12, 12) @ m.C2.T  # (B, P, P)
+    s = _block_moments(sums[3:5], grid) @ m.C2.T  # (B, blocks, P): the block sums of J w r
+    P = A.shape[-1]
     if phi is not None:  # project the photometric columns out (their Schur complement)
-        Phi = phi.reshape(B, -1, N)
-        k = Phi.shape[1]
-        D = ((Phi * wf) @ Phi.transpose(1, 2)).to(torch.float64)
+        cross = (moments[:, m.gather_photometric[: 12 * k]].to(torch.float64).view(B, k, 12) @ m.C2.T).transpose(1, 2)
         D = D + (1e-9 * D.diagonal(dim1=-2, dim2=-1).sum(-1) + 1e-30)[:, None, None] * torch.eye(k, dtype=D.dtype, device=D.device)
-        cross = (wJ @ Phi.transpose(1, 2)).to(torch.float64)  # (B, P, k)
-        coef = torch.linalg.solve(D, cross.transpose(1, 2)).transpose(1, 2).to(Jf.dtype)
-        Jf = torch.baddbmm(Jf, coef, Phi, alpha=-1.0)
-        wJ = Jf * wf
-    A = (wJ @ Jf.transpose(1, 2)).to(torch.float64)  # (B, P, P)
-    score = (wJ * r.reshape(B, 1, N)).view(B * P, C, h, w).sum(1, keepdim=True)
-    pad = (0, (-w) % BLOCK, 0, (-h) % BLOCK)
-    blocks = F.avg_pool2d(F.pad(score, pad), BLOCK) * (BLOCK * BLOCK)  # (B P, 1, h', w') block sums
-    s = blocks.view(B, P, -1).to(torch.float64)
-    S = s @ s.transpose(1, 2)  # (B, P, P)
+        coef = torch.linalg.solve(D, cross.transpose(1, 2)).transpose(1, 2)  # (B, P, k): J̃ = J - coef Φ
+        A = A - coef @ cross.transpose(1, 2)
+        s = s - _block_sums(sums[K:], grid) @ coef.transpose(1, 2)
+    S = s.transpose(1, 2) @ s  # (B, P, P)
     # inv(A) S inv(A) by two solves; a singular A (no texture along a direction) is inf.
     eye = torch.eye(P, dtype=A.dtype, device=A.device)
     ridge = (1e-12 * A.diagonal(dim1=-2, dim2=-1).sum(-1) + 1e-300)[:, None, None] * eye
@@ -122,26 +142,41 @@ def _uncertainty(
     var = (Jc @ cov @ Jc.transpose(1, 2)).diagonal(dim1=-2, dim2=-1)
     std = var.clamp_min(0.0).amax(-1).sqrt()
     bad = ~torch.isfinite(std) | ~torch.isfinite(A).flatten(1).all(1)
-    return torch.where(bad, torch.full_like(std, math.inf), std).to(src.dtype)
+    return torch.where(bad, torch.full_like(std, math.inf), std).to(dtype)
+
+
+def _padded(fields: torch.Tensor) -> torch.Tensor:
+    """``(..., h, w)`` zero-padded to whole blocks."""
+    h, w = fields.shape[-2:]
+    return F.pad(fields, (0, (-w) % BLOCK, 0, (-h) % BLOCK))
+
+
+def _block_sums(fields: torch.Tensor, grid: LevelGrid) -> torch.Tensor:
+    """``(B, blocks, k)`` the sums of the ``(k, B, h, w)`` fields over each block, in float64."""
+    k, B = fields.shape[:2]
+    p = _padded(fields)
+    sums = F.avg_pool2d(p.reshape(k * B, 1, *p.shape[-2:]), BLOCK) * (BLOCK * BLOCK)
+    return sums.view(k, B, -1).permute(1, 2, 0).to(torch.float64)
+
+
+def _block_moments(fields: torch.Tensor, grid: LevelGrid) -> torch.Tensor:
+    """``(B, blocks, 12)``: the moments ``sum f m`` over each block of the fields ``(2, B, h,
+    w)`` (``[gx, gy]`` parts), ``m`` the six monomials, in float64."""
+    _, B, h, w = fields.shape
+    p = _padded(fields)
+    hp, wp = p.shape[-2:]
+    powers = torch.arange(3, dtype=fields.dtype, device=fields.device)
+    X = F.pad(grid.xs, (0, wp - w))[:, None] ** powers  # (w', 3); padded columns hold zeros
+    Y = F.pad(grid.ys, (0, hp - h))[:, None] ** powers
+    bx = torch.einsum("knhqj,qja->knhqa", p.view(2, B, hp, wp // BLOCK, BLOCK), X.view(-1, BLOCK, 3))
+    by = torch.einsum("knpiqa,pic->knpqca", bx.reshape(2, B, hp // BLOCK, BLOCK, wp // BLOCK, 3), Y.view(-1, BLOCK, 3))
+    # monomial (x^a y^c) at c * 3 + a: 1, x, y, x², xy, y²
+    mono = by.reshape(2, B, -1, 9)[..., [0, 1, 3, 2, 4, 6]]  # (2, B, blocks, 6)
+    return mono.permute(1, 2, 0, 3).reshape(B, -1, 12).to(torch.float64)
 
 
 def _gradient(image: torch.Tensor) -> torch.Tensor:
     return spatial_gradient(image, "diff", 1, True, border_type="replicate")
-
-
-def _jacobian(grid: LevelGrid, grad: torch.Tensor, motion: str) -> torch.Tensor:
-    """``(B, P, C, h, w)``: d residual / d delta_k of the compositional step ``G expm(δ E_k)``
-    at every pixel, in intensity per parameter (the gradient is per level pixel)."""
-    gens = generators(motion, grad.dtype, grad.device)  # (P, 3, 3)
-    frame_to_level = max(grid.full) / 2.0 * grid.size[1] / grid.full[1]  # from sizes: no look at the device
-    x = grid.points[0, ..., 0]  # (h, w)
-    y = grid.points[0, ..., 1]
-    one = torch.ones_like(x)
-    p = torch.stack([x, y, one])  # (3, h, w)
-    Ep = torch.einsum("kij,jhw->kihw", gens, p)  # (P, 3, h, w)
-    dx = (Ep[:, 0] - x * Ep[:, 2]) * frame_to_level
-    dy = (Ep[:, 1] - y * Ep[:, 2]) * frame_to_level
-    return grad[:, None, :, 0] * dx[None, :, None] + grad[:, None, :, 1] * dy[None, :, None]
 
 
 def _corner_jacobian(G: torch.Tensor, corners: torch.Tensor, motion: str, grid: LevelGrid) -> torch.Tensor:
