@@ -244,7 +244,8 @@ static inline ALWAYS_INLINE double reflect_coord(double x, int64_t n, double *si
 /* The per-channel reads of a row, shared by both precisions: out (channels planes of oplane
  * values) at [xa, xb) from the 2 x 2 blocks at base with separable weights; and the four values
  * of each block into contiguous rows (for the position gradient). Plain loops; float32 has
- * AVX-512 versions below (gathers), picked at run time. */
+ * AVX-512 versions below (gathers), picked at run time, and so has the forward's interior
+ * positions from a matrix (interior_mat_f32_avx512). */
 #define DEFINE_GATHERS(T, SUFFIX)                                                                  \
 static void sample_rows_##SUFFIX##_plain(                                                          \
     const T *img, T *out, int64_t channels, int64_t plane, int64_t oplane, int64_t w, int64_t wo,  \
@@ -290,15 +291,24 @@ __attribute__((target("avx512f"))) static void sample_rows_f32_avx512(
     const float *img, float *out, int64_t channels, int64_t plane, int64_t oplane, int64_t w, int64_t wo,
     const int32_t *base, const float *wx0, const float *wx1, const float *wy0, const float *wy1) {
     int64_t x = 0;
-    const __m512i down = _mm512_set1_epi32((int)w);
+    /* each 2 x 2 block is two pairs of neighbours (s[0], s[1]) and (s[w], s[w + 1]): one 64-bit
+     * gather per pair and 8 outputs, then the pairs are split into left and right values. */
+    const __m256i down = _mm256_set1_epi32((int)w);
+    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
     for (; x + 16 <= wo; x += 16) {
-        __m512i b0 = _mm512_loadu_si512((const void *)(base + x)), b1 = _mm512_add_epi32(b0, down);
+        __m256i i0 = _mm256_loadu_si256((const __m256i *)(base + x)), i1 = _mm256_loadu_si256((const __m256i *)(base + x + 8));
+        __m256i j0 = _mm256_add_epi32(i0, down), j1 = _mm256_add_epi32(i1, down);
         __m512 a0 = _mm512_loadu_ps(wx0 + x), a1 = _mm512_loadu_ps(wx1 + x);
         __m512 c0 = _mm512_loadu_ps(wy0 + x), c1 = _mm512_loadu_ps(wy1 + x);
         for (int64_t c = 0; c < channels; ++c) {
             const float *s = img + c * plane;
-            __m512 v00 = _mm512_i32gather_ps(b0, s, 4), v01 = _mm512_i32gather_ps(b0, s + 1, 4);
-            __m512 v10 = _mm512_i32gather_ps(b1, s, 4), v11 = _mm512_i32gather_ps(b1, s + 1, 4);
+            __m512 t0 = _mm512_castsi512_ps(_mm512_i32gather_epi64(i0, (const void *)s, 4));
+            __m512 t1 = _mm512_castsi512_ps(_mm512_i32gather_epi64(i1, (const void *)s, 4));
+            __m512 u0 = _mm512_castsi512_ps(_mm512_i32gather_epi64(j0, (const void *)s, 4));
+            __m512 u1 = _mm512_castsi512_ps(_mm512_i32gather_epi64(j1, (const void *)s, 4));
+            __m512 v00 = _mm512_permutex2var_ps(t0, even, t1), v01 = _mm512_permutex2var_ps(t0, odd, t1);
+            __m512 v10 = _mm512_permutex2var_ps(u0, even, u1), v11 = _mm512_permutex2var_ps(u0, odd, u1);
             __m512 top = _mm512_add_ps(_mm512_mul_ps(a0, v00), _mm512_mul_ps(a1, v01));
             __m512 bot = _mm512_add_ps(_mm512_mul_ps(a0, v10), _mm512_mul_ps(a1, v11));
             _mm512_storeu_ps(out + c * oplane + x, _mm512_add_ps(_mm512_mul_ps(c0, top), _mm512_mul_ps(c1, bot)));
@@ -323,13 +333,63 @@ __attribute__((target("avx512f"))) static void blocks_f32_avx512(
     }
     if (x < wo) blocks_f32_plain(src, w, wo - x, base + x, q00 + x, q01 + x, q10 + x, q11 + x);
 }
+static int have_avx512vl(void) {
+    static volatile int flag = -1; /* every thread computes the same value */
+    if (flag < 0) {
+        __builtin_cpu_init();
+        flag = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") ? 1 : 0;
+    }
+    return flag;
+}
+
+/* interior_f32's matrix form without derivatives, 8 positions at a time: the same operations
+ * in the same order (no fused multiply-adds), so the same bits. */
+__attribute__((target("avx512f,avx512vl"))) static int interior_mat_f32_avx512(
+    const double *m, int64_t yo, int64_t xa, int64_t xb, int64_t h, int64_t w, int32_t *base, float *wx0,
+    float *wx1, float *wy0, float *wy1) {
+    const double y = (double)yo;
+    const __m512d m0 = _mm512_set1_pd(m[0]), m3 = _mm512_set1_pd(m[3]), m6 = _mm512_set1_pd(m[6]);
+    const __m512d c0 = _mm512_set1_pd(m[1] * y + m[2]), c1 = _mm512_set1_pd(m[4] * y + m[5]);
+    const __m512d c2 = _mm512_set1_pd(m[7] * y + m[8]);
+    const __m512d hx = _mm512_set1_pd((double)w - 1.0), hy = _mm512_set1_pd((double)h - 1.0);
+    const __m512d zero = _mm512_setzero_pd(), one = _mm512_set1_pd(1.0), eight = _mm512_set1_pd(8.0);
+    const __m256i wi = _mm256_set1_epi32((int)w);
+    const __m256 onef = _mm256_set1_ps(1.0f);
+    __m512d xv = _mm512_add_pd(_mm512_set1_pd((double)xa), _mm512_set_pd(7, 6, 5, 4, 3, 2, 1, 0));
+    unsigned bad = 0;
+    for (int64_t x = xa; x < xb; x += 8, xv = _mm512_add_pd(xv, eight)) {
+        __mmask8 live = xb - x >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << (xb - x)) - 1u);
+        __m512d d = _mm512_add_pd(_mm512_mul_pd(m6, xv), c2);
+        __m512d inv = _mm512_div_pd(one, d);
+        __m512d sx = _mm512_mul_pd(_mm512_add_pd(_mm512_mul_pd(m0, xv), c0), inv);
+        __m512d sy = _mm512_mul_pd(_mm512_add_pd(_mm512_mul_pd(m3, xv), c1), inv);
+        /* inside (NaN compares false): sx in [0, w - 1), sy in [0, h - 1) */
+        __mmask8 in = _mm512_cmp_pd_mask(sx, zero, _CMP_GE_OQ) & _mm512_cmp_pd_mask(sx, hx, _CMP_LT_OQ)
+                    & _mm512_cmp_pd_mask(sy, zero, _CMP_GE_OQ) & _mm512_cmp_pd_mask(sy, hy, _CMP_LT_OQ);
+        bad |= (unsigned)(live & (__mmask8)~in);
+        __m512d cx = _mm512_maskz_mov_pd(in, sx), cy = _mm512_maskz_mov_pd(in, sy);
+        __m512d fx = _mm512_roundscale_pd(cx, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+        __m512d fy = _mm512_roundscale_pd(cy, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+        __m256 ax = _mm512_cvtpd_ps(_mm512_sub_pd(cx, fx)), ay = _mm512_cvtpd_ps(_mm512_sub_pd(cy, fy));
+        __m256i b = _mm256_add_epi32(_mm256_mullo_epi32(_mm512_cvttpd_epi32(fy), wi), _mm512_cvttpd_epi32(fx));
+        _mm256_mask_storeu_ps(wx0 + x, live, _mm256_sub_ps(onef, ax));
+        _mm256_mask_storeu_ps(wx1 + x, live, ax);
+        _mm256_mask_storeu_ps(wy0 + x, live, _mm256_sub_ps(onef, ay));
+        _mm256_mask_storeu_ps(wy1 + x, live, ay);
+        _mm256_mask_storeu_epi32(base + x, live, b);
+    }
+    return bad != 0;
+}
+#define INTERIOR_MAT_F32(...) (have_avx512vl() ? interior_mat_f32_avx512(__VA_ARGS__) : -1)
 #define SAMPLE_ROWS_F32(...) (have_avx512() ? sample_rows_f32_avx512(__VA_ARGS__) : sample_rows_f32_plain(__VA_ARGS__))
 #define BLOCKS_F32(...) (have_avx512() ? blocks_f32_avx512(__VA_ARGS__) : blocks_f32_plain(__VA_ARGS__))
 #else
 #define SAMPLE_ROWS_F32(...) sample_rows_f32_plain(__VA_ARGS__)
+#define INTERIOR_MAT_F32(...) (-1)
 #define BLOCKS_F32(...) blocks_f32_plain(__VA_ARGS__)
 #endif
 #define SAMPLE_ROWS_F64(...) sample_rows_f64_plain(__VA_ARGS__)
+#define INTERIOR_MAT_F64(...) (-1)
 #define BLOCKS_F64(...) blocks_f64_plain(__VA_ARGS__)
 
 /* Per output row, per pixel x (buffers of wo values each):
@@ -505,8 +565,14 @@ static inline ALWAYS_INLINE void row_##SUFFIX(                                  
     }                                                                                               \
     for (int64_t xa = 0; xa < wo; xa += 32) {                                                       \
         int64_t xb = xa + 32 < wo ? xa + 32 : wo;                                                   \
-        if (interior_##SUFFIX(grid, mats, p, yo, ho, wo, xa, xb, h, w, pos, pos + wo, pos + 2 * wo, \
-                              base, wts, wts + wo, wts + 2 * wo, wts + 3 * wo, deriv)) {            \
+        /* the forward's matrix form has a vectorised version (same bits), -1 when not here */      \
+        int bad = deriv || !mats ? -1 : INTERIOR_MAT_##SUFFIX(mats + p * 9, yo, xa, xb, h, w, base,  \
+                                   wts, wts + wo, wts + 2 * wo, wts + 3 * wo);                       \
+        if (bad < 0)                                                                                \
+            bad = interior_##SUFFIX(grid, mats, p, yo, ho, wo, xa, xb, h, w, pos, pos + wo,          \
+                                    pos + 2 * wo, base, wts, wts + wo, wts + 2 * wo, wts + 3 * wo,   \
+                                    deriv);                                                         \
+        if (bad) {                                                                                  \
             locate_row_##SUFFIX(grid, mats, p, yo, ho, wo, xa, xb, h, w, padding, pos, base, wts,   \
                                 der, fac, deriv);                                                   \
         } else if (deriv) {                                                                         \
@@ -693,6 +759,8 @@ int warp_bilinear_backward_##SUFFIX(                                            
 }
 
 #define SAMPLE_ROWS_f32 SAMPLE_ROWS_F32
+#define INTERIOR_MAT_f32 INTERIOR_MAT_F32
+#define INTERIOR_MAT_f64 INTERIOR_MAT_F64
 #define SAMPLE_ROWS_f64 SAMPLE_ROWS_F64
 #define BLOCKS_f32 BLOCKS_F32
 #define BLOCKS_f64 BLOCKS_F64
