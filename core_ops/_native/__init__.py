@@ -42,7 +42,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
-import itertools
 import importlib.machinery
 import os
 import stat
@@ -56,7 +55,7 @@ import torch
 import torch.autograd.forward_ad as _forward_ad
 
 #: The ABI of ``kernels.c`` this module calls (its ``gradcv_native_version()``).
-VERSION = 3
+VERSION = 4
 _HERE = Path(__file__).resolve().parent
 # Below this many output values per thread, a second thread costs more than it saves:
 # waking an idle worker costs tens of microseconds (more on a virtual machine's idle
@@ -125,10 +124,10 @@ def _declare(lib: ctypes.CDLL) -> None:
         fn.argtypes = [ptr, ptr, i64, i64, i64, i64, i64, i64, i64, dbl, dbl, dbl]
         fn.restype = cint
         fn = getattr(lib, f"warp_bilinear_{suffix}")
-        fn.argtypes = [ptr, ptr, i64, i64, i64, i64, i64, i64, i64, i64, i64, ptr, ptr, cint]
+        fn.argtypes = [ptr, ptr, ptr, i64, i64, i64, i64, i64, i64, i64, ptr, ptr, cint]
         fn.restype = cint
         fn = getattr(lib, f"warp_bilinear_backward_{suffix}")
-        fn.argtypes = [ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i64, i64, i64, i64, i64, i64, ptr, ptr, cint, i64, i64, i64]
+        fn.argtypes = [ptr, ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i64, i64, i64, i64, ptr, ptr, cint, i64, i64, i64]
         fn.restype = cint
 
 
@@ -280,60 +279,34 @@ def run(fn: Callable[..., int], src: torch.Tensor, dst: torch.Tensor, planes: in
         raise MemoryError("core_ops native kernel: out of memory for its row buffers")
 
 
-def _chunks(images: int, rows: int, values: int, by_rows: bool) -> list[tuple[int, int, int, int]]:
-    """``(p0, p1, y0, y1)`` pieces of ``images x rows`` for up to ``torch.get_num_threads()``
-    threads (one piece below ``2 * _PARALLEL_MIN_VALUES`` values): by images when there
-    are enough of them, else by rows when ``by_rows``, else one piece."""
-    threads = 1 if values < 2 * _PARALLEL_MIN_VALUES else min(torch.get_num_threads(), values // _PARALLEL_MIN_VALUES)
-    if threads <= 1 or images * rows <= 1:
-        return [(0, images, 0, rows)]
-    if images >= threads:
-        cuts = [images * i // threads for i in range(threads + 1)]
-        return [(a, b, 0, rows) for a, b in zip(cuts, cuts[1:]) if b > a]
-    if not by_rows:
-        return [(0, images, 0, rows)]
-    cuts = [rows * i // threads for i in range(threads + 1)]
-    return [(0, images, a, b) for a, b in zip(cuts, cuts[1:]) if b > a]
+def _threads(values: int) -> int:
+    """How many threads share a call writing ``values`` outputs: up to
+    ``torch.get_num_threads()``, one below ``2 * _PARALLEL_MIN_VALUES`` values."""
+    if values < 2 * _PARALLEL_MIN_VALUES:
+        return 1
+    return max(1, min(torch.get_num_threads(), values // _PARALLEL_MIN_VALUES))
 
 
-def _pieces(chunks: list[tuple[int, int, int, int]], by_rows: bool) -> list[tuple[int, int, int, int]]:
-    """The thread chunks cut into about four pieces each (single images, or row bands
-    when ``by_rows``), for threads that take the next piece when done with one."""
-    pieces = []
-    for p0, p1, y0, y1 in chunks:
-        if p1 - p0 > 1:
-            pieces += [(p, p + 1, y0, y1) for p in range(p0, p1)]
-        elif by_rows and y1 - y0 >= 8:
-            cuts = [y0 + (y1 - y0) * i // 4 for i in range(5)]
-            pieces += [(p0, p1, a, b) for a, b in zip(cuts, cuts[1:])]
-        else:
-            pieces.append((p0, p1, y0, y1))
-    return pieces
+# Rows per piece of the sampler's work: about this many output values (all channels). On
+# 8x3x256x256 at 2 threads, pieces of 10 rows took 1.02-1.04 ms, of 42 rows 0.98, of 64-256
+# rows 0.96-0.97 (smaller ones cost more than the late worker they make up for).
+_PIECE_VALUES = 1 << 16
 
 
-def _run_chunks(
-    fn: Callable[..., int], before: tuple, chunks: list[tuple[int, int, int, int]], after: tuple, by_rows: bool = False
-) -> None:
-    """``fn(*before, *chunk, *after)`` over every chunk: on this thread alone for one chunk;
-    else ``len(chunks)`` threads (this one included) take pieces of them in turn from a
-    shared counter, so that a worker that wakes late (tens to hundreds of microseconds on
-    an idle virtual core) does less, instead of the call waiting for it."""
-    if len(chunks) == 1:
-        codes = [fn(*before, *chunks[0], *after)]
+def _run_shared(fn: Callable[..., int], before: tuple, after: tuple, threads: int) -> None:
+    """``fn(*before, next, *after)`` on ``threads`` threads at once (this one included): the
+    kernel cuts its work into pieces and every thread takes the next one from the shared
+    counter ``next`` until none is left, all in C, so that a worker that wakes late (tens
+    to hundreds of microseconds on an idle virtual core) does less instead of the call
+    waiting for it."""
+    counter = ctypes.c_int64(0)
+    args = (*before, ctypes.addressof(counter), *after)
+    if threads <= 1:
+        codes = [fn(*args)]
     else:
-        pieces = _pieces(chunks, by_rows)
-        counter = itertools.count()  # next() is atomic under the GIL
-        n = len(pieces)
-
-        def work() -> list[int]:
-            done = []
-            while (i := next(counter)) < n:
-                done.append(fn(*before, *pieces[i], *after))
-            return done
-
-        pool = _executor(len(chunks) - 1)
-        futures = [pool.submit(work) for _ in chunks[1:]]
-        codes = work() + [c for f in futures for c in f.result()]
+        pool = _executor(threads - 1)
+        futures = [pool.submit(fn, *args) for _ in range(threads - 1)]
+        codes = [fn(*args)] + [f.result() for f in futures]
     if any(codes):
         raise MemoryError("core_ops native kernel: out of memory for its row buffers")
 
@@ -353,10 +326,11 @@ def warp_bilinear(
         return False
     b, c, h, w = image.shape
     ho, wo = out.shape[-2:]
-    chunks = _chunks(b, ho, out.numel(), by_rows=True)
+    band = max(1, _PIECE_VALUES // max(1, c * wo))
+    threads = min(_threads(out.numel()), b * -(-ho // band))
     pointers = (image.data_ptr(), out.data_ptr())
-    after = (c, h, w, ho, wo, None if grid is None else grid.data_ptr(), None if mats is None else mats.data_ptr(), PADDINGS[padding_mode])
-    _run_chunks(fn, pointers, chunks, after, by_rows=True)
+    after = (b, band, c, h, w, ho, wo, None if grid is None else grid.data_ptr(), None if mats is None else mats.data_ptr(), PADDINGS[padding_mode])
+    _run_shared(fn, pointers, after, threads)
     return True
 
 
@@ -375,13 +349,13 @@ def warp_bilinear_backward(
         return False
     b, c, h, w = image.shape
     ho, wo = grad.shape[-2:]
-    # grad_image and grad_mats sum over rows: only whole images go to different threads.
-    by_rows = grad_image is None and grad_mats is None
-    chunks = _chunks(b, ho, grad.numel(), by_rows=by_rows)
+    # grad_image and grad_mats sum over rows: pieces are whole images (the kernel insists)
+    band = ho if grad_image is not None or grad_mats is not None else max(1, _PIECE_VALUES // max(1, c * wo))
+    threads = min(_threads(grad.numel()), b * -(-ho // band))
     ptr = lambda t: None if t is None else t.data_ptr()  # noqa: E731
     before = (grad.data_ptr(), image.data_ptr(), ptr(grad_image), ptr(grad_grid), ptr(grad_mats))
-    after = (c, h, w, ho, wo, ptr(grid), ptr(mats), PADDINGS[padding_mode], grad.stride(0), grad.stride(1), grad.stride(2))
-    _run_chunks(fn, before, chunks, after, by_rows=by_rows)
+    after = (b, band, c, h, w, ho, wo, ptr(grid), ptr(mats), PADDINGS[padding_mode], grad.stride(0), grad.stride(1), grad.stride(2))
+    _run_shared(fn, before, after, threads)
     return True
 
 

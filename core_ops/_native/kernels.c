@@ -61,7 +61,7 @@ static int64_t source_index(int64_t i, int64_t n, int border) {
     }
 }
 
-int gradcv_native_version(void) { return 3; }
+int gradcv_native_version(void) { return 4; }
 
 /* GCC's function multi-versioning; target_clones needs ifunc support (glibc). */
 #if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && defined(__x86_64__) && \
@@ -417,6 +417,24 @@ __attribute__((target("avx512f,avx512vl"))) static int interior_mat_f32_avx512(
             invs[x] = inv;                                                                          \
         }
 
+/* The k-th piece a thread takes: (image *p, rows [*y0, *y1)) of images x ceil(ho / band) pieces,
+ * the next one of the shared counter *next, or the k-th when next is NULL; 0 when none is left. */
+static int take_piece(int64_t *next, int64_t k, int64_t images, int64_t ho, int64_t band, int64_t *p,
+                      int64_t *y0, int64_t *y1) {
+    if (band < 1) band = 1;
+    const int64_t bands = (ho + band - 1) / band;
+#if defined(__GNUC__) || defined(__clang__)
+    int64_t i = next ? __atomic_fetch_add(next, 1, __ATOMIC_RELAXED) : k;
+#else
+#error "the sampler's threads share their pieces through GCC/clang atomics"
+#endif
+    if (i >= images * bands) return 0;
+    *p = i / bands;
+    *y0 = (i % bands) * band;
+    *y1 = *y0 + band < ho ? *y0 + band : ho;
+    return 1;
+}
+
 #define DEFINE_SAMPLER(T, SUFFIX)                                                                  \
                                                                                                    \
 /* One axis: the block's first index b in [0, n - 2] and the weights (and their derivatives       \
@@ -602,21 +620,24 @@ static inline ALWAYS_INLINE void gradient_row_##SUFFIX(                         
     }                                                                                              \
 }                                                                                                  \
                                                                                                    \
-/* Bilinear samples of the C planes of images [p0, p1), output rows [y0, y1):                    \
+/* Bilinear samples of the C planes of images [0, images), in pieces of (image p, output rows  \
+ * [y0, y0 + band)) taken in turn from *next (a counter shared by the threads that run the call  \
+ * at once, starting at 0; NULL: every piece, in order):                                           \
  * out (B, C, ho, wo) from img (B, C, h, w), both contiguous, h, w >= 2; positions from grid      \
  * (B, ho, wo, 2) when mats is NULL, else from mats (B, 3, 3): (x, y) = (n0, n1) * (1 / n2),      \
  * n_i = M[i][0] xo + (M[i][1] yo + M[i][2]) in double. Undefined positions (n2 = 0, not         \
  * finite) read nothing. Returns 0, 1 when out of memory. */                                     \
 CPU_CLONES                                                                                         \
 int warp_bilinear_##SUFFIX(                                                                        \
-    const T *img, T *out, int64_t p0, int64_t p1, int64_t y0, int64_t y1, int64_t channels,        \
+    const T *img, T *out, int64_t *next, int64_t images, int64_t band, int64_t channels,           \
     int64_t h, int64_t w, int64_t ho, int64_t wo, const T *grid, const double *mats, int padding) { \
     int32_t *base = malloc(sizeof(int32_t) * (wo + 1));                                            \
     T *wts = malloc(sizeof(T) * 8 * (wo + 1));                                                     \
     double *pos = malloc(sizeof(double) * 7 * (wo + 1));                                           \
     if (!base || !wts || !pos) { free(base); free(wts); free(pos); return 1; }                     \
     const T *wx0 = wts, *wx1 = wts + wo, *wy0 = wts + 2 * wo, *wy1 = wts + 3 * wo;                 \
-    for (int64_t p = p0; p < p1; ++p) {                                                            \
+    int64_t p, y0, y1;                                                                             \
+    for (int64_t k = 0; take_piece(next, k, images, ho, band, &p, &y0, &y1); ++k) {                \
         for (int64_t yo = y0; yo < y1; ++yo) {                                                     \
             row_##SUFFIX(grid, mats, p, yo, ho, wo, h, w, padding, pos, base, wts, wts + 4 * wo,       \
                          pos + 5 * wo, 0);                                                         \
@@ -630,15 +651,16 @@ int warp_bilinear_##SUFFIX(                                                     
     return 0;                                                                                      \
 }                                                                                                  \
                                                                                                    \
-/* Backward of warp_bilinear for images [p0, p1), rows [y0, y1), grad's row of (image p, channel  \
- * c, row y) at grad + p gsb + c gsc + y gsy (unit steps along rows): adds into grad_img               \
- * (B, C, h, w; zeroed here when the call covers whole images, else by the caller) when not NULL; writes grad_grid (B, ho, wo, 2) when not     \
- * NULL (grid mode); adds into grad_mats (B, 9 doubles, zeroed) when not NULL (matrix mode).      \
- * Calls that run at once never share an image. */                                                \
+/* Backward of warp_bilinear, pieces as there (band = ho: whole images, which grad_img and      \
+ * grad_mats need: pieces that run at once must not share an image), grad's row of (image p,      \
+ * channel c, row y) at grad + p gsb + c gsc + y gsy (unit steps along rows): writes grad_img     \
+ * (B, C, h, w; zeroed here, image by image, by the thread that fills it) when not NULL; writes   \
+ * grad_grid (B, ho, wo, 2) when not NULL (grid mode); adds into grad_mats (B, 9 doubles, zeroed) \
+ * when not NULL (matrix mode). */                                                                 \
 CPU_CLONES                                                                                         \
 int warp_bilinear_backward_##SUFFIX(                                                               \
-    const T *grad, const T *img, T *grad_img, T *grad_grid, double *grad_mats, int64_t p0,         \
-    int64_t p1, int64_t y0, int64_t y1, int64_t channels, int64_t h, int64_t w, int64_t ho,        \
+    const T *grad, const T *img, T *grad_img, T *grad_grid, double *grad_mats, int64_t *next,      \
+    int64_t images, int64_t band, int64_t channels, int64_t h, int64_t w, int64_t ho,              \
     int64_t wo, const T *grid, const double *mats, int padding, int64_t gsb, int64_t gsc,          \
     int64_t gsy) {                                                                                 \
     int32_t *base = malloc(sizeof(int32_t) * (wo + 1));                                            \
@@ -651,10 +673,11 @@ int warp_bilinear_backward_##SUFFIX(                                            
     T *q00 = wts + 10 * wo, *q01 = wts + 11 * wo, *q10 = wts + 12 * wo, *q11 = wts + 13 * wo;      \
     const double *fx = pos + 5 * wo, *fy = pos + 6 * wo;                                           \
     int want_pos = grad_grid != NULL || grad_mats != NULL;                                         \
-    /* grad_img is zeroed here, by the thread that fills it (callers pass whole images) */         \
-    if (grad_img && y0 == 0 && y1 == ho)                                                           \
-        memset(grad_img + p0 * channels * h * w, 0, sizeof(T) * (size_t)((p1 - p0) * channels * h * w)); \
-    for (int64_t p = p0; p < p1; ++p) {                                                            \
+    if (grad_img && band < ho) band = ho; /* grad_img sums over rows: whole images only */         \
+    if (grad_mats && band < ho) band = ho;                                                         \
+    int64_t p, y0, y1;                                                                             \
+    for (int64_t k = 0; take_piece(next, k, images, ho, band, &p, &y0, &y1); ++k) {                \
+        if (grad_img) memset(grad_img + p * channels * h * w, 0, sizeof(T) * (size_t)(channels * h * w)); \
         for (int64_t yo = y0; yo < y1; ++yo) {                                                     \
             row_##SUFFIX(grid, mats, p, yo, ho, wo, h, w, padding, pos, base, wts, wts + 4 * wo,       \
                          pos + 5 * wo, 1);                                    \

@@ -125,3 +125,35 @@ def test_the_matrix_gradient_matches_finite_differences_of_the_grid_gradient(dev
     grid = _positions(matrix, h, w)  # differentiable in the matrix, through PyTorch ops
     (chained,) = torch.autograd.grad((sample_bilinear(image, grid, "zeros") * weights).sum(), (matrix,))
     torch.testing.assert_close(direct, chained, atol=1e-9 * max(1.0, chained.abs().max().item()), rtol=0)
+
+
+@pytest.mark.skipif(_native.library() is None, reason="native kernels unavailable")
+@pytest.mark.parametrize("b", [1, 3])
+def test_two_threads_give_the_one_thread_result(monkeypatch, b):
+    """Threads take pieces (row bands; whole images for the image and matrix gradients)
+    from a counter shared in C: any split gives the one-thread bits."""
+    monkeypatch.setattr(_native, "_PARALLEL_MIN_VALUES", 1 << 10)
+    monkeypatch.setattr(_native, "_PIECE_VALUES", 3 * 70 * 3)  # 3 rows a piece: many pieces
+    h, w = 41, 70
+    image = _photo(b, torch.float32).requires_grad_(True)
+    matrix = _matrices(b, h, w).requires_grad_(True)
+    grid = _positions(matrix.detach(), h, w).float().requires_grad_(True)
+    weights = torch.rand(b, 3, h, w, generator=torch.Generator().manual_seed(1))
+
+    def run():
+        out_m = warp_bilinear_matrix(image, matrix, (h, w), "zeros")
+        out_g = sample_bilinear(image, grid, "border")
+        grads = torch.autograd.grad((out_m * weights).sum() + (out_g * weights).sum(), (image, matrix, grid))
+        (grid_only,) = torch.autograd.grad((sample_bilinear(image.detach(), grid, "zeros") * weights).sum(), grid)
+        return (out_m, out_g, *grads, grid_only)
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        single = run()
+        torch.set_num_threads(2)
+        double = run()
+    finally:
+        torch.set_num_threads(before)
+    for one, two in zip(single, double):
+        torch.testing.assert_close(two, one, rtol=0, atol=0)
