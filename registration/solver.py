@@ -56,7 +56,13 @@ RESCUE_AGREEMENT = 1.0
 #: The rescue's pruning: ``(level, keep)``: after pyramid ``level`` each pair keeps its
 #: ``keep`` distinct candidates of lowest loss for the finer levels (the coarse levels
 #: cost little a start, the finest most of all).
-RESCUE_PRUNE = ((2, 8), (1, 3))
+RESCUE_PRUNE = ((2, 8), (1, 2))
+#: The first pruning stage runs every start once from each of these levels, counted down
+#: from the coarsest (0: the coarsest itself; a 16² view of a near-textureless patch can
+#: miss a basin that 32² shows).
+RESCUE_ENTRIES = (0, 1)
+#: Iterations per level of the first pruning stage (where every start runs).
+RESCUE_ITERATIONS = 10
 #: Results at level ``l`` whose corners agree to ``RESCUE_CLUSTER 2^(l - 1)`` full-resolution
 #: pixels are one candidate.
 RESCUE_CLUSTER = 3.0
@@ -66,8 +72,9 @@ RESCUE_SINGLE = 0.2
 #: exceeds this fraction of the bound (measured: pairs left 4 px off end there at 0.38-0.41
 #: px, every pair registered to the truth at 0.19 px or less).
 RESCUE_UNSETTLED = 0.5
-#: The rescue's start angles (radians) about the image centre, each with every translation.
-RESCUE_ROTATIONS = (0.0, -0.3, 0.3)
+#: The rescue's start similarities about the image centre, ``(angle in radians, scale)``,
+#: each composed with every translation.
+RESCUE_TURNS = ((0.0, 1.0), (-0.3, 1.0), (0.3, 1.0), (0.0, 0.85), (0.0, 1.2))
 
 
 @dataclass
@@ -296,13 +303,14 @@ class HomographyRegistration:
         corners: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """The pairs left undetermined (uncertainty above the bound, or above
-        :data:`RESCUE_UNSETTLED` of it where the pair did not stop) solved again (see
+        :data:`RESCUE_UNSETTLED` of it where the pair did not stop, or a warp that keeps
+        less than :data:`RESCUE_OVERLAP` in view) solved again (see
         ``config.rescue_steps``) from :func:`rescue_starts`, pruned as they go down the
         pyramid (:data:`RESCUE_PRUNE`): every start through the coarse levels, where a start
         costs little, only the few distinct results of lowest loss through the fine ones.
         Each pair takes the determined candidate of lowest uncertainty among those that more
         than one start reached (or, reached by one, determined to :data:`RESCUE_SINGLE` of
-        the bound), if it is more certain than its own result. One look at the host:
+        the bound), if it is more certain than its own result (or that was a sliver). One look at the host:
         nothing more happens when every pair is determined."""
         cfg = self.config
         src, dst = images
@@ -310,7 +318,8 @@ class HomographyRegistration:
         textured, overlap, uncertainty = judged
         finite = torch.isfinite(theta).all(1)
         unsettled = ~stopped & (uncertainty > RESCUE_UNSETTLED * cfg.max_uncertainty)
-        redo = (textured & finite & ((uncertainty > cfg.max_uncertainty) | unsettled)).nonzero()[:, 0]
+        sliver = overlap < RESCUE_OVERLAP
+        redo = (textured & finite & ((uncertainty > cfg.max_uncertainty) | unsettled | sliver)).nonzero()[:, 0]
         if redo.numel() == 0:
             return theta, stopped, judged
         R, device, H, W = redo.numel(), src.device, src.shape[-2], src.shape[-1]
@@ -328,9 +337,21 @@ class HomographyRegistration:
             if level >= top:
                 continue
             # All candidates through the levels down to ``level``; the best distinct go on.
-            sp, dp, mp = take(redo.repeat_interleave(count.shape[1]))
-            thetas, outcomes = self._solve(inner, t, sp, dp, mp, (H, W), corners, levels=range(level, top))
-            t, count = _prune(cfg, thetas[-1], outcomes[-1].last_loss, count, level, sp, mp, corners, keep)
+            # The first time, the starts also enter below the coarsest level (RESCUE_ENTRIES).
+            entries = [e for e in RESCUE_ENTRIES if top - e > level] if top == cfg.levels else [0]
+            k = count.shape[1]
+            sp, dp, mp = take(redo.repeat_interleave(k))
+            ends, losses = [], []
+            first = inner.replace(iterations=min(inner.iterations, RESCUE_ITERATIONS)) if top == cfg.levels else inner
+            for e in entries:
+                thetas, outcomes = self._solve(first, t, sp, dp, mp, (H, W), corners, levels=range(level, top - e))
+                ends.append(thetas[-1].view(R, k, -1))
+                losses.append(outcomes[-1].last_loss.view(R, k))
+            n = len(entries)
+            if n > 1:
+                sp, dp, mp = take(redo.repeat_interleave(k * n))
+            t_all = torch.cat(ends, 1).reshape(R * k * n, -1)
+            t, count = _prune(cfg, t_all, torch.cat(losses, 1).flatten(), count.repeat(1, n), level, sp, mp, corners, keep)
             top = level
         # The last candidates through the fine levels.
         M = count.shape[1]
@@ -339,20 +360,7 @@ class HomographyRegistration:
         thetas, outcomes = self._solve(inner, t, sp, dp, mp, (H, W), corners, levels=range(0, top))
         t2 = thetas[-1]
         _, ov, un = self._judge(src[index], dst[index], t2, corners, None if mp is None else mp[0])
-        usable = (ov >= RESCUE_OVERLAP) & (un <= cfg.max_uncertainty) & torch.isfinite(t2).all(1)
-        # Consensus: a true optimum has a basin, so it is reached from more than one start;
-        # a determined-looking result that one start alone reaches must be determined far
-        # better than the bound (a wrong one can come out under it by chance).
-        G2 = motion_matrix(cfg.motion, t2, corners).to(torch.float64)
-        c = project_corners(G2, corners.to(torch.float64)).view(R, M, 8) * to_px
-        agree = (c[:, :, None] - c[:, None]).abs().amax(-1) < RESCUE_AGREEMENT  # (R, M, M)
-        reach = (agree * count[:, None, :]).sum(-1)  # starts that ended there
-        un_m = un.view(R, M)
-        trusted = usable.view(R, M) & (count > 0) & ((reach >= 2) | (un_m <= RESCUE_SINGLE * cfg.max_uncertainty))
-        score = torch.where(trusted, un_m, math.inf)
-        best = score.argmin(1)
-        least = score.gather(1, best[:, None])[:, 0]
-        better = torch.isfinite(least) & (least < uncertainty[redo])
+        best, better = _choose(cfg, t2, ov, un, count, corners, to_px, uncertainty[redo], sliver[redo])
         chosen = (torch.arange(R, device=device) * M + best)[better]
         where = redo[better]
         theta, stopped = theta.clone(), stopped.clone()
@@ -361,6 +369,39 @@ class HomographyRegistration:
         overlap, uncertainty = overlap.clone(), uncertainty.clone()
         overlap[where], uncertainty[where] = ov[chosen], un[chosen]
         return theta, stopped, (textured, overlap, uncertainty)
+
+
+def _choose(
+    cfg: RegistrationConfig,
+    theta: torch.Tensor,
+    overlap: torch.Tensor,
+    uncertainty: torch.Tensor,
+    count: torch.Tensor,
+    corners: torch.Tensor,
+    to_px: float,
+    own: torch.Tensor,
+    sliver: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(best (R,), better (R,))``: which of each pair's ``M`` final rescue candidates
+    ``theta (R M, k)`` (``count (R, M)`` starts behind each) it takes, and whether it takes
+    it: the determined candidate (a quarter of the image in view, ``uncertainty`` within
+    the bound) of lowest uncertainty among those trusted, if more certain than the pair's
+    ``own`` result or that was a ``sliver``."""
+    R, M = count.shape
+    usable = (overlap >= RESCUE_OVERLAP) & (uncertainty <= cfg.max_uncertainty) & torch.isfinite(theta).all(1)
+    # Consensus: a true optimum has a basin, so it is reached from more than one start;
+    # a determined-looking result that one start alone reaches must be determined far
+    # better than the bound (a wrong one can come out under it by chance).
+    G = motion_matrix(cfg.motion, theta, corners).to(torch.float64)
+    c = project_corners(G, corners.to(torch.float64)).view(R, M, 8) * to_px
+    agree = (c[:, :, None] - c[:, None]).abs().amax(-1) < RESCUE_AGREEMENT  # (R, M, M)
+    reach = (agree * count[:, None, :]).sum(-1)  # starts that ended there
+    un = uncertainty.view(R, M)
+    trusted = usable.view(R, M) & (count > 0) & ((reach >= 2) | (un <= RESCUE_SINGLE * cfg.max_uncertainty))
+    score = torch.where(trusted, un, math.inf)
+    best = score.argmin(1)
+    least = score.gather(1, best[:, None])[:, 0]
+    return best, torch.isfinite(least) & ((least < own) | sliver)
 
 
 def _prune(
@@ -408,17 +449,17 @@ def _prune(
 def rescue_starts(config: RegistrationConfig, theta: torch.Tensor, corners: torch.Tensor, to_px: float) -> torch.Tensor:
     """``(R K, k)``: each of the ``R`` starts ``theta`` composed with the ``K`` moves of the
     rescue (pair-major): the translations of a ``(2 n + 1)²`` grid spanning
-    ``±RESCUE_RANGE search_range`` pixels (``n = config.rescue_steps``), each also turned by
-    the angles of :data:`RESCUE_ROTATIONS` about the image centre."""
+    ``±RESCUE_RANGE search_range`` pixels (``n = config.rescue_steps``), each composed with
+    the similarities of :data:`RESCUE_TURNS` about the image centre."""
     R, device = theta.shape[0], theta.device
     n = config.rescue_steps
     ticks = torch.linspace(-1.0, 1.0, 2 * n + 1, dtype=torch.float64, device=device) * RESCUE_RANGE * config.search_range / to_px
     ty, tx = torch.meshgrid(ticks, ticks, indexing="ij")
     moves = []
-    for angle in RESCUE_ROTATIONS:
+    for angle, scale in RESCUE_TURNS:
         m = torch.zeros(tx.numel(), 3, 3, dtype=torch.float64, device=device)
-        m[:, 0, 0] = m[:, 1, 1] = math.cos(angle)
-        m[:, 0, 1], m[:, 1, 0] = -math.sin(angle), math.sin(angle)
+        m[:, 0, 0] = m[:, 1, 1] = scale * math.cos(angle)
+        m[:, 0, 1], m[:, 1, 0] = -scale * math.sin(angle), scale * math.sin(angle)
         m[:, 0, 2], m[:, 1, 2], m[:, 2, 2] = tx.flatten(), ty.flatten(), 1.0
         moves.append(m)
     move = torch.cat(moves)
