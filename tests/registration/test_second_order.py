@@ -149,3 +149,22 @@ def test_float64_and_empty_batch(canvas, device):
     empty = torch.zeros(0, 1, 64, 64)
     res = on(device, register_homography, empty, empty, config=cfg)
     assert res.homography.shape == (0, 3, 3) and res.converged.shape == (0,)
+
+
+def test_reweighted_step_lengthened_by_the_curvature_ratio():
+    """The Charbonnier step is lengthened by 1 / (scale * ratio), ratio = eps² / (r² + eps²)
+    averaged with the Jacobian's weights: not at all at a zero residual (reweighting is
+    Newton there), up to the cap for residuals far above eps, always the cap for L1."""
+    from gradcv.registration.second_order import _RELAX_MAX, _RELAX_SCALE, _relaxation
+
+    cfg = RegistrationConfig()
+    eps = cfg.charbonnier_eps
+    r = torch.stack([torch.zeros(1, 8, 8), torch.full((1, 8, 8), 1.5 * eps), torch.full((1, 8, 8), 30 * eps)])
+    robust = torch.rsqrt(r.square() + eps * eps)
+    wg2 = robust * (torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(0)) + 0.1)
+    got = _relaxation(cfg, robust, wg2, wg2.sum((1, 2, 3)))
+    expected = torch.tensor([1.0, min(_RELAX_MAX, 3.25 / _RELAX_SCALE), _RELAX_MAX], dtype=torch.float64)
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=0.0)
+    l1 = _relaxation(cfg.replace(loss="l1"), 1.0 / r.abs().clamp_min(eps), wg2, wg2.sum((1, 2, 3)))
+    assert bool((l1 == _RELAX_MAX).all())
