@@ -244,8 +244,8 @@ static inline ALWAYS_INLINE double reflect_coord(double x, int64_t n, double *si
 /* The per-channel reads of a row, shared by both precisions: out (channels planes of oplane
  * values) at [xa, xb) from the 2 x 2 blocks at base with separable weights; and the four values
  * of each block into contiguous rows (for the position gradient). Plain loops; float32 has
- * AVX-512 versions below (gathers), picked at run time, and so has the forward's interior
- * positions from a matrix (interior_mat_f32_avx512). */
+ * AVX-512 versions below (gathers), picked at run time, and so has the whole forward from a
+ * matrix with zeros or border padding (fused_mat_f32_avx512). */
 #define DEFINE_GATHERS(T, SUFFIX)                                                                  \
 static void sample_rows_##SUFFIX##_plain(                                                          \
     const T *img, T *out, int64_t channels, int64_t plane, int64_t oplane, int64_t w, int64_t wo,  \
@@ -342,54 +342,126 @@ static int have_avx512vl(void) {
     return flag;
 }
 
-/* interior_f32's matrix form without derivatives, 8 positions at a time: the same operations
- * in the same order (no fused multiply-adds), so the same bits. */
-__attribute__((target("avx512f,avx512vl"))) static int interior_mat_f32_avx512(
-    const double *m, int64_t yo, int64_t xa, int64_t xb, int64_t h, int64_t w, int32_t *base, float *wx0,
-    float *wx1, float *wy0, float *wy1) {
+/* One axis of taps_f32 + axis_f32 (zeros and border padding, no derivatives) for 8 positions
+ * p (double; ok: defined): the clamps to [lo, hi], -2 (read nothing) where undefined, the block's
+ * first index c in [0, n - 2] and its two weights w0, w1. Every operation is the scalar one (the
+ * 0/1 masks multiply exactly, and of the two products summed into a weight at most one is not
+ * +0), so the same bits. */
+__attribute__((target("avx512f,avx512vl"))) static inline void axis_f32_avx512(
+    __m512d p, __mmask8 ok, __m512d lo, __m512d hi, int32_t n, __m256i *c, __m256 *w0, __m256 *w1) {
+    p = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(p, lo, _CMP_GT_OQ), lo, p);
+    p = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(p, hi, _CMP_LT_OQ), hi, p);
+    p = _mm512_mask_blend_pd(ok, _mm512_set1_pd(-2.0), p);
+    __m512d f0 = _mm512_roundscale_pd(p, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    __m256 f = _mm512_cvtpd_ps(_mm512_sub_pd(p, f0));
+    __m256i i = _mm512_cvttpd_epi32(f0), i1 = _mm256_add_epi32(i, _mm256_set1_epi32(1));
+    __m256i k = _mm256_min_epi32(_mm256_max_epi32(i, _mm256_setzero_si256()), _mm256_set1_epi32(n - 2));
+    __mmask8 m0 = _mm256_cmp_epi32_mask(i, _mm256_setzero_si256(), _MM_CMPINT_NLT)
+                & _mm256_cmp_epi32_mask(i, _mm256_set1_epi32(n), _MM_CMPINT_LT);
+    __mmask8 m1 = _mm256_cmp_epi32_mask(i1, _mm256_setzero_si256(), _MM_CMPINT_NLT)
+                & _mm256_cmp_epi32_mask(i1, _mm256_set1_epi32(n), _MM_CMPINT_LT);
+    __m256 a0 = _mm256_maskz_mov_ps(m0, _mm256_sub_ps(_mm256_set1_ps(1.0f), f)), a1 = _mm256_maskz_mov_ps(m1, f);
+    __mmask8 e0 = _mm256_cmp_epi32_mask(i, k, _MM_CMPINT_EQ), e1 = _mm256_cmp_epi32_mask(i1, k, _MM_CMPINT_EQ);
+    __mmask8 e2 = _mm256_cmp_epi32_mask(i, _mm256_add_epi32(k, _mm256_set1_epi32(1)), _MM_CMPINT_EQ);
+    *w0 = _mm256_mask_mov_ps(_mm256_maskz_mov_ps(e1, a1), e0, a0);
+    *w1 = _mm256_mask_mov_ps(_mm256_maskz_mov_ps(e0, a1), e2, a0);
+    *c = k;
+}
+
+/* The forward from a matrix with zeros or border padding, float32, outputs [xa, xb) of row yo
+ * (xb - xa a multiple of 16): positions, taps and samples in one pass, 16 outputs at a time,
+ * so that the divides of the positions overlap the gathers of the samples (two passes over the
+ * row, positions then samples, keep them apart). Where all 16 positions are inside the image
+ * the weights are interior_f32's, else taps_f32's; the samples are sample_rows_f32_avx512's:
+ * every operation is the scalar path's, so the same bits. */
+__attribute__((target("avx512f,avx512vl"))) static int fused_mat_f32_avx512(
+    const double *m, int64_t yo, int64_t xa, int64_t xb, int64_t h, int64_t w, int padding, const float *img,
+    float *out, int64_t channels, int64_t plane, int64_t oplane) {
     const double y = (double)yo;
     const __m512d m0 = _mm512_set1_pd(m[0]), m3 = _mm512_set1_pd(m[3]), m6 = _mm512_set1_pd(m[6]);
     const __m512d c0 = _mm512_set1_pd(m[1] * y + m[2]), c1 = _mm512_set1_pd(m[4] * y + m[5]);
     const __m512d c2 = _mm512_set1_pd(m[7] * y + m[8]);
     const __m512d hx = _mm512_set1_pd((double)w - 1.0), hy = _mm512_set1_pd((double)h - 1.0);
+    const int border = padding != PAD_ZEROS;
+    const __m512d lo = _mm512_set1_pd(border ? 0.0 : -2.0);
+    const __m512d hix = _mm512_set1_pd(border ? (double)w - 1.0 : (double)w + 1.0);
+    const __m512d hiy = _mm512_set1_pd(border ? (double)h - 1.0 : (double)h + 1.0);
     const __m512d zero = _mm512_setzero_pd(), one = _mm512_set1_pd(1.0), eight = _mm512_set1_pd(8.0);
     const __m256i wi = _mm256_set1_epi32((int)w);
-    const __m256 onef = _mm256_set1_ps(1.0f);
+    const __m512 onef = _mm512_set1_ps(1.0f);
+    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
     __m512d xv = _mm512_add_pd(_mm512_set1_pd((double)xa), _mm512_set_pd(7, 6, 5, 4, 3, 2, 1, 0));
-    unsigned bad = 0;
-    for (int64_t x = xa; x < xb; x += 8, xv = _mm512_add_pd(xv, eight)) {
-        __mmask8 live = xb - x >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << (xb - x)) - 1u);
-        __m512d d = _mm512_add_pd(_mm512_mul_pd(m6, xv), c2);
-        __m512d inv = _mm512_div_pd(one, d);
-        __m512d sx = _mm512_mul_pd(_mm512_add_pd(_mm512_mul_pd(m0, xv), c0), inv);
-        __m512d sy = _mm512_mul_pd(_mm512_add_pd(_mm512_mul_pd(m3, xv), c1), inv);
-        /* inside (NaN compares false): sx in [0, w - 1), sy in [0, h - 1) */
-        __mmask8 in = _mm512_cmp_pd_mask(sx, zero, _CMP_GE_OQ) & _mm512_cmp_pd_mask(sx, hx, _CMP_LT_OQ)
-                    & _mm512_cmp_pd_mask(sy, zero, _CMP_GE_OQ) & _mm512_cmp_pd_mask(sy, hy, _CMP_LT_OQ);
-        bad |= (unsigned)(live & (__mmask8)~in);
-        __m512d cx = _mm512_maskz_mov_pd(in, sx), cy = _mm512_maskz_mov_pd(in, sy);
-        __m512d fx = _mm512_roundscale_pd(cx, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
-        __m512d fy = _mm512_roundscale_pd(cy, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
-        __m256 ax = _mm512_cvtpd_ps(_mm512_sub_pd(cx, fx)), ay = _mm512_cvtpd_ps(_mm512_sub_pd(cy, fy));
-        __m256i b = _mm256_add_epi32(_mm256_mullo_epi32(_mm512_cvttpd_epi32(fy), wi), _mm512_cvttpd_epi32(fx));
-        _mm256_mask_storeu_ps(wx0 + x, live, _mm256_sub_ps(onef, ax));
-        _mm256_mask_storeu_ps(wx1 + x, live, ax);
-        _mm256_mask_storeu_ps(wy0 + x, live, _mm256_sub_ps(onef, ay));
-        _mm256_mask_storeu_ps(wy1 + x, live, ay);
-        _mm256_mask_storeu_epi32(base + x, live, b);
+#define JOIN_PS(lo, hi) _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(lo)), _mm256_castps_pd(hi), 1))
+    for (int64_t x = xa; x < xb; x += 16) {
+        __m512d sx[2], sy[2];
+        __m256 ax[2], ay[2];
+        __m256i b[2];
+        __mmask8 in[2], ok[2];
+        for (int k = 0; k < 2; ++k, xv = _mm512_add_pd(xv, eight)) {
+            __m512d d = _mm512_add_pd(_mm512_mul_pd(m6, xv), c2);
+            __m512d inv = _mm512_div_pd(one, d);
+            sx[k] = _mm512_mul_pd(_mm512_add_pd(_mm512_mul_pd(m0, xv), c0), inv);
+            sy[k] = _mm512_mul_pd(_mm512_add_pd(_mm512_mul_pd(m3, xv), c1), inv);
+            /* inside (NaN compares false): sx in [0, w - 1), sy in [0, h - 1) */
+            in[k] = _mm512_cmp_pd_mask(sx[k], zero, _CMP_GE_OQ) & _mm512_cmp_pd_mask(sx[k], hx, _CMP_LT_OQ)
+                  & _mm512_cmp_pd_mask(sy[k], zero, _CMP_GE_OQ) & _mm512_cmp_pd_mask(sy[k], hy, _CMP_LT_OQ);
+            /* defined: d != 0 and both finite (locate_row_f32's test) */
+            ok[k] = _mm512_cmp_pd_mask(d, zero, _CMP_NEQ_UQ)
+                  & _mm512_cmp_pd_mask(_mm512_sub_pd(sx[k], sx[k]), zero, _CMP_EQ_OQ)
+                  & _mm512_cmp_pd_mask(_mm512_sub_pd(sy[k], sy[k]), zero, _CMP_EQ_OQ);
+            __m512d fx = _mm512_roundscale_pd(sx[k], _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+            __m512d fy = _mm512_roundscale_pd(sy[k], _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+            ax[k] = _mm512_cvtpd_ps(_mm512_sub_pd(sx[k], fx));
+            ay[k] = _mm512_cvtpd_ps(_mm512_sub_pd(sy[k], fy));
+            b[k] = _mm256_add_epi32(_mm256_mullo_epi32(_mm512_cvttpd_epi32(fy), wi), _mm512_cvttpd_epi32(fx));
+        }
+        __m512 a0, a1, e0, e1;
+        if ((in[0] & in[1]) == 0xFF) {
+            a1 = JOIN_PS(ax[0], ax[1]);
+            e1 = JOIN_PS(ay[0], ay[1]);
+            a0 = _mm512_sub_ps(onef, a1);
+            e0 = _mm512_sub_ps(onef, e1);
+        } else {
+            __m256 p0[2], p1[2], q0[2], q1[2];
+            for (int k = 0; k < 2; ++k) {
+                __m256i bx, by;
+                axis_f32_avx512(sx[k], ok[k], lo, hix, (int32_t)w, &bx, &p0[k], &p1[k]);
+                axis_f32_avx512(sy[k], ok[k], lo, hiy, (int32_t)h, &by, &q0[k], &q1[k]);
+                b[k] = _mm256_add_epi32(_mm256_mullo_epi32(by, wi), bx);
+            }
+            a0 = JOIN_PS(p0[0], p0[1]);
+            a1 = JOIN_PS(p1[0], p1[1]);
+            e0 = JOIN_PS(q0[0], q0[1]);
+            e1 = JOIN_PS(q1[0], q1[1]);
+        }
+        const __m256i j0 = _mm256_add_epi32(b[0], wi), j1 = _mm256_add_epi32(b[1], wi);
+        for (int64_t c = 0; c < channels; ++c) {
+            const float *s = img + c * plane;
+            __m512 t0 = _mm512_castsi512_ps(_mm512_i32gather_epi64(b[0], (const void *)s, 4));
+            __m512 t1 = _mm512_castsi512_ps(_mm512_i32gather_epi64(b[1], (const void *)s, 4));
+            __m512 u0 = _mm512_castsi512_ps(_mm512_i32gather_epi64(j0, (const void *)s, 4));
+            __m512 u1 = _mm512_castsi512_ps(_mm512_i32gather_epi64(j1, (const void *)s, 4));
+            __m512 v00 = _mm512_permutex2var_ps(t0, even, t1), v01 = _mm512_permutex2var_ps(t0, odd, t1);
+            __m512 v10 = _mm512_permutex2var_ps(u0, even, u1), v11 = _mm512_permutex2var_ps(u0, odd, u1);
+            __m512 top = _mm512_add_ps(_mm512_mul_ps(a0, v00), _mm512_mul_ps(a1, v01));
+            __m512 bot = _mm512_add_ps(_mm512_mul_ps(a0, v10), _mm512_mul_ps(a1, v11));
+            _mm512_storeu_ps(out + c * oplane + x, _mm512_add_ps(_mm512_mul_ps(e0, top), _mm512_mul_ps(e1, bot)));
+        }
     }
-    return bad != 0;
+#undef JOIN_PS
+    return 0;
 }
-#define INTERIOR_MAT_F32(...) (have_avx512vl() ? interior_mat_f32_avx512(__VA_ARGS__) : -1)
+#define FUSED_MAT_F32(...) (have_avx512vl() ? fused_mat_f32_avx512(__VA_ARGS__) : -1)
 #define SAMPLE_ROWS_F32(...) (have_avx512() ? sample_rows_f32_avx512(__VA_ARGS__) : sample_rows_f32_plain(__VA_ARGS__))
 #define BLOCKS_F32(...) (have_avx512() ? blocks_f32_avx512(__VA_ARGS__) : blocks_f32_plain(__VA_ARGS__))
 #else
 #define SAMPLE_ROWS_F32(...) sample_rows_f32_plain(__VA_ARGS__)
-#define INTERIOR_MAT_F32(...) (-1)
+#define FUSED_MAT_F32(...) (-1)
 #define BLOCKS_F32(...) blocks_f32_plain(__VA_ARGS__)
 #endif
 #define SAMPLE_ROWS_F64(...) sample_rows_f64_plain(__VA_ARGS__)
-#define INTERIOR_MAT_F64(...) (-1)
+#define FUSED_MAT_F64(...) (-1)
 #define BLOCKS_F64(...) blocks_f64_plain(__VA_ARGS__)
 
 /* Per output row, per pixel x (buffers of wo values each):
@@ -583,14 +655,8 @@ static inline ALWAYS_INLINE void row_##SUFFIX(                                  
     }                                                                                               \
     for (int64_t xa = 0; xa < wo; xa += 32) {                                                       \
         int64_t xb = xa + 32 < wo ? xa + 32 : wo;                                                   \
-        /* the forward's matrix form has a vectorised version (same bits), -1 when not here */      \
-        int bad = deriv || !mats ? -1 : INTERIOR_MAT_##SUFFIX(mats + p * 9, yo, xa, xb, h, w, base,  \
-                                   wts, wts + wo, wts + 2 * wo, wts + 3 * wo);                       \
-        if (bad < 0)                                                                                \
-            bad = interior_##SUFFIX(grid, mats, p, yo, ho, wo, xa, xb, h, w, pos, pos + wo,          \
-                                    pos + 2 * wo, base, wts, wts + wo, wts + 2 * wo, wts + 3 * wo,   \
-                                    deriv);                                                         \
-        if (bad) {                                                                                  \
+        if (interior_##SUFFIX(grid, mats, p, yo, ho, wo, xa, xb, h, w, pos, pos + wo, pos + 2 * wo, \
+                              base, wts, wts + wo, wts + 2 * wo, wts + 3 * wo, deriv)) {            \
             locate_row_##SUFFIX(grid, mats, p, yo, ho, wo, xa, xb, h, w, padding, pos, base, wts,   \
                                 der, fac, deriv);                                                   \
         } else if (deriv) {                                                                         \
@@ -638,11 +704,28 @@ int warp_bilinear_##SUFFIX(                                                     
     const T *wx0 = wts, *wx1 = wts + wo, *wy0 = wts + 2 * wo, *wy1 = wts + 3 * wo;                 \
     int64_t p, y0, y1;                                                                             \
     for (int64_t k = 0; take_piece(next, k, images, ho, band, &p, &y0, &y1); ++k) {                \
+        const T *src = img + p * channels * h * w;                                                 \
         for (int64_t yo = y0; yo < y1; ++yo) {                                                     \
-            row_##SUFFIX(grid, mats, p, yo, ho, wo, h, w, padding, pos, base, wts, wts + 4 * wo,       \
-                         pos + 5 * wo, 0);                                                         \
-            SAMPLE_ROWS_##SUFFIX(img + p * channels * h * w, out + (p * channels * ho + yo) * wo,     \
-                                 channels, h * w, ho * wo, w, wo, base, wx0, wx1, wy0, wy1);        \
+            T *dst = out + (p * channels * ho + yo) * wo;                                          \
+            if (!mats || padding == PAD_REFLECTION) {                                              \
+                row_##SUFFIX(grid, mats, p, yo, ho, wo, h, w, padding, pos, base, wts, wts + 4 * wo,   \
+                             pos + 5 * wo, 0);                                                     \
+                SAMPLE_ROWS_##SUFFIX(src, dst, channels, h * w, ho * wo, w, wo, base, wx0, wx1, wy0, wy1); \
+                continue;                                                                          \
+            }                                                                                      \
+            /* positions and samples in one pass where it applies (-1: not here), the rest      \
+             * (the last wo % 16 outputs) in pieces of 32 as in row_ */                            \
+            int64_t xa = FUSED_MAT_##SUFFIX(mats + p * 9, yo, 0, wo & ~(int64_t)15, h, w, padding, src, dst, \
+                                            channels, h * w, ho * wo) < 0 ? 0 : wo & ~(int64_t)15;  \
+            for (; xa < wo; xa += 32) {                                                            \
+                int64_t xb = xa + 32 < wo ? xa + 32 : wo;                                          \
+                if (interior_##SUFFIX(grid, mats, p, yo, ho, wo, xa, xb, h, w, pos, pos + wo, pos + 2 * wo, \
+                                      base, wts, wts + wo, wts + 2 * wo, wts + 3 * wo, 0))        \
+                    locate_row_##SUFFIX(grid, mats, p, yo, ho, wo, xa, xb, h, w, padding, pos, base, wts, \
+                                        wts + 4 * wo, pos + 5 * wo, 0);                           \
+                SAMPLE_ROWS_##SUFFIX(src, dst + xa, channels, h * w, ho * wo, w, xb - xa, base + xa,    \
+                                     wx0 + xa, wx1 + xa, wy0 + xa, wy1 + xa);                      \
+            }                                                                                      \
         }                                                                                          \
     }                                                                                              \
     free(base);                                                                                    \
@@ -782,8 +865,8 @@ int warp_bilinear_backward_##SUFFIX(                                            
 }
 
 #define SAMPLE_ROWS_f32 SAMPLE_ROWS_F32
-#define INTERIOR_MAT_f32 INTERIOR_MAT_F32
-#define INTERIOR_MAT_f64 INTERIOR_MAT_F64
+#define FUSED_MAT_f32 FUSED_MAT_F32
+#define FUSED_MAT_f64 FUSED_MAT_F64
 #define SAMPLE_ROWS_f64 SAMPLE_ROWS_F64
 #define BLOCKS_f32 BLOCKS_F32
 #define BLOCKS_f64 BLOCKS_F64

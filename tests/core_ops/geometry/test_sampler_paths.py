@@ -1,7 +1,9 @@
 """The sampler's fast paths (``core_ops/_native/kernels.c``): pieces of rows whose 2 x 2
 blocks all lie inside the image skip padding and masks, float32 rows are read by AVX-512
-gathers where the CPU has them, the matrix gradient sums eight lanes at a time, and a
-broadcast output gradient (``sum()``'s) is read in place.
+gathers where the CPU has them (the forward from a matrix with zeros or border padding
+computes positions, taps and samples 16 outputs at a time in one pass), the matrix gradient
+sums eight lanes at a time, a broadcast output gradient (``sum()``'s) is read in place, and
+threads share the work in pieces.
 
 What is pinned: on warps where most of the output reads the interior and the rest crosses
 the edges, every path gives the PyTorch path's values and gradients (which CI also runs
