@@ -94,6 +94,24 @@ def pair_loss(loss: str, warped: torch.Tensor, target: torch.Tensor, weight: tor
     return err.sum((1, 2, 3)) / total.clamp_min(1.0)
 
 
+def residual_loss(loss: str, r: torch.Tensor, weight: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(pair_loss (B,), IRLS weights or None)`` of the least-squares family (``'l1'``,
+    ``'l2'``, ``'charbonnier'``) from the residual ``r = warped - target``: the numbers of
+    :func:`pair_loss` and :func:`robust_weight`, bit for bit, sharing their passes over
+    ``r`` (the second-order solver's evaluation)."""
+    if loss == "charbonnier":
+        sq = r.square()
+        t = sq + eps * eps
+        err, robust = sq / (t.sqrt() + eps), torch.rsqrt(t)
+    elif loss == "l1":
+        err = r.abs()
+        robust = 1.0 / err.clamp_min(eps)
+    else:
+        err, robust = r.square(), None
+    total = weight.sum((1, 2, 3)) * r.shape[1]
+    return (err * weight).sum((1, 2, 3)) / total.clamp_min(1.0), robust
+
+
 #: The photometric model's terms for each ``config.photometric``: the columns ``phi`` of
 #: ``dst(p) ≈ src(G p) + sum_j c_j phi_j(p)``, linear in the per-pair coefficients ``c``.
 #: ``gain``: the warped source (centred at 0.5), ``bias``: 1, ``curve``: the warped source

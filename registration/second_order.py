@@ -52,6 +52,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from gradcv.core_ops.filters import spatial_gradient
 from gradcv.optim import PerSampleStopping, ProgressCallback, StoppingCriteria, WorkingSet, pad_history
@@ -64,11 +65,10 @@ from gradcv.registration.objective import (
     apply_photometric,
     level_photometric,
     masked_weight,
-    pair_loss,
     photometric_columns,
     photometric_gram,
     photometric_solve,
-    robust_weight,
+    residual_loss,
 )
 from gradcv.registration.sampling import LevelGrid, project_corners
 
@@ -176,10 +176,11 @@ class _Linearisation:
             "src": problem.src,
             "dst": problem.dst,
             "centres": problem.grid.centres(problem.src),
-            "grad": central_differences(problem.dst),
+            "grad": central_differences(problem.dst) * 2.0,  # unhalved, see _esm_gradient
         }
         if problem.masks is not None:
             self.work["src_mask"], self.work["dst_mask"] = problem.masks
+        self.buffer: torch.Tensor | None = None
 
     def keep(self, keep: torch.Tensor) -> None:
         """Restrict the working tensors to the positions ``keep``."""
@@ -207,10 +208,8 @@ class _Linearisation:
             D, e = photometric_gram(phi, inside, work["dst"] - warped)
             fitted = apply_photometric(warped, phi, photometric_solve(D, e))
         r = fitted - work["dst"]
-        loss = pair_loss(cfg.loss, fitted, work["dst"], inside, cfg.charbonnier_eps)  # cancellation-free
-        g = 0.5 * (central_differences(fitted) + work["grad"])  # ESM: the mean of both gradients
-        gx, gy = g[:, :, 0], g[:, :, 1]
-        robust = robust_weight(cfg.loss, r, cfg.charbonnier_eps)
+        loss, robust = residual_loss(cfg.loss, r, inside, cfg.charbonnier_eps)
+        gx, gy = _esm_gradient(fitted, work["grad"])
         weights = inside if robust is None else inside * robust
         wgx, wgy = weights * gx, weights * gy
         pairs: tuple = ((wgx, gx), (wgx, gy), (wgy, gy), (wgx, r), (wgy, r))
@@ -218,7 +217,9 @@ class _Linearisation:
         for j, term in enumerate(terms):
             column = None if term == "bias" else phi[:, j]
             pairs += ((wgx, column), (wgy, column))
-        sums = _products(pairs)
+        # The products' buffer is kept from one evaluation to the next: a fresh one of
+        # this size (megabytes at 256²) page-faulted on every evaluation (~850 faults).
+        sums = self.buffer = _products(pairs, self.buffer)
         n, (h, w) = G.shape[0], grid.size
         K = len(pairs)
         moments = m.Y.T @ (sums.view(K * n, h, w) @ m.X)  # (Kn, 5, 5): [row power, column power]
@@ -233,8 +234,22 @@ class _Linearisation:
             D, e = photometric_gram(phi, weights, r) if robust is not None else (D, _gram_rhs(phi, weights, r))
             A, b = _eliminate_photometric(A, b, cross.transpose(1, 2), D, e)
         if robust is not None and not cfg.differentiable:  # the step -A⁻¹b lengthened (see _relaxation)
-            b = b * _relaxation(cfg, robust, wgx * gx + wgy * gy, moments[:, 0] + moments[:, 50])[:, None]
+            # w |g|² per pixel: the products already made where there is one channel
+            wg2 = (sums[0] + sums[2])[:, None] if r.shape[1] == 1 else wgx * gx + wgy * gy
+            b = b * _relaxation(cfg, robust, wg2, moments[:, 0] + moments[:, 50])[:, None]
         return loss, A, b
+
+
+def _esm_gradient(fitted: torch.Tensor, dst_differences: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """ESM's gradient: the mean of ``fitted``'s and the destination's central differences
+    (level pixels, replicated borders; :func:`central_differences`' numbers), ``(gx, gy)``
+    each ``(B, C, h, w)``, given the destination's differences ``x[+1] - x[-1]`` unhalved
+    ``(B, C, 2, h, w)``. Halving is exact, so ``(d_fitted + d_dst) / 4`` is that mean bit
+    for bit, without stacking ``fitted``'s pair."""
+    p = F.pad(fitted, (1, 1, 1, 1), mode="replicate")
+    gx = (p[..., 1:-1, 2:] - p[..., 1:-1, :-2] + dst_differences[:, :, 0]).mul_(0.25)
+    gy = (p[..., 2:, 1:-1] - p[..., :-2, 1:-1] + dst_differences[:, :, 1]).mul_(0.25)
+    return gx, gy
 
 
 def _relaxation(config: RegistrationConfig, robust: torch.Tensor, wg2: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
@@ -283,20 +298,24 @@ def _eliminate_photometric(
     return torch.where(ok[:, None, None], A_s, A), torch.where(ok[:, None], b_s, b)
 
 
-def _products(pairs: tuple[tuple[torch.Tensor, torch.Tensor | None], ...]) -> torch.Tensor:
+def _products(pairs: tuple[tuple[torch.Tensor, torch.Tensor | None], ...], buffer: torch.Tensor | None = None) -> torch.Tensor:
     """``(len(pairs), n, h, w)``: each pair's channel sum of products (of the first alone
-    where the second is ``None``). Without autograd,
-    written into one buffer (``out=`` saves a copy per product); with it, stacked."""
+    where the second is ``None``). Without autograd, written into one buffer (``out=``
+    saves a copy per product): ``buffer`` where it has that shape, dtype and device, else
+    a new one; with autograd, stacked."""
     u0 = pairs[0][0]
     n, C, h, w = u0.shape
     if torch.is_grad_enabled():
         return torch.stack([(u if v is None else u * v).sum(1) for u, v in pairs])
-    sums = torch.empty(len(pairs), n, h, w, dtype=u0.dtype, device=u0.device)
+    shape = (len(pairs), n, h, w)
+    fits = buffer is not None and buffer.shape == shape and buffer.dtype == u0.dtype and buffer.device == u0.device
+    sums = buffer if fits else torch.empty(shape, dtype=u0.dtype, device=u0.device)
+    channel = sums[:, :, None]  # (K, n, 1, h, w): a product of one channel is written as it is
     for k, (u, v) in enumerate(pairs):
         if v is None:
             torch.sum(u, 1, out=sums[k])
         elif C == 1:
-            torch.mul(u.squeeze(1), v.squeeze(1), out=sums[k])
+            torch.mul(u, v, out=channel[k])
         else:
             torch.sum(u * v, 1, out=sums[k])
     return sums

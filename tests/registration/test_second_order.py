@@ -168,3 +168,17 @@ def test_reweighted_step_lengthened_by_the_curvature_ratio():
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=0.0)
     l1 = _relaxation(cfg.replace(loss="l1"), 1.0 / r.abs().clamp_min(eps), wg2, wg2.sum((1, 2, 3)))
     assert bool((l1 == _RELAX_MAX).all())
+
+
+@pytest.mark.parametrize("loss", ["l1", "l2", "charbonnier"])
+def test_residual_loss_is_pair_loss_and_robust_weight(loss, device):
+    """The solver's shared-pass loss and IRLS weights are pair_loss's and robust_weight's bit for bit."""
+    from gradcv.registration.objective import pair_loss, residual_loss, robust_weight
+
+    g = torch.Generator().manual_seed(0)
+    warped, target = (torch.rand(3, 2, 9, 11, generator=g).to(device) for _ in range(2))
+    weight = (torch.rand(3, 1, 9, 11, generator=g) > 0.3).float().to(device)
+    got, robust = residual_loss(loss, warped - target, weight, 1e-3)
+    assert torch.equal(got, pair_loss(loss, warped, target, weight, 1e-3))
+    expected = robust_weight(loss, warped - target, 1e-3)
+    assert (robust is None) == (expected is None) and (robust is None or torch.equal(robust, expected))
