@@ -30,9 +30,11 @@ whose steps are lengthened by how much those weights overestimate the penalty's 
 least 1e-2, on a rejected one); ``gauss_newton`` keeps λ = 0 and halves its step on a
 rejection instead (doubling it back, up to the full step, on an acceptance).
 
-A pair stops once a proposed step, kept or not, moves the image corners less than
-``step_tolerance`` pixels of the level being solved (or a kept one changes its loss by
-less than ``tolerance``, relatively), once a rejected one moves them less than
+A pair stops once a proposed step moves the image corners less than ``step_tolerance``
+pixels of the level being solved (such a step is kept without evaluating it: at that
+size the loss no longer tells, and a Gauss–Newton step that small is a refinement), or a
+kept one changes its loss by less than ``tolerance``, relatively, once a rejected one
+moves them less than
 :data:`_REJECTED_STOP` times that (the loss is at its floor), or once its damping or step
 length saturates.
 
@@ -374,6 +376,18 @@ def solve_second_order(
         return _iterate(problem, theta, config, callback)
 
 
+def _frame_to_level(problem: LevelProblem, dtype: torch.dtype) -> float:
+    """Frame units -> this level's pixels. Steps are measured in the level's own pixels:
+    a coarse level only has to settle to a hundredth of *its* pixel, the finer ones refine
+    from there (measured: a third fewer iterations, the same final accuracy). From the
+    sizes, not a float() of the grid's device tensor (a host sync on CUDA once per level);
+    rounded through the working dtype as ``grid.to_grid`` is, so the value is the same bit
+    for bit."""
+    full, (_, w) = max(problem.grid.full) / 2.0, problem.grid.size
+    to_grid = float(torch.tensor(2 * full / (2.0**problem.level.level * w), dtype=dtype))
+    return to_grid * w / 2.0
+
+
 def _iterate(
     problem: LevelProblem, theta: torch.Tensor, config: RegistrationConfig, callback: ProgressCallback | None
 ) -> LevelOutcome:
@@ -382,15 +396,7 @@ def _iterate(
     B = problem.batch
     dtype, device = theta.dtype, theta.device
     lm = config.method == "levenberg_marquardt"
-    # frame units -> this level's pixels. Steps are measured in the level's own pixels:
-    # a coarse level only has to settle to a hundredth of *its* pixel, the finer ones
-    # refine from there (measured: a third fewer iterations, the same final accuracy).
-    # From the sizes, not a float() of the grid's device tensor (a host sync on CUDA once
-    # per level); rounded through the working dtype as ``grid.to_grid`` is, so the value
-    # is the same bit for bit.
-    full, (_, w) = max(problem.grid.full) / 2.0, problem.grid.size
-    to_grid = float(torch.tensor(2 * full / (2.0**problem.level.level * w), dtype=dtype))
-    frame_to_level = to_grid * w / 2.0
+    frame_to_level = _frame_to_level(problem, dtype)
     moments = _Moments.build(problem, frame_to_level, dtype)
     linearise = _Linearisation(problem, config, moments)
     # patience 1: a small proposal, kept or not, means the pair sits at its optimum (a
@@ -412,22 +418,24 @@ def _iterate(
     for step in range(config.iterations):
         losses.append(loss_all)  # never written in place: the working set scatters out of place
         cand = _propose(G, A, b, lam, alpha, moments.generators)
-        c_loss, c_A, c_b = linearise(cand)
-        active = stop.active
-        accept = active & torch.isfinite(c_loss) & (c_loss < loss)
         c_corners = project_corners(cand, problem.corners)
-        moved = (c_corners - corners).norm(dim=-1).amax(-1)
+        moved = (c_corners - corners).norm(dim=-1).amax(-1) * frame_to_level
+        # A step under the tolerance is kept without evaluating it, and ends the pair.
+        tiny, active = moved < config.step_tolerance, stop.active
+        skip = eager and not bool((active & ~tiny).any())  # nothing else to evaluate
+        c_loss, c_A, c_b = (loss, A, b) if skip else linearise(cand)
+        accept = active & (tiny | (torch.isfinite(c_loss) & (c_loss < loss)))
         change = (loss - c_loss) / loss.clamp_min(torch.finfo(dtype).tiny)
         lam, alpha, stuck = _adapt(lm, accept, lam, alpha)
-        stuck = stuck | (~accept & (moved * frame_to_level < _REJECTED_STOP * config.step_tolerance))
-        a = accept[:, None]
+        stuck = stuck | (~accept & (moved < _REJECTED_STOP * config.step_tolerance))
+        a, measured = accept[:, None], accept & ~tiny
         G = torch.where(a[..., None], cand, G)
         corners = torch.where(a[..., None], c_corners, corners)
-        loss = torch.where(accept, c_loss, loss)
+        loss = torch.where(measured, c_loss, loss)
         A = torch.where(a[..., None], c_A, A)
         b = torch.where(a, c_b, b)
         # A rejected proposal's loss change does not count (NaN is never small).
-        stop.update(torch.where(accept, change, torch.nan), moved * frame_to_level, stuck)
+        stop.update(torch.where(accept, change, torch.nan), moved, stuck)
         loss_all = work.scatter(loss_all, loss)
         if callback is not None:
             callback(problem.level.index, step, loss_all)
