@@ -50,6 +50,7 @@ data). Near convergence it approaches the implicit-function derivative of the op
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 
@@ -138,35 +139,38 @@ class _Moments:
         """The tables of ``motion`` on the level ``grid`` (``frame_to_level``: level pixels
         per frame unit)."""
         device = grid.points.device
-        gens = generators(motion, torch.float64, device)  # (P, 3, 3)
-        P = gens.shape[0]
-        Cx = torch.zeros(P, 6, dtype=torch.float64, device=device)
-        Cy = torch.zeros_like(Cx)
-        # (E p)_x = E00 x + E01 y + E02; minus x (E p)_z = x (E20 x + E21 y + E22).
-        Cx[:, 0], Cx[:, 1], Cx[:, 2] = gens[:, 0, 2], gens[:, 0, 0] - gens[:, 2, 2], gens[:, 0, 1]
-        Cx[:, 3], Cx[:, 4] = -gens[:, 2, 0], -gens[:, 2, 1]
-        Cy[:, 0], Cy[:, 1], Cy[:, 2] = gens[:, 1, 2], gens[:, 1, 0], gens[:, 1, 1] - gens[:, 2, 2]
-        Cy[:, 4], Cy[:, 5] = -gens[:, 2, 0], -gens[:, 2, 1]
-        Cx, Cy = Cx * frame_to_level, Cy * frame_to_level
+        gens = generators(motion, torch.float64, device).reshape(-1, 9)  # (P, 9): E00 ... E22
+        select, gather, gather_photometric = _moment_constants(device)
         powers = torch.arange(5, dtype=dtype, device=device)
         X = grid.points[0, 0, :, 0, None] ** powers
         Y = grid.points[0, :, 0, 1, None] ** powers
-        # One gather takes the (5, n, 5, 5) moments to the (12, 12) block matrix [[xx, xy],
-        # [xy, yy]] and the 12-vector [x r, y r] of every pair; m has exponents:
-        ex = torch.tensor([0, 1, 0, 2, 1, 0])
-        ey = torch.tensor([0, 0, 1, 0, 1, 2])
-        i, j = torch.meshgrid(torch.arange(12), torch.arange(12), indexing="ij")
-        block = (i >= 6).long() + (j >= 6).long()  # xx: 0, xy: 1, yy: 2
-        a_ij, b_ij = ex[i % 6] + ex[j % 6], ey[i % 6] + ey[j % 6]
-        k = torch.arange(12)
-        gather = torch.cat([(block * 25 + b_ij * 5 + a_ij).flatten(), (3 + k // 6) * 25 + ey[k % 6] * 5 + ex[k % 6]])
-        # The photometric columns' [x phi_j, y phi_j] moments (products 5 + 2j, 6 + 2j), 6
-        # monomials each, for up to 4 columns (a model with fewer reads the first ones).
-        k = torch.arange(12 * 4)
-        gather_photometric = (5 + k // 6) * 25 + ey[k % 6] * 5 + ex[k % 6]
-        return _Moments(
-            torch.cat([Cx, Cy], 1), X, Y, gather.to(device), gather_photometric.to(device), gens.reshape(P, 9)
-        )
+        return _Moments((gens @ select) * frame_to_level, X, Y, gather, gather_photometric, gens)
+
+
+@functools.lru_cache(maxsize=8)
+def _moment_constants(device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The tables that depend on nothing but the device (made once): ``select (9, 12)``
+    taking a generator's entries to ``[Cx, Cy]``, and the moments' gathers."""
+    # (E p)_x = E00 x + E01 y + E02; minus x (E p)_z = x (E20 x + E21 y + E22): Cx over the
+    # monomials (1, x, y, x², xy, y²) is (E02, E00 - E22, E01, -E20, -E21, 0); likewise Cy.
+    select = torch.zeros(9, 12, dtype=torch.float64)
+    for entry, column, sign in ((2, 0, 1), (0, 1, 1), (8, 1, -1), (1, 2, 1), (6, 3, -1), (7, 4, -1),
+                                (5, 6, 1), (3, 7, 1), (4, 8, 1), (8, 8, -1), (6, 10, -1), (7, 11, -1)):
+        select[entry, column] = sign
+    # One gather takes the (5, n, 5, 5) moments to the (12, 12) block matrix [[xx, xy],
+    # [xy, yy]] and the 12-vector [x r, y r] of every pair; m has exponents:
+    ex = torch.tensor([0, 1, 0, 2, 1, 0])
+    ey = torch.tensor([0, 0, 1, 0, 1, 2])
+    i, j = torch.meshgrid(torch.arange(12), torch.arange(12), indexing="ij")
+    block = (i >= 6).long() + (j >= 6).long()  # xx: 0, xy: 1, yy: 2
+    a_ij, b_ij = ex[i % 6] + ex[j % 6], ey[i % 6] + ey[j % 6]
+    k = torch.arange(12)
+    gather = torch.cat([(block * 25 + b_ij * 5 + a_ij).flatten(), (3 + k // 6) * 25 + ey[k % 6] * 5 + ex[k % 6]])
+    # The photometric columns' [x phi_j, y phi_j] moments (products 5 + 2j, 6 + 2j), 6
+    # monomials each, for up to 4 columns (a model with fewer reads the first ones).
+    k = torch.arange(12 * 4)
+    gather_photometric = (5 + k // 6) * 25 + ey[k % 6] * 5 + ex[k % 6]
+    return select.to(device), gather.to(device), gather_photometric.to(device)
 
 
 class _Linearisation:
