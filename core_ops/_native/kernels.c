@@ -320,16 +320,24 @@ __attribute__((target("avx512f"))) static void sample_rows_f32_avx512(
                                   wx1 + x, wy0 + x, wy1 + x);
 }
 
+/* the same loads as blocks_f32_plain: each block's two pairs of neighbours by 64-bit gathers (8
+ * blocks a gather), split into left and right values */
 __attribute__((target("avx512f"))) static void blocks_f32_avx512(
     const float *src, int64_t w, int64_t wo, const int32_t *base, float *q00, float *q01, float *q10, float *q11) {
     int64_t x = 0;
-    const __m512i down = _mm512_set1_epi32((int)w);
+    const __m256i down = _mm256_set1_epi32((int)w);
+    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
     for (; x + 16 <= wo; x += 16) {
-        __m512i b0 = _mm512_loadu_si512((const void *)(base + x)), b1 = _mm512_add_epi32(b0, down);
-        _mm512_storeu_ps(q00 + x, _mm512_i32gather_ps(b0, src, 4));
-        _mm512_storeu_ps(q01 + x, _mm512_i32gather_ps(b0, src + 1, 4));
-        _mm512_storeu_ps(q10 + x, _mm512_i32gather_ps(b1, src, 4));
-        _mm512_storeu_ps(q11 + x, _mm512_i32gather_ps(b1, src + 1, 4));
+        __m256i i0 = _mm256_loadu_si256((const __m256i *)(base + x)), i1 = _mm256_loadu_si256((const __m256i *)(base + x + 8));
+        __m512 t0 = _mm512_castsi512_ps(_mm512_i32gather_epi64(i0, (const void *)src, 4));
+        __m512 t1 = _mm512_castsi512_ps(_mm512_i32gather_epi64(i1, (const void *)src, 4));
+        __m512 u0 = _mm512_castsi512_ps(_mm512_i32gather_epi64(_mm256_add_epi32(i0, down), (const void *)src, 4));
+        __m512 u1 = _mm512_castsi512_ps(_mm512_i32gather_epi64(_mm256_add_epi32(i1, down), (const void *)src, 4));
+        _mm512_storeu_ps(q00 + x, _mm512_permutex2var_ps(t0, even, t1));
+        _mm512_storeu_ps(q01 + x, _mm512_permutex2var_ps(t0, odd, t1));
+        _mm512_storeu_ps(q10 + x, _mm512_permutex2var_ps(u0, even, u1));
+        _mm512_storeu_ps(q11 + x, _mm512_permutex2var_ps(u0, odd, u1));
     }
     if (x < wo) blocks_f32_plain(src, w, wo - x, base + x, q00 + x, q01 + x, q10 + x, q11 + x);
 }
