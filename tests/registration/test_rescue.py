@@ -65,13 +65,13 @@ def test_prune_keeps_the_lowest_loss_of_each_cluster():
     theta = shifted((0.0, 0.0), (0.5, 0.0), (20.0, 0.0), (0.0, 40.0), (120.0, 120.0))
     loss = torch.tensor([3.0, 1.0, 2.0, 0.5, 0.0])
     count = torch.ones(1, 5, dtype=torch.long)
-    kept, behind = solver._prune(RegistrationConfig(), theta, loss, count, 1, pyr, None, frame_corners(*SIZE, torch.float32, "cpu"), 3)
+    corners = frame_corners(*SIZE, torch.float32, "cpu")
+    kept, behind = solver._prune(RegistrationConfig(), theta, loss, count, 1, pyr, None, corners, 3)
     assert kept.shape == (3, 8)
     assert torch.allclose(kept, theta[[3, 1, 2]])
     assert behind.tolist() == [[1, 2, 1]]
     # fewer distinct candidates than asked for: the missing ones count no starts
-    _, behind = solver._prune(RegistrationConfig(), theta[:2], loss[:2], count[:, :2], 1, [p[:2] for p in pyr], None,
-                              frame_corners(*SIZE, torch.float32, "cpu"), 2)
+    _, behind = solver._prune(RegistrationConfig(), theta[:2], loss[:2], count[:, :2], 1, [p[:2] for p in pyr], None, corners, 2)
     assert behind.tolist() == [[2, 0]]
 
 
@@ -105,10 +105,12 @@ def test_a_sliver_is_rescued(detone32):
     reg = HomographyRegistration()
     cfg = reg.config
     corners = frame_corners(*SIZE, torch.float32, "cpu")
-    pyramids = (build_centred_pyramid(src, cfg.levels, cfg.blur_sigma), build_centred_pyramid(dst, cfg.levels, cfg.blur_sigma), None)
+    pyramids = tuple(build_centred_pyramid(x, cfg.levels, cfg.blur_sigma) for x in (src, dst)) + (None,)
     sliver = shifted((110.0, 110.0))
     judged = (torch.tensor([True]), torch.tensor([0.02]), torch.tensor([0.0]))
-    theta, stopped, (_, overlap, uncertainty) = reg._rescue((src, dst), pyramids, shifted((0.0, 0.0)), sliver, torch.tensor([True]), judged, corners)
+    theta, _, (_, overlap, uncertainty) = reg._rescue(
+        (src, dst), pyramids, shifted((0.0, 0.0)), sliver, torch.tensor([True]), judged, corners
+    )
     A = frame_matrix(*SIZE, torch.float64, "cpu")
     found = pixel_homography(motion_matrix(cfg.motion, theta, corners), A, torch.float64)
     assert corner_error(found, H, SIZE).item() < 0.05
