@@ -61,7 +61,7 @@ static int64_t source_index(int64_t i, int64_t n, int border) {
     }
 }
 
-int gradcv_native_version(void) { return 4; }
+int gradcv_native_version(void) { return 5; }
 
 /* GCC's function multi-versioning; target_clones needs ifunc support (glibc). */
 #if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && defined(__x86_64__) && \
@@ -880,3 +880,58 @@ int warp_bilinear_backward_##SUFFIX(                                            
 #define BLOCKS_f64 BLOCKS_F64
 DEFINE_SAMPLER(float, f32)
 DEFINE_SAMPLER(double, f64)
+
+/* The sampler's calls run by an OpenMP team: gomp_parallel is libgomp's GOMP_parallel (what
+ * `#pragma omp parallel` compiles to), found by the caller in the libgomp PyTorch already runs
+ * its own ops on. Its threads, which PyTorch's last parallel op leaves spinning for a while,
+ * then take the pieces at once; threads of another pool would wait for the cores they hold
+ * (milliseconds, right after a parallel torch op such as a sum over the output). Every member
+ * of the team calls the kernel with the same counter. Returns 1 when some member ran out of
+ * memory for its row buffers (the caller raises). */
+typedef void (*gomp_parallel_fn)(void (*)(void *), void *, unsigned, unsigned);
+
+#define DEFINE_TEAMS(T, SUFFIX)                                                                    \
+struct warp_job_##SUFFIX {                                                                         \
+    const T *img, *grad, *grid;                                                                    \
+    T *out, *grad_img, *grad_grid;                                                                 \
+    double *grad_mats;                                                                             \
+    const double *mats;                                                                            \
+    int64_t next[2], images, band, channels, h, w, ho, wo, gsb, gsc, gsy;                          \
+    int padding, backward, failed;                                                                 \
+};                                                                                                 \
+static void warp_member_##SUFFIX(void *data) {                                                     \
+    struct warp_job_##SUFFIX *j = data;                                                            \
+    int code = j->backward                                                                         \
+        ? warp_bilinear_backward_##SUFFIX(j->grad, j->img, j->grad_img, j->grad_grid, j->grad_mats, \
+                                          j->next, j->images, j->band, j->channels, j->h, j->w,     \
+                                          j->ho, j->wo, j->grid, j->mats, j->padding, j->gsb,       \
+                                          j->gsc, j->gsy)                                           \
+        : warp_bilinear_##SUFFIX(j->img, j->out, j->next, j->images, j->band, j->channels, j->h,    \
+                                 j->w, j->ho, j->wo, j->grid, j->mats, j->padding);                 \
+    if (code) __atomic_store_n(&j->failed, 1, __ATOMIC_RELAXED);                                   \
+}                                                                                                  \
+int warp_bilinear_team_##SUFFIX(                                                                   \
+    void *gomp_parallel, int64_t threads, const T *img, T *out, int64_t images, int64_t band,      \
+    int64_t channels, int64_t h, int64_t w, int64_t ho, int64_t wo, const T *grid,                 \
+    const double *mats, int padding) {                                                             \
+    struct warp_job_##SUFFIX j = {0};                                                              \
+    j.img = img; j.out = out; j.images = images; j.band = band; j.channels = channels;             \
+    j.h = h; j.w = w; j.ho = ho; j.wo = wo; j.grid = grid; j.mats = mats; j.padding = padding;     \
+    ((gomp_parallel_fn)gomp_parallel)(warp_member_##SUFFIX, &j, (unsigned)threads, 0);             \
+    return j.failed;                                                                               \
+}                                                                                                  \
+int warp_bilinear_backward_team_##SUFFIX(                                                          \
+    void *gomp_parallel, int64_t threads, const T *grad, const T *img, T *grad_img, T *grad_grid,  \
+    double *grad_mats, int64_t images, int64_t band, int64_t channels, int64_t h, int64_t w,       \
+    int64_t ho, int64_t wo, const T *grid, const double *mats, int padding, int64_t gsb,           \
+    int64_t gsc, int64_t gsy) {                                                                    \
+    struct warp_job_##SUFFIX j = {0};                                                              \
+    j.grad = grad; j.img = img; j.grad_img = grad_img; j.grad_grid = grad_grid;                    \
+    j.grad_mats = grad_mats; j.images = images; j.band = band; j.channels = channels; j.h = h;     \
+    j.w = w; j.ho = ho; j.wo = wo; j.grid = grid; j.mats = mats; j.padding = padding;              \
+    j.gsb = gsb; j.gsc = gsc; j.gsy = gsy; j.backward = 1;                                         \
+    ((gomp_parallel_fn)gomp_parallel)(warp_member_##SUFFIX, &j, (unsigned)threads, 0);             \
+    return j.failed;                                                                               \
+}
+DEFINE_TEAMS(float, f32)
+DEFINE_TEAMS(double, f64)

@@ -13,6 +13,8 @@ device; a broadcast gradient gives the same gradients as the same values made co
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -130,10 +132,17 @@ def test_the_matrix_gradient_matches_finite_differences_of_the_grid_gradient(dev
 
 
 @pytest.mark.skipif(_native.library() is None, reason="native kernels unavailable")
+@pytest.mark.parametrize("team", ["openmp", "pool"])
 @pytest.mark.parametrize("b", [1, 3])
-def test_two_threads_give_the_one_thread_result(monkeypatch, b):
+def test_two_threads_give_the_one_thread_result(monkeypatch, b, team):
     """Threads take pieces (row bands; whole images for the image and matrix gradients)
-    from a counter shared in C: any split gives the one-thread bits."""
+    from a counter shared in C, on PyTorch's OpenMP team where there is one, else on the
+    module's pool: any split gives the one-thread bits."""
+    if team == "pool":
+        monkeypatch.setitem(_native._state, "gomp_pid", os.getpid())
+        monkeypatch.setitem(_native._state, "gomp", None)
+    elif _native._gomp_parallel() is None:
+        pytest.skip("PyTorch runs no libgomp here")
     monkeypatch.setattr(_native, "_PARALLEL_MIN_VALUES", 1 << 10)
     monkeypatch.setattr(_native, "_PIECE_VALUES", 3 * 70 * 3)  # 3 rows a piece: many pieces
     h, w = 41, 70
