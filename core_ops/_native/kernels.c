@@ -341,6 +341,44 @@ __attribute__((target("avx512f"))) static void blocks_f32_avx512(
     }
     if (x < wo) blocks_f32_plain(src, w, wo - x, base + x, q00 + x, q01 + x, q10 + x, q11 + x);
 }
+/* The first wo - wo % 8 outputs of the backward's matrix-gradient sums (warp_bilinear_backward_f32)
+ * in eight lanes, lane k adding the outputs x = k mod 8 as acc[j][k] does there: the same
+ * operations in the same order (the negation flips the sign bit, as C's does), so the same bits.
+ * Returns how many outputs it summed. */
+__attribute__((target("avx512f"))) static int64_t mat_sums_f32_avx512(
+    int64_t wo, const float *gxs, const float *gys, const double *fx, const double *fy, const double *sxs,
+    const double *sys, const double *invs, double acc[6][8]) {
+    const __m512d zero = _mm512_setzero_pd(), eight = _mm512_set1_pd(8.0);
+    const __m512i sign = _mm512_set1_epi64((long long)0x8000000000000000ULL);
+    __m512d a0 = _mm512_loadu_pd(acc[0]), a1 = _mm512_loadu_pd(acc[1]), a2 = _mm512_loadu_pd(acc[2]);
+    __m512d a3 = _mm512_loadu_pd(acc[3]), a4 = _mm512_loadu_pd(acc[4]), a5 = _mm512_loadu_pd(acc[5]);
+    __m512d xd = _mm512_set_pd(7, 6, 5, 4, 3, 2, 1, 0);
+    int64_t x = 0;
+    for (; x + 8 <= wo; x += 8, xd = _mm512_add_pd(xd, eight)) {
+        __m512d inv = _mm512_loadu_pd(invs + x);
+        __m512d qx = _mm512_mul_pd(_mm512_mul_pd(_mm512_cvtps_pd(_mm256_loadu_ps(gxs + x)), _mm512_loadu_pd(fx + x)), inv);
+        __m512d qy = _mm512_mul_pd(_mm512_mul_pd(_mm512_cvtps_pd(_mm256_loadu_ps(gys + x)), _mm512_loadu_pd(fy + x)), inv);
+        __mmask8 nz = _mm512_cmp_pd_mask(inv, zero, _CMP_NEQ_UQ);
+        __m512d sx = _mm512_maskz_mov_pd(nz, _mm512_loadu_pd(sxs + x));
+        __m512d sy = _mm512_maskz_mov_pd(nz, _mm512_loadu_pd(sys + x));
+        __m512d t = _mm512_add_pd(_mm512_mul_pd(qx, sx), _mm512_mul_pd(qy, sy));
+        __m512d qz = _mm512_castsi512_pd(_mm512_xor_si512(_mm512_castpd_si512(t), sign));
+        a0 = _mm512_add_pd(a0, qx);
+        a1 = _mm512_add_pd(a1, qy);
+        a2 = _mm512_add_pd(a2, qz);
+        a3 = _mm512_add_pd(a3, _mm512_mul_pd(qx, xd));
+        a4 = _mm512_add_pd(a4, _mm512_mul_pd(qy, xd));
+        a5 = _mm512_add_pd(a5, _mm512_mul_pd(qz, xd));
+    }
+    _mm512_storeu_pd(acc[0], a0);
+    _mm512_storeu_pd(acc[1], a1);
+    _mm512_storeu_pd(acc[2], a2);
+    _mm512_storeu_pd(acc[3], a3);
+    _mm512_storeu_pd(acc[4], a4);
+    _mm512_storeu_pd(acc[5], a5);
+    return x;
+}
+#define MAT_SUMS_F32(...) (have_avx512() ? mat_sums_f32_avx512(__VA_ARGS__) : 0)
 static int have_avx512vl(void) {
     static volatile int flag = -1; /* every thread computes the same value */
     if (flag < 0) {
@@ -465,10 +503,12 @@ __attribute__((target("avx512f,avx512vl"))) static int fused_mat_f32_avx512(
 #define BLOCKS_F32(...) (have_avx512() ? blocks_f32_avx512(__VA_ARGS__) : blocks_f32_plain(__VA_ARGS__))
 #else
 #define SAMPLE_ROWS_F32(...) sample_rows_f32_plain(__VA_ARGS__)
+#define MAT_SUMS_F32(...) ((int64_t)0)
 #define FUSED_MAT_F32(...) (-1)
 #define BLOCKS_F32(...) blocks_f32_plain(__VA_ARGS__)
 #endif
 #define SAMPLE_ROWS_F64(...) sample_rows_f64_plain(__VA_ARGS__)
+#define MAT_SUMS_F64(...) ((int64_t)0)
 #define FUSED_MAT_F64(...) (-1)
 #define BLOCKS_F64(...) blocks_f64_plain(__VA_ARGS__)
 
@@ -834,7 +874,7 @@ int warp_bilinear_backward_##SUFFIX(                                            
                  * loop vectorises, which one running sum (a chain of dependent adds) would not. */ \
                 double acc[6][8] = {{0}};                                                          \
                 const double *sxs = pos, *sys = pos + wo, *invs = pos + 2 * wo;                    \
-                int64_t x = 0;                                                                     \
+                int64_t x = MAT_SUMS_##SUFFIX(wo, gxs, gys, fx, fy, sxs, sys, invs, acc);           \
                 for (; x + 8 <= wo; x += 8) {                                                      \
                     for (int k = 0; k < 8; ++k) {                                                  \
                         double inv = invs[x + k], xd = (double)(x + k);                            \
@@ -877,6 +917,8 @@ int warp_bilinear_backward_##SUFFIX(                                            
 #define FUSED_MAT_f64 FUSED_MAT_F64
 #define SAMPLE_ROWS_f64 SAMPLE_ROWS_F64
 #define BLOCKS_f32 BLOCKS_F32
+#define MAT_SUMS_f32 MAT_SUMS_F32
+#define MAT_SUMS_f64 MAT_SUMS_F64
 #define BLOCKS_f64 BLOCKS_F64
 DEFINE_SAMPLER(float, f32)
 DEFINE_SAMPLER(double, f64)
