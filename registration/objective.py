@@ -135,15 +135,30 @@ def photometric_columns(photometric: str, warped: torch.Tensor) -> torch.Tensor 
     terms = PHOTOMETRIC_TERMS[photometric]
     if not terms:
         return None
+    if torch.is_grad_enabled():  # stacked, as autograd needs (out= is not differentiable)
+        centred = warped - 0.5
+        columns = {"gain": lambda: centred, "bias": lambda: torch.ones_like(warped), "curve": centred.square, "blur": lambda: laplacian(warped)}
+        return torch.stack([columns[t]() for t in terms], 1)
+    # Written in place into one tensor: the same numbers without the stack's copy.
+    out = warped.new_empty(warped.shape[0], len(terms), *warped.shape[1:])
     centred = warped - 0.5
-    columns = {"gain": lambda: centred, "bias": lambda: torch.ones_like(warped), "curve": centred.square, "blur": lambda: laplacian(warped)}
-    return torch.stack([columns[t]() for t in terms], 1)
+    for j, term in enumerate(terms):
+        if term == "gain":
+            torch.sub(warped, 0.5, out=out[:, j])
+        elif term == "bias":
+            out[:, j].fill_(1.0)
+        elif term == "curve":
+            torch.square(centred, out=out[:, j])
+        else:
+            laplacian(warped, out[:, j])
+    return out
 
 
-def laplacian(image: torch.Tensor) -> torch.Tensor:
-    """The 5-point Laplacian of every channel, replicated borders."""
+def laplacian(image: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """The 5-point Laplacian of every channel, replicated borders (into ``out`` if given)."""
     p = F.pad(image, (1, 1, 1, 1), mode="replicate")
-    return p[..., :-2, 1:-1] + p[..., 2:, 1:-1] + p[..., 1:-1, :-2] + p[..., 1:-1, 2:] - 4 * image
+    total = p[..., :-2, 1:-1] + p[..., 2:, 1:-1] + p[..., 1:-1, :-2] + p[..., 1:-1, 2:]
+    return total - 4 * image if out is None else torch.sub(total, 4 * image, out=out)
 
 
 def photometric_gram(phi: torch.Tensor, weight: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
