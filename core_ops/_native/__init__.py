@@ -324,33 +324,42 @@ def _run_shared(fn: Callable[..., int], before: tuple, after: tuple, threads: in
 
 
 def _find_gomp_parallel() -> Optional[int]:
-    """The address of ``GOMP_parallel`` in the libgomp this process already runs PyTorch's own
-    parallel ops on, or ``None`` (PyTorch without OpenMP, another OpenMP runtime, no libgomp
-    loaded, not Linux). Only an already loaded one: a second OpenMP runtime would run a second
-    team of spinning threads beside PyTorch's."""
+    """The address of ``GOMP_parallel`` as PyTorch's own CPU library resolves it, or ``None``
+    (PyTorch without OpenMP, not Linux, no ``libtorch_cpu.so`` beside ``torch``). Looked up
+    through ``libtorch_cpu``'s handle, which searches it and its dependencies: the OpenMP
+    runtime PyTorch's parallel ops run on (its libgomp, or the GOMP entry points of the
+    Intel or LLVM runtime it was built with), never another one loaded beside it, which
+    would run a second team of spinning threads."""
     if not sys.platform.startswith("linux") or not torch.backends.openmp.is_available():
         return None
     try:
-        with open("/proc/self/maps") as maps:
-            paths = sorted({line.split()[-1] for line in maps if line.rstrip().rsplit("/", 1)[-1].startswith("libgomp")})
-        if len(paths) != 1:
-            return None
-        return ctypes.cast(ctypes.CDLL(paths[0]).GOMP_parallel, ctypes.c_void_p).value
-    except (OSError, AttributeError, IndexError):
+        lib = ctypes.CDLL(str(Path(torch.__file__).resolve().parent / "lib" / "libtorch_cpu.so"))
+        return ctypes.cast(lib.GOMP_parallel, ctypes.c_void_p).value
+    except (OSError, AttributeError):
         return None
 
 
 def _gomp_parallel() -> Optional[int]:
     """:func:`_find_gomp_parallel`, found once per process; ``None`` in a child process (a
-    forked child's libgomp still counts the parent's team, whose threads it does not have,
-    and hangs in its first parallel region, as PyTorch's own parallel ops do there; its
-    DataLoader workers run one thread for that reason)."""
+    forked child's OpenMP runtime still counts the parent's team, whose threads it does not
+    have, and hangs in its first parallel region, as PyTorch's own parallel ops do there;
+    its DataLoader workers run one thread for that reason). A child made by ``fork`` is
+    marked by :func:`_after_fork_in_child` whether or not the parent had used the team;
+    one made by ``multiprocessing``'s spawn or forkserver has a parent process."""
     with _lock:
         if _state.get("gomp_pid") != os.getpid():
             first = "gomp_pid" not in _state and multiprocessing.parent_process() is None
             _state["gomp"] = _find_gomp_parallel() if first else None
             _state["gomp_pid"] = os.getpid()
     return _state["gomp"]  # type: ignore[return-value]
+
+
+def _after_fork_in_child() -> None:
+    """In a forked child: never the OpenMP team (see :func:`_gomp_parallel`)."""
+    _state["gomp"], _state["gomp_pid"] = None, os.getpid()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 PADDINGS = {"zeros": 0, "border": 1, "reflection": 2}

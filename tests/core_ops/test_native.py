@@ -246,6 +246,39 @@ def test_a_forked_child_can_use_the_thread_pool(split_small_work):
     assert queue.get(timeout=5) == pytest.approx(6 * 256 * 256 * 1e-3, rel=1e-5)  # sqrt(eps) per pixel
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="fork is a Linux start method here")
+def test_a_forked_child_never_uses_the_openmp_team(monkeypatch):
+    """A child made by a plain ``os.fork`` (a server's workers) runs the sampler on the pool,
+    even when the parent never looked the team up (the child's OpenMP runtime would hang)."""
+    monkeypatch.delitem(_native._state, "gomp_pid", raising=False)
+    monkeypatch.delitem(_native._state, "gomp", raising=False)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report and leave at once, without pytest's teardown
+        try:
+            os.write(write, b"pool" if _native._gomp_parallel() is None else b"team")
+        finally:
+            os._exit(0)
+    os.close(write)
+    try:
+        said = os.read(read, 8)
+    finally:
+        os.close(read)
+        os.waitpid(pid, 0)
+    assert said == b"pool"
+
+
+@pytest.mark.skipif(sys.platform != "linux" or not torch.backends.openmp.is_available(), reason="PyTorch without OpenMP")
+def test_the_openmp_team_is_the_one_pytorch_links():
+    """``GOMP_parallel`` as ``libtorch_cpu`` resolves it: the runtime PyTorch's own parallel
+    ops run on, never another one loaded beside it."""
+    import ctypes
+
+    found = _native._find_gomp_parallel()
+    lib = ctypes.CDLL(str(Path(torch.__file__).resolve().parent / "lib" / "libtorch_cpu.so"))
+    assert found is not None and found == ctypes.cast(lib.GOMP_parallel, ctypes.c_void_p).value
+
+
 @needs_native
 def test_growing_the_pool_never_stops_a_pool_in_use(monkeypatch, split_small_work):
     """Thread A takes the pool and, before it submits, thread B asks for a larger one:
