@@ -94,19 +94,20 @@ class RegistrationConfig:
             explain. ``inf`` turns the test off.
         rescue_steps: a pair left undetermined (its corner uncertainty above
             ``max_uncertainty``; or above half of it where the pair did not stop; or a
-            warp that keeps less than a quarter of the image in view), textured and
-            finite, is solved again from each of the ``(2 n + 1)²`` translations of a grid
-            spanning ``±1.5 search_range`` (``n = rescue_steps``), each also turned by
-            ±0.3 rad and scaled by 0.85 and 1.2: every start through the two coarsest
-            levels (and once more from the second), the 8 best distinct results by loss
-            through the next, 2 through the finest. The pair takes the determined
-            candidate (uncertainty within half the bound, a quarter of the image in view)
-            of lowest uncertainty among those at least two starts reached (or, reached by
-            one, within a tenth of the bound), if any is more certain than its own
-            result (:meth:`gradcv.registration.solver.HomographyRegistration._rescue`).
-            Costs nothing on the pairs that end determined (one look at the host per
-            call); ``0`` turns it off, and so does ``search_range = 0``. Not with
-            ``differentiable``.
+            warp that keeps less than a quarter of what the masks leave in view),
+            textured and finite, is solved again from each of the ``(2 n + 1)²``
+            translations of a grid spanning ``±1.5 search_range`` (``n = rescue_steps``),
+            each also turned by ±0.3 rad and scaled by 0.85 and 1.2: every start through
+            the two coarsest levels (and once more from the second), the 8 best distinct
+            results by loss per overlap through the next, 2 through the finest. The pair
+            takes the determined candidate (uncertainty within half the bound, a quarter
+            of what the masks leave in view) of lowest uncertainty among those at least
+            two distinct starts reached (or, reached by one, within a fifth of the bound),
+            if any is more certain than its own result
+            (:meth:`gradcv.registration.solver.HomographyRegistration._rescue`). Costs
+            nothing on the pairs that end determined (one look at the host per call);
+            ``0`` turns it off, and so do ``search_range = 0`` and ``max_uncertainty =
+            inf`` (which judges nothing). Not with ``differentiable``.
         search_range: half-width, in full-resolution pixels, of the grid of translations
             from which the coarsest level is started (see ``search_steps``).
         search_steps: ``0`` starts the coarsest level once, from the initial homography

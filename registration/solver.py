@@ -181,7 +181,7 @@ class HomographyRegistration:
         masks = None if mask_pyr is None else mask_pyr[0]
         judged = self._judge(src, dst, thetas[-1], corners, masks)
         stopped = outcomes[-1].stopped
-        if cfg.rescue_steps > 0 and cfg.search_range > 0 and not cfg.differentiable:
+        if cfg.rescue_steps > 0 and cfg.search_range > 0 and not cfg.differentiable and math.isfinite(cfg.max_uncertainty):
             thetas[-1], stopped, judged = self._rescue(
                 (src, dst), (src_pyr, dst_pyr, mask_pyr), theta, thetas[-1], stopped, judged, corners
             )
@@ -312,7 +312,7 @@ class HomographyRegistration:
     ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """The pairs left undetermined (uncertainty above the bound, or above
         :data:`RESCUE_UNSETTLED` of it where the pair did not stop, or a warp that keeps
-        less than :data:`RESCUE_OVERLAP` in view) solved again (see
+        less than :data:`RESCUE_OVERLAP` of what the masks leave in view) solved again (see
         ``config.rescue_steps``) from :func:`rescue_starts`, pruned as they go down the
         pyramid (:data:`RESCUE_PRUNE`): every start through the coarse levels, where a start
         costs little, only the few distinct results of lowest loss through the fine ones.
@@ -324,10 +324,7 @@ class HomographyRegistration:
         src, dst = images
         src_pyr, dst_pyr, mask_pyr = pyramids
         textured, overlap, uncertainty = judged
-        finite = torch.isfinite(theta).all(1)
-        unsettled = ~stopped & (uncertainty > RESCUE_UNSETTLED * cfg.max_uncertainty)
-        sliver = overlap < RESCUE_OVERLAP
-        redo = (textured & finite & ((uncertainty > cfg.max_uncertainty) | unsettled | sliver)).nonzero()[:, 0]
+        redo, floor, sliver = _undetermined(cfg, judged, torch.isfinite(theta).all(1), stopped, mask_pyr)
         if redo.numel() == 0:
             return theta, stopped, judged
         R, device, H, W = redo.numel(), src.device, src.shape[-2], src.shape[-1]
@@ -338,7 +335,10 @@ class HomographyRegistration:
             return _rows(src_pyr, index, levels), _rows(dst_pyr, index, levels), _rows(mask_pyr, index, levels)
 
         t = rescue_starts(cfg, theta0[redo], corners, to_px)  # (R K, k), pair-major
-        count = torch.ones(R, t.shape[0] // R, dtype=torch.long, device=device)  # starts behind each
+        S = t.shape[0] // R
+        # Which of the S starts are behind each candidate (R, K, S): a start entered at two
+        # levels, or merged into two clusters, still counts once.
+        members = torch.eye(S, dtype=torch.bool, device=device).expand(R, S, S)
         top = cfg.levels
         for level, keep in RESCUE_PRUNE:
             if level >= top:
@@ -346,7 +346,7 @@ class HomographyRegistration:
             # All candidates through the levels down to ``level``; the best distinct go on.
             # The first time, the starts also enter below the coarsest level (RESCUE_ENTRIES).
             entries = [e for e in RESCUE_ENTRIES if top - e > level] if top == cfg.levels else [0]
-            k = count.shape[1]
+            k = members.shape[1]
             sp, dp, mp = take(redo.repeat_interleave(k), range(level, top))
             ends, losses = [], []
             first = inner.replace(iterations=min(inner.iterations, RESCUE_ITERATIONS)) if top == cfg.levels else inner
@@ -358,16 +358,16 @@ class HomographyRegistration:
             if n > 1:
                 sp, dp, mp = take(redo.repeat_interleave(k * n), range(level, level + 1))
             t_all = torch.cat(ends, 1).reshape(R * k * n, -1)
-            t, count = _prune(cfg, t_all, torch.cat(losses, 1).flatten(), count.repeat(1, n), level, sp, mp, corners, keep)
+            t, members = _prune(cfg, t_all, torch.cat(losses, 1).flatten(), members.repeat(1, n, 1), floor[redo], level, sp, mp, corners, keep)
             top = level
         # The last candidates through the fine levels.
-        M = count.shape[1]
+        M = members.shape[1]
         index = redo.repeat_interleave(M)
         sp, dp, mp = take(index, range(0, top))
         thetas, outcomes = self._solve(inner, t, sp, dp, mp, (H, W), corners, levels=range(0, top))
         t2 = thetas[-1]
         _, ov, un = self._judge(src[index], dst[index], t2, corners, None if mp is None else mp[0])
-        best, better = _choose(cfg, t2, ov, un, count, corners, to_px, uncertainty[redo], sliver[redo])
+        best, better = _choose(cfg, t2, ov, un, members, floor[redo], corners, to_px, uncertainty[redo], sliver[redo])
         chosen = (torch.arange(R, device=device) * M + best)[better]
         where = redo[better]
         theta, stopped = theta.clone(), stopped.clone()
@@ -376,6 +376,26 @@ class HomographyRegistration:
         overlap, uncertainty = overlap.clone(), uncertainty.clone()
         overlap[where], uncertainty[where] = ov[chosen], un[chosen]
         return theta, stopped, (textured, overlap, uncertainty)
+
+
+def _undetermined(
+    cfg: RegistrationConfig,
+    judged: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    finite: torch.Tensor,
+    stopped: torch.Tensor,
+    mask_pyr: list[tuple[torch.Tensor, torch.Tensor]] | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(redo, floor, sliver)``: the indices of the pairs the rescue solves again (one host
+    read), and per pair the overlap a result must keep, :data:`RESCUE_OVERLAP` of what the
+    masks leave to compare (at most the smaller mask's share: masks alone never make a
+    sliver), and whether its own result keeps less."""
+    textured, overlap, uncertainty = judged
+    unsettled = ~stopped & (uncertainty > RESCUE_UNSETTLED * cfg.max_uncertainty)
+    coverage = torch.ones_like(overlap) if mask_pyr is None else torch.minimum(*(m.flatten(1).mean(1) for m in mask_pyr[0]))
+    floor = RESCUE_OVERLAP * coverage
+    sliver = overlap < floor
+    redo = (textured & finite & ((uncertainty > cfg.max_uncertainty) | unsettled | sliver)).nonzero()[:, 0]
+    return redo, floor, sliver
 
 
 def _rows(pyramid: list | None, index: torch.Tensor, levels: range) -> list | None:
@@ -393,28 +413,29 @@ def _choose(
     theta: torch.Tensor,
     overlap: torch.Tensor,
     uncertainty: torch.Tensor,
-    count: torch.Tensor,
+    members: torch.Tensor,
+    floor: torch.Tensor,
     corners: torch.Tensor,
     to_px: float,
     own: torch.Tensor,
     sliver: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(best (R,), better (R,))``: which of each pair's ``M`` final rescue candidates
-    ``theta (R M, k)`` (``count (R, M)`` starts behind each) it takes, and whether it takes
-    it: the determined candidate (a quarter of the image in view, ``uncertainty`` within
+    ``theta (R M, k)`` (``members (R, M, S)``: which of the ``S`` starts are behind each) it
+    takes, and whether it takes it: the determined candidate (``floor (R,)`` in view: a quarter of what the masks leave, ``uncertainty`` within
     :data:`RESCUE_ACCEPT` of the bound) of lowest uncertainty among those trusted, if more certain than the pair's
     ``own`` result or that was a ``sliver``."""
-    R, M = count.shape
-    usable = (overlap >= RESCUE_OVERLAP) & (uncertainty <= RESCUE_ACCEPT * cfg.max_uncertainty) & torch.isfinite(theta).all(1)
+    R, M = members.shape[:2]
+    usable = (overlap.view(R, M) >= floor[:, None]).flatten() & (uncertainty <= RESCUE_ACCEPT * cfg.max_uncertainty) & torch.isfinite(theta).all(1)
     # Consensus: a true optimum has a basin, so it is reached from more than one start;
     # a determined-looking result that one start alone reaches must be determined far
     # better than the bound (a wrong one can come out under it by chance).
     G = motion_matrix(cfg.motion, theta, corners).to(torch.float64)
     c = project_corners(G, corners.to(torch.float64)).view(R, M, 8) * to_px
     agree = (c[:, :, None] - c[:, None]).abs().amax(-1) < RESCUE_AGREEMENT  # (R, M, M)
-    reach = (agree * count[:, None, :]).sum(-1)  # starts that ended there
+    reach = (agree[..., None] & members[:, None]).any(2).sum(-1)  # distinct starts that ended there
     un = uncertainty.view(R, M)
-    trusted = usable.view(R, M) & (count > 0) & ((reach >= 2) | (un <= RESCUE_SINGLE * cfg.max_uncertainty))
+    trusted = usable.view(R, M) & members.any(-1) & ((reach >= 2) | (un <= RESCUE_SINGLE * cfg.max_uncertainty))
     score = torch.where(trusted, un, math.inf)
     best = score.argmin(1)
     least = score.gather(1, best[:, None])[:, 0]
@@ -425,7 +446,8 @@ def _prune(
     cfg: RegistrationConfig,
     theta: torch.Tensor,
     loss: torch.Tensor,
-    count: torch.Tensor,
+    members: torch.Tensor,
+    floor: torch.Tensor,
     level: int,
     src_pyr: list[torch.Tensor],
     mask_pyr: list[tuple[torch.Tensor, torch.Tensor]] | None,
@@ -434,11 +456,12 @@ def _prune(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``keep`` distinct results of lowest loss per overlap
     (:data:`RESCUE_OVERLAP_POWER`) at pyramid ``level`` of each pair's
-    ``K`` candidates ``theta (R K, k)`` (those whose warp keeps :data:`RESCUE_OVERLAP` of the
-    level in view; results whose corners agree to ``RESCUE_CLUSTER 2^(level - 1)`` pixels
-    are one): ``(theta (R keep, k), count (R, keep))``, ``count`` the starts behind each
-    (the ``count (R, K)`` of the results merged into it; 0 where a pair has fewer)."""
-    R, K = count.shape
+    ``K`` candidates ``theta (R K, k)`` (those whose warp keeps ``floor (R,)`` of the level
+    in view: :data:`RESCUE_OVERLAP` of what the masks leave; results whose corners agree to ``RESCUE_CLUSTER 2^(level - 1)`` pixels
+    are one): ``(theta (R keep, k), members (R, keep, S))``, ``members`` the starts behind
+    each (the union of the ``members (R, K, S)`` of the results merged into it, each result
+    merged into one kept candidate only; none where a pair has fewer)."""
+    R, K = members.shape[:2]
     keep = min(keep, K)
     H, W = src_pyr[0].shape[-2:]
     device = theta.device
@@ -447,23 +470,25 @@ def _prune(
         G = motion_matrix(cfg.motion, theta, corners)
         _, inside = grid.sample(src_pyr[level], G)
         overlap = masked_weight(grid, inside, G, None if mask_pyr is None else mask_pyr[level]).flatten(1).mean(1)
-        ok = ((overlap >= RESCUE_OVERLAP) & torch.isfinite(loss) & torch.isfinite(theta).all(1)).view(R, K) & (count > 0)
+        ok = (overlap.view(R, K) >= floor[:, None]) & (torch.isfinite(loss) & torch.isfinite(theta).all(1)).view(R, K) & members.any(-1)
         c = project_corners(G.to(torch.float64), corners.to(torch.float64)).view(R, K, 8) * (max(H, W) / 2.0)
         # (R, K, K); cdist's max-norm, not a broadcast (R, K, K, 8) difference: a tenth of the time
         close = torch.cdist(c, c, p=math.inf) < RESCUE_CLUSTER * 2.0 ** (level - 1)
-        behind = (close.to(torch.float64) @ (count * ok).to(torch.float64)[..., None])[..., 0].round().long()  # (R, K)
         ranked = loss.to(torch.float64) / overlap.to(torch.float64).clamp_min(1e-6) ** RESCUE_OVERLAP_POWER
         score = torch.where(ok, ranked.view(R, K), math.inf)
         rows = torch.arange(R, device=device)
-        picks, counts = [], []
+        alive = ok.clone()  # results not merged into a kept candidate yet
+        picks, groups = [], []
         for _ in range(keep):  # greedily: the lowest loss, then leave out its cluster
             best = score.argmin(1)
+            cluster = close[rows, best] & alive & torch.isfinite(score[rows, best])[:, None]  # (R, K)
             picks.append(best)
-            counts.append(torch.where(torch.isfinite(score[rows, best]), behind[rows, best], 0))
+            groups.append((cluster[..., None] & members).any(1))  # (R, S)
+            alive &= ~close[rows, best]
             score = torch.where(close[rows, best], math.inf, score)
         pick = torch.stack(picks, 1)
     chosen = theta.view(R, K, -1).gather(1, pick[..., None].expand(R, keep, theta.shape[1]))
-    return chosen.reshape(R * keep, -1), torch.stack(counts, 1)
+    return chosen.reshape(R * keep, -1), torch.stack(groups, 1)
 
 
 def rescue_starts(config: RegistrationConfig, theta: torch.Tensor, corners: torch.Tensor, to_px: float) -> torch.Tensor:

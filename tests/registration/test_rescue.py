@@ -21,6 +21,7 @@ from tests.registration._pairs import gray, on
 
 SIZE = (128, 128)
 TO_PX = 64.0  # frame units -> pixels for a 128 x 128 image
+FLOOR = torch.tensor([solver.RESCUE_OVERLAP])  # in view at least: a quarter of the image (no masks)
 
 
 @pytest.fixture(scope="module")
@@ -64,15 +65,25 @@ def test_prune_keeps_the_lowest_loss_of_each_cluster():
     pyr = build_centred_pyramid(torch.rand(5, 1, *SIZE, generator=torch.Generator().manual_seed(0)), 2, 0.8)
     theta = shifted((0.0, 0.0), (0.5, 0.0), (20.0, 0.0), (0.0, 40.0), (120.0, 120.0))
     loss = torch.tensor([3.0, 1.0, 2.0, 0.5, 0.0])
-    count = torch.ones(1, 5, dtype=torch.long)
+    members = torch.eye(5, dtype=torch.bool)[None]  # one start behind each
     corners = frame_corners(*SIZE, torch.float32, "cpu")
-    kept, behind = solver._prune(RegistrationConfig(), theta, loss, count, 1, pyr, None, corners, 3)
+    kept, behind = solver._prune(RegistrationConfig(), theta, loss, members, FLOOR, 1, pyr, None, corners, 3)
     assert kept.shape == (3, 8)
     assert torch.allclose(kept, theta[[3, 1, 2]])
-    assert behind.tolist() == [[1, 2, 1]]
+    assert behind.sum(-1).tolist() == [[1, 2, 1]]
+    assert behind[0, 1].tolist() == [True, True, False, False, False]
     # fewer distinct candidates than asked for: the missing ones count no starts
-    _, behind = solver._prune(RegistrationConfig(), theta[:2], loss[:2], count[:, :2], 1, [p[:2] for p in pyr], None, corners, 2)
-    assert behind.tolist() == [[2, 0]]
+    _, behind = solver._prune(RegistrationConfig(), theta[:2], loss[:2], members[:, :2], FLOOR, 1, [p[:2] for p in pyr], None, corners, 2)
+    assert behind.sum(-1).tolist() == [[2, 0]]
+    # one start entered at two levels and ending in one place is still one start
+    _, behind = solver._prune(RegistrationConfig(), theta[:2], loss[:2], members[:, [0, 0]], FLOOR, 1, [p[:2] for p in pyr], None, corners, 2)
+    assert behind.sum(-1).tolist() == [[1, 0]]
+
+
+def _members(count: list[int]) -> torch.Tensor:
+    """``(1, M, S)``: distinct starts, ``count[m]`` of them behind candidate ``m``."""
+    ids = torch.arange(sum(count))
+    return torch.stack([(ids >= sum(count[:m])) & (ids < sum(count[: m + 1])) for m in range(len(count))])[None]
 
 
 @pytest.mark.parametrize(
@@ -90,12 +101,26 @@ def test_choose_trusts_consensus_or_a_far_better_bound(count, uncertainty, own, 
     cfg = RegistrationConfig()
     theta = shifted((0.0, 0.0), (10.0, 0.0))
     best, better = solver._choose(
-        cfg, theta, torch.full((2,), 0.9), torch.tensor(uncertainty), torch.tensor([count]),
+        cfg, theta, torch.full((2,), 0.9), torch.tensor(uncertainty), _members(count), FLOOR,
         frame_corners(*SIZE, torch.float32, "cpu"), TO_PX, torch.tensor([own]), torch.tensor([sliver]),
     )
     assert bool(better[0]) == (expected is not None)
     if expected is not None:
         assert int(best[0]) == expected
+
+
+def test_choose_counts_a_start_once():
+    """Two candidates in one place: behind them two starts, or one start twice (entered at
+    two levels). Only the first is consensus; the second must meet the single start's bound."""
+    cfg = RegistrationConfig()
+    theta = shifted((0.0, 0.0), (0.2, 0.0))
+    args = (frame_corners(*SIZE, torch.float32, "cpu"), TO_PX, torch.tensor([1.0]), torch.tensor([False]))
+    two = torch.tensor([[[True, False], [False, True]]])
+    once = torch.tensor([[[True, False], [True, False]]])
+    _, better = solver._choose(cfg, theta, torch.full((2,), 0.9), torch.tensor([0.2, 0.2]), two, FLOOR, *args)
+    assert bool(better[0])
+    _, better = solver._choose(cfg, theta, torch.full((2,), 0.9), torch.tensor([0.2, 0.2]), once, FLOOR, *args)
+    assert not bool(better[0])
 
 
 def test_a_sliver_is_rescued(detone32):
@@ -135,3 +160,28 @@ def test_rescued_pairs_end_the_same_in_a_batch_alone_and_masked(detone32, device
     masked = on(device, register_homography, s, d, src_mask=ones, dst_mask=ones, search_steps=0)
     assert corner_error(masked.homography, batched.homography, SIZE).max() < 1e-3
     assert not math.isnan(float(masked.homography.sum()))
+
+
+def test_no_rescue_without_the_uncertainty_test_and_masks_make_no_sliver(detone32, monkeypatch):
+    """With ``max_uncertainty=inf`` nothing is judged, so nothing is rescued; a result that
+    keeps most of what small masks leave in view is no sliver, however small the masks."""
+    def no_rescue(*args, **kwargs):
+        raise AssertionError("the rescue ran")
+
+    monkeypatch.setattr(solver, "rescue_starts", no_rescue)
+    src, dst, _ = (x[:1] for x in detone32)
+    register_homography(src, dst, max_uncertainty=math.inf, levels=2, iterations=2)
+    reg = HomographyRegistration()
+    cfg = reg.config
+    mask = torch.zeros(1, 1, *SIZE)
+    mask[..., 40:90, 40:90] = 1.0  # 15 % of the image
+    pyramids = tuple(build_centred_pyramid(x, cfg.levels, cfg.blur_sigma) for x in (src, dst))
+    masks = reg._mask_pyramid(mask, mask, src)
+    judged = (torch.tensor([True]), torch.tensor([0.12]), torch.tensor([0.0]))  # most of the masks' 15 %
+    theta = shifted((0.0, 0.0))
+    out, _, _ = reg._rescue((src, dst), pyramids + (masks,), theta, theta, torch.tensor([True]), judged,
+                            frame_corners(*SIZE, torch.float32, "cpu"))
+    assert torch.equal(out, theta)
+    with pytest.raises(AssertionError, match="the rescue ran"):  # without the masks it is a sliver
+        reg._rescue((src, dst), pyramids + (None,), theta, theta, torch.tensor([True]), judged,
+                    frame_corners(*SIZE, torch.float32, "cpu"))
