@@ -306,18 +306,22 @@ def overrides_schema(cls: type, name: str, exclude: frozenset[str] = frozenset()
     import typing
 
     hints = typing.get_type_hints(cls)
+    fields = [f for f in dataclasses.fields(cls) if f.name not in exclude]
+    optional = frozenset(f.name for f in fields if _may_be_none(hints[f.name]))
     return dataclasses.make_dataclass(
-        name, [(f.name, Any if _may_be_none(hints[f.name]) else optional_hint(hints[f.name]), dataclasses.field(default=None))
-               for f in dataclasses.fields(cls) if f.name not in exclude]
+        name, [(f.name, Any if f.name in optional else optional_hint(hints[f.name]), dataclasses.field(default=None)) for f in fields],
+        namespace={"_may_be_none": optional},
     )
 
 
 def set_fields(node: Any) -> dict[str, Any]:
     """The fields an override set on a node of an :func:`overrides_schema` type, as keyword
     arguments of the library's ``replace``: unset (``None``) fields left out, :data:`OFF`
-    turned into ``None``."""
+    turned into ``None`` where the library lets the field be ``None`` (elsewhere it stays
+    the string, for the library's validation to name)."""
+    optional = getattr(node, "_may_be_none", frozenset())
     values = {f.name: getattr(node, f.name) for f in dataclasses.fields(node)}
-    return {k: (None if isinstance(v, str) and v.lower() == OFF else v) for k, v in values.items() if v is not None}
+    return {k: (None if k in optional and isinstance(v, str) and v.lower() == OFF else v) for k, v in values.items() if v is not None}
 
 
 def config_to_object(cfg: DictConfig, schema: type[T]) -> T:

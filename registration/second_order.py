@@ -24,8 +24,9 @@ Gauss–Newton steps on the photometric residuals ``r = src(G p) - dst(p)`` over
 On the levels above the finest the residual is ``coarse_loss`` (least squares by
 default); on the finest it is ``loss``, made robust by iteratively reweighting for
 ``'l1'`` (weights ``1 / max(|r|, eps)``) and ``'charbonnier'`` (``1 / sqrt(r² + eps²)``),
-whose steps are lengthened by how much those weights overestimate the penalty's curvature
-(:func:`_relaxation`: about twice on noisy pairs, not at all on exact ones).
+Charbonnier's steps lengthened by how much those weights overestimate the penalty's
+curvature (:func:`_relaxation`: up to threefold on noisy pairs, not at all on exact ones;
+L1, whose curvature is zero almost everywhere, keeps the plain steps).
 ``levenberg_marquardt`` damps by λ (tenfold down on an accepted step, tenfold up, to at
 least 1, on a rejected one); ``gauss_newton`` keeps λ = 0 and halves its step on a
 rejection instead (doubling it back, up to the full step, on an acceptance).
@@ -242,7 +243,7 @@ class _Linearisation:
             # The fit's Gram matrix is the Schur block's unless robust weights change W.
             D, e = photometric_gram(phi, weights, r) if robust is not None else (D, _gram_rhs(phi, weights, r))
             A, b = _eliminate_photometric(A, b, cross.transpose(1, 2), D, e)
-        if robust is not None and not cfg.differentiable:  # the step -A⁻¹b lengthened (see _relaxation)
+        if robust is not None and cfg.loss == "charbonnier" and not cfg.differentiable:  # the step -A⁻¹b lengthened (see _relaxation)
             # w |g|² per pixel: the products already made where there is one channel
             wg2 = (sums[0] + sums[2])[:, None] if r.shape[1] == 1 else wgx * gx + wgy * gy
             b = b * _relaxation(cfg, robust, wg2, moments[:, 0] + moments[:, 50])[:, None]
@@ -271,14 +272,11 @@ def _relaxation(config: RegistrationConfig, robust: torch.Tensor, wg2: torch.Ten
     ``sum w |g|² (rho'' / (psi / r)) / sum w |g|²``, estimates the scalar by which the
     matrix is too large; the step is divided by :data:`_RELAX_SCALE` times it (an average
     over directions: a part only), at most :data:`_RELAX_MAX`-fold. Noisy pairs (ratio
-    about 0.3) take steps about twice as long; exact resamples near their optimum (ratio
+    about 0.3) take steps about twice as long, up to three times; exact resamples near their optimum (ratio
     near 1) the plain ones. The step is still checked by its loss (kept only if the loss
     falls). Not with ``differentiable``: an unrolled solve keeps the plain steps, whose
     iteration map (and so its derivative) does not depend on this factor's data."""
-    if config.loss == "charbonnier":
-        ratio = ((robust * config.charbonnier_eps).square() * wg2).sum((1, 2, 3)) / total.clamp_min(torch.finfo(total.dtype).tiny)
-    else:
-        ratio = torch.zeros_like(total)
+    ratio = ((robust * config.charbonnier_eps).square() * wg2).sum((1, 2, 3)) / total.clamp_min(torch.finfo(total.dtype).tiny)
     return (1.0 / (_RELAX_SCALE * ratio.to(torch.float64))).clamp(1.0, _RELAX_MAX)
 
 

@@ -129,7 +129,7 @@ def _uncertainty(
         D = D + (1e-9 * D.diagonal(dim1=-2, dim2=-1).sum(-1) + 1e-30)[:, None, None] * torch.eye(k, dtype=D.dtype, device=D.device)
         coef = torch.linalg.solve(D, cross.transpose(1, 2)).transpose(1, 2)  # (B, P, k): J̃ = J - coef Φ
         A = A - coef @ cross.transpose(1, 2)
-        s = s - _block_sums(sums[K:], grid) @ coef.transpose(1, 2)
+        s = s - _block_sums(sums[K:]) @ coef.transpose(1, 2)
     S = s.transpose(1, 2) @ s  # (B, P, P)
     # inv(A) S inv(A) by two solves; a singular A (no texture along a direction) is inf.
     eye = torch.eye(P, dtype=A.dtype, device=A.device)
@@ -149,7 +149,7 @@ def _padded(fields: torch.Tensor) -> torch.Tensor:
     return F.pad(fields, (0, (-w) % BLOCK, 0, (-h) % BLOCK))
 
 
-def _block_sums(fields: torch.Tensor, grid: LevelGrid) -> torch.Tensor:
+def _block_sums(fields: torch.Tensor) -> torch.Tensor:
     """``(B, blocks, k)`` the sums of the ``(k, B, h, w)`` fields over each block, in float64."""
     k, B = fields.shape[:2]
     p = _padded(fields)

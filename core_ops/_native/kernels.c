@@ -11,10 +11,10 @@
  * One build runs on any x86-64 CPU: with GCC, each kernel is compiled three times
  * (x86-64-v4: AVX-512; x86-64-v3: AVX2 + FMA; the x86-64 baseline) and the dynamic
  * loader picks the best clone for the CPU it runs on (an ifunc), instead of one
- * -march=native build that faults on an older CPU. Other compilers and architectures
- * get one portable build.
+ * -march=native build that faults on an older CPU. Other architectures get one portable
+ * build (GCC or clang: the sampler's threads share a counter through their atomics).
  *
- * Every function works on contiguous (H, W) planes and computes the planes
+ * Every filter works on contiguous (H, W) planes and computes the planes
  * [p0, p1) and, of each, the output rows [y0, y1): the caller splits the work between
  * threads. The arithmetic is the PyTorch path's, operation for operation (taps in order,
  * fused multiply-adds where ATen's vectorised add-with-alpha uses them, in the image's
@@ -25,9 +25,12 @@
  *
  * The bilinear sampler (warp_bilinear_*, at the end) works in pixel coordinates, pixel
  * centres at integers, on (B, C, H, W) images: the source position of each output pixel
- * is found once per row (from a grid of positions or a 3x3 matrix per image), then every
- * channel is read with the same four offsets and weights. Its padding codes are
- * grid_sample's: 0 zeros, 1 border, 2 reflection (about the image edge).
+ * (from a grid of positions or a 3x3 matrix per image) and its weights are found once for
+ * all channels, which then read the same four offsets. Its work comes in pieces (an image,
+ * or a band of its output rows) that the threads take from a shared counter; the threads
+ * are PyTorch's own OpenMP team where the caller passes GOMP_parallel (see DEFINE_TEAMS),
+ * else the caller's pool. Its padding codes are grid_sample's: 0 zeros, 1 border,
+ * 2 reflection (about the image edge).
  */
 #include <math.h>
 #include <stdint.h>
@@ -923,9 +926,9 @@ int warp_bilinear_backward_##SUFFIX(                                            
 DEFINE_SAMPLER(float, f32)
 DEFINE_SAMPLER(double, f64)
 
-/* The sampler's calls run by an OpenMP team: gomp_parallel is libgomp's GOMP_parallel (what
- * `#pragma omp parallel` compiles to), found by the caller in the libgomp PyTorch already runs
- * its own ops on. Its threads, which PyTorch's last parallel op leaves spinning for a while,
+/* The sampler's calls run by an OpenMP team: gomp_parallel is GOMP_parallel (what GCC compiles
+ * `#pragma omp parallel` to), as PyTorch's libtorch_cpu resolves it: the OpenMP runtime
+ * PyTorch already runs its own ops on. Its threads, which PyTorch's last parallel op leaves spinning for a while,
  * then take the pieces at once; threads of another pool would wait for the cores they hold
  * (milliseconds, right after a parallel torch op such as a sum over the output). Every member
  * of the team calls the kernel with the same counter. Returns 1 when some member ran out of

@@ -172,3 +172,10 @@ def test_a_bad_value_of_an_optional_field_is_named() -> None:
 
     with pytest.raises(ExperimentError, match="psnr_budget"):
         _composed("attack.psnr_budget=loud")
+
+
+def test_none_is_a_plain_string_for_a_field_that_cannot_be_none() -> None:
+    from gradcv.experiments._cli import ExperimentError
+
+    with pytest.raises(ExperimentError, match="detector"):
+        _composed("match.detector=none")
