@@ -288,6 +288,29 @@ static int have_avx512(void) {
     return flag;
 }
 
+/* out[c * oplane + (0 .. 16)] for every channel from the 2 x 2 blocks whose top-left corners are
+ * at the indices i0, i1 (8 each; their lower rows at j0, j1): each pair of horizontal
+ * neighbours by one 64-bit gather, split into left and right values; horizontal weights a0,
+ * a1, vertical c0, c1; the plain loop's arithmetic, lane by lane (no fused multiply-adds). */
+__attribute__((target("avx512f"))) static inline void blend16_f32_avx512(
+    const float *img, float *out, int64_t channels, int64_t plane, int64_t oplane, __m256i i0, __m256i i1,
+    __m256i j0, __m256i j1, __m512 a0, __m512 a1, __m512 c0, __m512 c1) {
+    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+    for (int64_t c = 0; c < channels; ++c) {
+        const float *s = img + c * plane;
+        __m512 t0 = _mm512_castsi512_ps(_mm512_i32gather_epi64(i0, (const void *)s, 4));
+        __m512 t1 = _mm512_castsi512_ps(_mm512_i32gather_epi64(i1, (const void *)s, 4));
+        __m512 u0 = _mm512_castsi512_ps(_mm512_i32gather_epi64(j0, (const void *)s, 4));
+        __m512 u1 = _mm512_castsi512_ps(_mm512_i32gather_epi64(j1, (const void *)s, 4));
+        __m512 v00 = _mm512_permutex2var_ps(t0, even, t1), v01 = _mm512_permutex2var_ps(t0, odd, t1);
+        __m512 v10 = _mm512_permutex2var_ps(u0, even, u1), v11 = _mm512_permutex2var_ps(u0, odd, u1);
+        __m512 top = _mm512_add_ps(_mm512_mul_ps(a0, v00), _mm512_mul_ps(a1, v01));
+        __m512 bot = _mm512_add_ps(_mm512_mul_ps(a0, v10), _mm512_mul_ps(a1, v11));
+        _mm512_storeu_ps(out + c * oplane, _mm512_add_ps(_mm512_mul_ps(c0, top), _mm512_mul_ps(c1, bot)));
+    }
+}
+
 /* 16 outputs at a time: the four corners by gathers (one index vector for all channels), the
  * same arithmetic as the plain loop, lane by lane (no fused multiply-adds). */
 __attribute__((target("avx512f"))) static void sample_rows_f32_avx512(
@@ -297,25 +320,12 @@ __attribute__((target("avx512f"))) static void sample_rows_f32_avx512(
     /* each 2 x 2 block is two pairs of neighbours (s[0], s[1]) and (s[w], s[w + 1]): one 64-bit
      * gather per pair and 8 outputs, then the pairs are split into left and right values. */
     const __m256i down = _mm256_set1_epi32((int)w);
-    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
-    const __m512i odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
     for (; x + 16 <= wo; x += 16) {
         __m256i i0 = _mm256_loadu_si256((const __m256i *)(base + x)), i1 = _mm256_loadu_si256((const __m256i *)(base + x + 8));
         __m256i j0 = _mm256_add_epi32(i0, down), j1 = _mm256_add_epi32(i1, down);
         __m512 a0 = _mm512_loadu_ps(wx0 + x), a1 = _mm512_loadu_ps(wx1 + x);
         __m512 c0 = _mm512_loadu_ps(wy0 + x), c1 = _mm512_loadu_ps(wy1 + x);
-        for (int64_t c = 0; c < channels; ++c) {
-            const float *s = img + c * plane;
-            __m512 t0 = _mm512_castsi512_ps(_mm512_i32gather_epi64(i0, (const void *)s, 4));
-            __m512 t1 = _mm512_castsi512_ps(_mm512_i32gather_epi64(i1, (const void *)s, 4));
-            __m512 u0 = _mm512_castsi512_ps(_mm512_i32gather_epi64(j0, (const void *)s, 4));
-            __m512 u1 = _mm512_castsi512_ps(_mm512_i32gather_epi64(j1, (const void *)s, 4));
-            __m512 v00 = _mm512_permutex2var_ps(t0, even, t1), v01 = _mm512_permutex2var_ps(t0, odd, t1);
-            __m512 v10 = _mm512_permutex2var_ps(u0, even, u1), v11 = _mm512_permutex2var_ps(u0, odd, u1);
-            __m512 top = _mm512_add_ps(_mm512_mul_ps(a0, v00), _mm512_mul_ps(a1, v01));
-            __m512 bot = _mm512_add_ps(_mm512_mul_ps(a0, v10), _mm512_mul_ps(a1, v11));
-            _mm512_storeu_ps(out + c * oplane + x, _mm512_add_ps(_mm512_mul_ps(c0, top), _mm512_mul_ps(c1, bot)));
-        }
+        blend16_f32_avx512(img, out + x, channels, plane, oplane, i0, i1, j0, j1, a0, a1, c0, c1);
     }
     if (x < wo)
         for (int64_t c = 0; c < channels; ++c)
@@ -438,8 +448,6 @@ __attribute__((target("avx512f,avx512vl"))) static int fused_mat_f32_avx512(
     const __m512d zero = _mm512_setzero_pd(), one = _mm512_set1_pd(1.0), eight = _mm512_set1_pd(8.0);
     const __m256i wi = _mm256_set1_epi32((int)w);
     const __m512 onef = _mm512_set1_ps(1.0f);
-    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
-    const __m512i odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
     __m512d xv = _mm512_add_pd(_mm512_set1_pd((double)xa), _mm512_set_pd(7, 6, 5, 4, 3, 2, 1, 0));
 #define JOIN_PS(lo, hi) _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(lo)), _mm256_castps_pd(hi), 1))
     for (int64_t x = xa; x < xb; x += 16) {
@@ -485,18 +493,7 @@ __attribute__((target("avx512f,avx512vl"))) static int fused_mat_f32_avx512(
             e1 = JOIN_PS(q1[0], q1[1]);
         }
         const __m256i j0 = _mm256_add_epi32(b[0], wi), j1 = _mm256_add_epi32(b[1], wi);
-        for (int64_t c = 0; c < channels; ++c) {
-            const float *s = img + c * plane;
-            __m512 t0 = _mm512_castsi512_ps(_mm512_i32gather_epi64(b[0], (const void *)s, 4));
-            __m512 t1 = _mm512_castsi512_ps(_mm512_i32gather_epi64(b[1], (const void *)s, 4));
-            __m512 u0 = _mm512_castsi512_ps(_mm512_i32gather_epi64(j0, (const void *)s, 4));
-            __m512 u1 = _mm512_castsi512_ps(_mm512_i32gather_epi64(j1, (const void *)s, 4));
-            __m512 v00 = _mm512_permutex2var_ps(t0, even, t1), v01 = _mm512_permutex2var_ps(t0, odd, t1);
-            __m512 v10 = _mm512_permutex2var_ps(u0, even, u1), v11 = _mm512_permutex2var_ps(u0, odd, u1);
-            __m512 top = _mm512_add_ps(_mm512_mul_ps(a0, v00), _mm512_mul_ps(a1, v01));
-            __m512 bot = _mm512_add_ps(_mm512_mul_ps(a0, v10), _mm512_mul_ps(a1, v11));
-            _mm512_storeu_ps(out + c * oplane + x, _mm512_add_ps(_mm512_mul_ps(e0, top), _mm512_mul_ps(e1, bot)));
-        }
+        blend16_f32_avx512(img, out + x, channels, plane, oplane, b[0], b[1], j0, j1, a0, a1, e0, e1);
     }
 #undef JOIN_PS
     return 0;
