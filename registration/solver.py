@@ -358,7 +358,8 @@ class HomographyRegistration:
             if n > 1:
                 sp, dp, mp = take(redo.repeat_interleave(k * n), range(level, level + 1))
             t_all = torch.cat(ends, 1).reshape(R * k * n, -1)
-            t, members = _prune(cfg, t_all, torch.cat(losses, 1).flatten(), members.repeat(1, n, 1), floor[redo], level, sp, mp, corners, keep)
+            losses_all, members_all = torch.cat(losses, 1).flatten(), members.repeat(1, n, 1)
+            t, members = _prune(cfg, t_all, losses_all, members_all, floor[redo], level, sp, mp, corners, keep)
             top = level
         # The last candidates through the fine levels.
         M = members.shape[1]
@@ -422,11 +423,13 @@ def _choose(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(best (R,), better (R,))``: which of each pair's ``M`` final rescue candidates
     ``theta (R M, k)`` (``members (R, M, S)``: which of the ``S`` starts are behind each) it
-    takes, and whether it takes it: the determined candidate (``floor (R,)`` in view: a quarter of what the masks leave, ``uncertainty`` within
-    :data:`RESCUE_ACCEPT` of the bound) of lowest uncertainty among those trusted, if more certain than the pair's
+    takes, and whether it takes it: the determined candidate (``floor (R,)`` in view, a
+    quarter of what the masks leave; ``uncertainty`` within :data:`RESCUE_ACCEPT` of the
+    bound) of lowest uncertainty among those trusted, if more certain than the pair's
     ``own`` result or that was a ``sliver``."""
     R, M = members.shape[:2]
-    usable = (overlap.view(R, M) >= floor[:, None]).flatten() & (uncertainty <= RESCUE_ACCEPT * cfg.max_uncertainty) & torch.isfinite(theta).all(1)
+    in_view = (overlap.view(R, M) >= floor[:, None]).flatten()
+    usable = in_view & (uncertainty <= RESCUE_ACCEPT * cfg.max_uncertainty) & torch.isfinite(theta).all(1)
     # Consensus: a true optimum has a basin, so it is reached from more than one start;
     # a determined-looking result that one start alone reaches must be determined far
     # better than the bound (a wrong one can come out under it by chance).
