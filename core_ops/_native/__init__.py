@@ -365,6 +365,17 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 PADDINGS = {"zeros": 0, "border": 1, "reflection": 2}
 
 
+def _run_sampler(fn: Callable[..., int], team: str, image: torch.Tensor, before: tuple, after: tuple, threads: int) -> None:
+    """A sampler kernel ``fn(*before, next, *after)`` on ``threads`` threads: PyTorch's
+    OpenMP team through the kernel's ``team`` entry point where there is one
+    (:func:`_gomp_parallel`), else this module's pool (:func:`_run_shared`)."""
+    gomp = _gomp_parallel() if threads > 1 else None
+    if gomp is None:
+        _run_shared(fn, before, after, threads)
+    elif kernel(team, image)(gomp, threads, *before, *after):  # type: ignore[misc]
+        raise MemoryError("core_ops native kernel: out of memory for its row buffers")
+
+
 def warp_bilinear(
     image: torch.Tensor, out: torch.Tensor, grid: Optional[torch.Tensor], mats: Optional[torch.Tensor], padding_mode: str
 ) -> bool:
@@ -381,11 +392,7 @@ def warp_bilinear(
     threads = min(_threads(out.numel()), b * -(-ho // band))
     pointers = (image.data_ptr(), out.data_ptr())
     after = (b, band, c, h, w, ho, wo, None if grid is None else grid.data_ptr(), None if mats is None else mats.data_ptr(), PADDINGS[padding_mode])
-    gomp = _gomp_parallel() if threads > 1 else None
-    if gomp is None:
-        _run_shared(fn, pointers, after, threads)
-    elif kernel("warp_bilinear_team", image)(gomp, threads, *pointers, *after):  # type: ignore[misc]
-        raise MemoryError("core_ops native kernel: out of memory for its row buffers")
+    _run_sampler(fn, "warp_bilinear_team", image, pointers, after, threads)
     return True
 
 
@@ -410,11 +417,7 @@ def warp_bilinear_backward(
     ptr = lambda t: None if t is None else t.data_ptr()  # noqa: E731
     before = (grad.data_ptr(), image.data_ptr(), ptr(grad_image), ptr(grad_grid), ptr(grad_mats))
     after = (b, band, c, h, w, ho, wo, ptr(grid), ptr(mats), PADDINGS[padding_mode], grad.stride(0), grad.stride(1), grad.stride(2))
-    gomp = _gomp_parallel() if threads > 1 else None
-    if gomp is None:
-        _run_shared(fn, before, after, threads)
-    elif kernel("warp_bilinear_backward_team", image)(gomp, threads, *before, *after):  # type: ignore[misc]
-        raise MemoryError("core_ops native kernel: out of memory for its row buffers")
+    _run_sampler(fn, "warp_bilinear_backward_team", image, before, after, threads)
     return True
 
 
