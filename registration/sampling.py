@@ -100,18 +100,9 @@ class LevelGrid:
             warped = image + (warped - at_centres)
         return warped, inside[:, None].to(image.dtype)
 
-    def grid(self, G: torch.Tensor, masked: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """The ``grid_sample`` grid ``(B, h, w, 2)`` of ``G p`` for every pixel ``p`` of this
-        level and the ``(B, h, w, 1)`` mask of the points inside the image (outside points
-        are moved to 0 when ``masked``; ``masked=False`` keeps the grid differentiable in
-        ``G`` everywhere)."""
-        gx, gy, inside = self._planes(G)
-        if masked:
-            gx, gy = torch.where(inside, gx, 0.0), torch.where(inside, gy, 0.0)
-        return torch.stack((gx, gy), -1), inside[..., None]
-
     def _planes(self, G: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """:meth:`grid`'s x and y coordinates and its mask as ``(B, h, w)`` planes.
+        """The ``grid_sample`` x and y coordinates of ``G p`` for every pixel ``p`` of this
+        level and the mask of the points inside the image, as ``(B, h, w)`` planes.
 
         ``D = G - I`` applied to ``(p, 1)`` for every pixel, separably: a column term
         ``(x, 1)`` and a row term ``y``, one pass per plane; the planes are contiguous,

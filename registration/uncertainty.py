@@ -38,7 +38,7 @@ from gradcv.registration.objective import (
     photometric_solve,
 )
 from gradcv.registration.sampling import LevelGrid
-from gradcv.registration.second_order import _Moments, _products
+from gradcv.registration.second_order import _esm_gradient, _Moments, _products, central_differences
 
 #: Side, in pixels, of the blocks over which the residual may be correlated.
 BLOCK = 8
@@ -103,7 +103,7 @@ def _uncertainty(
         D, e = photometric_gram(phi, weight, dst - warped)
         fitted = apply_photometric(warped, phi, photometric_solve(D, e))
     r = fitted - dst
-    gx, gy = _mean_gradient(fitted, dst)  # level pixels
+    gx, gy = _esm_gradient(fitted, central_differences(dst) * 2.0)  # level pixels (unhalved differences: see there)
     frame_to_level = max(grid.full) / 2.0 * grid.size[1] / grid.full[1]  # from sizes: no look at the device
     m = _Moments.of_grid(grid, motion, frame_to_level, dtype)
     wgx, wgy = weight * gx, weight * gy
@@ -171,16 +171,6 @@ def _block_moments(fields: torch.Tensor, grid: LevelGrid) -> torch.Tensor:
     # monomial (x^a y^c) at c * 3 + a: 1, x, y, x², xy, y²
     mono = by.reshape(2, B, -1, 9)[..., [0, 1, 3, 2, 4, 6]]  # (2, B, blocks, 6)
     return mono.permute(1, 2, 0, 3).reshape(B, -1, 12).to(torch.float64)
-
-
-def _mean_gradient(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(gx, gy)``: the mean of ``a``'s and ``b``'s central differences (replicated borders),
-    ``spatial_gradient(x, 'diff')``'s numbers: halving is exact, so ``(d_a + d_b) / 4`` is
-    that mean bit for bit, without stacking either pair."""
-    pa, pb = (F.pad(x, (1, 1, 1, 1), mode="replicate") for x in (a, b))
-    gx = (pa[..., 1:-1, 2:] - pa[..., 1:-1, :-2] + (pb[..., 1:-1, 2:] - pb[..., 1:-1, :-2])).mul_(0.25)
-    gy = (pa[..., 2:, 1:-1] - pa[..., :-2, 1:-1] + (pb[..., 2:, 1:-1] - pb[..., :-2, 1:-1])).mul_(0.25)
-    return gx, gy
 
 
 def _corner_jacobian(G: torch.Tensor, corners: torch.Tensor, motion: str, grid: LevelGrid) -> torch.Tensor:
