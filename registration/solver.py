@@ -480,14 +480,13 @@ def _prune(
         ranked = loss.to(torch.float64) / overlap.to(torch.float64).clamp_min(1e-6) ** RESCUE_OVERLAP_POWER
         score = torch.where(ok, ranked.view(R, K), math.inf)
         rows = torch.arange(R, device=device)
-        alive = ok.clone()  # results not merged into a kept candidate yet
         picks, groups = [], []
         for _ in range(keep):  # greedily: the lowest loss, then leave out its cluster
             best = score.argmin(1)
-            cluster = close[rows, best] & alive & torch.isfinite(score[rows, best])[:, None]  # (R, K)
+            # its cluster among the results not merged yet (a finite score: usable, not yet left out)
+            cluster = close[rows, best] & torch.isfinite(score)  # (R, K)
             picks.append(best)
             groups.append((cluster[..., None] & members).any(1))  # (R, S)
-            alive &= ~close[rows, best]
             score = torch.where(close[rows, best], math.inf, score)
         pick = torch.stack(picks, 1)
     chosen = theta.view(R, K, -1).gather(1, pick[..., None].expand(R, keep, theta.shape[1]))
