@@ -274,7 +274,7 @@ def run(fn: Callable[..., int], src: torch.Tensor, dst: torch.Tensor, planes: in
     large enough: by planes when there are enough of them, else by rows."""
     pointers = (src.data_ptr(), dst.data_ptr())
     values = dst.numel()
-    threads = 1 if values < 2 * _PARALLEL_MIN_VALUES else min(torch.get_num_threads(), values // _PARALLEL_MIN_VALUES)
+    threads = _threads(values)
     if threads <= 1 or planes * rows <= 1:
         codes = [fn(*pointers, 0, planes, 0, rows, *args)]
     else:
