@@ -94,7 +94,7 @@ ECC_SINGLE = "OpenCV ECC single-scale"
 class BenchRegistrationConfig:
     """Types of ``conf/bench_registration.yaml`` (values and documentation live there)."""
 
-    pairs: int = 8
+    pairs: int = 40
     protocol: str = "all"
     rho: Optional[int] = None
     photos: list[str] = field(default_factory=lambda: list(PHOTOS))
