@@ -16,7 +16,7 @@ from typing import Any, Sequence, TypeVar
 
 import torch
 
-from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError, DTypeError, ShapeError
+from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError, DeviceError, DTypeError, ShapeError
 
 BORDER_TYPES = ("constant", "reflect", "replicate", "circular")
 
@@ -67,6 +67,15 @@ def check_shape(x: object, dims: Sequence[str | int], name: str) -> None:
     if not ok:
         expected = "(" + ", ".join(str(d) for d in dims) + ")"
         raise ShapeError(name, tuple(dims), shape, f"{name}: expected shape {expected}, got {shape}")
+
+
+def check_same_device(x: torch.Tensor, name: str, like: torch.Tensor, like_name: str) -> None:
+    """Raise :class:`DeviceError` naming ``name`` if ``x`` is not on ``like``'s device (before
+    any work, rather than PyTorch's message from deep inside an op). Reading ``.device`` is free:
+    no synchronisation."""
+    if x.device != like.device:
+        raise DeviceError(name, like.device, x.device,
+                          f"{name}: expected a tensor on {like.device} (the device of {like_name}), got {x.device}")
 
 
 def check_image(x: object, name: str = "input", channels: int | None = None) -> None:

@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import torch
 
-from gradcv.core_ops._checks import check_floating, check_shape, check_tensor
+from gradcv.core_ops._checks import check_floating, check_same_device, check_shape, check_tensor
 from gradcv.core_ops.errors import DTypeError, ShapeError
-from gradcv.depth._device import check_same_device
 
 
 __all__ = ["METRIC_NAMES", "metrics"]

@@ -15,11 +15,10 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from gradcv.core_ops._checks import check_floating, check_int, check_shape, check_tensor
+from gradcv.core_ops._checks import check_floating, check_int, check_same_device, check_shape, check_tensor
 from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError, ShapeError
 from gradcv.core_ops.filters import box_blur
 from gradcv.core_ops.geometry import depth_warp
-from gradcv.depth._device import check_same_device
 from gradcv.depth.sgm import semi_global_aggregation
 
 __all__ = ["PlaneSweepResult", "plane_sweep"]

@@ -17,9 +17,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from gradcv.core_ops._checks import check_floating, check_shape, check_tensor
+from gradcv.core_ops._checks import check_floating, check_same_device, check_shape, check_tensor
 from gradcv.core_ops.errors import ArgumentValueError, ShapeError
-from gradcv.depth._device import check_same_device
 
 
 __all__ = ["semi_global_aggregation"]

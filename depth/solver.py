@@ -35,13 +35,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from gradcv.core_ops._checks import check_floating, check_shape, check_tensor
+from gradcv.core_ops._checks import check_floating, check_same_device, check_shape, check_tensor
 from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError, ShapeError
 from gradcv.core_ops.filters import box_blur, gaussian_blur2d, median_blur
 from gradcv.core_ops.geometry import depth_warp
 from gradcv.core_ops.losses import ssim
 from gradcv.core_ops.pyramid import build_centred_pyramid
-from gradcv.depth._device import check_same_device
 from gradcv.depth.config import DepthConfig
 from gradcv.depth.plane_sweep import _depth_range, plane_sweep
 from gradcv.optim import (

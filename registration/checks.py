@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import torch
 
-from gradcv.core_ops._checks import check_floating, check_shape
-from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError, DeviceError, DTypeError, ShapeError
+from gradcv.core_ops._checks import check_floating, check_same_device, check_shape
+from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError, DTypeError, ShapeError
 
 
 def check_images(src: object, dst: object, levels: int, min_size: int) -> None:
@@ -20,8 +20,7 @@ def check_images(src: object, dst: object, levels: int, min_size: int) -> None:
         raise ShapeError("dst", tuple(src.shape), tuple(dst.shape), f"dst: expected the shape of src {tuple(src.shape)}, got {tuple(dst.shape)}")
     check_floating(src, "src")
     check_floating(dst, "dst")
-    if dst.device != src.device:
-        raise DeviceError("dst", src.device, dst.device, f"dst: expected a tensor on {src.device} (the device of src), got {dst.device}")
+    check_same_device(dst, "dst", src, "src")
     if dst.dtype != src.dtype:
         raise DTypeError("dst", src.dtype, dst.dtype, f"dst: expected dtype {src.dtype} (the dtype of src), got {dst.dtype}")
     short = min(src.shape[-2:])

@@ -13,8 +13,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from gradcv.core_ops._checks import check_floating, check_shape
-from gradcv.core_ops.errors import DeviceError
+from gradcv.core_ops._checks import check_floating, check_same_device, check_shape
+from gradcv.core_ops.errors import ShapeError
 from gradcv.core_ops.geometry import get_perspective_transform, warp_perspective
 from gradcv.registration.imaging import expose
 
@@ -56,10 +56,9 @@ def corner_error(H_est: torch.Tensor, H_true: torch.Tensor, size: tuple[int, int
     check_shape(H_est, ["*", 3, 3], "H_est")
     check_shape(H_true, ["*", 3, 3], "H_true")
     if H_est.shape != H_true.shape:
-        raise ValueError(f"H_true: expected the shape of H_est {tuple(H_est.shape)}, got {tuple(H_true.shape)}")
-    if H_true.device != H_est.device:  # .device is free to read: no sync
-        raise DeviceError("H_true", H_est.device, H_true.device,
-                          f"H_true: expected a tensor on {H_est.device} (the device of H_est), got {H_true.device}")
+        raise ShapeError("H_true", tuple(H_est.shape), tuple(H_true.shape),
+                         f"H_true: expected the shape of H_est {tuple(H_est.shape)}, got {tuple(H_true.shape)}")
+    check_same_device(H_true, "H_true", H_est, "H_est")
     c = _corners(size[0], size[1], torch.float64, H_est.device)
     ch = torch.cat([c, torch.ones(4, 1, dtype=torch.float64, device=H_est.device)], -1)
 

@@ -41,8 +41,8 @@ from typing import Callable
 
 import torch
 
-from gradcv.core_ops._checks import check_choice, check_floating, check_image, check_shape, check_tensor
-from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError, DeviceError, ShapeError
+from gradcv.core_ops._checks import check_choice, check_floating, check_image, check_same_device, check_shape, check_tensor
+from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError, ShapeError
 from gradcv.core_ops.geometry._sampler import warp_bilinear_matrix
 from gradcv.core_ops.geometry.matrices import to_homography, work_dtype
 
@@ -95,8 +95,7 @@ def _check_matrix_batch(M: torch.Tensor, src: torch.Tensor, name: str) -> None:
             name, (f"1 or {src.shape[0]}", *M.shape[1:]), tuple(M.shape),
             f"{name}: expected batch size 1 or {src.shape[0]} (that of src), got {M.shape[0]}",
         )
-    if M.device != src.device:
-        raise DeviceError(name, src.device, M.device, f"{name}: expected a tensor on {src.device} (the device of src), got {M.device}")
+    check_same_device(M, name, src, "src")
 
 
 # --------------------------------------------------------------------- the engine
