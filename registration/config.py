@@ -21,6 +21,9 @@ PHOTOMETRIC = ("none", "gain_bias", "tone", "exposure")
 LOSSES = ("l1", "l2", "charbonnier", "ssim", "ncc")
 METHODS = ("first_order", "gauss_newton", "levenberg_marquardt")
 LEAST_SQUARES = ("l1", "l2", "charbonnier")
+#: The fewest features per image ``feature_start`` takes when on (a homography needs a
+#: dozen inliers among them).
+MIN_FEATURES = 16
 
 
 @dataclass
@@ -108,6 +111,22 @@ class RegistrationConfig:
             nothing on the pairs that end determined (one look at the host per call);
             ``0`` turns it off, and so do ``search_range = 0`` and ``max_uncertainty =
             inf`` (which judges nothing). Not with ``differentiable``.
+        feature_start: features per image of the rescue's first try (``0`` turns it off):
+            each pair the rescue takes up, and each pair that did not stop, is first
+            started from the homography of its matched local features (Hessian blobs
+            on the doubled image, upright SIFT, mutual nearest neighbours, RANSAC at 3 px
+            with at least 12 inliers:
+            :func:`gradcv.registration.features.feature_homography`) and refined on the
+            two finest levels. The pair takes it if it is determined (uncertainty within
+            half the bound, a quarter of what the masks leave in view), more certain than
+            its own result, and the refinement stayed within 2 px of the features'
+            homography (two independent estimates agree); the other pairs go on to the
+            grid of ``rescue_steps``. It recovers near-textureless DeTone pairs (rocket's
+            sky) whose only coarse basins are wrong, where no grid start reaches the truth,
+            and spares the grid the pairs it recovers. At least 16 when on; never runs on
+            a pair that stopped determined (a determined pair costs it nothing). Off, as
+            the grid, with ``rescue_steps = 0``, ``search_range = 0``, ``max_uncertainty
+            = inf`` or ``differentiable``.
         search_range: half-width, in full-resolution pixels, of the grid of translations
             from which the coarsest level is started (see ``search_steps``).
         search_steps: ``0`` starts the coarsest level once, from the initial homography
@@ -146,6 +165,7 @@ class RegistrationConfig:
     min_texture: float = 1e-3
     max_uncertainty: float = 0.5
     rescue_steps: int = 2
+    feature_start: int = 256
     search_range: float = 16.0
     search_steps: int = 1
     differentiable: bool = False
@@ -224,6 +244,12 @@ class RegistrationConfig:
             check_real(self.max_uncertainty, "max_uncertainty", low=0.0, low_open=True)
         check_real(self.search_range, "search_range", low=0.0)
         check_int(self.rescue_steps, "rescue_steps", 0)
+        check_int(self.feature_start, "feature_start", 0)
+        if 0 < self.feature_start < MIN_FEATURES:
+            raise ArgumentValueError(
+                "feature_start", f"0 (off) or an int >= {MIN_FEATURES}", self.feature_start,
+                f"feature_start: expected 0 (off) or an int >= {MIN_FEATURES}, got {self.feature_start}",
+            )
         check_int(self.search_steps, "search_steps", 0)
         check_bool(self.differentiable, "differentiable")
         if self.method != "first_order" and self.loss not in LEAST_SQUARES:

@@ -11,7 +11,8 @@ after a 9-start search at the coarsest level (:mod:`gradcv.registration.search`)
 (:mod:`gradcv.registration.first_order`).
 
 Modules, each importing only those above it: ``config`` and ``motion``; ``sampling``;
-``objective``; ``first_order`` and ``second_order``; ``search``; ``checks``; this one.
+``objective``; ``first_order`` and ``second_order``; ``search``; ``checks``; ``features``
+(``gradcv.core_ops`` only); this one.
 
 Convention:
     The parameters live in the isotropic normalised frame of the full image
@@ -37,6 +38,7 @@ from gradcv.core_ops.pyramid import build_centred_pyramid
 from gradcv.optim import ProgressCallback, PyramidLevel, SolverResult, carry_unchanged, coarse_to_fine, sample_status
 from gradcv.registration.checks import check_images, check_initial, check_mask, spread
 from gradcv.registration.config import RegistrationConfig
+from gradcv.registration.features import feature_homography
 from gradcv.registration.motion import motion_matrix, motion_parameters
 from gradcv.registration.objective import LevelOutcome, LevelProblem, erode, masked_weight
 from gradcv.registration.sampling import LevelGrid, frame_corners, frame_matrix, pixel_homography, project_corners
@@ -83,6 +85,13 @@ RESCUE_UNSETTLED = 0.5
 #: The rescue's start similarities about the image centre, ``(angle in radians, scale)``,
 #: each composed with every translation.
 RESCUE_TURNS = ((0.0, 1.0), (-0.3, 1.0), (0.3, 1.0), (0.0, 0.85), (0.0, 1.2))
+#: The feature start (``config.feature_start``) is refined on this many of the finest
+#: levels: it is a few tenths of a pixel from the truth, and the coarse levels of the
+#: pairs it serves hold wrong basins.
+FEATURE_LEVELS = 2
+#: A refined feature start is taken only if no corner moved more than this many pixels
+#: from the features' homography.
+FEATURE_AGREEMENT = 2.0
 
 
 @dataclass
@@ -312,23 +321,55 @@ class HomographyRegistration:
     ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """The pairs left undetermined (uncertainty above the bound, or above
         :data:`RESCUE_UNSETTLED` of it where the pair did not stop, or a warp that keeps
-        less than :data:`RESCUE_OVERLAP` of what the masks leave in view) solved again (see
-        ``config.rescue_steps``) from :func:`rescue_starts`, pruned as they go down the
-        pyramid (:data:`RESCUE_PRUNE`): every start through the coarse levels, where a start
-        costs little, only the few distinct results of lowest loss through the fine ones.
-        Each pair takes the determined candidate of lowest uncertainty among those that more
-        than one start reached (or, reached by one, determined to :data:`RESCUE_SINGLE` of
-        the bound), if it is more certain than its own result (or that was a sliver). One look at the host:
-        nothing more happens when every pair is determined."""
+        less than :data:`RESCUE_OVERLAP` of what the masks leave in view) solved again:
+        first from their matched features (``config.feature_start``,
+        :meth:`_feature_rescue`, which also takes up the pairs that did not stop), then,
+        those it did not settle, from the grid of ``config.rescue_steps``
+        (:meth:`_grid_rescue`). One look at the host: nothing more happens when every pair
+        is determined (and, with the feature start, stopped)."""
+        cfg = self.config
+        textured = judged[0]
+        redo, floor, sliver, grid = _undetermined(cfg, judged, torch.isfinite(theta).all(1), stopped, pyramids[2])
+        if redo.numel() == 0:
+            return theta, stopped, judged
+        inner = cfg.replace(search_steps=0, rescue_steps=0, max_uncertainty=math.inf)
+        if cfg.feature_start > 0:
+            theta, stopped, overlap, uncertainty, taken = self._feature_rescue(
+                images, pyramids, inner, redo, theta, stopped, judged[1:], floor, sliver, corners
+            )
+            judged = (textured, overlap, uncertainty)
+            redo = redo[grid & ~taken]  # one more look at the host
+            if redo.numel() == 0:
+                return theta, stopped, judged
+        return self._grid_rescue(images, pyramids, inner, redo, theta0, theta, stopped, judged, (floor, sliver), corners)
+
+    def _grid_rescue(
+        self,
+        images: tuple[torch.Tensor, torch.Tensor],
+        pyramids: tuple[list[torch.Tensor], list[torch.Tensor], list[tuple[torch.Tensor, torch.Tensor]] | None],
+        inner: RegistrationConfig,
+        redo: torch.Tensor,
+        theta0: torch.Tensor,
+        theta: torch.Tensor,
+        stopped: torch.Tensor,
+        judged: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        bounds: tuple[torch.Tensor, torch.Tensor],
+        corners: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """The pairs ``redo`` solved again (see ``config.rescue_steps``) from
+        :func:`rescue_starts`, pruned as they go down the pyramid (:data:`RESCUE_PRUNE`):
+        every start through the coarse levels, where a start costs little, only the few
+        distinct results of lowest loss through the fine ones. Each pair takes the
+        determined candidate of lowest uncertainty among those that more than one start
+        reached (or, reached by one, determined to :data:`RESCUE_SINGLE` of the bound), if
+        it is more certain than its own result (or that was a sliver: ``bounds = (floor,
+        sliver)``, see :func:`_undetermined`)."""
         cfg = self.config
         src, dst = images
         src_pyr, dst_pyr, mask_pyr = pyramids
         textured, overlap, uncertainty = judged
-        redo, floor, sliver = _undetermined(cfg, judged, torch.isfinite(theta).all(1), stopped, mask_pyr)
-        if redo.numel() == 0:
-            return theta, stopped, judged
+        floor, sliver = bounds
         R, device, H, W = redo.numel(), src.device, src.shape[-2], src.shape[-1]
-        inner = cfg.replace(search_steps=0, rescue_steps=0, max_uncertainty=math.inf)
         to_px = max(H, W) / 2.0
 
         def take(index: torch.Tensor, levels: range) -> tuple[list, list, list | None]:
@@ -378,6 +419,59 @@ class HomographyRegistration:
         overlap[where], uncertainty[where] = ov[chosen], un[chosen]
         return theta, stopped, (textured, overlap, uncertainty)
 
+    def _feature_rescue(
+        self,
+        images: tuple[torch.Tensor, torch.Tensor],
+        pyramids: tuple[list[torch.Tensor], list[torch.Tensor], list[tuple[torch.Tensor, torch.Tensor]] | None],
+        inner: RegistrationConfig,
+        redo: torch.Tensor,
+        theta: torch.Tensor,
+        stopped: torch.Tensor,
+        judged: tuple[torch.Tensor, torch.Tensor],
+        floor: torch.Tensor,
+        sliver: torch.Tensor,
+        corners: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The rescue's first try (``config.feature_start``): the pairs ``redo`` started from
+        their matched features' homography (:func:`feature_homography`) and refined on the
+        :data:`FEATURE_LEVELS` finest levels. A pair takes the result if its features found a
+        homography, the refinement stayed within :data:`FEATURE_AGREEMENT` pixels of it (two
+        independent estimates agree: the consensus the grid asks of two starts), it keeps
+        ``floor`` in view, its uncertainty is within :data:`RESCUE_ACCEPT` of the bound, and
+        it is more certain than the pair's own result (or that was a ``sliver``). Returns
+        ``(theta, stopped, overlap, uncertainty, taken)``: the results updated where taken,
+        and ``taken (len(redo),)``, which of ``redo`` took it."""
+        cfg = self.config
+        src, dst = images
+        src_pyr, dst_pyr, mask_pyr = pyramids
+        overlap, uncertainty = judged
+        H, W = src.shape[-2:]
+        masks = None if mask_pyr is None else tuple(m[redo] for m in mask_pyr[0])
+        found_h, found = feature_homography(src[redo], dst[redo], cfg.feature_start, masks)
+        A = frame_matrix(H, W, torch.float64, src.device)
+        G = A @ torch.linalg.inv(found_h) @ torch.linalg.inv(A)
+        start = motion_parameters(cfg.motion, G, corners).to(theta.dtype)
+        top = min(FEATURE_LEVELS, cfg.levels)
+        levels = range(0, top)
+        sp, dp, mp = _rows(src_pyr, redo, levels), _rows(dst_pyr, redo, levels), _rows(mask_pyr, redo, levels)
+        thetas, outcomes = self._solve(inner, start, sp, dp, mp, (H, W), corners, levels=levels)
+        refined = thetas[-1]
+        _, ov, un = self._judge(src[redo], dst[redo], refined, corners, None if mp is None else mp[0])
+        with torch.no_grad():
+            c0 = project_corners(motion_matrix(cfg.motion, start, corners).to(torch.float64), corners.to(torch.float64))
+            c1 = project_corners(motion_matrix(cfg.motion, refined, corners).to(torch.float64), corners.to(torch.float64))
+            moved = (c1 - c0).abs().flatten(1).amax(1) * (max(H, W) / 2.0)
+            take = (
+                found & (moved < FEATURE_AGREEMENT) & (ov >= floor[redo]) & torch.isfinite(refined).all(1)
+                & (un <= RESCUE_ACCEPT * cfg.max_uncertainty) & ((un < uncertainty[redo]) | sliver[redo])
+            )
+        where = redo[take]
+        theta, stopped, overlap, uncertainty = theta.clone(), stopped.clone(), overlap.clone(), uncertainty.clone()
+        theta[where] = refined[take].to(theta.dtype)
+        stopped[where] = outcomes[-1].stopped[take]
+        overlap[where], uncertainty[where] = ov[take], un[take]
+        return theta, stopped, overlap, uncertainty, take
+
 
 def _undetermined(
     cfg: RegistrationConfig,
@@ -385,18 +479,24 @@ def _undetermined(
     finite: torch.Tensor,
     stopped: torch.Tensor,
     mask_pyr: list[tuple[torch.Tensor, torch.Tensor]] | None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(redo, floor, sliver)``: the indices of the pairs the rescue solves again (one host
-    read), and per pair the overlap a result must keep, :data:`RESCUE_OVERLAP` of what the
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(redo, floor, sliver, grid)``: the indices of the pairs the rescue takes up (one
+    host read), per pair the overlap a result must keep, :data:`RESCUE_OVERLAP` of what the
     masks leave to compare (at most the smaller mask's share: masks alone never make a
-    sliver), and whether its own result keeps less."""
+    sliver), and whether its own result keeps less; ``grid (len(redo),)``: which of them the
+    grid solves again (the undetermined ones). With ``config.feature_start`` the pairs that
+    did not stop, determined or not, are also taken up, by the feature start alone."""
     textured, overlap, uncertainty = judged
     unsettled = ~stopped & (uncertainty > RESCUE_UNSETTLED * cfg.max_uncertainty)
     coverage = torch.ones_like(overlap) if mask_pyr is None else torch.minimum(*(m.flatten(1).mean(1) for m in mask_pyr[0]))
     floor = RESCUE_OVERLAP * coverage
     sliver = overlap < floor
-    redo = (textured & finite & ((uncertainty > cfg.max_uncertainty) | unsettled | sliver)).nonzero()[:, 0]
-    return redo, floor, sliver
+    need = textured & finite & ((uncertainty > cfg.max_uncertainty) | unsettled | sliver)
+    if cfg.feature_start == 0:
+        redo = need.nonzero()[:, 0]
+        return redo, floor, sliver, torch.ones_like(redo, dtype=torch.bool)
+    redo = (need | (textured & finite & ~stopped)).nonzero()[:, 0]
+    return redo, floor, sliver, need[redo]
 
 
 def _rows(pyramid: list | None, index: torch.Tensor, levels: range) -> list | None:
