@@ -130,6 +130,24 @@ def test_batch_equals_single_calls(crop, photo_gray, device):
         assert _corner_error(both.homography[i].numpy(), H) <= 3.0
 
 
+def test_ransac_over_the_filled_slots_equals_ransac_over_all(crop, photo_gray, device):
+    # match_pair hands RANSAC only the match slots some pair fills (the valid ones come
+    # first); padding weighs nothing, so RANSAC over every slot gives the same model.
+    from gradcv.core_ops.geometry.robust import ransac
+
+    other = _t(photo_gray[1][200 : 200 + H_, 300 : 300 + W_])  # unrelated: a few matches beside many
+    x1, x2 = torch.cat([_t(crop), _t(crop)]), torch.cat([_t(_warp(crop, HOMOGRAPHIES["rotation"])), other])
+    r = on(device, match_pair, x1, x2, num_features=FEATURES)
+    c = r.config
+    assert 4 <= int(r.num_matches.max()) < r.matches.shape[1]  # really fewer filled slots than slots
+    p1, p2 = r.matched_keypoints()
+    h, inliers = ransac(p1.detach().double().cpu(), p2.detach().double().cpu(), r.match_mask.double().cpu(), inl_th=c.ransac_threshold,
+                        batch_size=c.ransac_batch_size, max_iter=c.ransac_iterations, confidence=c.ransac_confidence, seed=c.seed)
+    assert r.inliers.shape == r.match_mask.shape
+    assert torch.equal(r.inliers.cpu(), inliers & r.match_mask.cpu())
+    torch.testing.assert_close(r.homography.cpu(), h, atol=1e-6, rtol=1e-6)
+
+
 def test_rgb_equals_grayscale(crop_rgb, device):
     H_true = HOMOGRAPHIES["rotation"]
     x1 = _t(crop_rgb).to(device)
