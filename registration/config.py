@@ -119,7 +119,7 @@ class RegistrationConfig:
             :func:`gradcv.registration.features.feature_homography`) and refined on the
             two finest levels. The pair takes it if it is determined (uncertainty within
             half the bound, a quarter of what the masks leave in view), more certain than
-            its own result, and the refinement stayed within 2 px of the features'
+            its own result, and the refinement stayed within 8 px of the features'
             homography (two independent estimates agree); the other pairs go on to the
             grid of ``rescue_steps``. It recovers near-textureless DeTone pairs (rocket's
             sky) whose only coarse basins are wrong, where no grid start reaches the truth,
