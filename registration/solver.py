@@ -467,11 +467,12 @@ class HomographyRegistration:
                 found & (moved < FEATURE_AGREEMENT) & (ov >= floor[redo]) & torch.isfinite(refined).all(1)
                 & (un <= RESCUE_ACCEPT * cfg.max_uncertainty) & ((un < uncertainty[redo]) | sliver[redo])
             )
-        where = redo[take]
-        theta, stopped, overlap, uncertainty = theta.clone(), stopped.clone(), overlap.clone(), uncertainty.clone()
-        theta[where] = refined[take].to(theta.dtype)
-        stopped[where] = outcomes[-1].stopped[take]
-        overlap[where], uncertainty[where] = ov[take], un[take]
+            # written back without a look at the host (boolean indexing would be one)
+            taken = torch.zeros_like(stopped).index_put((redo,), take)
+            theta = torch.where(taken[:, None], theta.index_copy(0, redo, refined.to(theta.dtype)), theta)
+            stopped = torch.where(taken, stopped.index_copy(0, redo, outcomes[-1].stopped), stopped)
+            overlap = torch.where(taken, overlap.index_copy(0, redo, ov.to(overlap.dtype)), overlap)
+            uncertainty = torch.where(taken, uncertainty.index_copy(0, redo, un.to(uncertainty.dtype)), uncertainty)
         return theta, stopped, overlap, uncertainty, take
 
 
