@@ -117,7 +117,7 @@ class RegistrationConfig:
             on the doubled image, upright SIFT, mutual nearest neighbours, RANSAC at 3 px
             with at least 12 inliers:
             :func:`gradcv.registration.features.feature_homography`) and refined on the
-            two finest levels. The pair takes it if it is determined (uncertainty within
+            finest level. The pair takes it if it is determined (uncertainty within
             half the bound, a quarter of what the masks leave in view), more certain than
             its own result, and the refinement stayed within 8 px of the features'
             homography (two independent estimates agree); the other pairs go on to the

@@ -86,9 +86,10 @@ RESCUE_UNSETTLED = 0.5
 #: each composed with every translation.
 RESCUE_TURNS = ((0.0, 1.0), (-0.3, 1.0), (0.3, 1.0), (0.0, 0.85), (0.0, 1.2))
 #: The feature start (``config.feature_start``) is refined on this many of the finest
-#: levels: it is a few tenths of a pixel from the truth, and the coarse levels of the
-#: pairs it serves hold wrong basins.
-FEATURE_LEVELS = 2
+#: levels: it is within a few pixels of the truth (mostly tenths), and the coarse levels of
+#: the pairs it serves hold wrong basins (tuning seeds, rocket's DeTone pairs of seeds 4-9:
+#: 99.2 % from the finest level alone, 99.2 % from two in 9 % more time, 98.3 % from three).
+FEATURE_LEVELS = 1
 #: A refined feature start is taken only if no corner coordinate moved more than this many
 #: pixels from the features' homography (measured on the tuning seeds: 64 refined starts at
 #: the truth moved up to 5.6 px, from a start 2.6 px off; the wrong optima of the pairs the
