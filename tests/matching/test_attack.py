@@ -170,6 +170,32 @@ def test_batch_and_per_pair_stopping(pair):
     assert r.adversarial_a.shape == imgs_a.shape
 
 
+def test_chunks_side_by_side_on_threads_equal_one_thread(pair, monkeypatch):
+    # With two intra-op threads the CPU runs the pairs' chunks side by side, one thread
+    # each: every chunk computes what it computes alone on one thread, and the noise is
+    # drawn in chunk order, so the result is a 1-thread run's, bit for bit (3 pairs in
+    # chunks of one: two side by side, the third after them on both threads).
+    import gradcv.core_ops.features.integrated as integrated
+
+    a, b = (x[..., 16:80, 16:112] for x in pair)  # 64 x 96: small, a few seconds
+    monkeypatch.setattr(integrated, "CPU_CHUNK_PIXELS", 2 * a.shape[-2] * a.shape[-1])  # one pair a chunk
+    imgs_a, imgs_b = torch.cat([a, b, a.flip(-1)]), torch.cat([b, a, b.flip(-2)])
+    target = torch.cat([TARGET, TARGET, TARGET])
+    config = AttackConfig.default(match=MatchConfig.paper(num_features=100), iterations=2, check_every=0, noise=0.01, max_pairs=32)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = attack_pair(imgs_a, imgs_b, target, config)
+        torch.set_num_threads(2)
+        side = attack_pair(imgs_a, imgs_b, target, config)
+        assert torch.get_num_threads() == 2  # the caller's count is restored
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one.loss_history[0], side.loss_history[0]) and torch.isfinite(one.loss_history[0]).all()
+    assert torch.equal(one.adversarial_a, side.adversarial_a) and torch.equal(one.adversarial_b, side.adversarial_b)
+    assert not torch.equal(one.adversarial_a, imgs_a)  # the attack moved something
+
+
 def test_textureless_pair_reports_status_not_nan(pair):
     a, _ = pair
     flat = torch.full_like(a, 0.5)
