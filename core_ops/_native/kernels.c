@@ -432,10 +432,12 @@ __attribute__((target("avx512f,avx512vl"))) static inline void axis_f32_avx512(
  * so that the divides of the positions overlap the gathers of the samples (two passes over the
  * row, positions then samples, keep them apart). Where all 16 positions are inside the image
  * the weights are interior_f32's, else taps_f32's; the samples are sample_rows_f32_avx512's:
- * every operation is the scalar path's, so the same bits. */
+ * every operation is the scalar path's, so the same bits. With tb (the backward of the image alone)
+ * it writes the taps instead of sampling: blocks into tb, weights wx0, wx1, wy0, wy1 into tw,
+ * oplane values apart (img, out unused). */
 __attribute__((target("avx512f,avx512vl"))) static int fused_mat_f32_avx512(
     const double *m, int64_t yo, int64_t xa, int64_t xb, int64_t h, int64_t w, int padding, const float *img,
-    float *out, int64_t channels, int64_t plane, int64_t oplane) {
+    float *out, int64_t channels, int64_t plane, int64_t oplane, int32_t *tb, float *tw) {
     const double y = (double)yo;
     const __m512d m0 = _mm512_set1_pd(m[0]), m3 = _mm512_set1_pd(m[3]), m6 = _mm512_set1_pd(m[6]);
     const __m512d c0 = _mm512_set1_pd(m[1] * y + m[2]), c1 = _mm512_set1_pd(m[4] * y + m[5]);
@@ -492,24 +494,38 @@ __attribute__((target("avx512f,avx512vl"))) static int fused_mat_f32_avx512(
             e0 = JOIN_PS(q0[0], q0[1]);
             e1 = JOIN_PS(q1[0], q1[1]);
         }
+        if (tb) { /* the taps only (the backward's): blocks and weights, as row_f32 writes them */
+            _mm256_storeu_si256((__m256i *)(tb + x), b[0]);
+            _mm256_storeu_si256((__m256i *)(tb + x + 8), b[1]);
+            _mm512_storeu_ps(tw + x, a0);
+            _mm512_storeu_ps(tw + oplane + x, a1);
+            _mm512_storeu_ps(tw + 2 * oplane + x, e0);
+            _mm512_storeu_ps(tw + 3 * oplane + x, e1);
+            continue;
+        }
         const __m256i j0 = _mm256_add_epi32(b[0], wi), j1 = _mm256_add_epi32(b[1], wi);
         blend16_f32_avx512(img, out + x, channels, plane, oplane, b[0], b[1], j0, j1, a0, a1, e0, e1);
     }
 #undef JOIN_PS
     return 0;
 }
-#define FUSED_MAT_F32(...) (have_avx512vl() ? fused_mat_f32_avx512(__VA_ARGS__) : -1)
+#define FUSED_MAT_F32(...) (have_avx512vl() ? fused_mat_f32_avx512(__VA_ARGS__, NULL, NULL) : -1)
+/* taps of outputs [xa, xb) of row yo into base, wts (wo values a weight): -1 where not done */
+#define TAPS_MAT_F32(m, yo, xa, xb, h, w, padding, base, wts, wo)                                     \
+    (have_avx512vl() ? fused_mat_f32_avx512(m, yo, xa, xb, h, w, padding, NULL, NULL, 0, 0, wo, base, wts) : -1)
 #define SAMPLE_ROWS_F32(...) (have_avx512() ? sample_rows_f32_avx512(__VA_ARGS__) : sample_rows_f32_plain(__VA_ARGS__))
 #define BLOCKS_F32(...) (have_avx512() ? blocks_f32_avx512(__VA_ARGS__) : blocks_f32_plain(__VA_ARGS__))
 #else
 #define SAMPLE_ROWS_F32(...) sample_rows_f32_plain(__VA_ARGS__)
 #define MAT_SUMS_F32(...) ((int64_t)0)
 #define FUSED_MAT_F32(...) (-1)
+#define TAPS_MAT_F32(...) (-1)
 #define BLOCKS_F32(...) blocks_f32_plain(__VA_ARGS__)
 #endif
 #define SAMPLE_ROWS_F64(...) sample_rows_f64_plain(__VA_ARGS__)
 #define MAT_SUMS_F64(...) ((int64_t)0)
 #define FUSED_MAT_F64(...) (-1)
+#define TAPS_MAT_F64(...) (-1)
 #define BLOCKS_F64(...) blocks_f64_plain(__VA_ARGS__)
 
 /* Per output row, per pixel x (buffers of wo values each):
@@ -734,6 +750,51 @@ static inline ALWAYS_INLINE void gradient_row_##SUFFIX(                         
     }                                                                                              \
 }                                                                                                  \
                                                                                                    \
+/* Adds one output row's gradient gr (nc channels, gr + k gsc) into the nc planes gi + k plane. \
+ * Where the next output reads the next block (b + 1: most of them), its left column is this    \
+ * one's right column: the contributions to that column are summed first (right + left, in     \
+ * rows the compiler vectorises), then scattered once, so most outputs write two values (top   \
+ * and bottom left) instead of four; the right columns of the others (ends: the outputs x whose \
+ * next does not read block base[x] + 1, n of them) follow. The order of the additions depends  \
+ * on the row's blocks only: the same bits on every path and thread count. buf: 4 nc wo values. */ \
+static inline ALWAYS_INLINE void scatter_row_##SUFFIX(                                             \
+    T *restrict gi, int64_t plane, const T *restrict gr, int64_t gsc, const int nc, int64_t w,       \
+    int64_t wo, const int32_t *restrict base, const int32_t *restrict ends, int64_t n,             \
+    const T *restrict wx0, const T *restrict wx1, const T *restrict wy0, const T *restrict wy1,    \
+    T *restrict buf) {                                                                             \
+    for (int k = 0; k < nc; ++k) {                                                                 \
+        const T *restrict g = gr + k * gsc;                                                        \
+        T *restrict tl = buf + 4 * k * wo, *restrict bl = tl + wo, *restrict tr = bl + wo;         \
+        T *restrict br = tr + wo;                                                                  \
+        for (int64_t x = 0; x < wo; ++x) {                                                         \
+            T top = wy0[x] * g[x], bot = wy1[x] * g[x];                                            \
+            tl[x] = wx0[x] * top;                                                                  \
+            tr[x] = wx1[x] * top;                                                                  \
+            bl[x] = wx0[x] * bot;                                                                  \
+            br[x] = wx1[x] * bot;                                                                  \
+        }                                                                                          \
+        for (int64_t x = 1; x < wo; ++x) {                                                         \
+            int carry = base[x] == base[x - 1] + 1;                                                \
+            tl[x] = carry ? tr[x - 1] + tl[x] : tl[x];                                             \
+            bl[x] = carry ? br[x - 1] + bl[x] : bl[x];                                             \
+        }                                                                                          \
+    }                                                                                              \
+    for (int64_t x = 0; x < wo; ++x) {                                                             \
+        const int64_t b = base[x];                                                                 \
+        for (int k = 0; k < nc; ++k) {                                                             \
+            gi[k * plane + b] += buf[4 * k * wo + x];                                              \
+            gi[k * plane + b + w] += buf[(4 * k + 1) * wo + x];                                    \
+        }                                                                                          \
+    }                                                                                              \
+    for (int64_t i = 0; i < n; ++i) {                                                              \
+        const int64_t x = ends[i], b = base[x];                                                    \
+        for (int k = 0; k < nc; ++k) {                                                             \
+            gi[k * plane + b + 1] += buf[(4 * k + 2) * wo + x];                                    \
+            gi[k * plane + b + w + 1] += buf[(4 * k + 3) * wo + x];                                \
+        }                                                                                          \
+    }                                                                                              \
+}                                                                                                  \
+                                                                                                   \
 /* Bilinear samples of the C planes of images [0, images), in pieces of (image p, output rows  \
  * [y0, y0 + band)) taken in turn from *next (a counter shared by the threads that run the call  \
  * at once, starting at 0; NULL: every piece, in order):                                           \
@@ -797,7 +858,12 @@ int warp_bilinear_backward_##SUFFIX(                                            
     int32_t *base = malloc(sizeof(int32_t) * (wo + 1));                                            \
     T *wts = malloc(sizeof(T) * 14 * (wo + 1));                                                   \
     double *pos = malloc(sizeof(double) * 7 * (wo + 1));                                           \
-    if (!base || !wts || !pos) { free(base); free(wts); free(pos); return 1; }                     \
+    int32_t *ends = grad_img ? malloc(sizeof(int32_t) * (wo + 1)) : NULL;                          \
+    T *sbuf = grad_img ? malloc(sizeof(T) * 12 * (wo + 1)) : NULL;                                 \
+    if (!base || !wts || !pos || (grad_img && (!ends || !sbuf))) {                                 \
+        free(base); free(wts); free(pos); free(ends); free(sbuf);                                  \
+        return 1;                                                                                  \
+    }                                                                                              \
     const T *wx0 = wts, *wx1 = wts + wo, *wy0 = wts + 2 * wo, *wy1 = wts + 3 * wo;                 \
     const T *dx0 = wts + 4 * wo, *dx1 = wts + 5 * wo, *dy0 = wts + 6 * wo, *dy1 = wts + 7 * wo;    \
     T *gxs = wts + 8 * wo, *gys = wts + 9 * wo;                                                    \
@@ -810,44 +876,44 @@ int warp_bilinear_backward_##SUFFIX(                                            
     for (int64_t k = 0; take_piece(next, k, images, ho, band, &p, &y0, &y1); ++k) {                \
         if (grad_img) memset(grad_img + p * channels * h * w, 0, sizeof(T) * (size_t)(channels * h * w)); \
         for (int64_t yo = y0; yo < y1; ++yo) {                                                     \
-            row_##SUFFIX(grid, mats, p, yo, ho, wo, h, w, padding, pos, base, wts, wts + 4 * wo,       \
-                         pos + 5 * wo, 1);                                    \
-            if (grad_img) {                                                                        \
-                for (int64_t c = 0; c < channels; ++c) {                                           \
-                    T *gi = grad_img + (p * channels + c) * h * w;                                 \
-                    const T *gr = grad + p * gsb + c * gsc + yo * gsy;                              \
-                    /* The 2 x 2 block's sums stay in registers while neighbouring outputs read  \
-                     * the same block or the next one (its right column becomes the left): the \
-                     * image is written once per block, not four times per output. */          \
-                    T l0 = 0, r0 = 0, l1 = 0, r1 = 0;                                              \
-                    int32_t cur = wo > 0 ? base[0] : 0;                                            \
-                    for (int64_t x = 0; x < wo; ++x) {                                             \
-                        int32_t b = base[x];                                                       \
-                        if (b != cur) {                                                            \
-                            gi[cur] += l0;                                                         \
-                            gi[cur + w] += l1;                                                     \
-                            if (b == cur + 1) {                                                    \
-                                l0 = r0;                                                           \
-                                l1 = r1;                                                           \
-                            } else {                                                               \
-                                gi[cur + 1] += r0;                                                 \
-                                gi[cur + w + 1] += r1;                                             \
-                                l0 = l1 = 0;                                                       \
-                            }                                                                      \
-                            r0 = r1 = 0;                                                           \
-                            cur = b;                                                               \
-                        }                                                                          \
-                        T top = wy0[x] * gr[x], bot = wy1[x] * gr[x];                              \
-                        l0 += wx0[x] * top;                                                        \
-                        r0 += wx1[x] * top;                                                        \
-                        l1 += wx0[x] * bot;                                                        \
-                        r1 += wx1[x] * bot;                                                        \
-                    }                                                                              \
-                    gi[cur] += l0;                                                                 \
-                    gi[cur + 1] += r0;                                                             \
-                    gi[cur + w] += l1;                                                             \
-                    gi[cur + w + 1] += r1;                                                         \
+            /* (deriv a constant in each call: row_ specialises, and its loops vectorise) */      \
+            if (want_pos) {                                                                        \
+                row_##SUFFIX(grid, mats, p, yo, ho, wo, h, w, padding, pos, base, wts, wts + 4 * wo,   \
+                             pos + 5 * wo, 1);                                                     \
+            } else if (!mats || padding == PAD_REFLECTION) {                                       \
+                row_##SUFFIX(grid, mats, p, yo, ho, wo, h, w, padding, pos, base, wts, wts + 4 * wo,   \
+                             pos + 5 * wo, 0);                                                     \
+            } else {                                                                               \
+                /* the image gradient alone: the taps as the forward finds them (16 at a time  \
+                 * where it can, -1: not here), the rest in pieces of 32 as in row_ */             \
+                int64_t xa = TAPS_MAT_##SUFFIX(mats + p * 9, yo, 0, wo & ~(int64_t)15, h, w, padding, base, \
+                                               wts, wo) < 0 ? 0 : wo & ~(int64_t)15;               \
+                for (; xa < wo; xa += 32) {                                                        \
+                    int64_t xb = xa + 32 < wo ? xa + 32 : wo;                                      \
+                    if (interior_##SUFFIX(grid, mats, p, yo, ho, wo, xa, xb, h, w, pos, pos + wo,   \
+                                          pos + 2 * wo, base, wts, wts + wo, wts + 2 * wo,         \
+                                          wts + 3 * wo, 0))                                        \
+                        locate_row_##SUFFIX(grid, mats, p, yo, ho, wo, xa, xb, h, w, padding, pos,  \
+                                            base, wts, wts + 4 * wo, pos + 5 * wo, 0);             \
                 }                                                                                  \
+            }                                                                                      \
+            if (grad_img) {                                                                        \
+                T *gi = grad_img + p * channels * h * w;                                           \
+                const T *gr = grad + p * gsb + yo * gsy;                                           \
+                const int64_t plane = h * w;                                                       \
+                int64_t n = 0;                                                                     \
+                for (int64_t x = 0; x + 1 < wo; ++x) { /* no branch: most outputs are not ends */ \
+                    ends[n] = (int32_t)x;                                                          \
+                    n += base[x + 1] != base[x] + 1;                                               \
+                }                                                                                  \
+                ends[n++] = (int32_t)(wo - 1);                                                     \
+                int64_t c = 0;                                                                     \
+                for (; c + 3 <= channels; c += 3)                                                  \
+                    scatter_row_##SUFFIX(gi + c * plane, plane, gr + c * gsc, gsc, 3, w, wo, base, ends, \
+                                         n, wx0, wx1, wy0, wy1, sbuf);                             \
+                for (; c < channels; ++c)                                                          \
+                    scatter_row_##SUFFIX(gi + c * plane, plane, gr + c * gsc, gsc, 1, w, wo, base, ends, \
+                                         n, wx0, wx1, wy0, wy1, sbuf);                             \
             }                                                                                      \
             if (want_pos) {                                                                        \
                 for (int64_t x = 0; x < wo; ++x) gxs[x] = gys[x] = 0;                              \
@@ -909,12 +975,16 @@ int warp_bilinear_backward_##SUFFIX(                                            
     free(base);                                                                                    \
     free(wts);                                                                                     \
     free(pos);                                                                                     \
+    free(ends);                                                                                    \
+    free(sbuf);                                                                                    \
     return 0;                                                                                      \
 }
 
 #define SAMPLE_ROWS_f32 SAMPLE_ROWS_F32
 #define FUSED_MAT_f32 FUSED_MAT_F32
 #define FUSED_MAT_f64 FUSED_MAT_F64
+#define TAPS_MAT_f32 TAPS_MAT_F32
+#define TAPS_MAT_f64 TAPS_MAT_F64
 #define SAMPLE_ROWS_f64 SAMPLE_ROWS_F64
 #define BLOCKS_f32 BLOCKS_F32
 #define MAT_SUMS_f32 MAT_SUMS_F32
