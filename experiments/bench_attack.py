@@ -21,7 +21,8 @@ installed, by OpenCV's SIFT (``SIFT_create``, ratio 0.8, ``findHomography`` RANS
 
 Time: each pair's share of its batch's wall clock (``threads`` intra-op threads); and, apart,
 ``timing_steps`` steps of ``timing_batch`` pairs in one call against the same pairs one at a time
-(no success checks): seconds per pair-step, batched and alone.
+(no success checks), ``timing_repeats`` times in turn: median seconds per pair-step, batched and
+alone, of whole calls and of the steps only.
 
 The summary checks the issue's targets on the ``default`` preset: ≥ 90 % of pairs succeed
 within 500 iterations with mean PSNR ≥ 35 dB; no pair succeeds before the attack; transfer to
@@ -79,6 +80,7 @@ class BenchAttackConfig:
     threads: int = 1
     timing_steps: int = 5
     timing_batch: int = 4
+    timing_repeats: int = 3
     opencv: bool = True
     device: str = "cpu"
     progress: bool = True
@@ -102,7 +104,8 @@ class Pair:
 def _check(conf: BenchAttackConfig) -> None:
     for name, value, low in (("pairs", conf.pairs, 1), ("iterations", conf.iterations, 1), ("paper_pairs", conf.paper_pairs, 0),
                              ("batch", conf.batch, 1), ("threads", conf.threads, 1), ("timing_steps", conf.timing_steps, 0),
-                             ("timing_batch", conf.timing_batch, 2), ("height", conf.height, 41), ("width", conf.width, 41)):
+                             ("timing_batch", conf.timing_batch, 2), ("timing_repeats", conf.timing_repeats, 1),
+                             ("height", conf.height, 41), ("width", conf.width, 41)):
         if value < low:
             raise ExperimentError(f"{name}: expected an integer >= {low}, got {value}")
     bad = [p for p in conf.presets if p not in PRESETS]
@@ -174,23 +177,44 @@ def attack_batch(pairs: list[Pair], preset: str, config: AttackConfig, conf: Ben
     return rows
 
 
-def time_batching(pairs: list[Pair], config: AttackConfig, steps: int, device: torch.device) -> dict[str, float]:
-    """Seconds per pair-step: the pairs in one call, and one at a time (no success checks)."""
+def time_batching(pairs: list[Pair], config: AttackConfig, steps: int, device: torch.device, repeats: int = 1) -> dict[str, Any]:
+    """Seconds per pair-step: the pairs in one call, and one at a time (no success checks),
+    ``repeats`` times, the two in turn (which goes first alternates), medians.
+
+    ``*_s_per_pair_step`` time whole calls (the evaluations before and after included: a
+    call's own cost per pair), ``*_step_s_per_pair_step`` the steps only (from the first
+    step's end to the last's, so ``None`` for one step)."""
     from gradcv.matching import attack_pair
 
-    cfg = config.replace(iterations=steps, check_every=0)
-
-    def run(group: list[Pair]) -> float:
+    def run(group: list[Pair], iterations: int) -> tuple[float, float]:
         a = torch.stack([p.a for p in group]).to(device)
         b = torch.stack([p.b for p in group]).to(device)
         t = torch.stack([p.target for p in group]).to(device)
-        return attack_pair(a, b, t, cfg).wall_time
+        stamps: list[float] = []
+        r = attack_pair(a, b, t, config.replace(iterations=iterations, check_every=0),
+                        callback=lambda level, it, loss: stamps.append(time.perf_counter()))
+        return r.wall_time, (stamps[-1] - stamps[0] if iterations > 1 else math.nan)
 
-    run(pairs[:1])  # warm-up (caches, allocator)
-    alone = sum(run([p]) for p in pairs)
-    together = run(pairs)
-    return {"batched_s_per_pair_step": together / (len(pairs) * steps), "alone_s_per_pair_step": alone / (len(pairs) * steps),
-            "pairs": len(pairs), "steps": steps}
+    def alone() -> tuple[float, float]:
+        times = [run([p], steps) for p in pairs]
+        return sum(w for w, _ in times), sum(s for _, s in times)
+
+    run(pairs[:2], 2)  # warm-up (caches, allocator, the threads that run pairs side by side)
+    walls: dict[str, list[float]] = {"alone": [], "batched": []}
+    stepped: dict[str, list[float]] = {"alone": [], "batched": []}
+    for k in range(repeats):
+        for mode in (("alone", "batched") if k % 2 == 0 else ("batched", "alone")):
+            wall, step = alone() if mode == "alone" else run(pairs, steps)
+            walls[mode].append(wall / (len(pairs) * steps))
+            stepped[mode].append(step / (len(pairs) * (steps - 1)) if steps > 1 else math.nan)
+
+    def median(values: list[float]) -> float | None:
+        return None if any(math.isnan(v) for v in values) else statistics.median(values)
+
+    return {"batched_s_per_pair_step": median(walls["batched"]), "alone_s_per_pair_step": median(walls["alone"]),
+            "batched_step_s_per_pair_step": median(stepped["batched"]), "alone_step_s_per_pair_step": median(stepped["alone"]),
+            "batched_runs": walls["batched"], "alone_runs": walls["alone"], "pairs": len(pairs), "steps": steps,
+            "repeats": repeats, "threads": torch.get_num_threads()}
 
 
 def _mean(values: list[float]) -> float:
@@ -247,9 +271,14 @@ def check_targets(summary: dict[str, dict], timing: dict[str, float] | None, ite
     if timing is None:
         add("batched pairs faster per pair than one at a time", None, "timing_steps=0")
     else:
+        steps_only = ""
+        if timing["batched_step_s_per_pair_step"] is not None:
+            steps_only = (f"; the steps alone {timing['batched_step_s_per_pair_step']:.3f} against "
+                          f"{timing['alone_step_s_per_pair_step']:.3f} s")
         add("batched pairs faster per pair than one at a time", timing["batched_s_per_pair_step"] < timing["alone_s_per_pair_step"],
-            f"{timing['batched_s_per_pair_step']:.3f} s against {timing['alone_s_per_pair_step']:.3f} s per pair-step "
-            f"({timing['pairs']} pairs, {timing['steps']} steps)")
+            f"{timing['batched_s_per_pair_step']:.3f} s against {timing['alone_s_per_pair_step']:.3f} s per pair-step, whole calls"
+            f"{steps_only} ({timing['pairs']} pairs, {timing['steps']} steps, median of {timing['repeats']}, "
+            f"{timing['threads']} thread(s))")
     return targets
 
 
@@ -307,7 +336,7 @@ def bench_attack(cfg: DictConfig) -> None:
         gathered = dist.gather(mine)
         timing = None
         if gathered is not None and conf.timing_steps and "default" in configs:
-            timing = time_batching(pairs[:conf.timing_batch], configs["default"], conf.timing_steps, device)
+            timing = time_batching(pairs[:conf.timing_batch], configs["default"], conf.timing_steps, device, conf.timing_repeats)
         launch = dist.launch_record()
     if gathered is None:
         return

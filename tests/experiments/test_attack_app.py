@@ -128,7 +128,7 @@ def test_bench_attack_tiny(capsys: pytest.CaptureFixture[str], tmp_path: Path) -
     """Two pairs in one batch, the paper preset on one: rows, summary and every target line."""
     out = tmp_path / "bench"
     status, stdout, err = run_inprocess(
-        capsys, "bench_attack", "pairs=2", "iterations=2", "paper_pairs=1", "batch=2", "timing_steps=1", "timing_batch=2",
+        capsys, "bench_attack", "pairs=2", "iterations=2", "paper_pairs=1", "batch=2", "timing_steps=2", "timing_batch=2", "timing_repeats=2",
         "height=96", "width=128", "match.num_features=64", "progress=false", out=out)
     assert status == 0, err
     assert_metrics_last(out)
@@ -136,6 +136,10 @@ def test_bench_attack_tiny(capsys: pytest.CaptureFixture[str], tmp_path: Path) -
     assert [(r["preset"], r["pair"]) for r in m["rows"]] == [("default", 0), ("default", 1), ("paper", 0)]
     assert m["summary"]["default"]["pairs"] == 2 and m["summary"]["paper"]["pairs"] == 1
     assert len(m["targets"]) == 4 and m["batching"]["pairs"] == 2
+    timing = m["batching"]
+    assert len(timing["batched_runs"]) == len(timing["alone_runs"]) == timing["repeats"] == 2
+    assert sorted(timing["batched_runs"])[0] <= timing["batched_s_per_pair_step"] <= sorted(timing["batched_runs"])[1]
+    assert 0 < timing["batched_step_s_per_pair_step"] and 0 < timing["alone_step_s_per_pair_step"]
     assert all(r["steps"] == 2 and r["before"]["success"] is False for r in m["rows"])
     lines = (out / "pairs.csv").read_text().splitlines()
     assert len(lines) == 4 and lines[0].startswith("preset,pair,a,b")
