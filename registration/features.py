@@ -79,7 +79,8 @@ def feature_homography(
     Returns:
         ``(H (R, 3, 3) float64, found (R,) bool)``: pixel homographies taking ``src`` pixels
         to ``dst`` pixels, ``H[2, 2] = 1``, and whether each is a start: at least
-        :data:`FEATURE_MIN_INLIERS` RANSAC inliers, finite, orientation-preserving. Where
+        :data:`FEATURE_MIN_INLIERS` RANSAC inliers, finite, orientation-preserving on
+        ``dst``'s corners (:func:`_preserves_orientation`). Where
         not found, ``H`` is the identity. Images smaller than a descriptor patch (41 px)
         find none. Without gradient. RANSAC reads the host a few times per round (its
         loop's length depends on the data); the rest runs where the images are.
@@ -104,7 +105,24 @@ def feature_homography(
             confidence=confidence, seed=0,
         )
         count = (inliers & matched).sum(1)
-        finite = torch.isfinite(H).flatten(1).all(1)
+        finite = torch.isfinite(H).flatten(1).all(1) & (H.abs().flatten(1).amax(1) > 0)
         safe = torch.where(finite[:, None, None], H, eye)
-        found = finite & (count >= FEATURE_MIN_INLIERS) & (torch.linalg.det(safe) > 0)
+        found = finite & (count >= FEATURE_MIN_INLIERS) & _preserves_orientation(safe, src.shape[-2:])
         return torch.where(found[:, None, None], safe, eye), found
+
+
+def _preserves_orientation(H: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``(R,)``: whether ``H^-1`` (``dst`` to ``src``, the direction the solver works in)
+    keeps the orientation at the four corners of ``dst``: its Jacobian determinant there,
+    ``det(H^-1) / w^3``, is positive (``w`` the homogeneous coordinate of the corner's image).
+    Testing ``det(H) > 0`` alone is wrong: a DeTone pair with a strong perspective has its
+    ``src`` straddle the line ``H`` sends to infinity, and ``det(H) < 0`` with ``H[2, 2] = 1``
+    (measured on a rocket pair, whose truth is such a matrix)."""
+    h, w = size
+    inverse, info = torch.linalg.inv_ex(H)  # no error (and no look at the host) on a singular H
+    corners = torch.tensor([[0.0, 0.0, 1.0], [w - 1.0, 0.0, 1.0], [w - 1.0, h - 1.0, 1.0], [0.0, h - 1.0, 1.0]],
+                           dtype=H.dtype, device=H.device)
+    third = corners @ inverse[:, 2:].transpose(-1, -2)  # (R, 4, 1): w of each corner's image
+    det = torch.linalg.det(inverse)
+    ok = (det[:, None] * third[..., 0] > 0).all(1)
+    return ok & (info == 0) & torch.isfinite(inverse).flatten(1).all(1)

@@ -13,7 +13,8 @@ import gradcv.registration.solver as solver
 from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError
 from gradcv.optim import SolverStatus
 from gradcv.registration import RegistrationConfig, corner_error, make_pairs, register_homography
-from gradcv.registration.features import feature_homography
+from gradcv.core_ops.geometry import get_perspective_transform
+from gradcv.registration.features import _preserves_orientation, feature_homography
 from tests.registration._pairs import exact, gray, on
 
 SIZE = (128, 128)
@@ -95,6 +96,23 @@ def test_no_features_fall_back_to_the_grid_without_nan():
     result = register_homography(ramp, ramp.roll(3, -1), levels=3, iterations=5)
     assert torch.isfinite(result.homography).all()
     assert int(result.status[0]) in {int(s) for s in SolverStatus}
+
+
+def test_orientation_is_judged_where_the_solver_works():
+    """A DeTone truth whose moved corners make a thin quadrilateral (a rocket pair's, corners
+    moved up to 32 px) has ``det(H) < 0`` with ``H[2, 2] = 1`` and is still a valid start;
+    its mirror image and a singular matrix are not."""
+    c = torch.tensor([[0.0, 0.0], [127.0, 0.0], [127.0, 127.0], [0.0, 127.0]], dtype=torch.float64)
+    moves = torch.tensor([[29.75, 22.82], [-21.99, -26.49], [11.62, -11.59], [-1.06, -31.64]], dtype=torch.float64)
+    K = get_perspective_transform(c[None], (c + moves)[None])
+    H = torch.linalg.inv(K)
+    H = H / H[:, 2:, 2:]
+    assert float(torch.linalg.det(H)[0]) < 0
+    mirror = torch.diag(torch.tensor([-1.0, 1.0, 1.0], dtype=torch.float64))[None] @ H
+    singular = torch.zeros(1, 3, 3, dtype=torch.float64)
+    singular[0, 0, 0] = singular[0, 2, 2] = 1.0
+    ok = _preserves_orientation(torch.cat([H, mirror, singular, torch.eye(3, dtype=torch.float64)[None]]), SIZE)
+    assert ok.tolist() == [True, False, False, True]
 
 
 @pytest.mark.parametrize(
