@@ -509,6 +509,102 @@ __attribute__((target("avx512f,avx512vl"))) static int fused_mat_f32_avx512(
 #undef JOIN_PS
     return 0;
 }
+/* The backward's taps with their derivatives (row_f32 with deriv) from a matrix, zeros or border
+ * padding, for the 16 outputs [x, x + 16) of row yo when all of them lie strictly inside the
+ * image (interior_f32's test with deriv): positions sxs, sys and 1 / d into pos (wo doubles
+ * apart), blocks, weights (wts) and their derivatives (wts + 4 wo), unit padding factors (fac).
+ * Every operation is interior_f32's, so the same bits. Returns 0 (nothing to use) when some
+ * position is not inside: the scalar path does those 16. */
+__attribute__((target("avx512f,avx512vl"))) static int deriv16_f32_avx512(
+    const double *m, int64_t yo, int64_t x, int64_t h, int64_t w, int64_t wo, double *pos, int32_t *base,
+    float *wts, double *fac) {
+    const double y = (double)yo;
+    const __m512d m0 = _mm512_set1_pd(m[0]), m3 = _mm512_set1_pd(m[3]), m6 = _mm512_set1_pd(m[6]);
+    const __m512d c0 = _mm512_set1_pd(m[1] * y + m[2]), c1 = _mm512_set1_pd(m[4] * y + m[5]);
+    const __m512d c2 = _mm512_set1_pd(m[7] * y + m[8]);
+    const __m512d hx = _mm512_set1_pd((double)w - 1.0), hy = _mm512_set1_pd((double)h - 1.0);
+    const __m512d zero = _mm512_setzero_pd(), one = _mm512_set1_pd(1.0);
+    const __m256i wi = _mm256_set1_epi32((int)w);
+    __m512d sx[2], sy[2], inv[2];
+    __mmask8 in = 0xFF;
+    for (int k = 0; k < 2; ++k) {
+        __m512d xv = _mm512_add_pd(_mm512_set1_pd((double)(x + 8 * k)), _mm512_set_pd(7, 6, 5, 4, 3, 2, 1, 0));
+        __m512d d = _mm512_add_pd(_mm512_mul_pd(m6, xv), c2);
+        inv[k] = _mm512_div_pd(one, d);
+        sx[k] = _mm512_mul_pd(_mm512_add_pd(_mm512_mul_pd(m0, xv), c0), inv[k]);
+        sy[k] = _mm512_mul_pd(_mm512_add_pd(_mm512_mul_pd(m3, xv), c1), inv[k]);
+        in &= _mm512_cmp_pd_mask(sx[k], zero, _CMP_GT_OQ) & _mm512_cmp_pd_mask(sx[k], hx, _CMP_LT_OQ)
+            & _mm512_cmp_pd_mask(sy[k], zero, _CMP_GT_OQ) & _mm512_cmp_pd_mask(sy[k], hy, _CMP_LT_OQ);
+    }
+    if (in != 0xFF) return 0;
+    const __m256 onef = _mm256_set1_ps(1.0f), minus = _mm256_set1_ps(-1.0f);
+    for (int k = 0; k < 2; ++k) {
+        const int64_t i = x + 8 * k;
+        __m512d fx = _mm512_roundscale_pd(sx[k], _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+        __m512d fy = _mm512_roundscale_pd(sy[k], _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+        __m256 ax = _mm512_cvtpd_ps(_mm512_sub_pd(sx[k], fx)), ay = _mm512_cvtpd_ps(_mm512_sub_pd(sy[k], fy));
+        _mm256_storeu_si256((__m256i *)(base + i),
+                            _mm256_add_epi32(_mm256_mullo_epi32(_mm512_cvttpd_epi32(fy), wi), _mm512_cvttpd_epi32(fx)));
+        _mm256_storeu_ps(wts + i, _mm256_sub_ps(onef, ax));
+        _mm256_storeu_ps(wts + wo + i, ax);
+        _mm256_storeu_ps(wts + 2 * wo + i, _mm256_sub_ps(onef, ay));
+        _mm256_storeu_ps(wts + 3 * wo + i, ay);
+        _mm256_storeu_ps(wts + 4 * wo + i, minus);
+        _mm256_storeu_ps(wts + 5 * wo + i, onef);
+        _mm256_storeu_ps(wts + 6 * wo + i, minus);
+        _mm256_storeu_ps(wts + 7 * wo + i, onef);
+        _mm512_storeu_pd(pos + i, sx[k]);
+        _mm512_storeu_pd(pos + wo + i, sy[k]);
+        _mm512_storeu_pd(pos + 2 * wo + i, inv[k]);
+        _mm512_storeu_pd(fac + i, one);
+        _mm512_storeu_pd(fac + wo + i, one);
+    }
+    return 1;
+}
+#define DERIV16_F32(...) deriv16_f32_avx512(__VA_ARGS__)
+#define HAVE_DERIV16_F32 have_avx512vl()
+/* The backward's gradients of the positions (blocks_f32 + gradient_row_f32 over the channels)
+ * 16 outputs at a time, the blocks read by 64-bit gathers as blocks_f32_avx512 reads them and used
+ * in registers: gxs, gys of the first wo - wo % 16 outputs (returned), the same operations in
+ * the same order (channels in turn), so the same bits. wts: the 8 rows of row_f32 (weights,
+ * then derivatives), wo values apart; channel c's gradient row at grad + c gsc. */
+__attribute__((target("avx512f"))) static int64_t grad_rows_f32_avx512(
+    const float *img, int64_t channels, int64_t plane, int64_t w, int64_t wo, const int32_t *base,
+    const float *grad, int64_t gsc, const float *wts, float *gxs, float *gys) {
+    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+    const __m256i down = _mm256_set1_epi32((int)w);
+    int64_t x = 0;
+    for (; x + 16 <= wo; x += 16) {
+        __m256i i0 = _mm256_loadu_si256((const __m256i *)(base + x)), i1 = _mm256_loadu_si256((const __m256i *)(base + x + 8));
+        __m256i j0 = _mm256_add_epi32(i0, down), j1 = _mm256_add_epi32(i1, down);
+        const __m512 a0 = _mm512_loadu_ps(wts + x), a1 = _mm512_loadu_ps(wts + wo + x);
+        const __m512 b0 = _mm512_loadu_ps(wts + 2 * wo + x), b1 = _mm512_loadu_ps(wts + 3 * wo + x);
+        const __m512 da0 = _mm512_loadu_ps(wts + 4 * wo + x), da1 = _mm512_loadu_ps(wts + 5 * wo + x);
+        const __m512 db0 = _mm512_loadu_ps(wts + 6 * wo + x), db1 = _mm512_loadu_ps(wts + 7 * wo + x);
+        __m512 gx = _mm512_setzero_ps(), gy = _mm512_setzero_ps();
+        for (int64_t c = 0; c < channels; ++c) {
+            const float *src = img + c * plane;
+            __m512 t0 = _mm512_castsi512_ps(_mm512_i32gather_epi64(i0, (const void *)src, 4));
+            __m512 t1 = _mm512_castsi512_ps(_mm512_i32gather_epi64(i1, (const void *)src, 4));
+            __m512 u0 = _mm512_castsi512_ps(_mm512_i32gather_epi64(j0, (const void *)src, 4));
+            __m512 u1 = _mm512_castsi512_ps(_mm512_i32gather_epi64(j1, (const void *)src, 4));
+            __m512 v00 = _mm512_permutex2var_ps(t0, even, t1), v01 = _mm512_permutex2var_ps(t0, odd, t1);
+            __m512 v10 = _mm512_permutex2var_ps(u0, even, u1), v11 = _mm512_permutex2var_ps(u0, odd, u1);
+            __m512 g = _mm512_loadu_ps(grad + c * gsc + x);
+            __m512 top = _mm512_add_ps(_mm512_mul_ps(a0, v00), _mm512_mul_ps(a1, v01));
+            __m512 bot = _mm512_add_ps(_mm512_mul_ps(a0, v10), _mm512_mul_ps(a1, v11));
+            __m512 dtop = _mm512_add_ps(_mm512_mul_ps(da0, v00), _mm512_mul_ps(da1, v01));
+            __m512 dbot = _mm512_add_ps(_mm512_mul_ps(da0, v10), _mm512_mul_ps(da1, v11));
+            gx = _mm512_add_ps(gx, _mm512_mul_ps(g, _mm512_add_ps(_mm512_mul_ps(b0, dtop), _mm512_mul_ps(b1, dbot))));
+            gy = _mm512_add_ps(gy, _mm512_mul_ps(g, _mm512_add_ps(_mm512_mul_ps(db0, top), _mm512_mul_ps(db1, bot))));
+        }
+        _mm512_storeu_ps(gxs + x, gx);
+        _mm512_storeu_ps(gys + x, gy);
+    }
+    return x;
+}
+#define GRAD_ROWS_F32(...) (have_avx512() ? grad_rows_f32_avx512(__VA_ARGS__) : 0)
 #define FUSED_MAT_F32(...) (have_avx512vl() ? fused_mat_f32_avx512(__VA_ARGS__, NULL, NULL) : -1)
 /* taps of outputs [xa, xb) of row yo into base, wts (wo values a weight): -1 where not done */
 #define TAPS_MAT_F32(m, yo, xa, xb, h, w, padding, base, wts, wo)                                     \
@@ -520,12 +616,18 @@ __attribute__((target("avx512f,avx512vl"))) static int fused_mat_f32_avx512(
 #define MAT_SUMS_F32(...) ((int64_t)0)
 #define FUSED_MAT_F32(...) (-1)
 #define TAPS_MAT_F32(...) (-1)
+#define DERIV16_F32(...) 0
+#define HAVE_DERIV16_F32 0
+#define GRAD_ROWS_F32(...) ((int64_t)0)
 #define BLOCKS_F32(...) blocks_f32_plain(__VA_ARGS__)
 #endif
 #define SAMPLE_ROWS_F64(...) sample_rows_f64_plain(__VA_ARGS__)
 #define MAT_SUMS_F64(...) ((int64_t)0)
 #define FUSED_MAT_F64(...) (-1)
 #define TAPS_MAT_F64(...) (-1)
+#define DERIV16_F64(...) 0
+#define GRAD_ROWS_F64(...) ((int64_t)0)
+#define HAVE_DERIV16_F64 0
 #define BLOCKS_F64(...) blocks_f64_plain(__VA_ARGS__)
 
 /* Per output row, per pixel x (buffers of wo values each):
@@ -707,6 +809,17 @@ static inline ALWAYS_INLINE int interior_##SUFFIX(                              
     return bad;                                                                                     \
 }                                                                                                   \
                                                                                                     \
+/* Inside the image the weights' derivatives are -1, 1 and the padding's factors 1. */           \
+static inline ALWAYS_INLINE void unit_factors_##SUFFIX(int64_t wo, int64_t xa, int64_t xb, T *der, double *fac) { \
+    for (int64_t x = xa; x < xb; ++x) {                                                             \
+        der[x] = (T)-1;                                                                             \
+        der[wo + x] = (T)1;                                                                         \
+        der[2 * wo + x] = (T)-1;                                                                    \
+        der[3 * wo + x] = (T)1;                                                                     \
+        fac[x] = fac[wo + x] = 1.0;                                                                 \
+    }                                                                                               \
+}                                                                                                   \
+                                                                                                    \
 /* Blocks and weights of output row yo (and with deriv, what the backward needs): the fast path  \
  * piece by piece, the general one where it does not apply. */                                     \
 static inline ALWAYS_INLINE void row_##SUFFIX(                                                     \
@@ -724,13 +837,7 @@ static inline ALWAYS_INLINE void row_##SUFFIX(                                  
             locate_row_##SUFFIX(grid, mats, p, yo, ho, wo, xa, xb, h, w, padding, pos, base, wts,   \
                                 der, fac, deriv);                                                   \
         } else if (deriv) {                                                                         \
-            for (int64_t x = xa; x < xb; ++x) {                                                     \
-                der[x] = (T)-1;                                                                     \
-                der[wo + x] = (T)1;                                                                 \
-                der[2 * wo + x] = (T)-1;                                                            \
-                der[3 * wo + x] = (T)1;                                                             \
-                fac[x] = fac[wo + x] = 1.0;                                                         \
-            }                                                                                       \
+            unit_factors_##SUFFIX(wo, xa, xb, der, fac);                                            \
         }                                                                                           \
     }                                                                                               \
 }                                                                                                   \
@@ -877,7 +984,23 @@ int warp_bilinear_backward_##SUFFIX(                                            
         if (grad_img) memset(grad_img + p * channels * h * w, 0, sizeof(T) * (size_t)(channels * h * w)); \
         for (int64_t yo = y0; yo < y1; ++yo) {                                                     \
             /* (deriv a constant in each call: row_ specialises, and its loops vectorise) */      \
-            if (want_pos) {                                                                        \
+            if (want_pos && mats && padding != PAD_REFLECTION && HAVE_DERIV16_##SUFFIX) {        \
+                /* row_'s fast path 16 outputs at a time where they all lie inside, else row_'s  \
+                 * own pieces (of 16 here) */                                                      \
+                for (int64_t xa = 0; xa < wo; xa += 16) {                                          \
+                    int64_t xb = xa + 16 < wo ? xa + 16 : wo;                                      \
+                    if (xb - xa == 16 && DERIV16_##SUFFIX(mats + p * 9, yo, xa, h, w, wo, pos, base, \
+                                                          (T *)wts, pos + 5 * wo))                 \
+                        continue;                                                                  \
+                    if (interior_##SUFFIX(grid, mats, p, yo, ho, wo, xa, xb, h, w, pos, pos + wo,   \
+                                          pos + 2 * wo, base, wts, wts + wo, wts + 2 * wo,         \
+                                          wts + 3 * wo, 1))                                        \
+                        locate_row_##SUFFIX(grid, mats, p, yo, ho, wo, xa, xb, h, w, padding, pos,  \
+                                            base, wts, wts + 4 * wo, pos + 5 * wo, 1);             \
+                    else                                                                           \
+                        unit_factors_##SUFFIX(wo, xa, xb, wts + 4 * wo, pos + 5 * wo);             \
+                }                                                                                  \
+            } else if (want_pos) {                                                                 \
                 row_##SUFFIX(grid, mats, p, yo, ho, wo, h, w, padding, pos, base, wts, wts + 4 * wo,   \
                              pos + 5 * wo, 1);                                                     \
             } else if (!mats || padding == PAD_REFLECTION) {                                       \
@@ -916,14 +1039,19 @@ int warp_bilinear_backward_##SUFFIX(                                            
                                          n, wx0, wx1, wy0, wy1, sbuf);                             \
             }                                                                                      \
             if (want_pos) {                                                                        \
-                for (int64_t x = 0; x < wo; ++x) gxs[x] = gys[x] = 0;                              \
-                for (int64_t c = 0; c < channels; ++c) {                                           \
+                /* 16 outputs at a time in registers where it can, the rest (x0 on) below */      \
+                const int64_t x0 = GRAD_ROWS_##SUFFIX(img + p * channels * h * w, channels, h * w, w, wo, \
+                                                      base, grad + p * gsb + yo * gsy, gsc, wts, gxs, gys); \
+                const int64_t n0 = wo - x0;                                                        \
+                for (int64_t x = x0; x < wo; ++x) gxs[x] = gys[x] = 0;                             \
+                for (int64_t c = 0; c < channels && n0 > 0; ++c) {                                 \
                     const T *src = img + (p * channels + c) * h * w;                               \
-                    const T *gr = grad + p * gsb + c * gsc + yo * gsy;                              \
+                    const T *gr = grad + p * gsb + c * gsc + yo * gsy + x0;                         \
                     /* the 2 x 2 blocks into contiguous rows first: the arithmetic vectorises */  \
-                    BLOCKS_##SUFFIX(src, w, wo, base, q00, q01, q10, q11);                         \
-                    gradient_row_##SUFFIX(wo, q00, q01, q10, q11, gr, wx0, wx1, wy0, wy1, dx0, dx1, \
-                                          dy0, dy1, gxs, gys);                                     \
+                    BLOCKS_##SUFFIX(src, w, n0, base + x0, q00, q01, q10, q11);                    \
+                    gradient_row_##SUFFIX(n0, q00, q01, q10, q11, gr, wx0 + x0, wx1 + x0, wy0 + x0, \
+                                          wy1 + x0, dx0 + x0, dx1 + x0, dy0 + x0, dy1 + x0, gxs + x0, \
+                                          gys + x0);                                               \
                 }                                                                                  \
             }                                                                                      \
             if (grad_grid) {                                                                       \
@@ -985,6 +1113,12 @@ int warp_bilinear_backward_##SUFFIX(                                            
 #define FUSED_MAT_f64 FUSED_MAT_F64
 #define TAPS_MAT_f32 TAPS_MAT_F32
 #define TAPS_MAT_f64 TAPS_MAT_F64
+#define DERIV16_f32 DERIV16_F32
+#define GRAD_ROWS_f32 GRAD_ROWS_F32
+#define GRAD_ROWS_f64 GRAD_ROWS_F64
+#define DERIV16_f64 DERIV16_F64
+#define HAVE_DERIV16_f32 HAVE_DERIV16_F32
+#define HAVE_DERIV16_f64 HAVE_DERIV16_F64
 #define SAMPLE_ROWS_f64 SAMPLE_ROWS_F64
 #define BLOCKS_f32 BLOCKS_F32
 #define MAT_SUMS_f32 MAT_SUMS_F32
