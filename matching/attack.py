@@ -34,10 +34,7 @@ from __future__ import annotations
 
 import inspect
 import math
-import os
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -49,6 +46,7 @@ from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError, DTypeE
 from gradcv.core_ops.features.laf import get_laf_center
 from gradcv.core_ops.filters.blur import gaussian_blur2d
 from gradcv.core_ops.geometry.linalg import transform_points
+from gradcv.matching._threads import run_pieces
 from gradcv.matching.attack_config import AttackConfig
 from gradcv.matching.config import MatchConfig  # noqa: F401  (the doctest's namespace)
 from gradcv.matching.pipeline import MatchStatus, _check_images, distinct_inliers, make_local_feature, match_pair
@@ -333,39 +331,16 @@ def _step_loss(x: torch.Tensor, base: torch.Tensor, target: torch.Tensor, featur
 
 
 def _chunk_gradient(x: torch.Tensor, base: torch.Tensor, target: torch.Tensor, feature: Any, config: AttackConfig, sigma: float,
-                    noise: Optional[torch.Tensor], size: tuple[int, int], threads: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+                    noise: Optional[torch.Tensor], size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``(b,)`` losses of the pairs ``x (b, 2, C, H, W)`` and their gradient with respect
     to ``x`` (a pixel of a pair whose loss is not finite gets none from that pair). The
     pairs are a leaf of their own, so that the gradient has the chunk's size, not the
-    batch's. ``threads > 0``: set this thread's intra-op threads first (a worker of
-    :func:`_pair_gradients`)."""
-    if threads:
-        torch.set_num_threads(threads)
+    batch's."""
     leaf = x.detach().requires_grad_(True)  # a chunk's own leaf
     part = _step_loss(leaf, base, target, feature, config, sigma, noise, size)
     ok = torch.isfinite(part)
     grad, = torch.autograd.grad(torch.where(ok, part, torch.zeros_like(part)).sum(), leaf)
     return part.detach(), grad
-
-
-_pool_lock = threading.Lock()
-_pool: Optional[ThreadPoolExecutor] = None
-_pool_key: tuple[int, int] = (0, 0)
-
-
-def _side_pool(workers: int) -> ThreadPoolExecutor:
-    """The ``workers`` threads that run chunks side by side, kept for the process's life:
-    threads made afresh every step allocate from fresh malloc arenas, whose memory comes
-    back page fault by page fault (1.0 against 0.7 s per pair-step at 2 threads). Made again
-    after a fork (a child has the pool but not its threads) or for another thread count; a
-    replaced pool is not shut down (another thread may still be using it), its threads end
-    once it is idle and nobody holds it."""
-    global _pool, _pool_key
-    with _pool_lock:
-        if _pool is None or _pool_key != (os.getpid(), workers):
-            _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gradcv-attack")
-            _pool_key = (os.getpid(), workers)
-        return _pool
 
 
 def _pair_gradients(x: torch.Tensor, base: torch.Tensor, target: torch.Tensor, feature: Any, config: AttackConfig, sigma: float,
@@ -375,12 +350,11 @@ def _pair_gradients(x: torch.Tensor, base: torch.Tensor, target: torch.Tensor, f
 
     On a CPU with ``n > 1`` intra-op threads and several chunks, ``n`` chunks at a time go
     forward and backward side by side, each on a thread of its own with one intra-op
-    thread, rather than one after another with every operation split ``n`` ways: a pair's
-    feature stack is tens of thousands of small operations, which two threads speed up by
-    only 1.45x. Each chunk computes what it computes alone on one thread (the same bits as
-    a 1-thread run); the noise is drawn beforehand in chunk order (the same stream).
-    During that part the process-wide BLAS and pthreadpool thread counts are 1; the
-    calling thread's count is restored after it (``torch.set_num_threads``).
+    thread (:func:`~gradcv.matching._threads.run_pieces`), rather than one after another
+    with every operation split ``n`` ways (a pair's feature stack is tens of thousands of
+    small operations, which two threads speed up by only 1.45x). Each chunk computes what
+    it computes alone on one thread (the same bits as a 1-thread run); the noise is drawn
+    beforehand in chunk order (the same stream).
     """
     chunks = _pair_chunks(x.shape[0], size[0] * size[1], x.device)
     noises: list[Optional[torch.Tensor]] = []
@@ -390,17 +364,7 @@ def _pair_gradients(x: torch.Tensor, base: torch.Tensor, target: torch.Tensor, f
                       if config.noise > 0 else None)
     xd = x.detach()
     args = [(xd[c], base[c], target[c], feature, config, sigma, nz, size) for c, nz in zip(chunks, noises)]
-    threads = torch.get_num_threads()
-    side = 0 if x.device.type != "cpu" or torch.compiler.is_compiling() else min(threads, len(chunks))
-    side = side * (len(chunks) // side) if side > 1 else 0  # chunks in full rounds of side-by-side threads
-    results: list[tuple[torch.Tensor, torch.Tensor]] = []
-    if side:
-        try:
-            results = list(_side_pool(threads).map(lambda a: _chunk_gradient(*a, threads=1), args[:side]))
-        finally:
-            torch.set_num_threads(threads)
-    # The rest (all of them on a GPU or with one thread) one after another, on every thread.
-    results += [_chunk_gradient(*a) for a in args[side:]]
+    results = run_pieces(_chunk_gradient, args, x.device)
     loss = torch.cat([r[0] for r in results])
     grad = results[0][1] if len(results) == 1 else torch.cat([r[1] for r in results])
     return loss, grad

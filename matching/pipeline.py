@@ -38,6 +38,7 @@ from gradcv.core_ops.features.integrated import HessianSIFT, LocalFeature, SIFTF
 from gradcv.core_ops.features.laf import get_laf_center
 from gradcv.core_ops.features.matching import match_mnn, match_snn
 from gradcv.core_ops.geometry.robust import ransac
+from gradcv.matching._threads import run_pieces, side_by_side_count
 from gradcv.matching.config import MatchConfig
 
 __all__ = ["MatchResult", "MatchStatus", "PATCH_SIZE", "distinct_inliers", "make_local_feature", "match_descriptors", "match_pair"]
@@ -259,6 +260,22 @@ def _resolve_config(config: object, overrides: dict[str, Any]) -> MatchConfig:
     return config.replace(**overrides) if overrides else config
 
 
+def _features(feature: LocalFeature, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``feature.detect_and_describe(images)``; on a CPU with several threads, the chunks
+    it would work through one after another (:data:`CPU_CHUNK_PIXELS`) go side by side
+    instead, one intra-op thread each (:func:`~gradcv.matching._threads.run_pieces`):
+    the same values, each chunk's those of a 1-thread run."""
+    from gradcv.core_ops.features.integrated import CPU_CHUNK_PIXELS
+
+    h, w = images.shape[-2:]
+    step = max(1, CPU_CHUNK_PIXELS // (h * w))
+    chunks = [slice(i, min(i + step, images.shape[0])) for i in range(0, images.shape[0], step)]
+    if side_by_side_count(len(chunks), images.device) == 0:
+        return feature.detect_and_describe(images)
+    parts = run_pieces(feature.detect_and_describe, [(images[c],) for c in chunks], images.device)
+    return tuple(torch.cat(t, 0) for t in zip(*parts))  # type: ignore[return-value]
+
+
 def match_pair(img1: torch.Tensor, img2: torch.Tensor, config: Optional[MatchConfig] = None, **overrides: Any) -> MatchResult:
     """Match ``B`` image pairs and fit a homography to each: features of both images (one
     batched call), descriptor matching, RANSAC.
@@ -300,7 +317,7 @@ def match_pair(img1: torch.Tensor, img2: torch.Tensor, config: Optional[MatchCon
     if images.shape[1] == 3:
         images = rgb_to_grayscale(images)
     feature = make_local_feature(config, images.device)
-    lafs, responses, descriptors, valid = feature.detect_and_describe(images)
+    lafs, responses, descriptors, valid = _features(feature, images)
     lafs1, lafs2 = lafs[:b], lafs[b:]
     desc1, desc2 = descriptors[:b], descriptors[b:]
     valid1, valid2 = valid[:b], valid[b:]

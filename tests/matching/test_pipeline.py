@@ -148,6 +148,28 @@ def test_ransac_over_the_filled_slots_equals_ransac_over_all(crop, photo_gray, d
     torch.testing.assert_close(r.homography.cpu(), h, atol=1e-6, rtol=1e-6)
 
 
+def test_chunks_side_by_side_on_threads_equal_one_thread(crop, photo_gray, monkeypatch):
+    # With two intra-op threads the CPU describes the image chunks side by side, one thread
+    # each: every chunk's features are those of a 1-thread run, bit for bit.
+    import gradcv.core_ops.features.integrated as integrated
+
+    monkeypatch.setattr(integrated, "CPU_CHUNK_PIXELS", H_ * W_)  # one image a chunk: 4 chunks, 2 rounds
+    other = _t(photo_gray[1][200 : 200 + H_, 300 : 300 + W_])
+    x1, x2 = torch.cat([_t(crop), other]), torch.cat([_t(_warp(crop, HOMOGRAPHIES["rotation"])), _t(crop)])
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = match_pair(x1, x2, num_features=FEATURES)
+        torch.set_num_threads(2)
+        side = match_pair(x1, x2, num_features=FEATURES)
+        assert torch.get_num_threads() == 2  # the caller's count is restored
+    finally:
+        torch.set_num_threads(threads)
+    for name in ("keypoints1", "keypoints2", "descriptors1", "descriptors2", "responses1", "valid2", "matches", "match_mask", "inliers"):
+        assert torch.equal(getattr(one, name), getattr(side, name)), name
+    assert int(one.num_inliers[0]) >= 30
+
+
 def test_rgb_equals_grayscale(crop_rgb, device):
     H_true = HOMOGRAPHIES["rotation"]
     x1 = _t(crop_rgb).to(device)
