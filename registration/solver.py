@@ -452,7 +452,8 @@ class HomographyRegistration:
         masks = None if mask_pyr is None else tuple(m[redo] for m in mask_pyr[0])
         found_h, found = feature_homography(src[redo], dst[redo], cfg.feature_start, masks)
         A = frame_matrix(H, W, torch.float64, src.device)
-        G = A @ torch.linalg.inv(found_h) @ torch.linalg.inv(A)
+        # inv_ex: no error check, so no look at the host (found_h is checked invertible)
+        G = A @ torch.linalg.inv_ex(found_h)[0] @ torch.linalg.inv_ex(A)[0]
         start = motion_parameters(cfg.motion, G, corners).to(theta.dtype)
         top = min(FEATURE_LEVELS, cfg.levels)
         levels = range(0, top)
