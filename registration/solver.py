@@ -38,7 +38,7 @@ from gradcv.core_ops.pyramid import build_centred_pyramid
 from gradcv.optim import ProgressCallback, PyramidLevel, SolverResult, carry_unchanged, coarse_to_fine, sample_status
 from gradcv.registration.checks import check_images, check_initial, check_mask, spread
 from gradcv.registration.config import RegistrationConfig
-from gradcv.registration.features import feature_homography
+from gradcv.registration.features import MIN_IMAGE_SIZE, feature_homography
 from gradcv.registration.motion import motion_matrix, motion_parameters
 from gradcv.registration.objective import LevelOutcome, LevelProblem, erode, masked_weight
 from gradcv.registration.sampling import LevelGrid, frame_corners, frame_matrix, pixel_homography, project_corners
@@ -449,6 +449,8 @@ class HomographyRegistration:
         src_pyr, dst_pyr, mask_pyr = pyramids
         overlap, uncertainty = judged
         H, W = src.shape[-2:]
+        if min(H, W) < MIN_IMAGE_SIZE:  # no descriptor patch fits: nothing to start from
+            return theta, stopped, overlap, uncertainty, torch.zeros_like(redo, dtype=torch.bool)
         masks = None if mask_pyr is None else tuple(m[redo] for m in mask_pyr[0])
         found_h, found = feature_homography(src[redo], dst[redo], cfg.feature_start, masks)
         A = frame_matrix(H, W, torch.float64, src.device)

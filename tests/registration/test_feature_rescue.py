@@ -98,6 +98,16 @@ def test_no_features_fall_back_to_the_grid_without_nan():
     assert int(result.status[0]) in {int(s) for s in SolverStatus}
 
 
+def test_images_smaller_than_a_patch_skip_the_features(monkeypatch):
+    """A 32² pair left undetermined goes straight to the grid: no descriptor patch fits."""
+    calls = []
+    monkeypatch.setattr(solver, "feature_homography", lambda *args, **kwargs: calls.append(1))
+    monkeypatch.setattr(solver.HomographyRegistration, "_grid_rescue", lambda self, *args: calls.append(2) or (args[5], args[6], args[7]))
+    ramp = torch.linspace(0.2, 0.7, 32).expand(1, 1, 32, 32).contiguous()
+    result = register_homography(ramp, ramp.roll(3, -1), levels=1, iterations=5)
+    assert calls == [2] and torch.isfinite(result.homography).all()
+
+
 def test_orientation_is_judged_where_the_solver_works():
     """A DeTone truth whose moved corners make a thin quadrilateral (a rocket pair's, corners
     moved up to 32 px) has ``det(H) < 0`` with ``H[2, 2] = 1`` and is still a valid start;
