@@ -12,10 +12,11 @@ HomographyRegistration._rescue`). Built from ``gradcv.core_ops.features`` and
 The configuration is chosen for the small images of the rescue (measured on DeTone pairs,
 128², seeds 1-2 of rocket, coffee and camera, 20 pairs each): Hessian blobs on the doubled
 image (without it a 128² patch of rocket has 84 features and 70 % of its pairs come within
-2 px; doubled, 256 of them and 100 %; DoG on the doubled image 90 %), upright frames (the
-same success as Lowe's orientations in 3/4 of the time: the rescue's motions turn the image
-little), 256 features per image (128: 85-95 %), mutual nearest neighbours, RootSIFT on a
-32-pixel patch: ~20-25 ms a pair on one thread, nearly all of it detection and description.
+2 px; doubled, 256 of them and 100 %; DoG on the doubled image 90 % of rocket's), upright
+frames (the same success as Lowe's orientations in 3/4 of the time: the rescue's motions
+turn the image little), 256 features per image (128: 85-90 % of rocket's and coffee's within
+2 px), mutual nearest neighbours, RootSIFT on a 32-pixel patch: ~45 ms a pair (two 128²
+images) on one thread, nearly all of it detection and description.
 
 Convention:
     Pixel coordinates, centres at integers; the homography maps ``src`` pixels to ``dst``
