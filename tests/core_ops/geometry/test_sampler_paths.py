@@ -1,9 +1,11 @@
 """The sampler's fast paths (``core_ops/_native/kernels.c``): pieces of rows whose 2 x 2
 blocks all lie inside the image skip padding and masks, float32 rows are read by AVX-512
 gathers where the CPU has them (the forward from a matrix with zeros or border padding
-computes positions, taps and samples 16 outputs at a time in one pass), the matrix gradient
-sums eight lanes at a time, a broadcast output gradient (``sum()``'s) is read in place, and
-threads share the work in pieces.
+computes positions, taps and samples 16 outputs at a time in one pass; the backward finds its
+taps, and gathers the blocks for the position gradients, 16 at a time), the matrix gradient
+sums eight lanes at a time, the image gradient sums each block's shared column before scattering
+it, a broadcast output gradient (``sum()``'s) is read in place, and threads share the work in
+pieces.
 
 What is pinned: on warps where most of the output reads the interior and the rest crosses
 the edges, every path gives the PyTorch path's values and gradients (which CI also runs
