@@ -49,8 +49,11 @@ MIN_IMAGE_SIZE = 41
 
 
 #: On the CPU, :meth:`LocalFeature.detect_and_describe` works through a batch in chunks of at
-#: most this many input pixels (at least one image each): two 400 x 300 images, or one 640 x 480.
-CPU_CHUNK_PIXELS = 1 << 18
+#: most this many input pixels (at least one image each): one 400 x 300 image. Two made the
+#: Hessian of the doubled first octave 55 MiB temporaries, above glibc's 32 MiB mmap ceiling,
+#: mapped and faulted in on every call: an attack step on a 400 x 300 pair took 1.36 s with
+#: two images a chunk and 1.27 s with one (60k against 4k minor faults per pair-step).
+CPU_CHUNK_PIXELS = 1 << 17
 
 
 def _check_module(module: object, name: str) -> nn.Module:
@@ -122,7 +125,8 @@ class LocalFeature(nn.Module):
         if img.device.type == "cpu" and b > step and not torch.compiler.is_compiling():
             # On the CPU, a big batch in one pass makes every scale-space and patch temporary
             # a fresh block of hundreds of MB (page faults, cache misses): 8 images of 400 x 300
-            # took 1.6x the time per image of 2. Images are independent: chunks of a few.
+            # took 1.6x the time per image of 2, 2 images 1.07x that of 1. Images are
+            # independent: chunks of CPU_CHUNK_PIXELS.
             def part(i: int) -> Optional[torch.Tensor]:
                 return None if mask is None else (mask if mask.shape[0] == 1 else mask[i:i + step])
 
