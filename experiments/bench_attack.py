@@ -275,10 +275,14 @@ def check_targets(summary: dict[str, dict], timing: dict[str, float] | None, ite
         if timing["batched_step_s_per_pair_step"] is not None:
             steps_only = (f"; the steps alone {timing['batched_step_s_per_pair_step']:.3f} against "
                           f"{timing['alone_step_s_per_pair_step']:.3f} s")
-        add("batched pairs faster per pair than one at a time", timing["batched_s_per_pair_step"] < timing["alone_s_per_pair_step"],
+        # Faster only where every batched run beat every run one at a time: medians a few
+        # per cent apart inside the runs' spread are a tie on a shared host, not a win.
+        faster = max(timing["batched_runs"]) < min(timing["alone_runs"])
+        tie = "" if faster or timing["batched_s_per_pair_step"] >= timing["alone_s_per_pair_step"] else "; within the runs' spread: a tie"
+        add("batched pairs faster per pair than one at a time", faster,
             f"{timing['batched_s_per_pair_step']:.3f} s against {timing['alone_s_per_pair_step']:.3f} s per pair-step, whole calls"
             f"{steps_only} ({timing['pairs']} pairs, {timing['steps']} steps, median of {timing['repeats']}, "
-            f"{timing['threads']} thread(s))")
+            f"{timing['threads']} thread(s){tie})")
     return targets
 
 

@@ -183,3 +183,25 @@ def test_none_is_a_plain_string_for_a_field_that_cannot_be_none() -> None:
 
     with pytest.raises(ExperimentError, match="detector"):
         _composed("match.detector=none")
+
+
+def test_batched_is_faster_only_when_every_batched_run_beats_every_single_run():
+    """A batched median a little under the single one, with the runs overlapping, is a tie:
+    the verdict is FAIL and says so; runs apart are a PASS; slower is a FAIL without 'tie'."""
+    from gradcv.experiments.bench_attack import check_targets
+
+    summary = {"default": {"success_rate": 1.0, "mean_psnr": 37.0, "success_before": 0, "pairs": 4}}
+
+    def verdict(batched, alone):
+        timing = {"batched_s_per_pair_step": sorted(batched)[1], "alone_s_per_pair_step": sorted(alone)[1],
+                  "batched_step_s_per_pair_step": None, "batched_runs": batched, "alone_runs": alone,
+                  "pairs": 4, "steps": 3, "repeats": 3, "threads": 1}
+        row = [t for t in check_targets(summary, timing, 500) if t["target"].startswith("batched")][0]
+        return row["passed"], row["detail"]
+
+    passed, detail = verdict([1.10, 1.11, 1.14], [1.09, 1.12, 1.13])
+    assert passed is False and "tie" in detail
+    passed, detail = verdict([0.80, 0.82, 0.85], [0.90, 0.91, 0.95])
+    assert passed is True and "tie" not in detail
+    passed, detail = verdict([1.20, 1.21, 1.22], [1.00, 1.01, 1.02])
+    assert passed is False and "tie" not in detail
