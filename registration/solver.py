@@ -37,7 +37,7 @@ from gradcv.core_ops.geometry import normalize_homography
 from gradcv.core_ops.pyramid import build_centred_pyramid
 from gradcv.optim import ProgressCallback, PyramidLevel, SolverResult, carry_unchanged, coarse_to_fine, sample_status
 from gradcv.registration.checks import check_images, check_initial, check_mask, spread
-from gradcv.registration.config import RegistrationConfig
+from gradcv.registration.config import LEAST_SQUARES, RegistrationConfig
 from gradcv.registration.features import MIN_IMAGE_SIZE, feature_homography
 from gradcv.registration.motion import motion_matrix, motion_parameters
 from gradcv.registration.objective import LevelOutcome, LevelProblem, erode, masked_weight
@@ -297,7 +297,13 @@ class HomographyRegistration:
             if cfg.max_uncertainty == math.inf:
                 uncertainty = torch.zeros_like(overlap)
             else:
-                uncertainty = corner_uncertainty(grid, src, dst, G, weight, corners, cfg.motion, cfg.photometric)
+                # First order stops on a small step, which a decaying rate makes small
+                # anywhere: its result is judged with the step to its loss's optimum still
+                # to go (the second-order solvers stop on that step itself).
+                loss = cfg.loss if cfg.method == "first_order" and cfg.loss in LEAST_SQUARES else None
+                uncertainty = corner_uncertainty(
+                    grid, src, dst, G, weight, corners, cfg.motion, cfg.photometric, loss=loss, eps=cfg.charbonnier_eps
+                )
         return textured, overlap, uncertainty
 
     def _status(
