@@ -37,7 +37,8 @@ Columns (each reference only when importable):
   homography ``src -> dst`` is ``(N^-1 M N)^-1``.
 
 MACE is the mean distance of the four corner-pixel centres under the estimated and the
-true homography (:func:`registration.corner_error`). A failed pair (exception, or a
+true homography (:func:`registration.corner_error`; on DeTone pairs DeTone's own 4-point
+error, dst's corners mapped into src: :func:`mace_px`). A failed pair (exception, or a
 non-finite estimate) counts as the identity estimate in the MACE statistics and is never
 a success. Times are wall-clock per call (one untimed warm-up call per column first), at
 ``threads``; ``timing_threads`` then times gradcv's B = 1 presets and single-scale ECC
@@ -287,10 +288,23 @@ def _estimate(hs: torch.Tensor, failed: torch.Tensor, seconds: list[float]) -> E
     return Estimate(hs, failed | ~finite, seconds)
 
 
-def score(protocol: str, method: str, est: Estimate, H_true: torch.Tensor, size: tuple[int, int]) -> dict:
+def mace_px(protocol: str, H_est: torch.Tensor, H_true: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Each pair's mean corner error in pixels: src's corners under the estimate and the truth
+    (:func:`registration.corner_error`), except on DeTone pairs, where it is DeTone's 4-point
+    error, dst's corners mapped back into src (``corner_error`` of the inverses; the two agree
+    unless the moved corners make a thin quadrilateral, which sends src's corners far away).
+    A singular estimate counts as the identity."""
     from gradcv.registration import corner_error
 
-    mace = corner_error(est.homography, H_true, size)
+    if protocol != "detone":
+        return corner_error(H_est, H_true, size)
+    inv, info = torch.linalg.inv_ex(H_est)
+    eye = torch.eye(3, dtype=H_est.dtype, device=H_est.device)
+    return corner_error(torch.where((info == 0)[:, None, None], inv, eye), torch.linalg.inv(H_true), size)
+
+
+def score(protocol: str, method: str, est: Estimate, H_true: torch.Tensor, size: tuple[int, int]) -> dict:
+    mace = mace_px(protocol, est.homography, H_true, size)
     ok = ~est.failed
     row: dict = {
         "protocol": protocol,
@@ -319,7 +333,7 @@ def throughput(protocol: str, preset: str, config, src: torch.Tensor, dst: torch
     """Pairs per second at B = 1 (from the per-pair calls) and with all of ``src`` in one
     call on ``device``, and the batch's time per pair over single-scale ECC's (``nan``
     without it)."""
-    from gradcv.registration import corner_error, register_homography
+    from gradcv.registration import register_homography
 
     src, dst = src.to(device), dst.to(device)
     register_homography(src[:2], dst[:2], config=config)  # warm-up of the batched path
@@ -328,7 +342,7 @@ def throughput(protocol: str, preset: str, config, src: torch.Tensor, dst: torch
     result = register_homography(src, dst, config=config)
     synchronize(device)
     seconds = time.perf_counter() - t0
-    mace = corner_error(result.homography.to("cpu", torch.float64), H_true, tuple(src.shape[-2:]))
+    mace = mace_px(protocol, result.homography.to("cpu", torch.float64), H_true, tuple(src.shape[-2:]))
     per_pair = sum(b1_seconds) / len(b1_seconds)
     batched = src.shape[0] / seconds
     ecc = sum(ecc_seconds) / len(ecc_seconds) if ecc_seconds else math.nan

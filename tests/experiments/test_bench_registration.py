@@ -141,3 +141,23 @@ def test_gradcv_columns_run_on_the_device(pair, device):
     row = throughput("full", "default", config, src.expand(2, -1, -1, -1), dst.expand(2, -1, -1, -1), H.expand(2, 3, 3),
                      est.seconds, None, device)
     assert row["batch"] == 2 and row["pairs_per_s_batch"] > 0 and math.isnan(row["batch_ms_per_pair_over_ecc"])
+
+
+def test_detone_error_is_detones_four_point_error_dst_corners_into_src():
+    """On DeTone pairs the bench scores dst's corners mapped back into src (DeTone's 4-point
+    error); elsewhere src's corners into dst. A singular estimate counts as the identity."""
+    from gradcv.experiments.bench_registration import mace_px
+
+    _, _, H = make_pairs(torch.rand(1, 1, 200, 260, generator=torch.Generator().manual_seed(0)), 3, protocol="detone", seed=5)
+    H = H.to(torch.float64)
+    shift = torch.tensor([[1.0, 0.0, 0.7], [0.0, 1.0, -0.4], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    H_est = shift @ H  # 0.7 / 0.4 px off in dst: exactly that in src only where H is a translation
+    size = (128, 128)
+    detone, full = mace_px("detone", H_est, H, size), mace_px("full", H_est, H, size)
+    assert torch.allclose(detone, corner_error(torch.linalg.inv(H_est), torch.linalg.inv(H), size))
+    assert torch.allclose(full, corner_error(H_est, H, size))
+    assert not torch.allclose(detone, full)
+    singular = H_est.clone()
+    singular[0] = 0.0
+    assert torch.allclose(mace_px("detone", singular, H, size)[0],
+                          corner_error(torch.eye(3, dtype=torch.float64)[None], torch.linalg.inv(H[:1]), size)[0])
