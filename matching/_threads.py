@@ -40,38 +40,36 @@ def _side_pool(workers: int) -> ThreadPoolExecutor:
 
 
 def side_by_side_count(pieces: int, device: torch.device) -> int:
-    """How many of ``pieces`` go side by side (the others after them, on every thread):
-    whole rounds of ``torch.get_num_threads()`` on a CPU with several threads, none on
-    other devices, with one thread or while torch.compile traces."""
+    """How many of ``pieces`` go side by side: all of them on a CPU with several threads
+    (each on a worker of one intra-op thread, queued when there are more pieces than
+    threads), none on other devices, with one thread or while torch.compile traces. All or
+    none: a piece left to the caller's thread would run with every thread, and reductions
+    split over threads round differently, so its result would depend on where it sat."""
     threads = torch.get_num_threads()
     if device.type != "cpu" or threads < 2 or pieces < 2 or torch.compiler.is_compiling():
         return 0
-    side = min(threads, pieces)
-    return side * (pieces // side)
+    return pieces
 
 
 def run_pieces(fn: Callable[..., T], args: Sequence[tuple[Any, ...]], device: torch.device) -> list[T]:
-    """``[fn(*a) for a in args]``, the first :func:`side_by_side_count` of them side by side
-    on threads of one intra-op thread each (with the caller's grad mode), the rest after
-    them on the caller's thread.
+    """``[fn(*a) for a in args]``, side by side on threads of one intra-op thread each (with
+    the caller's grad mode) where :func:`side_by_side_count` allows, else on the caller's
+    thread.
 
     While the pieces run, the process-wide BLAS and pthreadpool thread counts are 1
     (``torch.set_num_threads`` in the workers); the caller's count is restored after them.
     """
-    side = side_by_side_count(len(args), device)
-    results: list[T] = []
-    if side:
-        threads = torch.get_num_threads()
-        grad = torch.is_grad_enabled()
+    if not side_by_side_count(len(args), device):
+        return [fn(*a) for a in args]
+    threads = torch.get_num_threads()
+    grad = torch.is_grad_enabled()
 
-        def piece(a: tuple[Any, ...]) -> T:
-            torch.set_num_threads(1)
-            with torch.set_grad_enabled(grad):
-                return fn(*a)
+    def piece(a: tuple[Any, ...]) -> T:
+        torch.set_num_threads(1)
+        with torch.set_grad_enabled(grad):
+            return fn(*a)
 
-        try:
-            results = list(_side_pool(threads).map(piece, args[:side]))
-        finally:
-            torch.set_num_threads(threads)
-    results += [fn(*a) for a in args[side:]]
-    return results
+    try:
+        return list(_side_pool(threads).map(piece, args))
+    finally:
+        torch.set_num_threads(threads)

@@ -295,3 +295,28 @@ def test_bad_input_raises_typed_errors():
     with pytest.raises(ArgumentValueError) as e:
         match_pair(img, img, num_feature=10)
     assert e.value.name == "overrides"
+
+
+def test_side_by_side_pieces_all_run_on_one_thread_workers():
+    """Every piece goes to a worker of one intra-op thread, an odd one out too (3 pieces on 2
+    threads): a piece left to the caller would run with both threads and round a reduction
+    differently. Results come back in order."""
+    import threading
+
+    from gradcv.matching._threads import run_pieces
+
+    def piece(k: int) -> tuple[str, int, int]:
+        return threading.current_thread().name, torch.get_num_threads(), k
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        out = run_pieces(piece, [(0,), (1,), (2,)], torch.device("cpu"))
+        assert torch.get_num_threads() == 2
+        torch.set_num_threads(1)
+        alone = run_pieces(piece, [(0,), (1,)], torch.device("cpu"))
+    finally:
+        torch.set_num_threads(threads)
+    assert [k for _, _, k in out] == [0, 1, 2]
+    assert all(name.startswith("gradcv-matching") and n == 1 for name, n, _ in out), out
+    assert all(name == threading.current_thread().name for name, _, _ in alone)  # one thread: in place
