@@ -124,7 +124,8 @@ class RegistrationConfig:
             grid of ``rescue_steps``. It recovers near-textureless DeTone pairs (rocket's
             sky) whose only coarse basins are wrong, where no grid start reaches the truth,
             and spares the grid the pairs it recovers. At least 16 when on; never runs on
-            a pair that stopped determined (a determined pair costs it nothing). Off, as
+            a pair that stopped determined (such a pair costs it nothing; a determined pair that
+            did not stop pays for one feature match and a finest-level solve). Off, as
             the grid, with ``rescue_steps = 0``, ``search_range = 0``, ``max_uncertainty
             = inf`` or ``differentiable``.
         search_range: half-width, in full-resolution pixels, of the grid of translations

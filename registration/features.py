@@ -4,8 +4,8 @@ A DeTone pair cut from a near-textureless part of a photograph (sky, smoke) can 
 only coarse-level basin in the wrong place: no start of the rescue's grid reaches the truth.
 Local features do not need a basin: Hessian blobs, upright SIFT descriptors, mutual nearest
 neighbours and LO-RANSAC give a homography a few tenths of a pixel from the truth wherever a
-dozen features repeat, which the direct solver then refines (:meth:`gradcv.registration.solver.
-HomographyRegistration._rescue`). Built from ``gradcv.core_ops.features`` and
+dozen features repeat, which the direct solver then refines
+(:meth:`gradcv.registration.solver.HomographyRegistration._rescue`). Built from ``gradcv.core_ops.features`` and
 ``gradcv.core_ops.geometry`` directly: the registration solver does not depend on
 ``gradcv.matching``.
 
@@ -97,7 +97,7 @@ def feature_homography(
         to ``dst`` pixels, ``H[2, 2] = 1``, and whether each is a start: at least
         :data:`FEATURE_MIN_INLIERS` RANSAC inliers, finite, orientation-preserving on
         ``dst``'s corners (:func:`_preserves_orientation`). Where
-        not found, ``H`` is the identity. Images smaller than a descriptor patch (41 px)
+        not found, ``H`` is the identity. Images smaller than the detector's ``MIN_IMAGE_SIZE`` (41 px)
         find none. Without gradient. RANSAC reads the host a few times per round (its
         loop's length depends on the data); the rest runs where the images are.
     """
