@@ -42,7 +42,7 @@ import torch
 
 from gradcv.core_ops._checks import check_floating, check_shape
 from gradcv.core_ops.color.gray import rgb_to_grayscale
-from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError, DTypeError, ShapeError
+from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError, DeviceError, DTypeError, ShapeError
 from gradcv.core_ops.features.laf import get_laf_center
 from gradcv.core_ops.filters.blur import gaussian_blur2d
 from gradcv.core_ops.geometry.linalg import transform_points
@@ -286,8 +286,8 @@ def _check_target(target: object, batch: int, device: torch.device) -> torch.Ten
         raise ShapeError("target_homography", (batch, 3, 3), tuple(target.shape),
                          f"target_homography: expected one homography per pair ({batch}, 3, 3), got {tuple(target.shape)}")
     if target.device != device:
-        raise DTypeError("target_homography", device, target.device,
-                         f"target_homography: expected device {device}, got {target.device}")
+        raise DeviceError("target_homography", device, target.device,
+                          f"target_homography: expected a tensor on {device} (the device of the images), got {target.device}")
     t = target.detach().double()
     if t.numel() and not bool(torch.isfinite(t).all()):
         raise ArgumentValueError("target_homography", "finite values", "NaN or infinity",
@@ -435,7 +435,8 @@ def attack_pair(
             or non-finite target.
         ShapeError: not ``(B, C, H, W)``, ``C`` not 1 or 3, different channel counts or
             sizes, a side smaller than a patch (41 px), a target not ``(B, 3, 3)``.
-        DTypeError: integer images or targets, a dtype or device mismatch.
+        DTypeError: integer images or targets, a dtype mismatch.
+        DeviceError: images or target on different devices.
 
     Convention:
         See the module. The steps sync with the host only at the success checks (every

@@ -31,7 +31,7 @@ from typing import Any, Optional
 
 import torch
 
-from gradcv.core_ops._checks import check_floating, check_shape
+from gradcv.core_ops._checks import check_floating, check_same_device, check_shape
 from gradcv.core_ops.color.gray import rgb_to_grayscale
 from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError, DTypeError, ShapeError
 from gradcv.core_ops.features.integrated import HessianSIFT, LocalFeature, SIFTFeature
@@ -241,9 +241,9 @@ def _check_images(img1: object, img2: object) -> None:
     if img2.shape != img1.shape:
         raise ShapeError("img2", tuple(img1.shape), tuple(img2.shape),
                          f"img2: expected the shape of img1 {tuple(img1.shape)}, got {tuple(img2.shape)}")
-    if img2.dtype != img1.dtype or img2.device != img1.device:
-        raise DTypeError("img2", (img1.dtype, img1.device), (img2.dtype, img2.device),
-                         f"img2: expected dtype {img1.dtype} on {img1.device}, got {img2.dtype} on {img2.device}")
+    check_same_device(img2, "img2", img1, "img1")
+    if img2.dtype != img1.dtype:
+        raise DTypeError("img2", img1.dtype, img2.dtype, f"img2: expected dtype {img1.dtype} (the dtype of img1), got {img2.dtype}")
     if min(img1.shape[-2:]) < PATCH_SIZE:
         raise ShapeError("img1", ("B", "C", f"H >= {PATCH_SIZE}", f"W >= {PATCH_SIZE}"), tuple(img1.shape),
                          f"img1: expected height and width of at least a patch ({PATCH_SIZE} pixels), got {tuple(img1.shape)}")
@@ -295,7 +295,8 @@ def match_pair(img1: torch.Tensor, img2: torch.Tensor, config: Optional[MatchCon
         ArgumentValueError: an unknown override, a bad config value, non-finite pixels.
         ShapeError: not ``(B, C, H, W)``, ``C`` not 1 or 3, ``img2``'s shape not
             ``img1``'s (channels or size), a side smaller than a patch (41 px).
-        DTypeError: integer images, or ``img2``'s dtype or device not ``img1``'s.
+        DTypeError: integer images, or ``img2``'s dtype not ``img1``'s.
+        DeviceError: ``img2`` on another device than ``img1``.
 
     Convention:
         See the module: pixel centres at integer coordinates; ``homography`` maps ``img1``

@@ -320,3 +320,14 @@ def test_side_by_side_pieces_all_run_on_one_thread_workers():
     assert [k for _, _, k in out] == [0, 1, 2]
     assert all(name.startswith("gradcv-matching") and n == 1 for name, n, _ in out), out
     assert all(name == threading.current_thread().name for name, _, _ in alone)  # one thread: in place
+
+
+def test_a_tensor_on_another_device_is_a_device_error_naming_it():
+    from gradcv.core_ops.errors import DeviceError
+    from gradcv.matching import attack_pair
+
+    img = torch.rand(1, 1, 64, 64)
+    with pytest.raises(DeviceError, match="img2: expected a tensor on cpu"):
+        match_pair(img, img.to("meta"))
+    with pytest.raises(DeviceError, match="target_homography: expected a tensor on cpu"):
+        attack_pair(img, img, torch.eye(3)[None].to("meta"))
