@@ -247,7 +247,7 @@ def summarise(rows: list[dict]) -> dict[str, dict]:
     return out
 
 
-def check_targets(summary: dict[str, dict], timing: dict[str, float] | None, iterations: int) -> list[dict]:
+def check_targets(summary: dict[str, dict], timing: dict[str, Any] | None, iterations: int) -> list[dict]:
     targets: list[dict] = []
 
     def add(name: str, passed: bool | None, detail: str) -> None:
