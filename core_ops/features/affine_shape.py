@@ -15,8 +15,8 @@ from typing import Optional
 import torch
 from torch import nn
 
-from gradcv.core_ops._checks import check_bool, check_floating, check_int, check_real, check_shape
-from gradcv.core_ops.errors import ArgumentTypeError, DeviceError, ShapeError
+from gradcv.core_ops._checks import check_bool, check_floating, check_int, check_real, check_same_device, check_shape
+from gradcv.core_ops.errors import ArgumentTypeError, ShapeError
 from gradcv.core_ops.filters import spatial_gradient
 
 __all__ = ["LAFAffineShapeEstimator", "PatchAffineShapeEstimator"]
@@ -165,8 +165,7 @@ class LAFAffineShapeEstimator(nn.Module):
         if laf.shape[0] != img.shape[0]:
             raise ShapeError("laf", (img.shape[0], "N", 2, 3), tuple(laf.shape),
                              f"laf: expected the batch size of img ({img.shape[0]}), got shape {tuple(laf.shape)}")
-        if laf.device != img.device:
-            raise DeviceError("laf", img.device, laf.device, f"laf: expected a tensor on {img.device} (the device of img), got {laf.device}")
+        check_same_device(laf, "laf", img, "img")
         b, n = laf.shape[:2]
         ps = self.patch_size
         frame = make_upright(laf)

@@ -42,8 +42,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from gradcv.core_ops._checks import check_bool, check_floating, check_real, check_shape, check_tensor
-from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError, DeviceError, DTypeError, ShapeError
+from gradcv.core_ops._checks import check_bool, check_floating, check_real, check_same_device, check_shape, check_tensor
+from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError, DTypeError, ShapeError
 
 
 __all__ = [
@@ -95,8 +95,7 @@ def _prepare(
     check_floating(desc2, "desc2")
     if desc1.dtype != desc2.dtype:
         raise DTypeError("desc2", desc1.dtype, desc2.dtype, f"desc2: expected the dtype of desc1 ({desc1.dtype}), got {desc2.dtype}")
-    if desc2.device != desc1.device:
-        raise DeviceError("desc2", desc1.device, desc2.device, f"desc2: expected a tensor on {desc1.device} (the device of desc1), got {desc2.device}")
+    check_same_device(desc2, "desc2", desc1, "desc1")
     if not batched and (mask1 is not None or mask2 is not None):
         raise ArgumentValueError("mask1" if mask1 is not None else "mask2", "None for (N, D) descriptors", "a mask",
                                  "mask1/mask2: validity masks are for batched (B, N, D) descriptors")
@@ -108,8 +107,7 @@ def _prepare(
         check_shape(dm, [b, n, m] if batched else [n, m], "dm")
         assert isinstance(dm, torch.Tensor)
         check_floating(dm, "dm")
-        if dm.device != desc1.device:
-            raise DeviceError("dm", desc1.device, dm.device, f"dm: expected a tensor on {desc1.device} (the device of desc1), got {dm.device}")
+        check_same_device(dm, "dm", desc1, "desc1")
         dm = dm if batched else dm[None]
         out_dtype = dm.dtype
     valid = []

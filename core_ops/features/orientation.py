@@ -21,8 +21,8 @@ from typing import Optional
 import torch
 from torch import nn
 
-from gradcv.core_ops._checks import check_floating, check_int, check_real, check_shape
-from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError, DeviceError, ShapeError
+from gradcv.core_ops._checks import check_floating, check_int, check_real, check_same_device, check_shape
+from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError, ShapeError
 from gradcv.core_ops.features.siftdesc import _CPU_BLOCK_BYTES, _gradients, _polar
 
 __all__ = ["LAFOrienter", "PassLAF", "PatchDominantGradientOrientation"]
@@ -284,8 +284,7 @@ class LAFOrienter(nn.Module):
         if laf.shape[0] != img.shape[0]:
             raise ShapeError("laf", (img.shape[0], "N", 2, 3), tuple(laf.shape),
                              f"laf: expected the batch size of img ({img.shape[0]}), got shape {tuple(laf.shape)}")
-        if laf.device != img.device:
-            raise DeviceError("laf", img.device, laf.device, f"laf: expected a tensor on {img.device} (the device of img), got {laf.device}")
+        check_same_device(laf, "laf", img, "img")
         ps = self.patch_size
         return extract_patches_from_pyramid(img, laf, ps).reshape(-1, 1, ps, ps)
 

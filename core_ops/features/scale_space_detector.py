@@ -41,8 +41,8 @@ import math
 import torch
 from torch import nn
 
-from gradcv.core_ops._checks import check_bool, check_floating, check_int, check_real, check_shape, check_str_choice
-from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError, DeviceError, ShapeError
+from gradcv.core_ops._checks import check_bool, check_floating, check_int, check_real, check_same_device, check_shape, check_str_choice
+from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError, ShapeError
 from gradcv.core_ops.features.laf import laf_from_center_scale_ori
 from gradcv.core_ops.features.nms import _interior_maxima_333
 from gradcv.core_ops.features.responses import BlobDoG, BlobHessian, _hessian_response_into
@@ -246,8 +246,7 @@ class ScaleSpaceDetector(nn.Module):
             assert isinstance(mask, torch.Tensor)
             if mask.shape[0] not in (1, img.shape[0]):
                 raise ShapeError("mask", (img.shape[0], 1, img.shape[-2], img.shape[-1]), tuple(mask.shape), f"mask: expected a batch of 1 or {img.shape[0]}, got {tuple(mask.shape)}")
-            if mask.device != img.device:
-                raise DeviceError("mask", img.device, mask.device, f"mask: expected a tensor on {img.device} (the device of img), got {mask.device}")
+            check_same_device(mask, "mask", img, "img")
 
     def _responses(self, octave: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
         """``(B, Lr, H, W)`` responses of one octave ``(B, 1, L, H, W)``."""
