@@ -11,6 +11,22 @@ from gradcv.core_ops.geometry import warp_perspective
 from tests.helpers import to_tensor
 
 
+def uncertainty_at(src: torch.Tensor, dst: torch.Tensor, H: torch.Tensor, motion: str = "homography",
+                   photometric: str = "exposure", loss: str | None = None) -> torch.Tensor:
+    """``registration.corner_uncertainty`` at the pixel homography ``H`` (src -> dst), weighted
+    by where src's warp is inside, judged with ``loss`` (None: as a stationary result)."""
+    from gradcv.registration.sampling import LevelGrid, frame_corners, frame_matrix
+    from gradcv.registration.uncertainty import corner_uncertainty
+
+    _, _, h, w = src.shape
+    device, dtype = src.device, src.dtype
+    A = frame_matrix(h, w, torch.float64, device)
+    G = (A @ torch.linalg.inv(H.to(device, torch.float64)) @ torch.linalg.inv(A)).to(dtype)
+    grid = LevelGrid(0, (h, w), (h, w), dtype, device)
+    _, inside = grid.sample(src, G)
+    return corner_uncertainty(grid, src, dst, G, inside, frame_corners(h, w, dtype, device), motion, photometric, loss=loss)
+
+
 def gray(photo: np.ndarray) -> torch.Tensor:
     """HxWx3 float photograph -> (1, 1, H, W) BT.601 grey."""
     w = np.array([0.299, 0.587, 0.114], dtype=np.float32)

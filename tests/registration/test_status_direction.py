@@ -13,8 +13,7 @@ import torch
 
 from gradcv.optim import SolverStatus
 from gradcv.registration import corner_error, make_pairs, register_homography
-from tests.registration._pairs import gray
-from tests.registration.test_uncertainty import _uncertainty
+from tests.registration._pairs import gray, uncertainty_at as _uncertainty
 
 
 @pytest.fixture(scope="module")

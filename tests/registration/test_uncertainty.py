@@ -11,20 +11,9 @@ import torch
 
 from gradcv.optim import SolverStatus
 from gradcv.registration import RegistrationConfig, corner_error, make_pairs, register_homography
-from gradcv.registration.sampling import LevelGrid, frame_corners, frame_matrix
+from gradcv.registration.sampling import LevelGrid, frame_corners
 from gradcv.registration.uncertainty import corner_uncertainty
-from tests.registration._pairs import gray
-
-
-def _uncertainty(src, dst, H, motion="homography", photometric="exposure"):
-    """corner_uncertainty at the pixel homography ``H`` (src -> dst)."""
-    B, _, h, w = src.shape
-    device, dtype = src.device, src.dtype
-    A = frame_matrix(h, w, torch.float64, device)
-    G = (A @ torch.linalg.inv(H.to(device, torch.float64)) @ torch.linalg.inv(A)).to(dtype)
-    grid = LevelGrid(0, (h, w), (h, w), dtype, device)
-    _, inside = grid.sample(src, G)
-    return corner_uncertainty(grid, src, dst, G, inside, frame_corners(h, w, dtype, device), motion, photometric)
+from tests.registration._pairs import gray, uncertainty_at as _uncertainty
 
 
 @pytest.fixture(scope="module")
