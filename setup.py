@@ -6,7 +6,7 @@ Metadata lives in ``pyproject.toml``; this file only says what setuptools cannot
   installed they are ``gradcv.core_ops``, ``gradcv.optim``, …: ``gradcv`` maps to the
   repository root (a namespace package: the root holds no ``__init__.py``, so pytest and
   a checkout keep working as before), and only the listed folders are packages of it.
-- ``core_ops/_native/kernels.c`` is compiled here, at build or install time, into a plain
+- ``core_ops/_native/kernels.c`` (and ``registration.c``, likewise) is compiled here, at build or install time, into a plain
   C shared library (no Python or torch headers are used) that ``gradcv.core_ops._native``
   loads with ctypes. The extension is optional: without a compiler the install still
   succeeds and every operator runs its PyTorch code (``_native.status()`` says so).
@@ -67,7 +67,17 @@ setup(
             extra_compile_args=_flags,
             libraries=["m"] if not sysconfig.get_platform().startswith("win") else [],
             optional=True,
-        )
+        ),
+        # The registration solver's fused evaluation: its own library, so that it is
+        # versioned and built (or not) independently of the filters' kernels.
+        # -fopenmp-simd: only the `omp simd` reductions (in double) are read, no OpenMP runtime.
+        Extension(
+            "gradcv.core_ops._native._registration",
+            sources=["core_ops/_native/registration.c"],
+            extra_compile_args=_flags + ([] if sysconfig.get_platform().startswith("win") else ["-fopenmp-simd"]),
+            libraries=["m"] if not sysconfig.get_platform().startswith("win") else [],
+            optional=True,
+        ),
     ],
     cmdclass={"build_ext": _PlainCBuild, "build_py": _BuildPy},
 )

@@ -61,6 +61,7 @@ import torch.nn.functional as F
 from gradcv.core_ops.filters import spatial_gradient
 from gradcv.optim import PerSampleStopping, ProgressCallback, StoppingCriteria, WorkingSet, pad_history
 from gradcv.registration.config import RegistrationConfig
+from gradcv.registration import _native_eval
 from gradcv.registration.motion import generators, motion_matrix, motion_parameters
 from gradcv.registration.objective import (
     PHOTOMETRIC_TERMS,
@@ -191,6 +192,18 @@ class _Linearisation:
         if problem.masks is not None:
             self.work["src_mask"], self.work["dst_mask"] = problem.masks
         self.buffer: torch.Tensor | None = None
+        # The fused C evaluation (registration/_native_eval.py) where it applies: the same
+        # numbers to float rounding, without the PyTorch path's ~40 passes over the pixels.
+        self.native = (
+            not config.differentiable and not torch.is_grad_enabled() and problem.masks is None
+            and config.loss in _native_eval.LOSSES and _native_eval.available(problem.src)
+        )
+        if self.native:
+            grid, (h, w) = problem.grid, problem.grid.size
+            self.work = {k: v.contiguous() for k, v in self.work.items() if k != "centres"}
+            self.frame = (grid.xs.to(torch.float64), grid.ys.to(torch.float64))
+            # level pixels per frame unit, from to_grid as the PyTorch path's positions are
+            self.scale = (float(grid.to_grid[0]) * w / 2.0, float(grid.to_grid[1]) * h / 2.0)
 
     def keep(self, keep: torch.Tensor) -> None:
         """Restrict the working tensors to the positions ``keep``."""
@@ -200,6 +213,8 @@ class _Linearisation:
         """``(loss (n,), A (n, P, P), b (n, P))``, on CPU block by block of pairs."""
         n = G.shape[0]
         C, (h, w) = self.problem.src.shape[1], self.problem.grid.size
+        if self.native:
+            return self._fused(G, self.work)
         block = max(1, _BLOCK_ELEMENTS // (C * h * w)) if G.device.type == "cpu" else n
         if n <= block:
             return self._block(G, self.work)
@@ -250,6 +265,40 @@ class _Linearisation:
         return loss, A, b
 
 
+    def _fused(self, G: torch.Tensor, work: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`_block`'s numbers (to float rounding) with its per-pixel work in C, all
+        pairs in one call: the products' planes and the per-pair sums come from the kernel;
+        the moments, the photometric elimination and the relaxation are :meth:`_block`'s."""
+        cfg, grid, m = self.config, self.problem.grid, self.moments
+        src = work["src"]
+        n, (h, w) = G.shape[0], grid.size
+        terms = PHOTOMETRIC_TERMS[cfg.photometric]
+        k = len(terms)
+        K = 5 + 2 * k
+        shape = (K, n, h, w)
+        if self.buffer is None or self.buffer.shape != shape:
+            self.buffer = torch.empty(shape, dtype=src.dtype)
+        sums = self.buffer
+        D = (G - torch.eye(3, dtype=G.dtype)).to(torch.float64).reshape(n, 9).contiguous()
+        stats = _native_eval.linearise_homography(
+            src, work["dst"], work["grad"], D, *self.frame, *self.scale, k, _native_eval.LOSSES[cfg.loss],
+            cfg.charbonnier_eps, sums,
+        )
+        loss = (stats[:, 0] / stats[:, 1].clamp_min(1.0)).to(src.dtype)
+        moments = m.Y.T @ (sums.view(K * n, h, w) @ m.X)
+        moments = moments.view(K, n, 25).transpose(0, 1).reshape(n, 25 * K)
+        picked = moments[:, m.gather].to(torch.float64)
+        A = m.C2 @ picked[:, :144].view(n, 12, 12) @ m.C2.T
+        b = picked[:, 144:] @ m.C2.T
+        if k:
+            cross = moments[:, m.gather_photometric[: 12 * k]].to(torch.float64).view(n, k, 12) @ m.C2.T
+            Dm = stats[:, 3:19].view(n, 4, 4)[:, :k, :k]
+            A, b = _eliminate_photometric(A, b, cross.transpose(1, 2), Dm, stats[:, 19 : 19 + k])
+        if cfg.loss == "charbonnier":
+            b = b * _relaxation(cfg, None, stats[:, 2], moments[:, 0] + moments[:, 50])[:, None]
+        return loss, A, b
+
+
 def _esm_gradient(fitted: torch.Tensor, dst_differences: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """ESM's gradient: the mean of ``fitted``'s and the destination's central differences
     (level pixels, replicated borders; :func:`central_differences`' numbers), ``(gx, gy)``
@@ -262,8 +311,10 @@ def _esm_gradient(fitted: torch.Tensor, dst_differences: torch.Tensor) -> tuple[
     return gx, gy
 
 
-def _relaxation(config: RegistrationConfig, robust: torch.Tensor, wg2: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
-    """``(n,)`` the factor the reweighted step is lengthened by.
+def _relaxation(config: RegistrationConfig, robust: torch.Tensor | None, wg2: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
+    """``(n,)`` the factor the reweighted step is lengthened by (``robust`` ``None``:
+    ``wg2`` is already the numerator ``sum((robust eps)² w |g|²) (n,)``, as the fused
+    evaluation gives it).
 
     Reweighting takes the penalty's curvature as ``psi(r) / r`` where it is ``rho''(r)``,
     smaller (for the Charbonnier penalty ``rho'' = psi(r) / r * eps² / (r² + eps²)``; 0 for
@@ -276,7 +327,8 @@ def _relaxation(config: RegistrationConfig, robust: torch.Tensor, wg2: torch.Ten
     near 1) the plain ones. The step is still checked by its loss (kept only if the loss
     falls). Not with ``differentiable``: an unrolled solve keeps the plain steps, whose
     iteration map (and so its derivative) does not depend on this factor's data."""
-    ratio = ((robust * config.charbonnier_eps).square() * wg2).sum((1, 2, 3)) / total.clamp_min(torch.finfo(total.dtype).tiny)
+    numerator = wg2 if robust is None else ((robust * config.charbonnier_eps).square() * wg2).sum((1, 2, 3))
+    ratio = numerator / total.clamp_min(torch.finfo(total.dtype).tiny).to(numerator.dtype)
     return (1.0 / (_RELAX_SCALE * ratio.to(torch.float64))).clamp(1.0, _RELAX_MAX)
 
 

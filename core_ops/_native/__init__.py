@@ -33,6 +33,10 @@ How it is built and loaded:
   and autograd see the op, never a data pointer. :func:`needs_decomposition` says when
   an operator must run its PyTorch code instead of the op (forward-mode AD and
   functorch's grad/jvp transforms, which custom ops do not support).
+- ``registration.c``, the second-order registration solver's fused evaluation, is a
+  second optional library built the same way (``gradcv.core_ops._native._registration``),
+  loaded by :func:`registration_library` under the same checks and switches, with its own
+  version (:data:`REGISTRATION_VERSION`); ``registration/_native_eval.py`` calls it.
 - ``ctypes`` releases the GIL during a call, so large inputs are split between
   ``torch.get_num_threads()`` threads, as PyTorch's own ops are: the filters' on this
   module's pool; the sampler's on PyTorch's own OpenMP team where PyTorch runs one
@@ -62,6 +66,8 @@ import torch.autograd.forward_ad as _forward_ad
 
 #: The ABI of ``kernels.c`` this module calls (its ``gradcv_native_version()``).
 VERSION = 5
+#: The ABI of ``registration.c`` (its ``gradcv_registration_version()``).
+REGISTRATION_VERSION = 1
 _HERE = Path(__file__).resolve().parent
 # Below this many output values per thread, a second thread costs more than it saves:
 # waking an idle worker costs tens of microseconds (more on a virtual machine's idle
@@ -90,30 +96,37 @@ def _untrusted(path: Path) -> Optional[str]:
     return None
 
 
-def _load(directory: Path = _HERE) -> tuple[Optional[ctypes.CDLL], str]:
-    """The library built into ``directory``, or ``None`` and the reason."""
+def _load(
+    directory: Path = _HERE, name: str = "_kernels", version_symbol: str = "gradcv_native_version",
+    expected: Optional[int] = None,
+) -> tuple[Optional[ctypes.CDLL], str]:
+    """The library ``name`` built into ``directory``, or ``None`` and the reason: the
+    filters' kernels by default, or another of the package's plain-C libraries (the
+    registration's, :func:`registration_library`) under the same checks, whose
+    ``version_symbol()`` must return ``expected`` (:data:`VERSION` when ``None``)."""
     if os.environ.get("GRADCV_NATIVE", "1").strip().lower() in _OFF:
         return None, "disabled by GRADCV_NATIVE"
     if sys.platform == "win32":
         # setup.py's plain-C link exports no symbols there, and who may write the
         # directory is a matter of ACLs this module does not read
         return None, "not used on Windows"
-    found = [directory / f"_kernels{s}" for s in importlib.machinery.EXTENSION_SUFFIXES]
+    found = [directory / f"{name}{s}" for s in importlib.machinery.EXTENSION_SUFFIXES]
     found = [p for p in found if p.is_file()]
     if not found:
-        return None, f"not built: no _kernels library in {directory} (installed without a C compiler?)"
+        return None, f"not built: no {name} library in {directory} (installed without a C compiler?)"
     try:
         path = found[0].resolve()  # a link is judged by where it leads
         why = _untrusted(path)
         if why is not None:
             return None, f"not loaded: {why}"
         lib = ctypes.CDLL(str(path))
-        version = lib.gradcv_native_version()
+        version = getattr(lib, version_symbol)()
     except (OSError, AttributeError) as ex:
         return None, f"not loaded: {path}: {ex}"
-    if version != VERSION:
-        return None, f"not loaded: {path} is version {version}, this module needs {VERSION} (rebuild the package)"
-    _declare(lib)
+    expected = VERSION if expected is None else expected
+    if version != expected:
+        return None, f"not loaded: {path} is version {version}, this module needs {expected} (rebuild the package)"
+    (_declare if name == "_kernels" else _declare_registration)(lib)
     return lib, f"loaded {path}"
 
 
@@ -154,6 +167,36 @@ def library() -> Optional[ctypes.CDLL]:
                 _state["why"] = why
                 _state["lib"] = lib
     return _state["lib"]  # type: ignore[return-value]
+
+
+def _declare_registration(lib: ctypes.CDLL) -> None:
+    i64, ptr, dbl, cint = ctypes.c_int64, ctypes.c_void_p, ctypes.c_double, ctypes.c_int
+    lib.linearise_f32.argtypes = [ptr, i64, ptr, ptr, ptr, ptr, ptr, ptr, dbl, dbl, i64, i64, i64, i64, i64, cint, dbl, ptr, ptr]
+    lib.linearise_f32.restype = cint
+
+
+def registration_library() -> Optional[ctypes.CDLL]:
+    """The second-order registration solver's fused evaluation (``registration.c``, built
+    as ``_registration`` beside the filters' ``_kernels``, loaded under the same checks, its
+    ``gradcv_registration_version()`` :data:`REGISTRATION_VERSION`), or ``None`` when it
+    cannot (or must not) be used; :func:`registration_status` says why."""
+    if _disabled_depth:
+        return None
+    if "registration" not in _state:
+        with _lock:
+            if "registration" not in _state:
+                lib, why = _load(_HERE, "_registration", "gradcv_registration_version", REGISTRATION_VERSION)
+                _state["registration_why"] = why
+                _state["registration"] = lib
+    return _state["registration"]  # type: ignore[return-value]
+
+
+def registration_status() -> str:
+    """Whether the registration's native evaluation is in use, and why (or why not)."""
+    registration_library()
+    if _disabled_depth:
+        return "disabled by core_ops._native.disabled()"
+    return str(_state["registration_why"])
 
 
 def status() -> str:
@@ -480,4 +523,4 @@ def weighted_sum3(image: torch.Tensor, weights: tuple[float, float, float], reve
     return out
 
 
-__all__ = ["BORDERS", "PADDINGS", "VERSION", "batch_first_vmap", "cpu_kernel", "disabled", "library", "needs_decomposition", "status"]
+__all__ = ["BORDERS", "PADDINGS", "REGISTRATION_VERSION", "VERSION", "batch_first_vmap", "cpu_kernel", "disabled", "library", "needs_decomposition", "registration_library", "registration_status", "status"]

@@ -1,0 +1,392 @@
+/* gradcv's fused CPU evaluation of the second-order registration solver's linearisation.
+ *
+ * Why this file exists: registration/second_order.py evaluates, for every pair of a
+ * working set and every proposed homography, the warped source, the photometric fit, the
+ * robust residual and the per-pixel products its normal equations are moments of: about
+ * 40 elementwise PyTorch passes over the pixels, each of which, on DeTone's 128x128 pairs,
+ * costs more in dispatch and memory traffic than its arithmetic. This file does the same
+ * arithmetic pair by pair in four passes over planes that stay in cache (sample, fit the
+ * photometric model, apply it, residual and products), accumulating the per-pair sums in
+ * double. registration/_native_eval.py documents the arguments and calls it; its result
+ * equals the PyTorch path's to float rounding, and an identity homography reproduces the
+ * source bit for bit (zero residual).
+ *
+ * Built by setup.py as its own optional plain-C library (gradcv.core_ops._native._registration),
+ * loaded with ctypes by core_ops/_native/__init__.py (registration_library()) under the same
+ * checks as the filters' kernels. The pairs are taken from a shared counter by the threads
+ * of PyTorch's OpenMP team (the caller passes GOMP_parallel) or by the caller's own pool.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define GRADCV_REGISTRATION_VERSION 1
+
+int gradcv_registration_version(void) { return GRADCV_REGISTRATION_VERSION; }
+
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && defined(__x86_64__) && \
+    defined(__linux__)
+#define CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define CPU_CLONES
+#endif
+
+#if !(defined(__GNUC__) || defined(__clang__))
+#error "the linearisation's threads share their pairs through GCC/clang atomics"
+#endif
+
+#define LOSS_L2 0
+#define LOSS_L1 1
+#define LOSS_CHARBONNIER 2
+/* Per-pair statistics, in double: the loss numerator sum(inside * err), sum(inside) over
+ * pixels and channels, the relaxation numerator sum((robust * eps)^2 * w |g|^2), then the
+ * photometric Gram matrix (4 x 4, row-major, the first k x k used) and right-hand side. */
+#define STATS 23
+
+struct linearise_job {
+    const float *src, *dst, *grad; /* (n, C, h, w), (n, C, h, w), (n, C, 2, h, w) */
+    const double *D;               /* (n, 9): G - I, row-major */
+    const double *xs, *ys;         /* the level's frame coordinates of its columns, rows */
+    double scale_x, scale_y;       /* level pixels per frame unit */
+    int64_t n, channels, h, w, terms;
+    int loss;
+    float eps;
+    float *sums;   /* (5 + 2 terms, n, h, w) */
+    double *stats; /* (n, STATS) */
+    int64_t next;
+    int failed;
+};
+
+/* Solves the k x k system (M + ridge I) c = e by Gaussian elimination with partial
+ * pivoting (photometric_solve's numbers to rounding); c = 0 where not finite. */
+static void photometric_solve(const double *M, const double *e, int64_t k, double *c) {
+    double a[4][5];
+    double trace = 0.0;
+    for (int64_t i = 0; i < k; i++) trace += M[i * 4 + i];
+    double ridge = 1e-9 * trace + 1e-30;
+    for (int64_t i = 0; i < k; i++) {
+        for (int64_t j = 0; j < k; j++) a[i][j] = M[i * 4 + j] + (i == j ? ridge : 0.0);
+        a[i][k] = e[i];
+    }
+    for (int64_t col = 0; col < k; col++) {
+        int64_t pivot = col;
+        for (int64_t i = col + 1; i < k; i++)
+            if (fabs(a[i][col]) > fabs(a[pivot][col])) pivot = i;
+        if (pivot != col)
+            for (int64_t j = 0; j <= k; j++) {
+                double t = a[col][j];
+                a[col][j] = a[pivot][j];
+                a[pivot][j] = t;
+            }
+        for (int64_t i = col + 1; i < k; i++) {
+            double f = a[i][col] / a[col][col];
+            for (int64_t j = col; j <= k; j++) a[i][j] -= f * a[col][j];
+        }
+    }
+    for (int64_t i = k - 1; i >= 0; i--) {
+        double s = a[i][k];
+        for (int64_t j = i + 1; j < k; j++) s -= a[i][j] * c[j];
+        c[i] = s / a[i][i];
+    }
+    for (int64_t i = 0; i < k; i++)
+        if (!isfinite(c[i])) c[i] = 0.0;
+}
+
+/* The photometric columns of one row of warped (gain, bias, curve, blur; the first k). */
+static inline void columns_row(const float *up, const float *row, const float *down, int64_t w, int64_t k,
+                               float *phi0, float *phi2, float *phi3) {
+    for (int64_t x = 0; x < w; x++) {
+        float v = row[x];
+        float c = v - 0.5f;
+        phi0[x] = c;
+        if (k > 2) phi2[x] = c * c;
+    }
+    if (k > 3) {
+        /* ((up + down) + left) + right - 4 v, replicated borders (laplacian()'s order) */
+        for (int64_t x = 0; x < w; x++) {
+            float left = row[x > 0 ? x - 1 : 0], right = row[x < w - 1 ? x + 1 : w - 1];
+            phi3[x] = (((up[x] + down[x]) + left) + right) - 4.0f * row[x];
+        }
+    }
+}
+
+CPU_CLONES
+static int linearise_pair(struct linearise_job *j, int64_t i, float *scratch) {
+    const int64_t C = j->channels, h = j->h, w = j->w, hw = h * w, k = j->terms;
+    const int64_t K = 5 + 2 * k;
+    const int robust = j->loss != LOSS_L2;
+    float *warped = scratch, *fitted = k ? scratch + C * hw : warped, *inside = scratch + 2 * C * hw;
+    float *rows = inside + hw; /* row temporaries, w each */
+    float *phi0 = rows, *phi2 = rows + w, *phi3 = rows + 2 * w, *wx = rows + 3 * w, *wy = rows + 4 * w;
+    int32_t *o00 = (int32_t *)(rows + 5 * w), *dx1 = (int32_t *)(rows + 6 * w), *dy1 = (int32_t *)(rows + 7 * w);
+    const double *D = j->D + 9 * i;
+    const float *src = j->src + i * C * hw, *dst = j->dst + i * C * hw, *grad = j->grad + i * C * 2 * hw;
+    double *stats = j->stats + i * STATS;
+    const double cx = 0.5 * (double)(w - 1), cy = 0.5 * (double)(h - 1);
+
+    /* 1. warped = src at G p (bilinear, border clamp), inside = the position lies in the image */
+    for (int64_t y = 0; y < h; y++) {
+        const double py = j->ys[y];
+        const double ry0 = py * D[1], ry1 = py * D[4], ry2 = py * D[7];
+        for (int64_t x = 0; x < w; x++) {
+            const double px = j->xs[x];
+            double ex = ry0 + (px * D[0] + D[2]), ey = ry1 + (px * D[3] + D[5]), ez = ry2 + (px * D[6] + D[8]);
+            double den = 1.0 + ez;
+            int positive = den > 1e-6;
+            den = positive ? den : 1.0;
+            double sx = (ex - px * ez) / den, sy = (ey - py * ez) / den;
+            double ix = (double)x + sx * j->scale_x, iy = (double)y + sy * j->scale_y;
+            int in = positive & (ix >= -0.5) & (ix <= (double)w - 0.5) & (iy >= -0.5) & (iy <= (double)h - 0.5);
+            ix = in ? ix : cx;
+            iy = in ? iy : cy;
+            ix = ix < 0.0 ? 0.0 : (ix > (double)(w - 1) ? (double)(w - 1) : ix);
+            iy = iy < 0.0 ? 0.0 : (iy > (double)(h - 1) ? (double)(h - 1) : iy);
+            int32_t x0 = (int32_t)ix, y0 = (int32_t)iy;
+            wx[x] = (float)(ix - (double)x0);
+            wy[x] = (float)(iy - (double)y0);
+            o00[x] = y0 * (int32_t)w + x0;
+            dx1[x] = x0 < w - 1;
+            dy1[x] = y0 < h - 1 ? (int32_t)w : 0;
+            inside[y * w + x] = in ? 1.0f : 0.0f;
+        }
+        for (int64_t c = 0; c < C; c++) {
+            const float *img = src + c * hw;
+            float *out = warped + c * hw + y * w;
+            for (int64_t x = 0; x < w; x++) {
+                const float *p = img + o00[x];
+                float a = p[0], b = p[dx1[x]], cc = p[dy1[x]], d = p[dy1[x] + dx1[x]];
+                float fx = wx[x], fy = wy[x];
+                out[x] = (1.0f - fy) * ((1.0f - fx) * a + fx * b) + fy * ((1.0f - fx) * cc + fx * d);
+            }
+        }
+    }
+
+    /* 2. the photometric fit on the inside pixels: ΦᵀMΦ c = ΦᵀM (dst - warped) */
+    double Dm[16] = {0}, e[4] = {0}, coef[4] = {0};
+    if (k) {
+        double s00 = 0, s01 = 0, s02 = 0, s03 = 0, s11 = 0, s12 = 0, s13 = 0, s22 = 0, s23 = 0, s33 = 0;
+        double e0 = 0, e1 = 0, e2 = 0, e3 = 0;
+        for (int64_t c = 0; c < C; c++) {
+            const float *plane = warped + c * hw;
+            for (int64_t y = 0; y < h; y++) {
+                const float *row = plane + y * w;
+                columns_row(plane + (y > 0 ? y - 1 : 0) * w, row, plane + (y < h - 1 ? y + 1 : h - 1) * w, w, k, phi0, phi2, phi3);
+                const float *m = inside + y * w, *t = dst + c * hw + y * w;
+                if (k == 2) {
+#pragma omp simd reduction(+ : s00, s01, s11, e0, e1)
+                    for (int64_t x = 0; x < w; x++) {
+                        double mm = m[x], p0 = phi0[x], rd = (double)(t[x] - row[x]);
+                        s00 += mm * p0 * p0; s01 += mm * p0; s11 += mm;
+                        e0 += mm * p0 * rd; e1 += mm * rd;
+                    }
+                } else if (k == 3) {
+#pragma omp simd reduction(+ : s00, s01, s02, s11, s12, s22, e0, e1, e2)
+                    for (int64_t x = 0; x < w; x++) {
+                        double mm = m[x], p0 = phi0[x], p2 = phi2[x], rd = (double)(t[x] - row[x]);
+                        double m0 = mm * p0, m2 = mm * p2;
+                        s00 += m0 * p0; s01 += m0; s02 += m0 * p2; s11 += mm; s12 += m2; s22 += m2 * p2;
+                        e0 += m0 * rd; e1 += mm * rd; e2 += m2 * rd;
+                    }
+                } else {
+#pragma omp simd reduction(+ : s00, s01, s02, s03, s11, s12, s13, s22, s23, s33, e0, e1, e2, e3)
+                    for (int64_t x = 0; x < w; x++) {
+                        double mm = m[x], p0 = phi0[x], p2 = phi2[x], p3 = phi3[x], rd = (double)(t[x] - row[x]);
+                        double m0 = mm * p0, m2 = mm * p2, m3 = mm * p3;
+                        s00 += m0 * p0; s01 += m0; s02 += m0 * p2; s03 += m0 * p3;
+                        s11 += mm; s12 += m2; s13 += m3;
+                        s22 += m2 * p2; s23 += m2 * p3; s33 += m3 * p3;
+                        e0 += m0 * rd; e1 += mm * rd; e2 += m2 * rd; e3 += m3 * rd;
+                    }
+                }
+            }
+        }
+        double sym[16] = {s00, s01, s02, s03, s01, s11, s12, s13, s02, s12, s22, s23, s03, s13, s23, s33};
+        memcpy(Dm, sym, sizeof sym);
+        e[0] = e0; e[1] = e1; e[2] = e2; e[3] = e3;
+        photometric_solve(Dm, e, k, coef);
+
+        /* 3. fitted = warped + sum_j c_j phi_j (apply_photometric's order, in float) */
+        const float c0 = (float)coef[0], c1 = (float)coef[1], c2 = (float)coef[2], c3 = (float)coef[3];
+        for (int64_t c = 0; c < C; c++) {
+            const float *plane = warped + c * hw;
+            for (int64_t y = 0; y < h; y++) {
+                const float *row = plane + y * w;
+                columns_row(plane + (y > 0 ? y - 1 : 0) * w, row, plane + (y < h - 1 ? y + 1 : h - 1) * w, w, k, phi0, phi2, phi3);
+                float *out = fitted + c * hw + y * w;
+                for (int64_t x = 0; x < w; x++) {
+                    float s = c0 * phi0[x];
+                    s = s + c1;
+                    if (k > 2) s = s + c2 * phi2[x];
+                    if (k > 3) s = s + c3 * phi3[x];
+                    out[x] = row[x] + s;
+                }
+            }
+        }
+    }
+
+    /* 4. residual, loss, robust weights, ESM gradient and the products' planes, a row at a
+     * time in simple loops over row buffers (each vectorises). */
+    double loss_num = 0, total = 0, relax = 0;
+    double s00 = 0, s01 = 0, s02 = 0, s03 = 0, s11 = 0, s12 = 0, s13 = 0, s22 = 0, s23 = 0, s33 = 0;
+    double e0 = 0, e1 = 0, e2 = 0, e3 = 0;
+    const float eps = j->eps, eps2 = j->eps * j->eps;
+    float *fp = rows + 8 * w + 1; /* fitted's row with its replicated ends at -1 and w */
+    float *rr = fp + w + 1, *gxr = rr + w, *gyr = gxr + w, *wtr = gyr + w, *wgxr = wtr + w, *wgyr = wgxr + w;
+    for (int64_t c = 0; c < C; c++) {
+        const float *fplane = fitted + c * hw, *wplane = warped + c * hw;
+        for (int64_t y = 0; y < h; y++) {
+            const float *f = fplane + y * w, *fu = fplane + (y > 0 ? y - 1 : 0) * w, *fd = fplane + (y < h - 1 ? y + 1 : h - 1) * w;
+            const float *t = dst + c * hw + y * w, *m = inside + y * w;
+            const float *gdx = grad + (c * 2) * hw + y * w, *gdy = grad + (c * 2 + 1) * hw + y * w;
+            memcpy(fp, f, sizeof(float) * (size_t)w);
+            fp[-1] = f[0];
+            fp[w] = f[w - 1];
+            for (int64_t x = 0; x < w; x++) {
+                rr[x] = f[x] - t[x];
+                gxr[x] = ((fp[x + 1] - fp[x - 1]) + gdx[x]) * 0.25f;
+                gyr[x] = ((fd[x] - fu[x]) + gdy[x]) * 0.25f;
+            }
+            if (j->loss == LOSS_CHARBONNIER) {
+#pragma omp simd reduction(+ : loss_num, total, relax)
+                for (int64_t x = 0; x < w; x++) {
+                    float r = rr[x], sq = r * r, root = sqrtf(sq + eps2), in = m[x];
+                    float rw = 1.0f / root, wt = in * rw, gx = gxr[x], gy = gyr[x];
+                    float wgx = wt * gx, wgy = wt * gy, re = rw * eps;
+                    wtr[x] = wt; wgxr[x] = wgx; wgyr[x] = wgy;
+                    loss_num += (double)((sq / (root + eps)) * in);
+                    total += (double)in;
+                    relax += (double)((re * re) * (wgx * gx + wgy * gy));
+                }
+            } else if (j->loss == LOSS_L1) {
+#pragma omp simd reduction(+ : loss_num, total)
+                for (int64_t x = 0; x < w; x++) {
+                    float r = rr[x], err = fabsf(r), in = m[x];
+                    float wt = in * (1.0f / (err > eps ? err : eps));
+                    wtr[x] = wt; wgxr[x] = wt * gxr[x]; wgyr[x] = wt * gyr[x];
+                    loss_num += (double)(err * in);
+                    total += (double)in;
+                }
+            } else {
+#pragma omp simd reduction(+ : loss_num, total)
+                for (int64_t x = 0; x < w; x++) {
+                    float r = rr[x], in = m[x];
+                    wtr[x] = in; wgxr[x] = in * gxr[x]; wgyr[x] = in * gyr[x];
+                    loss_num += (double)((r * r) * in);
+                    total += (double)in;
+                }
+            }
+            float *out[13];
+            for (int64_t q = 0; q < K; q++) out[q] = j->sums + (q * j->n + i) * hw + y * w;
+            if (c == 0) {
+                for (int64_t x = 0; x < w; x++) {
+                    float wgx = wgxr[x], wgy = wgyr[x], gy = gyr[x], r = rr[x];
+                    out[0][x] = wgx * gxr[x]; out[1][x] = wgx * gy; out[2][x] = wgy * gy;
+                    out[3][x] = wgx * r; out[4][x] = wgy * r;
+                }
+            } else {
+                for (int64_t x = 0; x < w; x++) {
+                    float wgx = wgxr[x], wgy = wgyr[x], gy = gyr[x], r = rr[x];
+                    out[0][x] += wgx * gxr[x]; out[1][x] += wgx * gy; out[2][x] += wgy * gy;
+                    out[3][x] += wgx * r; out[4][x] += wgy * r;
+                }
+            }
+            if (!k) continue;
+            const float *row = wplane + y * w;
+            columns_row(wplane + (y > 0 ? y - 1 : 0) * w, row, wplane + (y < h - 1 ? y + 1 : h - 1) * w, w, k, phi0, phi2, phi3);
+            /* the products with the columns: gain, bias (the weighted gradient itself), curve, blur */
+            const float *col[4] = {phi0, NULL, phi2, phi3};
+            for (int64_t q = 0; q < k; q++) {
+                float *ox = out[5 + 2 * q], *oy = out[6 + 2 * q];
+                const float *p = col[q];
+                if (c == 0 && !p) {
+                    memcpy(ox, wgxr, sizeof(float) * (size_t)w);
+                    memcpy(oy, wgyr, sizeof(float) * (size_t)w);
+                } else if (!p) {
+                    for (int64_t x = 0; x < w; x++) { ox[x] += wgxr[x]; oy[x] += wgyr[x]; }
+                } else if (c == 0) {
+                    for (int64_t x = 0; x < w; x++) { ox[x] = wgxr[x] * p[x]; oy[x] = wgyr[x] * p[x]; }
+                } else {
+                    for (int64_t x = 0; x < w; x++) { ox[x] += wgxr[x] * p[x]; oy[x] += wgyr[x] * p[x]; }
+                }
+            }
+            /* ΦᵀWr, and ΦᵀWΦ where the weights are not the inside mask's */
+            if (k == 2) {
+#pragma omp simd reduction(+ : s00, s01, s11, e0, e1)
+                for (int64_t x = 0; x < w; x++) {
+                    double ww = wtr[x], p0 = phi0[x], r = rr[x], w0 = ww * p0;
+                    e0 += w0 * r; e1 += ww * r;
+                    s00 += w0 * p0; s01 += w0; s11 += ww;
+                }
+            } else if (k == 3) {
+#pragma omp simd reduction(+ : s00, s01, s02, s11, s12, s22, e0, e1, e2)
+                for (int64_t x = 0; x < w; x++) {
+                    double ww = wtr[x], p0 = phi0[x], p2 = phi2[x], r = rr[x], w0 = ww * p0, w2 = ww * p2;
+                    e0 += w0 * r; e1 += ww * r; e2 += w2 * r;
+                    s00 += w0 * p0; s01 += w0; s02 += w0 * p2; s11 += ww; s12 += w2; s22 += w2 * p2;
+                }
+            } else {
+#pragma omp simd reduction(+ : s00, s01, s02, s03, s11, s12, s13, s22, s23, s33, e0, e1, e2, e3)
+                for (int64_t x = 0; x < w; x++) {
+                    double ww = wtr[x], p0 = phi0[x], p2 = phi2[x], p3 = phi3[x], r = rr[x];
+                    double w0 = ww * p0, w2 = ww * p2, w3 = ww * p3;
+                    e0 += w0 * r; e1 += ww * r; e2 += w2 * r; e3 += w3 * r;
+                    s00 += w0 * p0; s01 += w0; s02 += w0 * p2; s03 += w0 * p3; s11 += ww; s12 += w2; s13 += w3;
+                    s22 += w2 * p2; s23 += w2 * p3; s33 += w3 * p3;
+                }
+            }
+        }
+    }
+    stats[0] = loss_num;
+    stats[1] = total;
+    stats[2] = relax;
+    if (robust) { /* the reweighted Gram matrix; least squares keeps the fit's (the same weights) */
+        double sym[16] = {s00, s01, s02, s03, s01, s11, s12, s13, s02, s12, s22, s23, s03, s13, s23, s33};
+        memcpy(stats + 3, sym, sizeof sym);
+    } else {
+        memcpy(stats + 3, Dm, sizeof Dm);
+    }
+    stats[19] = e0; stats[20] = e1; stats[21] = e2; stats[22] = e3;
+    return 0;
+}
+
+/* The working set's pairs, taken one at a time from the job's counter until none is left
+ * (every thread of a call runs this). Returns 1 when its scratch could not be allocated. */
+static int linearise_member(struct linearise_job *j) {
+    const int64_t hw = j->h * j->w;
+    float *scratch = malloc(sizeof(float) * (size_t)((2 * j->channels + 1) * hw + 16 * j->w + 16));
+    if (!scratch) return 1;
+    for (;;) {
+        int64_t i = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED);
+        if (i >= j->n) break;
+        linearise_pair(j, i, scratch);
+    }
+    free(scratch);
+    return 0;
+}
+
+static void linearise_team_member(void *data) {
+    struct linearise_job *j = data;
+    if (linearise_member(j)) __atomic_store_n(&j->failed, 1, __ATOMIC_RELAXED);
+}
+
+typedef void (*gomp_parallel_fn)(void (*)(void *), void *, unsigned, unsigned);
+
+/* The evaluation of n pairs (see struct linearise_job for the arguments), on `threads`
+ * threads of PyTorch's OpenMP team when gomp_parallel (GOMP_parallel) is given, else on
+ * this thread alone. Returns 1 when a thread ran out of memory for its scratch planes. */
+int linearise_f32(void *gomp_parallel, int64_t threads, const float *src, const float *dst, const float *grad,
+                  const double *D, const double *xs, const double *ys, double scale_x, double scale_y,
+                  int64_t n, int64_t channels, int64_t h, int64_t w, int64_t terms, int loss, double eps,
+                  float *sums, double *stats) {
+    struct linearise_job j = {0};
+    j.src = src; j.dst = dst; j.grad = grad; j.D = D; j.xs = xs; j.ys = ys;
+    j.scale_x = scale_x; j.scale_y = scale_y; j.n = n; j.channels = channels; j.h = h; j.w = w;
+    j.terms = terms; j.loss = loss; j.eps = (float)eps; j.sums = sums; j.stats = stats;
+    if (terms < 0 || terms > 4 || n <= 0 || h <= 0 || w <= 0) return n <= 0 ? 0 : 1;
+    if (gomp_parallel && threads > 1) {
+        ((gomp_parallel_fn)gomp_parallel)(linearise_team_member, &j, (unsigned)threads, 0);
+        return j.failed;
+    }
+    return linearise_member(&j);
+}

@@ -1,0 +1,116 @@
+"""The second-order solver's fused C evaluation (registration/_native_eval.py) against its
+PyTorch path: the same loss and normal equations to float rounding on real photographs,
+every loss and photometric model, and the same registrations."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gradcv.core_ops import _native
+from gradcv.optim import PyramidLevel
+from gradcv.registration.config import RegistrationConfig
+from gradcv.registration.data import corner_error, make_pairs
+from gradcv.registration.objective import LevelProblem
+from gradcv.registration.sampling import LevelGrid, frame_corners
+from gradcv.registration.second_order import _frame_to_level, _Linearisation, _Moments
+from gradcv.registration.solver import register_homography
+from tests.helpers import to_tensor
+
+pytestmark = pytest.mark.skipif(
+    _native.registration_library() is None, reason=f"native registration library: {_native.registration_status()}"
+)
+
+
+def _linearise(src: torch.Tensor, dst: torch.Tensor, G: torch.Tensor, config: RegistrationConfig, level: int = 0):
+    """``(used the fused path, (loss, A, b))`` of the level ``level`` of a pyramid whose
+    full resolution is ``2**level`` times ``src``'s size."""
+    n, C, h, w = src.shape
+    full = (h * 2**level, w * 2**level)
+    grid = LevelGrid(level, full, (h, w), src.dtype, src.device)
+    problem = LevelProblem(grid, src, dst, frame_corners(*full, src.dtype, src.device), None,
+                           PyramidLevel(0, level, level + 1, (h, w)), "homography")
+    with torch.no_grad():
+        lin = _Linearisation(problem, config, _Moments.build(problem, _frame_to_level(problem, src.dtype), src.dtype))
+        return lin.native, lin(G)
+
+
+def _both(src, dst, G, config, level=0):
+    fused, got = _linearise(src, dst, G, config, level)
+    with _native.disabled():
+        plain, expected = _linearise(src, dst, G, config, level)
+    assert fused and not plain
+    return got, expected
+
+
+def _close(got: torch.Tensor, expected: torch.Tensor, rtol: float) -> None:
+    """Equal to ``rtol`` of the largest entry of each pair (float32 rounding of sums over
+    thousands of pixels, accumulated in another order)."""
+    scale = expected.flatten(1).abs().amax(1).clamp_min(1e-30).view(-1, *[1] * (expected.ndim - 1))
+    assert torch.isfinite(got).all()
+    assert ((got - expected).abs() / scale).max() <= rtol
+
+
+@pytest.fixture(scope="module")
+def crops(photos):
+    """Two odd-sized RGB crops of a photograph, the destination brighter, with more contrast."""
+    image = to_tensor(photos[3])  # 257 x 233
+    src = image[..., 40:77, 60:113].contiguous()
+    dst = (image[..., 43:80, 58:111] * 1.15 - 0.05).contiguous()
+    return src, dst
+
+
+def _warps(n: int) -> torch.Tensor:
+    """Identity, a small shift, a perspective warp that leaves the image, and a degenerate
+    one (the plane at infinity crosses the image: den <= 1e-6 on part of it)."""
+    gen = torch.Generator().manual_seed(0)
+    G = torch.eye(3).repeat(4, 1, 1)
+    G[1, 0, 2], G[1, 1, 0] = 0.031, 0.017
+    G[2] = torch.tensor([[1.1, 0.05, 0.2], [-0.03, 0.95, -0.1], [0.1, -0.05, 1.0]]) + 1e-3 * torch.randn(3, 3, generator=gen)
+    G[3] = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.7, 0.3, 0.1]])
+    return G[:n]
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("loss", ["l2", "l1", "charbonnier"])
+@pytest.mark.parametrize("photometric", ["none", "gain_bias", "tone", "exposure"])
+def test_fused_equals_torch(crops, channels, loss, photometric):
+    src, dst = (x[:, :channels].expand(4, -1, -1, -1).contiguous() for x in crops)
+    G = _warps(4)
+    (loss1, A1, b1), (loss2, A2, b2) = _both(src, dst, G, RegistrationConfig(loss=loss, photometric=photometric))
+    _close(loss1[:, None], loss2[:, None], 1e-5)
+    _close(A1, A2, 1e-4)
+    _close(b1, b2, 1e-4)
+
+
+def test_coarse_level_and_inside_mask(crops):
+    """A coarse level (its own frame scale) with warps that leave the image on every side:
+    the inside mask's pixel count (the loss's denominator) is the PyTorch path's."""
+    src, dst = (x[:, :1].expand(3, -1, -1, -1).contiguous() for x in crops)
+    G = torch.eye(3).repeat(3, 1, 1)
+    G[0, 0, 2], G[1, 1, 2], G[2, 0, 0] = 0.4, -0.35, 1.3
+    (loss1, A1, b1), (loss2, A2, b2) = _both(src, dst, G, RegistrationConfig(loss="l2", photometric="gain_bias"), level=2)
+    _close(loss1[:, None], loss2[:, None], 1e-5)
+    _close(A1, A2, 1e-4)
+
+
+@pytest.mark.parametrize("loss", ["l2", "charbonnier"])
+def test_identity_gives_zero_residual(crops, loss):
+    """src against itself at the identity: zero loss and zero right-hand side, exactly."""
+    src = crops[0].expand(2, -1, -1, -1).contiguous()
+    fused, (value, A, b) = _linearise(src, src.clone(), torch.eye(3).repeat(2, 1, 1), RegistrationConfig(loss=loss))
+    assert fused
+    assert torch.equal(value, torch.zeros(2)) and torch.equal(b, torch.zeros_like(b))
+    assert (A.diagonal(dim1=1, dim2=2) > 0).all()
+
+
+def test_register_homography_agrees(photos):
+    """Whole registrations of DeTone pairs with and without the library: the same corners
+    to a small fraction of a pixel."""
+    src, dst, H = make_pairs([to_tensor(p)[0] for p in photos[:2]], 2, protocol="detone", seed=7)
+    fused = register_homography(src, dst)
+    with _native.disabled():
+        plain = register_homography(src, dst)
+    e_fused, e_plain = corner_error(fused.homography, H, src.shape[-2:]), corner_error(plain.homography, H, src.shape[-2:])
+    assert (e_fused - e_plain).abs().max() < 1e-3
+    assert (e_fused < 1.0).all()
