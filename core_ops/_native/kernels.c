@@ -605,6 +605,59 @@ __attribute__((target("avx512f"))) static int64_t grad_rows_f32_avx512(
     return x;
 }
 #define GRAD_ROWS_F32(...) (have_avx512() ? grad_rows_f32_avx512(__VA_ARGS__) : 0)
+/* The packed plane of the image gradient (scatter_packed_f32, unpack_f32), 16 pixels at a time:
+ * out[4 x + k] = t_k[x] for x in [0, n - n % 16), returned; and back, the first
+ * nc lanes of pk's pixels [0, n - n % 16) into the planes g + k plane, pk's pixels zeroed. Moves
+ * only (permutes), so the same bits. t2, t3 NULL: zeros. */
+__attribute__((target("avx512f"))) static int64_t interleave_f32_avx512(
+    const float *t0, const float *t1, const float *t2, const float *t3, float *out, int64_t n) {
+    const __m512i lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    const __m512i hi = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
+    const __m512i ulo = _mm512_set_epi64(11, 3, 10, 2, 9, 1, 8, 0), uhi = _mm512_set_epi64(15, 7, 14, 6, 13, 5, 12, 4);
+    int64_t x = 0;
+    for (; x + 16 <= n; x += 16) {
+        __m512 a = _mm512_loadu_ps(t0 + x), b = _mm512_loadu_ps(t1 + x);
+        __m512 c = t2 ? _mm512_loadu_ps(t2 + x) : _mm512_setzero_ps();
+        __m512 d = t3 ? _mm512_loadu_ps(t3 + x) : _mm512_setzero_ps();
+        __m512d ab0 = _mm512_castps_pd(_mm512_permutex2var_ps(a, lo, b)), ab1 = _mm512_castps_pd(_mm512_permutex2var_ps(a, hi, b));
+        __m512d cd0 = _mm512_castps_pd(_mm512_permutex2var_ps(c, lo, d)), cd1 = _mm512_castps_pd(_mm512_permutex2var_ps(c, hi, d));
+        _mm512_storeu_pd((double *)(out + 4 * x), _mm512_permutex2var_pd(ab0, ulo, cd0));
+        _mm512_storeu_pd((double *)(out + 4 * x + 16), _mm512_permutex2var_pd(ab0, uhi, cd0));
+        _mm512_storeu_pd((double *)(out + 4 * x + 32), _mm512_permutex2var_pd(ab1, ulo, cd1));
+        _mm512_storeu_pd((double *)(out + 4 * x + 48), _mm512_permutex2var_pd(ab1, uhi, cd1));
+    }
+    return x;
+}
+__attribute__((target("avx512f"))) static int64_t unpack_f32_avx512(float *pk, float *g, int64_t plane, int nc) {
+    const __m512i even = _mm512_set_epi64(14, 12, 10, 8, 6, 4, 2, 0), odd = _mm512_set_epi64(15, 13, 11, 9, 7, 5, 3, 1);
+    const __m512i even32 = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i odd32 = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+    const __m512 zero = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= plane; i += 16) {
+        float *p = pk + 4 * i;
+        __m512d v0 = _mm512_loadu_pd((const double *)p), v1 = _mm512_loadu_pd((const double *)(p + 16));
+        __m512d v2 = _mm512_loadu_pd((const double *)(p + 32)), v3 = _mm512_loadu_pd((const double *)(p + 48));
+        __m512 lo01 = _mm512_castpd_ps(_mm512_permutex2var_pd(v0, even, v1));
+        __m512 lo23 = _mm512_castpd_ps(_mm512_permutex2var_pd(v2, even, v3));
+        _mm512_storeu_ps(g + i, _mm512_permutex2var_ps(lo01, even32, lo23));
+        _mm512_storeu_ps(g + plane + i, _mm512_permutex2var_ps(lo01, odd32, lo23));
+        if (nc > 2) {
+            __m512 hi01 = _mm512_castpd_ps(_mm512_permutex2var_pd(v0, odd, v1));
+            __m512 hi23 = _mm512_castpd_ps(_mm512_permutex2var_pd(v2, odd, v3));
+            _mm512_storeu_ps(g + 2 * plane + i, _mm512_permutex2var_ps(hi01, even32, hi23));
+            if (nc > 3) _mm512_storeu_ps(g + 3 * plane + i, _mm512_permutex2var_ps(hi01, odd32, hi23));
+        }
+        _mm512_storeu_ps(p, zero);
+        _mm512_storeu_ps(p + 16, zero);
+        _mm512_storeu_ps(p + 32, zero);
+        _mm512_storeu_ps(p + 48, zero);
+    }
+    return i;
+}
+#define HAVE_PACKED_F32 have_avx512()
+#define INTERLEAVE_F32(...) interleave_f32_avx512(__VA_ARGS__)
+#define UNPACK_F32(...) unpack_f32_avx512(__VA_ARGS__)
 #define FUSED_MAT_F32(...) (have_avx512vl() ? fused_mat_f32_avx512(__VA_ARGS__, NULL, NULL) : -1)
 /* taps of outputs [xa, xb) of row yo into base, wts (wo values a weight): -1 where not done */
 #define TAPS_MAT_F32(m, yo, xa, xb, h, w, padding, base, wts, wo)                                     \
@@ -620,7 +673,13 @@ __attribute__((target("avx512f"))) static int64_t grad_rows_f32_avx512(
 #define HAVE_DERIV16_F32 0
 #define GRAD_ROWS_F32(...) ((int64_t)0)
 #define BLOCKS_F32(...) blocks_f32_plain(__VA_ARGS__)
+#define HAVE_PACKED_F32 0
+#define INTERLEAVE_F32(...) ((int64_t)0)
+#define UNPACK_F32(...) ((int64_t)0)
 #endif
+#define HAVE_PACKED_F64 0
+#define INTERLEAVE_F64(...) ((int64_t)0)
+#define UNPACK_F64(...) ((int64_t)0)
 #define SAMPLE_ROWS_F64(...) sample_rows_f64_plain(__VA_ARGS__)
 #define MAT_SUMS_F64(...) ((int64_t)0)
 #define FUSED_MAT_F64(...) (-1)
@@ -673,7 +732,12 @@ static int take_piece(int64_t *next, int64_t k, int64_t images, int64_t ho, int6
     return 1;
 }
 
-#define DEFINE_SAMPLER(T, SUFFIX)                                                                  \
+/* Four values of a pixel (the packed plane of the image gradient: GCC's and clang's vector types,
+ * lane-wise IEEE arithmetic on every architecture), at the alignment of one value. */
+typedef float V4_f32 __attribute__((vector_size(4 * sizeof(float)), aligned(sizeof(float))));
+typedef double V4_f64 __attribute__((vector_size(4 * sizeof(double)), aligned(sizeof(double))));
+
+#define DEFINE_SAMPLER(T, SUFFIX) \
                                                                                                    \
 /* One axis: the block's first index b in [0, n - 2] and the weights (and their derivatives       \
  * with respect to the position) of b and b + 1, from the position p (padded, finite). */        \
@@ -857,50 +921,109 @@ static inline ALWAYS_INLINE void gradient_row_##SUFFIX(                         
     }                                                                                              \
 }                                                                                                  \
                                                                                                    \
-/* Adds one output row's gradient gr (nc channels, gr + k gsc) into the nc planes gi + k plane. \
- * Where the next output reads the next block (b + 1: most of them), its left column is this    \
- * one's right column: the contributions to that column are summed first (right + left, in     \
- * rows the compiler vectorises), then scattered once, so most outputs write two values (top   \
- * and bottom left) instead of four; the right columns of the others (ends: the outputs x whose \
- * next does not read block base[x] + 1, n of them) follow. The order of the additions depends  \
- * on the row's blocks only: the same bits on every path and thread count. buf: 4 nc wo values. */ \
-static inline ALWAYS_INLINE void scatter_row_##SUFFIX(                                             \
-    T *restrict gi, int64_t plane, const T *restrict gr, int64_t gsc, const int nc, int64_t w,       \
-    int64_t wo, const int32_t *restrict base, const int32_t *restrict ends, int64_t n,             \
-    const T *restrict wx0, const T *restrict wx1, const T *restrict wy0, const T *restrict wy1,    \
-    T *restrict buf) {                                                                             \
-    for (int k = 0; k < nc; ++k) {                                                                 \
-        const T *restrict g = gr + k * gsc;                                                        \
-        T *restrict tl = buf + 4 * k * wo, *restrict bl = tl + wo, *restrict tr = bl + wo;         \
-        T *restrict br = tr + wo;                                                                  \
-        for (int64_t x = 0; x < wo; ++x) {                                                         \
-            T top = wy0[x] * g[x], bot = wy1[x] * g[x];                                            \
-            tl[x] = wx0[x] * top;                                                                  \
-            tr[x] = wx1[x] * top;                                                                  \
-            bl[x] = wx0[x] * bot;                                                                  \
-            br[x] = wx1[x] * bot;                                                                  \
-        }                                                                                          \
-        for (int64_t x = 1; x < wo; ++x) {                                                         \
-            int carry = base[x] == base[x - 1] + 1;                                                \
-            tl[x] = carry ? tr[x - 1] + tl[x] : tl[x];                                             \
-            bl[x] = carry ? br[x - 1] + bl[x] : bl[x];                                             \
-        }                                                                                          \
-    }                                                                                              \
-    for (int64_t x = 0; x < wo; ++x) {                                                             \
-        const int64_t b = base[x];                                                                 \
-        for (int k = 0; k < nc; ++k) {                                                             \
-            gi[k * plane + b] += buf[4 * k * wo + x];                                              \
-            gi[k * plane + b + w] += buf[(4 * k + 1) * wo + x];                                    \
-        }                                                                                          \
-    }                                                                                              \
-    for (int64_t i = 0; i < n; ++i) {                                                              \
-        const int64_t x = ends[i], b = base[x];                                                    \
-        for (int k = 0; k < nc; ++k) {                                                             \
-            gi[k * plane + b + 1] += buf[(4 * k + 2) * wo + x];                                    \
-            gi[k * plane + b + w + 1] += buf[(4 * k + 3) * wo + x];                                \
-        }                                                                                          \
-    }                                                                                              \
-}                                                                                                  \
+/* One output row's gradient gr (nc channels, gr + k gsc) times each block's four weights, into     \
+ * buf (4 rows of wo values a channel: top left, bottom left, top right, bottom right). Where the   \
+ * next output reads the next block (b + 1: most of them), its left column is this one's right      \
+ * column: the contributions to that column are summed here (right + left, in rows the compiler     \
+ * vectorises), so that most outputs then write two values (top and bottom left) instead of         \
+ * four; the right columns of the others (ends: the outputs x whose next does not read block        \
+ * base[x] + 1) are written after. The order of the additions depends on the row's blocks only:     \
+ * the same bits on every path and thread count. */                                                 \
+static inline ALWAYS_INLINE void products_row_##SUFFIX(                                             \
+    const T *restrict gr, int64_t gsc, const int nc, int64_t wo, const int32_t *restrict base,      \
+    const T *restrict wx0, const T *restrict wx1, const T *restrict wy0, const T *restrict wy1,     \
+    T *restrict buf) {                                                                              \
+    for (int k = 0; k < nc; ++k) {                                                                  \
+        const T *restrict g = gr + k * gsc;                                                         \
+        T *restrict tl = buf + 4 * k * wo, *restrict bl = tl + wo, *restrict tr = bl + wo;          \
+        T *restrict br = tr + wo;                                                                   \
+        for (int64_t x = 0; x < wo; ++x) {                                                          \
+            T top = wy0[x] * g[x], bot = wy1[x] * g[x];                                             \
+            tl[x] = wx0[x] * top;                                                                   \
+            tr[x] = wx1[x] * top;                                                                   \
+            bl[x] = wx0[x] * bot;                                                                   \
+            br[x] = wx1[x] * bot;                                                                   \
+        }                                                                                           \
+        for (int64_t x = 1; x < wo; ++x) {                                                          \
+            int carry = base[x] == base[x - 1] + 1;                                                 \
+            tl[x] = carry ? tr[x - 1] + tl[x] : tl[x];                                              \
+            bl[x] = carry ? br[x - 1] + bl[x] : bl[x];                                              \
+        }                                                                                           \
+    }                                                                                               \
+}                                                                                                   \
+                                                                                                    \
+/* Adds one output row's gradient (products_row_'s) into the nc planes gi + k plane: the left       \
+ * columns of every output, then the right columns of the n ends. buf: 4 nc wo values. */           \
+static inline ALWAYS_INLINE void scatter_row_##SUFFIX(                                              \
+    T *restrict gi, int64_t plane, const T *restrict gr, int64_t gsc, const int nc, int64_t w,      \
+    int64_t wo, const int32_t *restrict base, const int32_t *restrict ends, int64_t n,              \
+    const T *restrict wx0, const T *restrict wx1, const T *restrict wy0, const T *restrict wy1,     \
+    T *restrict buf) {                                                                              \
+    products_row_##SUFFIX(gr, gsc, nc, wo, base, wx0, wx1, wy0, wy1, buf);                          \
+    for (int64_t x = 0; x < wo; ++x) {                                                              \
+        const int64_t b = base[x];                                                                  \
+        for (int k = 0; k < nc; ++k) {                                                              \
+            gi[k * plane + b] += buf[4 * k * wo + x];                                               \
+            gi[k * plane + b + w] += buf[(4 * k + 1) * wo + x];                                     \
+        }                                                                                           \
+    }                                                                                               \
+    for (int64_t i = 0; i < n; ++i) {                                                               \
+        const int64_t x = ends[i], b = base[x];                                                     \
+        for (int k = 0; k < nc; ++k) {                                                              \
+            gi[k * plane + b + 1] += buf[(4 * k + 2) * wo + x];                                     \
+            gi[k * plane + b + w + 1] += buf[(4 * k + 3) * wo + x];                                 \
+        }                                                                                           \
+    }                                                                                               \
+}                                                                                                   \
+                                                                                                    \
+/* scatter_row_ for 2 to 4 channels into one packed plane pk (a vector of 4 per pixel, the          \
+ * channels in its first nc lanes): one vector add per written pixel for all channels instead       \
+ * of one scalar add per channel. The products are interleaved first (ib: 2 wo vectors, the         \
+ * left columns), the lanes added are the planes' values in the planes' order, so the same bits;    \
+ * unpack_ moves the sums into the planes. buf: 16 wo values. */                                    \
+static inline ALWAYS_INLINE void scatter_packed_##SUFFIX(                                           \
+    V4_##SUFFIX *restrict pk, const T *restrict gr, int64_t gsc, const int nc, int64_t w,           \
+    int64_t wo, const int32_t *restrict base, const int32_t *restrict ends, int64_t n,              \
+    const T *restrict wx0, const T *restrict wx1, const T *restrict wy0, const T *restrict wy1,     \
+    T *restrict buf, V4_##SUFFIX *restrict ib) {                                                    \
+    products_row_##SUFFIX(gr, gsc, nc, wo, base, wx0, wx1, wy0, wy1, buf);                          \
+    const T *restrict t0 = buf, *restrict t1 = buf + 4 * wo, *restrict t2 = buf + 8 * wo;           \
+    const T *restrict t3 = buf + 12 * wo;                                                           \
+    for (int64_t x = INTERLEAVE_##SUFFIX(t0, t1, nc > 2 ? t2 : NULL, nc > 3 ? t3 : NULL, (T *)ib, wo); x < wo; ++x)              \
+        ib[x] = (V4_##SUFFIX){t0[x], t1[x], nc > 2 ? t2[x] : (T)0, nc > 3 ? t3[x] : (T)0};         \
+    for (int64_t x = INTERLEAVE_##SUFFIX(t0 + wo, t1 + wo, nc > 2 ? t2 + wo : NULL, nc > 3 ? t3 + wo : NULL, \
+                                         (T *)(ib + wo), wo); x < wo; ++x)                         \
+        ib[wo + x] = (V4_##SUFFIX){t0[wo + x], t1[wo + x], nc > 2 ? t2[wo + x] : (T)0,             \
+                                   nc > 3 ? t3[wo + x] : (T)0};                                    \
+    for (int64_t x = 0; x < wo; ++x) {                                                              \
+        const int64_t b = base[x];                                                                  \
+        pk[b] += ib[x];                                                                             \
+        pk[b + w] += ib[wo + x];                                                                    \
+    }                                                                                               \
+    for (int64_t i = 0; i < n; ++i) {                                                               \
+        const int64_t x = ends[i], b = base[x];                                                     \
+        const int64_t r = 2 * wo + x, s = 3 * wo + x;                                               \
+        pk[b + 1] += (V4_##SUFFIX){t0[r], t1[r], nc > 2 ? t2[r] : (T)0, nc > 3 ? t3[r] : (T)0};     \
+        pk[b + w + 1] += (V4_##SUFFIX){t0[s], t1[s], nc > 2 ? t2[s] : (T)0, nc > 3 ? t3[s] : (T)0}; \
+    }                                                                                               \
+}                                                                                                   \
+                                                                                                    \
+/* The packed plane's sums into the nc planes gi + k plane (every pixel written: no zeroing of      \
+ * gi needed), and pk zeroed again for the next image. */                                           \
+static inline ALWAYS_INLINE void unpack_##SUFFIX(                                                   \
+    V4_##SUFFIX *restrict pk, T *restrict gi, int64_t plane, const int nc) {                        \
+    T *restrict g0 = gi, *restrict g1 = gi + plane, *restrict g2 = gi + 2 * plane;                  \
+    T *restrict g3 = gi + 3 * plane;                                                                \
+    const V4_##SUFFIX zero = {0, 0, 0, 0};                                                          \
+    for (int64_t i = UNPACK_##SUFFIX((T *)pk, gi, plane, nc); i < plane; ++i) {                    \
+        V4_##SUFFIX v = pk[i];                                                                     \
+        g0[i] = v[0];                                                                               \
+        g1[i] = v[1];                                                                               \
+        if (nc > 2) g2[i] = v[2];                                                                   \
+        if (nc > 3) g3[i] = v[3];                                                                   \
+        pk[i] = zero;                                                                               \
+    }                                                                                               \
+}                                                                                                   \
                                                                                                    \
 /* Bilinear samples of the C planes of images [0, images), in pieces of (image p, output rows  \
  * [y0, y0 + band)) taken in turn from *next (a counter shared by the threads that run the call  \
@@ -966,9 +1089,12 @@ int warp_bilinear_backward_##SUFFIX(                                            
     T *wts = malloc(sizeof(T) * 14 * (wo + 1));                                                   \
     double *pos = malloc(sizeof(double) * 7 * (wo + 1));                                           \
     int32_t *ends = grad_img ? malloc(sizeof(int32_t) * (wo + 1)) : NULL;                          \
-    T *sbuf = grad_img ? malloc(sizeof(T) * 12 * (wo + 1)) : NULL;                                 \
-    if (!base || !wts || !pos || (grad_img && (!ends || !sbuf))) {                                 \
-        free(base); free(wts); free(pos); free(ends); free(sbuf);                                  \
+    /* 2 to 4 channels: through a packed plane (scatter_packed_), whose buffers come first */      \
+    const int packed = grad_img && channels >= 2 && channels <= 4 && HAVE_PACKED_##SUFFIX;         \
+    V4_##SUFFIX *pk = packed ? calloc((size_t)(h * w), sizeof(V4_##SUFFIX)) : NULL;                \
+    T *sbuf = grad_img ? malloc(sizeof(T) * 24 * (wo + 1)) : NULL;                                 \
+    if (!base || !wts || !pos || (grad_img && (!ends || !sbuf)) || (packed && !pk)) {              \
+        free(base); free(wts); free(pos); free(ends); free(sbuf); free(pk);                        \
         return 1;                                                                                  \
     }                                                                                              \
     const T *wx0 = wts, *wx1 = wts + wo, *wy0 = wts + 2 * wo, *wy1 = wts + 3 * wo;                 \
@@ -981,7 +1107,8 @@ int warp_bilinear_backward_##SUFFIX(                                            
     if (grad_mats && band < ho) band = ho;                                                         \
     int64_t p, y0, y1;                                                                             \
     for (int64_t k = 0; take_piece(next, k, images, ho, band, &p, &y0, &y1); ++k) {                \
-        if (grad_img) memset(grad_img + p * channels * h * w, 0, sizeof(T) * (size_t)(channels * h * w)); \
+        if (grad_img && !packed)                                                                   \
+            memset(grad_img + p * channels * h * w, 0, sizeof(T) * (size_t)(channels * h * w));    \
         for (int64_t yo = y0; yo < y1; ++yo) {                                                     \
             /* (deriv a constant in each call: row_ specialises, and its loops vectorise) */      \
             if (want_pos && mats && padding != PAD_REFLECTION && HAVE_DERIV16_##SUFFIX) {        \
@@ -1031,6 +1158,16 @@ int warp_bilinear_backward_##SUFFIX(                                            
                 }                                                                                  \
                 ends[n++] = (int32_t)(wo - 1);                                                     \
                 int64_t c = 0;                                                                     \
+                if (packed) {                                                                      \
+                    V4_##SUFFIX *ib = (V4_##SUFFIX *)(sbuf + 16 * wo);                             \
+                    if (channels == 2)                                                             \
+                        scatter_packed_##SUFFIX(pk, gr, gsc, 2, w, wo, base, ends, n, wx0, wx1, wy0, wy1, sbuf, ib); \
+                    else if (channels == 3)                                                        \
+                        scatter_packed_##SUFFIX(pk, gr, gsc, 3, w, wo, base, ends, n, wx0, wx1, wy0, wy1, sbuf, ib); \
+                    else                                                                           \
+                        scatter_packed_##SUFFIX(pk, gr, gsc, 4, w, wo, base, ends, n, wx0, wx1, wy0, wy1, sbuf, ib); \
+                    c = channels;                                                                  \
+                }                                                                                  \
                 for (; c + 3 <= channels; c += 3)                                                  \
                     scatter_row_##SUFFIX(gi + c * plane, plane, gr + c * gsc, gsc, 3, w, wo, base, ends, \
                                          n, wx0, wx1, wy0, wy1, sbuf);                             \
@@ -1099,7 +1236,14 @@ int warp_bilinear_backward_##SUFFIX(                                            
                 gm[6] += t2; gm[7] += s2 * (double)yo; gm[8] += s2;                                \
             }                                                                                      \
         }                                                                                          \
+        if (packed) {                                                                              \
+            T *gi = grad_img + p * channels * h * w;                                               \
+            if (channels == 2) unpack_##SUFFIX(pk, gi, h * w, 2);                                  \
+            else if (channels == 3) unpack_##SUFFIX(pk, gi, h * w, 3);                             \
+            else unpack_##SUFFIX(pk, gi, h * w, 4);                                                \
+        }                                                                                          \
     }                                                                                              \
+    free(pk);                                                                                      \
     free(base);                                                                                    \
     free(wts);                                                                                     \
     free(pos);                                                                                     \
@@ -1124,6 +1268,12 @@ int warp_bilinear_backward_##SUFFIX(                                            
 #define MAT_SUMS_f32 MAT_SUMS_F32
 #define MAT_SUMS_f64 MAT_SUMS_F64
 #define BLOCKS_f64 BLOCKS_F64
+#define HAVE_PACKED_f32 HAVE_PACKED_F32
+#define HAVE_PACKED_f64 HAVE_PACKED_F64
+#define INTERLEAVE_f32 INTERLEAVE_F32
+#define INTERLEAVE_f64 INTERLEAVE_F64
+#define UNPACK_f32 UNPACK_F32
+#define UNPACK_f64 UNPACK_F64
 DEFINE_SAMPLER(float, f32)
 DEFINE_SAMPLER(double, f64)
 
