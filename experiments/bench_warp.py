@@ -8,6 +8,11 @@ per image, forward and forward + backward, gradcv against OpenCV and Kornia.
 The registration solver differentiates the warp with respect to the homography, so the
 backward rows matter as much as the forward ones: "backward (image)" differentiates with
 respect to the image only, "backward (matrix)" with respect to the homographies only.
+Each forward + backward call first sets the leaf's ``.grad`` to ``None``, for every library
+alike, as a training step's ``optimizer.zero_grad()`` does (its default since PyTorch 2.0):
+the gradient is then the one the backward produced, not added into the one of the previous
+repetition (without it, every timed call but the first also paid for an addition of the
+whole gradient into ``.grad``, which no optimisation step does).
 OpenCV has no autograd: its row is forward only, looping over the images of the batch.
 
 Each row also records the minor page faults per call: on glibc, large temporaries that
@@ -25,6 +30,7 @@ just before it is timed (the compile time is recorded, not timed), and its
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -74,6 +80,12 @@ def random_homographies(conf: BenchWarpConfig, gen: torch.Generator) -> torch.Te
     return get_perspective_transform(corners, moved).float()
 
 
+def _step(warp: Callable[..., torch.Tensor], image: torch.Tensor, matrix: torch.Tensor, dsize: tuple[int, ...], leaf: torch.Tensor) -> None:
+    """One forward + backward as a training step makes it: ``leaf``'s gradient reset first."""
+    leaf.grad = None
+    warp(image, matrix, dsize).sum().backward()
+
+
 def _rows(conf: BenchWarpConfig, x: torch.Tensor, M: torch.Tensor, notes: list[str]) -> list[Row]:
     """Every row; ``x`` and ``M`` are on the benchmark device (OpenCV gets CPU copies)."""
     fwd, bwd = conf.repetitions, conf.backward_repetitions
@@ -102,8 +114,8 @@ def _rows(conf: BenchWarpConfig, x: torch.Tensor, M: torch.Tensor, notes: list[s
     for library, warp in warps:
         rows += [
             Row(TASK, library, FORWARD, lambda warp=warp: warp(x, M, dsize), fwd),
-            Row(TASK, library, BACKWARD_IMAGE, lambda warp=warp: warp(xg, M, dsize).sum().backward(), bwd),
-            Row(TASK, library, BACKWARD_MATRIX, lambda warp=warp: warp(x, Mg, dsize).sum().backward(), bwd),
+            Row(TASK, library, BACKWARD_IMAGE, lambda warp=warp: _step(warp, xg, M, dsize, xg), bwd),
+            Row(TASK, library, BACKWARD_MATRIX, lambda warp=warp: _step(warp, x, Mg, dsize, Mg), bwd),
         ]
     if conf.compile:
 
@@ -112,8 +124,8 @@ def _rows(conf: BenchWarpConfig, x: torch.Tensor, M: torch.Tensor, notes: list[s
 
         rows += [
             compiled_row(TASK, FORWARD, gradcv_warp, lambda f: f(x, M), fwd, x.device),
-            compiled_row(TASK, BACKWARD_IMAGE, gradcv_warp, lambda f: f(xg, M).sum().backward(), bwd, x.device),
-            compiled_row(TASK, BACKWARD_MATRIX, gradcv_warp, lambda f: f(x, Mg).sum().backward(), bwd, x.device),
+            compiled_row(TASK, BACKWARD_IMAGE, gradcv_warp, lambda f: _step(lambda i, m, _: f(i, m), xg, M, dsize, xg), bwd, x.device),
+            compiled_row(TASK, BACKWARD_MATRIX, gradcv_warp, lambda f: _step(lambda i, m, _: f(i, m), x, Mg, dsize, Mg), bwd, x.device),
         ]
     return rows
 
