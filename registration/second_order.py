@@ -204,6 +204,7 @@ class _Linearisation:
             self.frame = (grid.xs.to(torch.float64), grid.ys.to(torch.float64))
             # level pixels per frame unit, from to_grid as the PyTorch path's positions are
             self.scale = (float(grid.to_grid[0]) * w / 2.0, float(grid.to_grid[1]) * h / 2.0)
+            self.powers = (moments.X.T[1:].contiguous(), moments.Y.contiguous())
 
     def keep(self, keep: torch.Tensor) -> None:
         """Restrict the working tensors to the positions ``keep``."""
@@ -267,31 +268,24 @@ class _Linearisation:
 
     def _fused(self, G: torch.Tensor, work: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """:meth:`_block`'s numbers (to float rounding) with its per-pixel work in C, all
-        pairs in one call: the products' planes and the per-pair sums come from the kernel;
-        the moments, the photometric elimination and the relaxation are :meth:`_block`'s."""
-        cfg, grid, m = self.config, self.problem.grid, self.moments
+        pairs in one call: the products' moments and the per-pair sums come from the
+        kernel; the gathers, the photometric elimination and the relaxation are
+        :meth:`_block`'s."""
+        cfg, m = self.config, self.moments
         src = work["src"]
-        n, (h, w) = G.shape[0], grid.size
-        terms = PHOTOMETRIC_TERMS[cfg.photometric]
-        k = len(terms)
-        K = 5 + 2 * k
-        shape = (K, n, h, w)
-        if self.buffer is None or self.buffer.shape != shape:
-            self.buffer = torch.empty(shape, dtype=src.dtype)
-        sums = self.buffer
+        n = G.shape[0]
+        k = len(PHOTOMETRIC_TERMS[cfg.photometric])
         D = (G - torch.eye(3, dtype=G.dtype)).to(torch.float64).reshape(n, 9).contiguous()
-        stats = _native_eval.linearise_homography(
+        moments, stats = _native_eval.linearise_homography(
             src, work["dst"], work["grad"], D, *self.frame, *self.scale, k, _native_eval.LOSSES[cfg.loss],
-            cfg.charbonnier_eps, sums,
+            cfg.charbonnier_eps, *self.powers,
         )
         loss = (stats[:, 0] / stats[:, 1].clamp_min(1.0)).to(src.dtype)
-        moments = m.Y.T @ (sums.view(K * n, h, w) @ m.X)
-        moments = moments.view(K, n, 25).transpose(0, 1).reshape(n, 25 * K)
-        picked = moments[:, m.gather].to(torch.float64)
+        picked = moments[:, m.gather]
         A = m.C2 @ picked[:, :144].view(n, 12, 12) @ m.C2.T
         b = picked[:, 144:] @ m.C2.T
         if k:
-            cross = moments[:, m.gather_photometric[: 12 * k]].to(torch.float64).view(n, k, 12) @ m.C2.T
+            cross = moments[:, m.gather_photometric[: 12 * k]].view(n, k, 12) @ m.C2.T
             Dm = stats[:, 3:19].view(n, 4, 4)[:, :k, :k]
             A, b = _eliminate_photometric(A, b, cross.transpose(1, 2), Dm, stats[:, 19 : 19 + k])
         if cfg.loss == "charbonnier":

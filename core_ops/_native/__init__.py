@@ -171,7 +171,7 @@ def library() -> Optional[ctypes.CDLL]:
 
 def _declare_registration(lib: ctypes.CDLL) -> None:
     i64, ptr, dbl, cint = ctypes.c_int64, ctypes.c_void_p, ctypes.c_double, ctypes.c_int
-    lib.linearise_f32.argtypes = [ptr, i64, ptr, ptr, ptr, ptr, ptr, ptr, dbl, dbl, i64, i64, i64, i64, i64, cint, dbl, ptr, ptr]
+    lib.linearise_f32.argtypes = [ptr, i64, ptr, ptr, ptr, ptr, ptr, ptr, dbl, dbl, i64, i64, i64, i64, i64, cint, dbl, ptr, ptr, ptr, ptr]
     lib.linearise_f32.restype = cint
 
 

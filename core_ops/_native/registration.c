@@ -52,7 +52,8 @@ struct linearise_job {
     int64_t n, channels, h, w, terms;
     int loss;
     float eps;
-    float *sums;   /* (5 + 2 terms, n, h, w) */
+    const float *X, *Y; /* (4, w): x^1..x^4 of the columns; (h, 5): y^0..y^4 of the rows */
+    double *moments;    /* (n, 5 + 2 terms, 5, 5): each product's sum_n S(n) y^a x^b */
     double *stats; /* (n, STATS) */
     int64_t next;
     int failed;
@@ -96,6 +97,7 @@ static void photometric_solve(const double *M, const double *e, int64_t k, doubl
 /* The photometric columns of one row of warped (gain, bias, curve, blur; the first k). */
 static inline void columns_row(const float *up, const float *row, const float *down, int64_t w, int64_t k,
                                float *phi0, float *phi2, float *phi3) {
+#pragma omp simd
     for (int64_t x = 0; x < w; x++) {
         float v = row[x];
         float c = v - 0.5f;
@@ -104,6 +106,7 @@ static inline void columns_row(const float *up, const float *row, const float *d
     }
     if (k > 3) {
         /* ((up + down) + left) + right - 4 v, replicated borders (laplacian()'s order) */
+#pragma omp simd
         for (int64_t x = 0; x < w; x++) {
             float left = row[x > 0 ? x - 1 : 0], right = row[x < w - 1 ? x + 1 : w - 1];
             phi3[x] = (((up[x] + down[x]) + left) + right) - 4.0f * row[x];
@@ -124,35 +127,43 @@ static int linearise_pair(struct linearise_job *j, int64_t i, float *scratch) {
     const float *src = j->src + i * C * hw, *dst = j->dst + i * C * hw, *grad = j->grad + i * C * 2 * hw;
     double *stats = j->stats + i * STATS;
     const double cx = 0.5 * (double)(w - 1), cy = 0.5 * (double)(h - 1);
+    const double lastx = (double)(w - 1), lasty = (double)(h - 1), right = (double)w - 0.5, bottom = (double)h - 0.5;
+    const double scale_x = j->scale_x, scale_y = j->scale_y;
 
     /* 1. warped = src at G p (bilinear, border clamp), inside = the position lies in the image */
     for (int64_t y = 0; y < h; y++) {
         const double py = j->ys[y];
         const double ry0 = py * D[1], ry1 = py * D[4], ry2 = py * D[7];
+#pragma omp simd
         for (int64_t x = 0; x < w; x++) {
             const double px = j->xs[x];
             double ex = ry0 + (px * D[0] + D[2]), ey = ry1 + (px * D[3] + D[5]), ez = ry2 + (px * D[6] + D[8]);
-            double den = 1.0 + ez;
-            int positive = den > 1e-6;
-            den = positive ? den : 1.0;
+            const double den0 = 1.0 + ez;
+            const double den = den0 > 1e-6 ? den0 : 1.0;
             double sx = (ex - px * ez) / den, sy = (ey - py * ez) / den;
-            double ix = (double)x + sx * j->scale_x, iy = (double)y + sy * j->scale_y;
-            int in = positive & (ix >= -0.5) & (ix <= (double)w - 0.5) & (iy >= -0.5) & (iy <= (double)h - 0.5);
-            ix = in ? ix : cx;
-            iy = in ? iy : cy;
-            ix = ix < 0.0 ? 0.0 : (ix > (double)(w - 1) ? (double)(w - 1) : ix);
-            iy = iy < 0.0 ? 0.0 : (iy > (double)(h - 1) ? (double)(h - 1) : iy);
-            int32_t x0 = (int32_t)ix, y0 = (int32_t)iy;
-            wx[x] = (float)(ix - (double)x0);
-            wy[x] = (float)(iy - (double)y0);
+            double ix = (double)x + sx * scale_x, iy = (double)y + sy * scale_y;
+            /* outside (or behind the camera, or NaN): sampled at the image centre, as the
+             * PyTorch path's grid of zeros is */
+            const double in = (den0 > 1e-6 && ix >= -0.5 && ix <= right && iy >= -0.5 && iy <= bottom) ? 1.0 : 0.0;
+            ix = in != 0.0 ? ix : cx;
+            iy = in != 0.0 ? iy : cy;
+            ix = ix > 0.0 ? ix : 0.0;
+            ix = ix < lastx ? ix : lastx;
+            iy = iy > 0.0 ? iy : 0.0;
+            iy = iy < lasty ? iy : lasty;
+            const double fx0 = floor(ix), fy0 = floor(iy);
+            wx[x] = (float)(ix - fx0);
+            wy[x] = (float)(iy - fy0);
+            const int32_t x0 = (int32_t)fx0, y0 = (int32_t)fy0;
             o00[x] = y0 * (int32_t)w + x0;
-            dx1[x] = x0 < w - 1;
-            dy1[x] = y0 < h - 1 ? (int32_t)w : 0;
-            inside[y * w + x] = in ? 1.0f : 0.0f;
+            dx1[x] = fx0 < lastx ? 1 : 0;
+            dy1[x] = fy0 < lasty ? (int32_t)w : 0;
+            inside[y * w + x] = (float)in;
         }
         for (int64_t c = 0; c < C; c++) {
             const float *img = src + c * hw;
             float *out = warped + c * hw + y * w;
+#pragma omp simd
             for (int64_t x = 0; x < w; x++) {
                 const float *p = img + o00[x];
                 float a = p[0], b = p[dx1[x]], cc = p[dy1[x]], d = p[dy1[x] + dx1[x]];
@@ -214,6 +225,7 @@ static int linearise_pair(struct linearise_job *j, int64_t i, float *scratch) {
                 const float *row = plane + y * w;
                 columns_row(plane + (y > 0 ? y - 1 : 0) * w, row, plane + (y < h - 1 ? y + 1 : h - 1) * w, w, k, phi0, phi2, phi3);
                 float *out = fitted + c * hw + y * w;
+#pragma omp simd
                 for (int64_t x = 0; x < w; x++) {
                     float s = c0 * phi0[x];
                     s = s + c1;
@@ -233,15 +245,19 @@ static int linearise_pair(struct linearise_job *j, int64_t i, float *scratch) {
     const float eps = j->eps, eps2 = j->eps * j->eps;
     float *fp = rows + 8 * w + 1; /* fitted's row with its replicated ends at -1 and w */
     float *rr = fp + w + 1, *gxr = rr + w, *gyr = gxr + w, *wtr = gyr + w, *wgxr = wtr + w, *wgyr = wgxr + w;
-    for (int64_t c = 0; c < C; c++) {
-        const float *fplane = fitted + c * hw, *wplane = warped + c * hw;
-        for (int64_t y = 0; y < h; y++) {
+    float *prod = wgyr + w;               /* (K, w): the row's products, summed over channels */
+    float *colm = prod + K * w;           /* (K, 5, w): sum over rows of y^a times the products */
+    memset(colm, 0, sizeof(float) * (size_t)(K * 5 * w));
+    for (int64_t y = 0; y < h; y++) {
+        for (int64_t c = 0; c < C; c++) {
+            const float *fplane = fitted + c * hw, *wplane = warped + c * hw;
             const float *f = fplane + y * w, *fu = fplane + (y > 0 ? y - 1 : 0) * w, *fd = fplane + (y < h - 1 ? y + 1 : h - 1) * w;
             const float *t = dst + c * hw + y * w, *m = inside + y * w;
             const float *gdx = grad + (c * 2) * hw + y * w, *gdy = grad + (c * 2 + 1) * hw + y * w;
             memcpy(fp, f, sizeof(float) * (size_t)w);
             fp[-1] = f[0];
             fp[w] = f[w - 1];
+#pragma omp simd
             for (int64_t x = 0; x < w; x++) {
                 rr[x] = f[x] - t[x];
                 gxr[x] = ((fp[x + 1] - fp[x - 1]) + gdx[x]) * 0.25f;
@@ -277,14 +293,16 @@ static int linearise_pair(struct linearise_job *j, int64_t i, float *scratch) {
                 }
             }
             float *out[13];
-            for (int64_t q = 0; q < K; q++) out[q] = j->sums + (q * j->n + i) * hw + y * w;
+            for (int64_t q = 0; q < K; q++) out[q] = prod + q * w;
             if (c == 0) {
+#pragma omp simd
                 for (int64_t x = 0; x < w; x++) {
                     float wgx = wgxr[x], wgy = wgyr[x], gy = gyr[x], r = rr[x];
                     out[0][x] = wgx * gxr[x]; out[1][x] = wgx * gy; out[2][x] = wgy * gy;
                     out[3][x] = wgx * r; out[4][x] = wgy * r;
                 }
             } else {
+#pragma omp simd
                 for (int64_t x = 0; x < w; x++) {
                     float wgx = wgxr[x], wgy = wgyr[x], gy = gyr[x], r = rr[x];
                     out[0][x] += wgx * gxr[x]; out[1][x] += wgx * gy; out[2][x] += wgy * gy;
@@ -303,10 +321,13 @@ static int linearise_pair(struct linearise_job *j, int64_t i, float *scratch) {
                     memcpy(ox, wgxr, sizeof(float) * (size_t)w);
                     memcpy(oy, wgyr, sizeof(float) * (size_t)w);
                 } else if (!p) {
+#pragma omp simd
                     for (int64_t x = 0; x < w; x++) { ox[x] += wgxr[x]; oy[x] += wgyr[x]; }
                 } else if (c == 0) {
+#pragma omp simd
                     for (int64_t x = 0; x < w; x++) { ox[x] = wgxr[x] * p[x]; oy[x] = wgyr[x] * p[x]; }
                 } else {
+#pragma omp simd
                     for (int64_t x = 0; x < w; x++) { ox[x] += wgxr[x] * p[x]; oy[x] += wgyr[x] * p[x]; }
                 }
             }
@@ -336,7 +357,36 @@ static int linearise_pair(struct linearise_job *j, int64_t i, float *scratch) {
                 }
             }
         }
+        /* the row's share of the moments sum_n S(n) y^a x^b: y^a now, x^b at the end */
+        const float *Y = j->Y + 5 * y;
+        for (int64_t q = 0; q < K; q++) {
+            const float *p = prod + q * w;
+            float *cm = colm + q * 5 * w;
+            const float y1 = Y[1], y2 = Y[2], y3 = Y[3], y4 = Y[4];
+#pragma omp simd
+            for (int64_t x = 0; x < w; x++) {
+                float v = p[x];
+                cm[x] += v;
+                cm[w + x] += v * y1;
+                cm[2 * w + x] += v * y2;
+                cm[3 * w + x] += v * y3;
+                cm[4 * w + x] += v * y4;
+            }
+        }
     }
+    double *moments = j->moments + i * K * 25;
+    for (int64_t q = 0; q < K; q++)
+        for (int64_t a = 0; a < 5; a++) {
+            const float *cm = colm + (q * 5 + a) * w;
+            double m0 = 0, m1 = 0, m2 = 0, m3 = 0, m4 = 0;
+#pragma omp simd reduction(+ : m0, m1, m2, m3, m4)
+            for (int64_t x = 0; x < w; x++) {
+                double v = cm[x];
+                m0 += v; m1 += v * j->X[x]; m2 += v * j->X[w + x]; m3 += v * j->X[2 * w + x]; m4 += v * j->X[3 * w + x];
+            }
+            double *o = moments + q * 25 + a * 5;
+            o[0] = m0; o[1] = m1; o[2] = m2; o[3] = m3; o[4] = m4;
+        }
     stats[0] = loss_num;
     stats[1] = total;
     stats[2] = relax;
@@ -354,7 +404,7 @@ static int linearise_pair(struct linearise_job *j, int64_t i, float *scratch) {
  * (every thread of a call runs this). Returns 1 when its scratch could not be allocated. */
 static int linearise_member(struct linearise_job *j) {
     const int64_t hw = j->h * j->w;
-    float *scratch = malloc(sizeof(float) * (size_t)((2 * j->channels + 1) * hw + 16 * j->w + 16));
+    float *scratch = malloc(sizeof(float) * (size_t)((2 * j->channels + 1) * hw + (16 + 6 * (5 + 2 * j->terms)) * j->w + 16));
     if (!scratch) return 1;
     for (;;) {
         int64_t i = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED);
@@ -378,11 +428,11 @@ typedef void (*gomp_parallel_fn)(void (*)(void *), void *, unsigned, unsigned);
 int linearise_f32(void *gomp_parallel, int64_t threads, const float *src, const float *dst, const float *grad,
                   const double *D, const double *xs, const double *ys, double scale_x, double scale_y,
                   int64_t n, int64_t channels, int64_t h, int64_t w, int64_t terms, int loss, double eps,
-                  float *sums, double *stats) {
+                  const float *X, const float *Y, double *moments, double *stats) {
     struct linearise_job j = {0};
     j.src = src; j.dst = dst; j.grad = grad; j.D = D; j.xs = xs; j.ys = ys;
     j.scale_x = scale_x; j.scale_y = scale_y; j.n = n; j.channels = channels; j.h = h; j.w = w;
-    j.terms = terms; j.loss = loss; j.eps = (float)eps; j.sums = sums; j.stats = stats;
+    j.terms = terms; j.loss = loss; j.eps = (float)eps; j.X = X; j.Y = Y; j.moments = moments; j.stats = stats;
     if (terms < 0 || terms > 4 || n <= 0 || h <= 0 || w <= 0) return n <= 0 ? 0 : 1;
     if (gomp_parallel && threads > 1) {
         ((gomp_parallel_fn)gomp_parallel)(linearise_team_member, &j, (unsigned)threads, 0);
