@@ -197,6 +197,7 @@ class _Linearisation:
         self.native = (
             not config.differentiable and not torch.is_grad_enabled() and problem.masks is None
             and config.loss in _native_eval.LOSSES and _native_eval.available(problem.src)
+            and problem.src.shape[-2] * problem.src.shape[-1] < 2**31  # the kernel's int32 offsets
         )
         if self.native:
             grid, (h, w) = problem.grid, problem.grid.size

@@ -114,3 +114,19 @@ def test_register_homography_agrees(photos):
     e_fused, e_plain = corner_error(fused.homography, H, src.shape[-2:]), corner_error(plain.homography, H, src.shape[-2:])
     assert (e_fused - e_plain).abs().max() < 1e-3
     assert (e_fused < 1.0).all()
+
+
+def test_library_checks_and_switches(monkeypatch):
+    """The second library is loaded under the filters' checks: a build of another version
+    is refused, GRADCV_NATIVE=0 and ``disabled()`` turn it off."""
+    from pathlib import Path
+
+    here = Path(_native.__file__).parent
+    lib, why = _native._load(here, "_registration", "gradcv_registration_version", _native.REGISTRATION_VERSION + 1)
+    assert lib is None and "rebuild" in why
+    lib, why = _native._load(here, "_registration", "gradcv_registration_version", _native.REGISTRATION_VERSION)
+    assert lib is not None and lib.gradcv_registration_version() == _native.REGISTRATION_VERSION
+    monkeypatch.setenv("GRADCV_NATIVE", "0")
+    assert _native._load(here, "_registration", "gradcv_registration_version", _native.REGISTRATION_VERSION)[0] is None
+    with _native.disabled():
+        assert _native.registration_library() is None and "disabled" in _native.registration_status()
