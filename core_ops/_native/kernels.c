@@ -605,29 +605,9 @@ __attribute__((target("avx512f"))) static int64_t grad_rows_f32_avx512(
     return x;
 }
 #define GRAD_ROWS_F32(...) (have_avx512() ? grad_rows_f32_avx512(__VA_ARGS__) : 0)
-/* The packed plane of the image gradient (scatter_packed_f32, unpack_f32), 16 pixels at a time:
- * out[4 x + k] = t_k[x] for x in [0, n - n % 16), returned; and back, the first
- * nc lanes of pk's pixels [0, n - n % 16) into the planes g + k plane, pk's pixels zeroed. Moves
- * only (permutes), so the same bits. t2, t3 NULL: zeros. */
-__attribute__((target("avx512f"))) static int64_t interleave_f32_avx512(
-    const float *t0, const float *t1, const float *t2, const float *t3, float *out, int64_t n) {
-    const __m512i lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
-    const __m512i hi = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
-    const __m512i ulo = _mm512_set_epi64(11, 3, 10, 2, 9, 1, 8, 0), uhi = _mm512_set_epi64(15, 7, 14, 6, 13, 5, 12, 4);
-    int64_t x = 0;
-    for (; x + 16 <= n; x += 16) {
-        __m512 a = _mm512_loadu_ps(t0 + x), b = _mm512_loadu_ps(t1 + x);
-        __m512 c = t2 ? _mm512_loadu_ps(t2 + x) : _mm512_setzero_ps();
-        __m512 d = t3 ? _mm512_loadu_ps(t3 + x) : _mm512_setzero_ps();
-        __m512d ab0 = _mm512_castps_pd(_mm512_permutex2var_ps(a, lo, b)), ab1 = _mm512_castps_pd(_mm512_permutex2var_ps(a, hi, b));
-        __m512d cd0 = _mm512_castps_pd(_mm512_permutex2var_ps(c, lo, d)), cd1 = _mm512_castps_pd(_mm512_permutex2var_ps(c, hi, d));
-        _mm512_storeu_pd((double *)(out + 4 * x), _mm512_permutex2var_pd(ab0, ulo, cd0));
-        _mm512_storeu_pd((double *)(out + 4 * x + 16), _mm512_permutex2var_pd(ab0, uhi, cd0));
-        _mm512_storeu_pd((double *)(out + 4 * x + 32), _mm512_permutex2var_pd(ab1, ulo, cd1));
-        _mm512_storeu_pd((double *)(out + 4 * x + 48), _mm512_permutex2var_pd(ab1, uhi, cd1));
-    }
-    return x;
-}
+/* unpack_f32 16 pixels at a time: the first nc lanes of pk's pixels [0, plane - plane % 16)
+ * (returned) into the planes g + k plane, by permutes (moves only, so the same bits), and those
+ * pixels of pk zeroed. */
 __attribute__((target("avx512f"))) static int64_t unpack_f32_avx512(float *pk, float *g, int64_t plane, int nc) {
     const __m512i even = _mm512_set_epi64(14, 12, 10, 8, 6, 4, 2, 0), odd = _mm512_set_epi64(15, 13, 11, 9, 7, 5, 3, 1);
     const __m512i even32 = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
@@ -655,8 +635,58 @@ __attribute__((target("avx512f"))) static int64_t unpack_f32_avx512(float *pk, f
     }
     return i;
 }
+/* products_row_f32 (x from 0) and the interleaving of scatter_packed_f32 for nc (2 to 4) channels,
+ * 16 outputs at a time in registers: the left columns interleaved into ib (top at ib + 4 x,
+ * bottom at ib + 4 (wo + x)), the right columns into buf's rows (tr, br of each channel, for the
+ * ends); each carried column recomputes the previous output's right value as products_row_f32
+ * computes it, so the same bits. Returns how many outputs it did (a multiple of 16). */
+__attribute__((target("avx512f"))) static int64_t products_packed_f32_avx512(
+    const float *gr, int64_t gsc, int nc, int64_t wo, const int32_t *base, const float *wx0, const float *wx1,
+    const float *wy0, const float *wy1, float *buf, float *ib) {
+    const __m512i lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    const __m512i hi = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
+    const __m512i ulo = _mm512_set_epi64(11, 3, 10, 2, 9, 1, 8, 0), uhi = _mm512_set_epi64(15, 7, 14, 6, 13, 5, 12, 4);
+    const __m512 zero = _mm512_setzero_ps();
+    const __m512i one = _mm512_set1_epi32(1);
+    int64_t x = 0;
+    for (; x + 16 <= wo; x += 16) {
+        const __mmask16 pm = x ? 0xFFFF : 0xFFFE; /* the previous output (none before x = 0) */
+        __m512i b = _mm512_loadu_si512((const void *)(base + x));
+        __m512i bp = _mm512_maskz_loadu_epi32(pm, base + x - 1);
+        __mmask16 carry = _mm512_mask_cmpeq_epi32_mask(pm, b, _mm512_add_epi32(bp, one));
+        __m512 a0 = _mm512_loadu_ps(wx0 + x), a1 = _mm512_loadu_ps(wx1 + x);
+        __m512 c0 = _mm512_loadu_ps(wy0 + x), c1 = _mm512_loadu_ps(wy1 + x);
+        __m512 a1p = _mm512_maskz_loadu_ps(pm, wx1 + x - 1), c0p = _mm512_maskz_loadu_ps(pm, wy0 + x - 1);
+        __m512 c1p = _mm512_maskz_loadu_ps(pm, wy1 + x - 1);
+        __m512 tl[4] = {zero, zero, zero, zero}, bl[4] = {zero, zero, zero, zero};
+        for (int k = 0; k < nc; ++k) {
+            const float *g = gr + k * gsc;
+            __m512 gv = _mm512_loadu_ps(g + x), gp = _mm512_maskz_loadu_ps(pm, g + x - 1);
+            __m512 top = _mm512_mul_ps(c0, gv), bot = _mm512_mul_ps(c1, gv);
+            _mm512_storeu_ps(buf + (4 * k + 2) * wo + x, _mm512_mul_ps(a1, top));
+            _mm512_storeu_ps(buf + (4 * k + 3) * wo + x, _mm512_mul_ps(a1, bot));
+            __m512 trp = _mm512_mul_ps(a1p, _mm512_mul_ps(c0p, gp)), brp = _mm512_mul_ps(a1p, _mm512_mul_ps(c1p, gp));
+            __m512 l = _mm512_mul_ps(a0, top), m = _mm512_mul_ps(a0, bot);
+            tl[k] = _mm512_mask_add_ps(l, carry, trp, l);
+            bl[k] = _mm512_mask_add_ps(m, carry, brp, m);
+        }
+        for (int r = 0; r < 2; ++r) {
+            const __m512 *v = r ? bl : tl;
+            float *out = ib + 4 * (r * wo + x);
+            __m512d ab0 = _mm512_castps_pd(_mm512_permutex2var_ps(v[0], lo, v[1]));
+            __m512d ab1 = _mm512_castps_pd(_mm512_permutex2var_ps(v[0], hi, v[1]));
+            __m512d cd0 = _mm512_castps_pd(_mm512_permutex2var_ps(v[2], lo, v[3]));
+            __m512d cd1 = _mm512_castps_pd(_mm512_permutex2var_ps(v[2], hi, v[3]));
+            _mm512_storeu_pd((double *)out, _mm512_permutex2var_pd(ab0, ulo, cd0));
+            _mm512_storeu_pd((double *)(out + 16), _mm512_permutex2var_pd(ab0, uhi, cd0));
+            _mm512_storeu_pd((double *)(out + 32), _mm512_permutex2var_pd(ab1, ulo, cd1));
+            _mm512_storeu_pd((double *)(out + 48), _mm512_permutex2var_pd(ab1, uhi, cd1));
+        }
+    }
+    return x;
+}
 #define HAVE_PACKED_F32 have_avx512()
-#define INTERLEAVE_F32(...) interleave_f32_avx512(__VA_ARGS__)
+#define PRODUCTS_PACKED_F32(...) products_packed_f32_avx512(__VA_ARGS__)
 #define UNPACK_F32(...) unpack_f32_avx512(__VA_ARGS__)
 #define FUSED_MAT_F32(...) (have_avx512vl() ? fused_mat_f32_avx512(__VA_ARGS__, NULL, NULL) : -1)
 /* taps of outputs [xa, xb) of row yo into base, wts (wo values a weight): -1 where not done */
@@ -674,11 +704,11 @@ __attribute__((target("avx512f"))) static int64_t unpack_f32_avx512(float *pk, f
 #define GRAD_ROWS_F32(...) ((int64_t)0)
 #define BLOCKS_F32(...) blocks_f32_plain(__VA_ARGS__)
 #define HAVE_PACKED_F32 0
-#define INTERLEAVE_F32(...) ((int64_t)0)
+#define PRODUCTS_PACKED_F32(...) ((int64_t)0)
 #define UNPACK_F32(...) ((int64_t)0)
 #endif
 #define HAVE_PACKED_F64 0
-#define INTERLEAVE_F64(...) ((int64_t)0)
+#define PRODUCTS_PACKED_F64(...) ((int64_t)0)
 #define UNPACK_F64(...) ((int64_t)0)
 #define SAMPLE_ROWS_F64(...) sample_rows_f64_plain(__VA_ARGS__)
 #define MAT_SUMS_F64(...) ((int64_t)0)
@@ -929,23 +959,23 @@ static inline ALWAYS_INLINE void gradient_row_##SUFFIX(                         
  * four; the right columns of the others (ends: the outputs x whose next does not read block        \
  * base[x] + 1) are written after. The order of the additions depends on the row's blocks only:     \
  * the same bits on every path and thread count. */                                                 \
-static inline ALWAYS_INLINE void products_row_##SUFFIX(                                             \
-    const T *restrict gr, int64_t gsc, const int nc, int64_t wo, const int32_t *restrict base,      \
+static inline ALWAYS_INLINE void products_row_##SUFFIX(                                            \
+    const T *restrict gr, int64_t gsc, const int nc, int64_t xa, int64_t wo, const int32_t *restrict base, \
     const T *restrict wx0, const T *restrict wx1, const T *restrict wy0, const T *restrict wy1,     \
     T *restrict buf) {                                                                              \
     for (int k = 0; k < nc; ++k) {                                                                  \
         const T *restrict g = gr + k * gsc;                                                         \
         T *restrict tl = buf + 4 * k * wo, *restrict bl = tl + wo, *restrict tr = bl + wo;          \
         T *restrict br = tr + wo;                                                                   \
-        for (int64_t x = 0; x < wo; ++x) {                                                          \
-            T top = wy0[x] * g[x], bot = wy1[x] * g[x];                                             \
+        for (int64_t x = xa; x < wo; ++x) {                                                        \
+            T top = wy0[x] * g[x], bot = wy1[x] * g[x];                                            \
             tl[x] = wx0[x] * top;                                                                   \
             tr[x] = wx1[x] * top;                                                                   \
             bl[x] = wx0[x] * bot;                                                                   \
             br[x] = wx1[x] * bot;                                                                   \
         }                                                                                           \
-        for (int64_t x = 1; x < wo; ++x) {                                                          \
-            int carry = base[x] == base[x - 1] + 1;                                                 \
+        for (int64_t x = xa > 1 ? xa : 1; x < wo; ++x) {                                           \
+            int carry = base[x] == base[x - 1] + 1;                                                \
             tl[x] = carry ? tr[x - 1] + tl[x] : tl[x];                                              \
             bl[x] = carry ? br[x - 1] + bl[x] : bl[x];                                              \
         }                                                                                           \
@@ -958,11 +988,11 @@ static inline ALWAYS_INLINE void scatter_row_##SUFFIX(                          
     T *restrict gi, int64_t plane, const T *restrict gr, int64_t gsc, const int nc, int64_t w,      \
     int64_t wo, const int32_t *restrict base, const int32_t *restrict ends, int64_t n,              \
     const T *restrict wx0, const T *restrict wx1, const T *restrict wy0, const T *restrict wy1,     \
-    T *restrict buf) {                                                                              \
-    products_row_##SUFFIX(gr, gsc, nc, wo, base, wx0, wx1, wy0, wy1, buf);                          \
-    for (int64_t x = 0; x < wo; ++x) {                                                              \
-        const int64_t b = base[x];                                                                  \
-        for (int k = 0; k < nc; ++k) {                                                              \
+    T *restrict buf) {                                                                             \
+    products_row_##SUFFIX(gr, gsc, nc, 0, wo, base, wx0, wx1, wy0, wy1, buf);                      \
+    for (int64_t x = 0; x < wo; ++x) {                                                             \
+        const int64_t b = base[x];                                                                 \
+        for (int k = 0; k < nc; ++k) {                                                             \
             gi[k * plane + b] += buf[4 * k * wo + x];                                               \
             gi[k * plane + b + w] += buf[(4 * k + 1) * wo + x];                                     \
         }                                                                                           \
@@ -976,25 +1006,26 @@ static inline ALWAYS_INLINE void scatter_row_##SUFFIX(                          
     }                                                                                               \
 }                                                                                                   \
                                                                                                     \
-/* scatter_row_ for 2 to 4 channels into one packed plane pk (a vector of 4 per pixel, the          \
- * channels in its first nc lanes): one vector add per written pixel for all channels instead       \
- * of one scalar add per channel. The products are interleaved first (ib: 2 wo vectors, the         \
- * left columns), the lanes added are the planes' values in the planes' order, so the same bits;    \
- * unpack_ moves the sums into the planes. buf: 16 wo values. */                                    \
+/* scatter_row_ for 2 to 4 channels into one packed plane pk (a vector of 4 per pixel, the         \
+ * channels in its first nc lanes): one vector add per written pixel for all channels instead      \
+ * of one scalar add per channel. The left columns' products come interleaved (ib: 2 wo vectors,   \
+ * top then bottom; 16 outputs at a time in registers where it can, products_row_ for the rest),   \
+ * the lanes added are the planes' values in the planes' order, so the same bits; unpack_ moves    \
+ * the sums into the planes. buf: 16 wo values (the right columns of the ends are read there). */  \
 static inline ALWAYS_INLINE void scatter_packed_##SUFFIX(                                           \
     V4_##SUFFIX *restrict pk, const T *restrict gr, int64_t gsc, const int nc, int64_t w,           \
     int64_t wo, const int32_t *restrict base, const int32_t *restrict ends, int64_t n,              \
     const T *restrict wx0, const T *restrict wx1, const T *restrict wy0, const T *restrict wy1,     \
     T *restrict buf, V4_##SUFFIX *restrict ib) {                                                    \
-    products_row_##SUFFIX(gr, gsc, nc, wo, base, wx0, wx1, wy0, wy1, buf);                          \
-    const T *restrict t0 = buf, *restrict t1 = buf + 4 * wo, *restrict t2 = buf + 8 * wo;           \
-    const T *restrict t3 = buf + 12 * wo;                                                           \
-    for (int64_t x = INTERLEAVE_##SUFFIX(t0, t1, nc > 2 ? t2 : NULL, nc > 3 ? t3 : NULL, (T *)ib, wo); x < wo; ++x)              \
+    const int64_t x0 = PRODUCTS_PACKED_##SUFFIX(gr, gsc, nc, wo, base, wx0, wx1, wy0, wy1, buf, (T *)ib); \
+    products_row_##SUFFIX(gr, gsc, nc, x0, wo, base, wx0, wx1, wy0, wy1, buf);                     \
+    const T *restrict t0 = buf, *restrict t1 = buf + 4 * wo, *restrict t2 = buf + 8 * wo;          \
+    const T *restrict t3 = buf + 12 * wo;                                                          \
+    for (int64_t x = x0; x < wo; ++x) {                                                            \
         ib[x] = (V4_##SUFFIX){t0[x], t1[x], nc > 2 ? t2[x] : (T)0, nc > 3 ? t3[x] : (T)0};         \
-    for (int64_t x = INTERLEAVE_##SUFFIX(t0 + wo, t1 + wo, nc > 2 ? t2 + wo : NULL, nc > 3 ? t3 + wo : NULL, \
-                                         (T *)(ib + wo), wo); x < wo; ++x)                         \
         ib[wo + x] = (V4_##SUFFIX){t0[wo + x], t1[wo + x], nc > 2 ? t2[wo + x] : (T)0,             \
                                    nc > 3 ? t3[wo + x] : (T)0};                                    \
+    }                                                                                              \
     for (int64_t x = 0; x < wo; ++x) {                                                              \
         const int64_t b = base[x];                                                                  \
         pk[b] += ib[x];                                                                             \
@@ -1269,9 +1300,9 @@ int warp_bilinear_backward_##SUFFIX(                                            
 #define MAT_SUMS_f64 MAT_SUMS_F64
 #define BLOCKS_f64 BLOCKS_F64
 #define HAVE_PACKED_f32 HAVE_PACKED_F32
+#define PRODUCTS_PACKED_f32 PRODUCTS_PACKED_F32
+#define PRODUCTS_PACKED_f64 PRODUCTS_PACKED_F64
 #define HAVE_PACKED_f64 HAVE_PACKED_F64
-#define INTERLEAVE_f32 INTERLEAVE_F32
-#define INTERLEAVE_f64 INTERLEAVE_F64
 #define UNPACK_f32 UNPACK_F32
 #define UNPACK_f64 UNPACK_F64
 DEFINE_SAMPLER(float, f32)
