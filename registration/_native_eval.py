@@ -52,6 +52,7 @@ def linearise_homography(
     order: product, row power, column power) and the per-pair statistics ``(n, STATS)``."""
     n, C, h, w = src.shape
     K = 5 + 2 * terms
+    src, dst, grad, D, xs, ys, X, Y = (t.contiguous() for t in (src, dst, grad, D, xs, ys, X, Y))
     moments = torch.empty(n, K * 25, dtype=torch.float64)
     stats = torch.empty(n, STATS, dtype=torch.float64)
     lib = _native.registration_library()

@@ -39,6 +39,11 @@ moves them less than
 :data:`_REJECTED_STOP` times that (the loss is at its floor), or once its damping or step
 length saturates.
 
+On the CPU (float32, no masks, not differentiable) an evaluation's per-pixel work runs in
+C (:mod:`gradcv.registration._native_eval`): sampling, photometric fit, robust residual, ESM
+gradient and the moments of the products, pair by pair in cache, the same numbers to float
+rounding as the PyTorch code, which stays for the other cases (and ``GRADCV_NATIVE=0``).
+
 Differentiable (``config.differentiable``): the loop runs with autograd on and never
 detaches a step, and the working set stays whole (compaction is bookkeeping, not maths,
 but it would cut the graph's batch). The gradient of the result is then the exact
