@@ -130,3 +130,21 @@ def test_library_checks_and_switches(monkeypatch):
     assert _native._load(here, "_registration", "gradcv_registration_version", _native.REGISTRATION_VERSION)[0] is None
     with _native.disabled():
         assert _native.registration_library() is None and "disabled" in _native.registration_status()
+
+
+def test_threads_give_the_same_bits(crops):
+    """Pairs are shared between threads whole, so two threads give one thread's numbers
+    exactly (the OpenMP team's path where PyTorch has one)."""
+    src, dst = (x.expand(8, -1, -1, -1).contiguous() for x in crops)
+    G = _warps(4).repeat(2, 1, 1)
+    config = RegistrationConfig()
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = _linearise(src, dst, G, config)[1]
+        torch.set_num_threads(2)
+        two = _linearise(src, dst, G, config)[1]
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(one, two):
+        assert torch.equal(a, b)
