@@ -62,7 +62,7 @@ struct linearise_job {
 /* Solves the k x k system (M + ridge I) c = e by Gaussian elimination with partial
  * pivoting (photometric_solve's numbers to rounding); c = 0 where not finite. */
 static void photometric_solve(const double *M, const double *e, int64_t k, double *c) {
-    double a[4][5];
+    double a[4][5] = {{0}};
     double trace = 0.0;
     for (int64_t i = 0; i < k; i++) trace += M[i * 4 + i];
     double ridge = 1e-9 * trace + 1e-30;
