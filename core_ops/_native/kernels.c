@@ -277,6 +277,18 @@ static void blocks_##SUFFIX##_plain(                                            
 DEFINE_GATHERS(float, f32)
 DEFINE_GATHERS(double, f64)
 
+/* row_ends_avx512's plain loop (a function of its own: inside the sampler's loops the
+ * compiler keeps the count in memory) */
+static int64_t row_ends_plain(const int32_t *base, int64_t wo, int32_t *ends) {
+    int64_t n = 0;
+    for (int64_t x = 0; x + 1 < wo; ++x) { /* no branch: most outputs are not ends */
+        ends[n] = (int32_t)x;
+        n += base[x + 1] != base[x] + 1;
+    }
+    ends[n++] = (int32_t)(wo - 1);
+    return n;
+}
+
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
 #include <immintrin.h>
 static int have_avx512(void) {
@@ -685,6 +697,27 @@ __attribute__((target("avx512f"))) static int64_t products_packed_f32_avx512(
     }
     return x;
 }
+/* The image gradient's ends of an output row (scatter_row_): the outputs x < wo - 1 whose next
+ * output does not read block base[x] + 1, in order, then wo - 1; returns how many. ends has
+ * room for wo + 16 values. */
+__attribute__((target("avx512f"))) static int64_t row_ends_avx512(const int32_t *base, int64_t wo, int32_t *ends) {
+    int64_t n = 0, x = 0;
+    const __m512i one = _mm512_set1_epi32(1), step = _mm512_set1_epi32(16);
+    __m512i xs = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    for (; x + 17 <= wo; x += 16, xs = _mm512_add_epi32(xs, step)) {
+        __m512i b = _mm512_loadu_si512((const void *)(base + x)), b1 = _mm512_loadu_si512((const void *)(base + x + 1));
+        __mmask16 e = _mm512_cmpneq_epi32_mask(b1, _mm512_add_epi32(b, one));
+        _mm512_storeu_si512((void *)(ends + n), _mm512_maskz_compress_epi32(e, xs));
+        n += __builtin_popcount((unsigned)e);
+    }
+    for (; x + 1 < wo; ++x) {
+        ends[n] = (int32_t)x;
+        n += base[x + 1] != base[x] + 1;
+    }
+    ends[n++] = (int32_t)(wo - 1);
+    return n;
+}
+#define ROW_ENDS(...) (have_avx512() ? row_ends_avx512(__VA_ARGS__) : row_ends_plain(__VA_ARGS__))
 #define HAVE_PACKED_F32 have_avx512()
 #define PRODUCTS_PACKED_F32(...) products_packed_f32_avx512(__VA_ARGS__)
 #define UNPACK_F32(...) unpack_f32_avx512(__VA_ARGS__)
@@ -704,6 +737,7 @@ __attribute__((target("avx512f"))) static int64_t products_packed_f32_avx512(
 #define GRAD_ROWS_F32(...) ((int64_t)0)
 #define BLOCKS_F32(...) blocks_f32_plain(__VA_ARGS__)
 #define HAVE_PACKED_F32 0
+#define ROW_ENDS(...) row_ends_plain(__VA_ARGS__)
 #define PRODUCTS_PACKED_F32(...) ((int64_t)0)
 #define UNPACK_F32(...) ((int64_t)0)
 #endif
@@ -1026,11 +1060,12 @@ static inline ALWAYS_INLINE void scatter_packed_##SUFFIX(                       
         ib[wo + x] = (V4_##SUFFIX){t0[wo + x], t1[wo + x], nc > 2 ? t2[wo + x] : (T)0,             \
                                    nc > 3 ? t3[wo + x] : (T)0};                                    \
     }                                                                                              \
-    for (int64_t x = 0; x < wo; ++x) {                                                              \
-        const int64_t b = base[x];                                                                  \
-        pk[b] += ib[x];                                                                             \
-        pk[b + w] += ib[wo + x];                                                                    \
-    }                                                                                               \
+    V4_##SUFFIX *pkw = pk + w; /* the lower row: one address computation for both */               \
+    for (int64_t x = 0; x < wo; ++x) {                                                             \
+        const int64_t b = base[x];                                                                 \
+        pk[b] += ib[x];                                                                            \
+        pkw[b] += ib[wo + x];                                                                      \
+    }                                                                                              \
     for (int64_t i = 0; i < n; ++i) {                                                               \
         const int64_t x = ends[i], b = base[x];                                                     \
         const int64_t r = 2 * wo + x, s = 3 * wo + x;                                               \
@@ -1119,7 +1154,7 @@ int warp_bilinear_backward_##SUFFIX(                                            
     int32_t *base = malloc(sizeof(int32_t) * (wo + 1));                                            \
     T *wts = malloc(sizeof(T) * 14 * (wo + 1));                                                   \
     double *pos = malloc(sizeof(double) * 7 * (wo + 1));                                           \
-    int32_t *ends = grad_img ? malloc(sizeof(int32_t) * (wo + 1)) : NULL;                          \
+    int32_t *ends = grad_img ? malloc(sizeof(int32_t) * (wo + 16)) : NULL;                          \
     /* 2 to 4 channels: through a packed plane (scatter_packed_), whose buffers come first */      \
     const int packed = grad_img && channels >= 2 && channels <= 4 && HAVE_PACKED_##SUFFIX;         \
     V4_##SUFFIX *pk = packed ? calloc((size_t)(h * w), sizeof(V4_##SUFFIX)) : NULL;                \
@@ -1182,12 +1217,7 @@ int warp_bilinear_backward_##SUFFIX(                                            
                 T *gi = grad_img + p * channels * h * w;                                           \
                 const T *gr = grad + p * gsb + yo * gsy;                                           \
                 const int64_t plane = h * w;                                                       \
-                int64_t n = 0;                                                                     \
-                for (int64_t x = 0; x + 1 < wo; ++x) { /* no branch: most outputs are not ends */ \
-                    ends[n] = (int32_t)x;                                                          \
-                    n += base[x + 1] != base[x] + 1;                                               \
-                }                                                                                  \
-                ends[n++] = (int32_t)(wo - 1);                                                     \
+                const int64_t n = ROW_ENDS(base, wo, ends);                                        \
                 int64_t c = 0;                                                                     \
                 if (packed) {                                                                      \
                     V4_##SUFFIX *ib = (V4_##SUFFIX *)(sbuf + 16 * wo);                             \
