@@ -61,12 +61,13 @@ def linearise_homography(
     if n:
         threads = min(torch.get_num_threads(), n) if n * C * h * w >= _PARALLEL_MIN_VALUES else 1
         gomp = _native._gomp_parallel() if threads > 1 else None
-        code = lib.linearise_f32(
-            gomp, threads if gomp is not None else 1, src.data_ptr(), dst.data_ptr(), grad.data_ptr(), D.data_ptr(),
-            xs.data_ptr(), ys.data_ptr(), scale_x, scale_y, n, C, h, w, terms, loss, eps, X.data_ptr(), Y.data_ptr(),
-            moments.data_ptr(), stats.data_ptr(),
+        args = (
+            src.data_ptr(), dst.data_ptr(), grad.data_ptr(), D.data_ptr(), xs.data_ptr(), ys.data_ptr(), scale_x, scale_y,
+            n, C, h, w, terms, loss, eps, X.data_ptr(), Y.data_ptr(), moments.data_ptr(), stats.data_ptr(),
         )
-        if code:
+        if threads > 1 and gomp is None:  # no OpenMP team to run on: the module's pool
+            _native._run_shared(lib.linearise_shared_f32, (), args, threads)
+        elif lib.linearise_f32(gomp, threads, *args):
             raise MemoryError("gradcv::linearise_homography: out of memory for its scratch planes")
     return moments, stats
 

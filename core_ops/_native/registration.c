@@ -14,14 +14,15 @@
  * Built by setup.py as its own optional plain-C library (gradcv.core_ops._native._registration),
  * loaded with ctypes by core_ops/_native/__init__.py (registration_library()) under the same
  * checks as the filters' kernels. The pairs are taken from a shared counter by the threads
- * of PyTorch's OpenMP team (the caller passes GOMP_parallel) or by the caller's own pool.
+ * of PyTorch's OpenMP team (linearise_f32, given GOMP_parallel) or by the caller's own pool
+ * (linearise_shared_f32).
  */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define GRADCV_REGISTRATION_VERSION 1
+#define GRADCV_REGISTRATION_VERSION 2
 
 int gradcv_registration_version(void) { return GRADCV_REGISTRATION_VERSION; }
 
@@ -55,7 +56,7 @@ struct linearise_job {
     const float *X, *Y; /* (4, w): x^1..x^4 of the columns; (h, 5): y^0..y^4 of the rows */
     double *moments;    /* (n, 5 + 2 terms, 5, 5): each product's sum_n S(n) y^a x^b */
     double *stats; /* (n, STATS) */
-    int64_t next;
+    int64_t *next; /* the next pair to take, shared by the call's threads */
     int failed;
 };
 
@@ -423,7 +424,7 @@ static int linearise_member(struct linearise_job *j) {
     float *scratch = malloc(sizeof(float) * (size_t)((2 * j->channels + 1) * hw + (16 + 6 * (5 + 2 * j->terms)) * j->w + 16));
     if (!scratch) return 1;
     for (;;) {
-        int64_t i = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED);
+        int64_t i = __atomic_fetch_add(j->next, 1, __ATOMIC_RELAXED);
         if (i >= j->n) break;
         linearise_pair(j, i, scratch);
     }
@@ -438,21 +439,45 @@ static void linearise_team_member(void *data) {
 
 typedef void (*gomp_parallel_fn)(void (*)(void *), void *, unsigned, unsigned);
 
+static int check(int64_t n, int64_t h, int64_t w, int64_t terms) {
+    return terms < 0 || terms > 4 || h <= 0 || w <= 0 || n < 0;
+}
+
+#define FILL_JOB                                                                                   \
+    struct linearise_job j = {0};                                                                  \
+    j.src = src; j.dst = dst; j.grad = grad; j.D = D; j.xs = xs; j.ys = ys;                        \
+    j.scale_x = scale_x; j.scale_y = scale_y; j.n = n; j.channels = channels; j.h = h; j.w = w;    \
+    j.terms = terms; j.loss = loss; j.eps = (float)eps; j.X = X; j.Y = Y; j.moments = moments;     \
+    j.stats = stats
+
 /* The evaluation of n pairs (see struct linearise_job for the arguments), on `threads`
  * threads of PyTorch's OpenMP team when gomp_parallel (GOMP_parallel) is given, else on
- * this thread alone. Returns 1 when a thread ran out of memory for its scratch planes. */
+ * this thread alone. Returns 1 when a thread ran out of memory for its scratch planes (or
+ * the sizes are invalid). */
 int linearise_f32(void *gomp_parallel, int64_t threads, const float *src, const float *dst, const float *grad,
                   const double *D, const double *xs, const double *ys, double scale_x, double scale_y,
                   int64_t n, int64_t channels, int64_t h, int64_t w, int64_t terms, int loss, double eps,
                   const float *X, const float *Y, double *moments, double *stats) {
-    struct linearise_job j = {0};
-    j.src = src; j.dst = dst; j.grad = grad; j.D = D; j.xs = xs; j.ys = ys;
-    j.scale_x = scale_x; j.scale_y = scale_y; j.n = n; j.channels = channels; j.h = h; j.w = w;
-    j.terms = terms; j.loss = loss; j.eps = (float)eps; j.X = X; j.Y = Y; j.moments = moments; j.stats = stats;
-    if (terms < 0 || terms > 4 || n <= 0 || h <= 0 || w <= 0) return n <= 0 ? 0 : 1;
+    if (check(n, h, w, terms)) return 1;
+    if (n == 0) return 0;
+    int64_t next = 0;
+    FILL_JOB;
+    j.next = &next;
     if (gomp_parallel && threads > 1) {
         ((gomp_parallel_fn)gomp_parallel)(linearise_team_member, &j, (unsigned)threads, 0);
         return j.failed;
     }
+    return linearise_member(&j);
+}
+
+/* The same, as one of the threads of the caller's pool: every thread calls it with the
+ * same arguments and the same counter `next` (starting at 0), and takes pairs from it. */
+int linearise_shared_f32(int64_t *next, const float *src, const float *dst, const float *grad,
+                         const double *D, const double *xs, const double *ys, double scale_x, double scale_y,
+                         int64_t n, int64_t channels, int64_t h, int64_t w, int64_t terms, int loss, double eps,
+                         const float *X, const float *Y, double *moments, double *stats) {
+    if (check(n, h, w, terms)) return 1;
+    FILL_JOB;
+    j.next = next;
     return linearise_member(&j);
 }

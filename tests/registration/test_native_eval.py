@@ -148,3 +148,22 @@ def test_threads_give_the_same_bits(crops):
         torch.set_num_threads(before)
     for a, b in zip(one, two):
         assert torch.equal(a, b)
+
+
+def test_threads_of_the_pool_give_the_same_bits(crops, monkeypatch):
+    """Without PyTorch's OpenMP team (a forked child, a build without OpenMP) the pairs are
+    shared by the module's pool: the same bits again."""
+    src, dst = (x.expand(8, -1, -1, -1).contiguous() for x in crops)
+    G = _warps(4).repeat(2, 1, 1)
+    config = RegistrationConfig(loss="l1", photometric="tone")
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = _linearise(src, dst, G, config)[1]
+        torch.set_num_threads(2)
+        monkeypatch.setattr(_native, "_gomp_parallel", lambda: None)
+        two = _linearise(src, dst, G, config)[1]
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(one, two):
+        assert torch.equal(a, b)
