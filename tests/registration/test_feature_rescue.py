@@ -49,7 +49,9 @@ def test_features_recover_a_pair_the_grid_loses(rocket):
 
 def test_rows_with_mixed_needs(rocket, device, monkeypatch):
     """Features only for the rows left undetermined; the determined row is bit for bit what
-    it is without the feature start; each rescued row ends where it ends alone."""
+    the same batch gives without any rescue (the same batch: the PyTorch evaluation's
+    batched products may round differently for another batch size); each rescued row ends
+    where it ends alone."""
     calls = []
     real = solver.feature_homography
 
@@ -64,8 +66,8 @@ def test_rows_with_mixed_needs(rocket, device, monkeypatch):
     assert calls == [2]
     assert corner_error(batched.homography, H, SIZE).max() < 0.5
     assert batched.status.tolist() == [CONVERGED] * 3
-    easy = on(device, register_homography, src[1:2], dst[1:2], feature_start=0)
-    assert exact(batched.homography[1:2], easy.homography, device)
+    unrescued = on(device, register_homography, src, dst, rescue_steps=0)
+    assert exact(batched.homography[1:2], unrescued.homography[1:2], device)
     alone = on(device, register_homography, src[2:], dst[2:])
     assert corner_error(batched.homography[2:], alone.homography, SIZE).item() < 0.05
 
