@@ -4,13 +4,14 @@ gathers where the CPU has them (the forward from a matrix with zeros or border p
 computes positions, taps and samples 16 outputs at a time in one pass; the backward finds its
 taps, and gathers the blocks for the position gradients, 16 at a time), the matrix gradient
 sums eight lanes at a time, the image gradient sums each block's shared column before scattering
-it, a broadcast output gradient (``sum()``'s) is read in place, and threads share the work in
+it (2 to 4 float32 channels into one packed plane, a vector of four per pixel), a broadcast output gradient (``sum()``'s) is read in place, and threads share the work in
 pieces.
 
 What is pinned: on warps where most of the output reads the interior and the rest crosses
 the edges, every path gives the PyTorch path's values and gradients (which CI also runs
 alone with ``GRADCV_NATIVE=0``), and ``grid_sample``'s on the same positions on every
-device; a broadcast gradient gives the same gradients as the same values made contiguous.
+device; a broadcast gradient gives the same gradients as the same values made contiguous;
+each channel of a packed image gradient is the same bits as that channel's gradient alone.
 """
 
 from __future__ import annotations
@@ -193,3 +194,29 @@ def test_the_image_gradient_alone_is_the_one_beside_the_matrix_gradient(dtype):
         with _native.disabled():
             (reference,) = torch.autograd.grad(out().sum(), (image,))
         torch.testing.assert_close(alone, reference, atol=10 * TOL[dtype] * max(1.0, reference.abs().max().item()), rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_each_channel_of_the_image_gradient_is_its_gradient_alone(dtype):
+    """Two to four channels of a float32 image gradient are summed in one packed plane (a
+    vector of four per pixel, on CPUs with AVX-512), one channel alone in its own plane: every
+    channel's gradient is the same bits either way, for 2 to 5 channels, every padding, on
+    warps that magnify, shrink, turn by 80 degrees (each source row then gets the top of some
+    blocks and the bottom of others in one output row: the order of the sums shows) and cross
+    the edges (rows not a multiple of 16 long)."""
+    b, h, w, ho, wo = 4, 29, 45, 31, 38
+    matrix = _matrices(b, h, w)
+    matrix[:, :2, :2] *= torch.tensor([0.6, 1.0, 1.7, 0.8], dtype=torch.float64)[:, None, None]
+    turn = torch.tensor([[0.17, -0.98, 0.0], [0.98, 0.17, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    centre = torch.tensor([[1.0, 0.0, w / 2], [0.0, 1.0, h / 2], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    matrix[3] = centre @ turn @ torch.linalg.inv(centre) @ matrix[3]
+    gen = torch.Generator().manual_seed(11)
+    for channels in (2, 3, 4, 5):
+        image = torch.rand(b, channels, h, w, generator=gen, dtype=dtype).requires_grad_(True)
+        weights = torch.randn(b, channels, ho, wo, generator=gen, dtype=dtype)
+        for padding in PADDINGS:
+            (whole,) = torch.autograd.grad((warp_bilinear_matrix(image, matrix, (ho, wo), padding) * weights).sum(), (image,))
+            for c in range(channels):
+                plane = image[:, c : c + 1].detach().requires_grad_(True)
+                (alone,) = torch.autograd.grad((warp_bilinear_matrix(plane, matrix, (ho, wo), padding) * weights[:, c : c + 1]).sum(), (plane,))
+                torch.testing.assert_close(whole[:, c : c + 1], alone, rtol=0, atol=0)
