@@ -4,8 +4,8 @@ gathers where the CPU has them (the forward from a matrix with zeros or border p
 computes positions, taps and samples 16 outputs at a time in one pass; the backward finds its
 taps, and gathers the blocks for the position gradients, 16 at a time), the matrix gradient
 sums eight lanes at a time, the image gradient sums each block's shared column before scattering
-it (2 to 4 float32 channels into one packed plane, a vector of four per pixel), a broadcast output gradient (``sum()``'s) is read in place, and threads share the work in
-pieces.
+it (2 to 4 float32 channels into one packed plane, a vector of four per pixel), a broadcast
+output gradient (``sum()``'s) is read in place, and threads share the work in pieces.
 
 What is pinned: on warps where most of the output reads the interior and the rest crosses
 the edges, every path gives the PyTorch path's values and gradients (which CI also runs
