@@ -12,6 +12,14 @@ evaluation needs. Everything after (the gathers into the normal equations, the S
 elimination of the photometric coefficients, the relaxation) stays in PyTorch. Differentiable solves,
 CUDA, masks, float64, ``GRADCV_NATIVE=0`` and a build without the library take the
 PyTorch code.
+
+"To float rounding" has two limits: a pixel exactly on the inside rule's border (a source
+position of exactly -0.5 or ``w - 0.5`` level pixels) may be counted inside by one path
+and outside by the other, since the C decides in double what PyTorch decides in float32;
+and the C's double sums are vectorised per CPU (AVX-512, AVX2, plain), so their last bits
+may differ between machines (never between thread counts on one machine). The op has no
+autograd formula: it is called only without autograd (a differentiable solve takes the
+PyTorch code), and under grad mode PyTorch's own "no autograd" error says so.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from __future__ import annotations
 import torch
 
 from gradcv.core_ops import _native
+from gradcv.core_ops.errors import ArgumentValueError, DeviceError, DTypeError, ShapeError
 
 #: The loss codes of ``registration.c``.
 LOSSES = {"l2": 0, "l1": 1, "charbonnier": 2}
@@ -30,6 +39,11 @@ STATS = 23
 # Below this many pixel values a call runs on one thread: waking the team costs more
 # than a small working set's evaluation.
 _PARALLEL_MIN_VALUES = 1 << 15
+
+
+#: The photometric column counts the kernel takes (the models of
+#: :data:`gradcv.registration.objective.PHOTOMETRIC_TERMS`: none, gain + bias, tone, exposure).
+TERMS = (0, 2, 3, 4)
 
 
 def available(src: torch.Tensor) -> bool:
@@ -49,7 +63,12 @@ def linearise_homography(
     gain, bias, curve, blur), ``loss`` a :data:`LOSSES` code; the powers ``X (4, w)``
     (``x^1 .. x^4``) and ``Y (h, 5)`` (``y^0 .. y^4``) float32. Returns the moments
     ``(n, K * 25)`` of the ``K = 5 + 2 terms`` products (``_Linearisation._block``'s, in its
-    order: product, row power, column power) and the per-pair statistics ``(n, STATS)``."""
+    order: product, row power, column power) and the per-pair statistics ``(n, STATS)``.
+    Only the moments the normal equations read are computed: for the products after the
+    first three (``w gx r``, ``w gy r`` and the photometric columns'), the row powers 3 and
+    4 are returned as zeros. Bad shapes, dtypes, devices, ``terms`` or ``loss`` raise
+    typed errors naming the argument."""
+    _check_arguments(src, dst, grad, D, xs, ys, terms, loss, X, Y)
     n, C, h, w = src.shape
     K = 5 + 2 * terms
     src, dst, grad, D, xs, ys, X, Y = (t.contiguous() for t in (src, dst, grad, D, xs, ys, X, Y))
@@ -70,6 +89,33 @@ def linearise_homography(
         elif lib.linearise_f32(gomp, threads, *args):
             raise MemoryError("gradcv::linearise_homography: out of memory for its scratch planes")
     return moments, stats
+
+
+def _check_arguments(
+    src: torch.Tensor, dst: torch.Tensor, grad: torch.Tensor, D: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor,
+    terms: int, loss: int, X: torch.Tensor, Y: torch.Tensor,
+) -> None:
+    """Typed errors for what the kernel would read wrongly or out of bounds (shapes, dtypes
+    and sizes only: no look at the values, so no host sync)."""
+    if src.ndim != 4:
+        raise ShapeError("src", ("n", "C", "h", "w"), tuple(src.shape))
+    n, C, h, w = src.shape
+    shapes = {"dst": (dst, (n, C, h, w)), "grad": (grad, (n, C, 2, h, w)), "D": (D, (n, 9)), "xs": (xs, (w,)),
+              "ys": (ys, (h,)), "X": (X, (4, w)), "Y": (Y, (h, 5))}
+    for name, (t, shape) in {"src": (src, tuple(src.shape)), **shapes}.items():
+        if name != "src" and tuple(t.shape) != shape:
+            raise ShapeError(name, shape, tuple(t.shape))
+        wanted = torch.float64 if name in ("D", "xs", "ys") else torch.float32
+        if t.dtype != wanted:
+            raise DTypeError(name, wanted, t.dtype)
+        if t.device.type != "cpu":
+            raise DeviceError(name, "cpu", t.device)
+    if terms not in TERMS:
+        raise ArgumentValueError("terms", TERMS, terms)
+    if loss not in LOSSES.values():
+        raise ArgumentValueError("loss", tuple(LOSSES.values()), loss)
+    if h * w >= 2**31:
+        raise ShapeError("src", "planes of fewer than 2**31 pixels (int32 offsets)", tuple(src.shape))
 
 
 @linearise_homography.register_fake

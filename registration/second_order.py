@@ -210,7 +210,8 @@ class _Linearisation:
             self.frame = (grid.xs.to(torch.float64), grid.ys.to(torch.float64))
             # level pixels per frame unit, from to_grid as the PyTorch path's positions are
             self.scale = (float(grid.to_grid[0]) * w / 2.0, float(grid.to_grid[1]) * h / 2.0)
-            self.powers = (moments.X.T[1:].contiguous(), moments.Y.contiguous())
+            # float32 as the kernel reads them (the tables take theta's dtype, which is src's today)
+            self.powers = (moments.X.T[1:].to(torch.float32).contiguous(), moments.Y.to(torch.float32).contiguous())
 
     def keep(self, keep: torch.Tensor) -> None:
         """Restrict the working tensors to the positions ``keep``."""

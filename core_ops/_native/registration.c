@@ -439,8 +439,11 @@ static void linearise_team_member(void *data) {
 
 typedef void (*gomp_parallel_fn)(void (*)(void *), void *, unsigned, unsigned);
 
+/* 1 for sizes the kernel cannot take: a model of one column (the Gram's branches are for
+ * 0, 2, 3 and 4), empty planes, or planes of 2^31 values or more (int32 offsets). The
+ * caller (registration/_native_eval.py) refuses them with typed errors before this. */
 static int check(int64_t n, int64_t h, int64_t w, int64_t terms) {
-    return terms < 0 || terms > 4 || h <= 0 || w <= 0 || n < 0;
+    return terms < 0 || terms == 1 || terms > 4 || h <= 0 || w <= 0 || n < 0 || h * w >= 2147483648LL;
 }
 
 #define FILL_JOB                                                                                   \

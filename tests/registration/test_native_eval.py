@@ -84,14 +84,96 @@ def test_fused_equals_torch(crops, channels, loss, photometric):
 
 
 def test_coarse_level_and_inside_mask(crops):
-    """A coarse level (its own frame scale) with warps that leave the image on every side:
-    the inside mask's pixel count (the loss's denominator) is the PyTorch path's."""
-    src, dst = (x[:, :1].expand(3, -1, -1, -1).contiguous() for x in crops)
-    G = torch.eye(3).repeat(3, 1, 1)
-    G[0, 0, 2], G[1, 1, 2], G[2, 0, 0] = 0.4, -0.35, 1.3
+    """A coarse level (its own frame scale) with warps that leave the image on every side
+    (a shift right, a shift up, a magnification in x and one in y): the inside mask's pixel
+    count (the loss's denominator) is the PyTorch path's."""
+    src, dst = (x[:, :1].expand(4, -1, -1, -1).contiguous() for x in crops)
+    G = torch.eye(3).repeat(4, 1, 1)
+    G[0, 0, 2], G[1, 1, 2], G[2, 0, 0], G[3, 1, 1] = 0.4, -0.35, 1.3, 1.3
     (loss1, A1, b1), (loss2, A2, b2) = _both(src, dst, G, RegistrationConfig(loss="l2", photometric="gain_bias"), level=2)
     _close(loss1[:, None], loss2[:, None], 1e-5)
     _close(A1, A2, 1e-4)
+    _close(b1, b2, 1e-4)
+
+
+@pytest.mark.parametrize("size", [(1, 5), (3, 1), (2, 3), (5, 4)])
+@pytest.mark.parametrize("photometric", ["none", "gain_bias"])
+def test_tiny_planes_two_channels_non_contiguous(crops, size, photometric):
+    """Planes of 1-5 pixels a side (the replicated borders of the Laplacian and the ESM
+    gradient at their narrowest), two channels, a non-contiguous source: the PyTorch path's
+    numbers."""
+    h, w = size
+    src = crops[0][:, :2, 10 : 10 + w, 20 : 20 + h].expand(2, -1, -1, -1).transpose(-1, -2)  # (2, 2, h, w), strided
+    dst = crops[1][:, :2, 11 : 11 + h, 19 : 19 + w].expand(2, -1, -1, -1).contiguous()
+    assert not src.is_contiguous()
+    G = torch.eye(3).repeat(2, 1, 1)
+    G[1, 0, 2], G[1, 1, 0] = 0.013, 0.021
+    (loss1, A1, b1), (loss2, A2, b2) = _both(src, dst, G, RegistrationConfig(loss="l2", photometric=photometric))
+    _close(loss1[:, None], loss2[:, None], 1e-4)
+    _close(A1, A2, 1e-4)
+    _close(b1, b2, 1e-4)
+
+
+def test_which_path_runs(crops):
+    """The fused path only where it gives the PyTorch path's numbers: float32, no masks,
+    no autograd (not differentiable, grad mode off); float64 images, masks, a
+    differentiable solve or grad mode on take the PyTorch code."""
+    src, dst = (x[:, :1].contiguous() for x in crops)
+    n, C, h, w = src.shape
+
+    def native(images=(src, dst), masks=None, grad=False, **config):
+        grid = LevelGrid(0, (h, w), (h, w), images[0].dtype, images[0].device)
+        problem = LevelProblem(grid, *images, frame_corners(h, w, images[0].dtype, images[0].device), masks,
+                               PyramidLevel(0, 0, 1, (h, w)), "homography")
+        with torch.set_grad_enabled(grad):
+            moments = _Moments.build(problem, _frame_to_level(problem, images[0].dtype), images[0].dtype)
+            return _Linearisation(problem, RegistrationConfig(**config), moments).native
+
+    assert native()
+    assert not native(images=(src.double(), dst.double()))
+    assert not native(masks=(torch.ones_like(src), torch.ones_like(dst)))
+    assert not native(differentiable=True)
+    assert not native(grad=True)
+
+
+def test_the_op_is_registered_completely(crops):
+    """``torch.library.opcheck``: schema, fake tensors, and the same results through the
+    dispatcher's paths."""
+    src, dst = (x[:, :1].expand(2, -1, -1, -1).contiguous() for x in crops)
+    n, C, h, w = src.shape
+    grad = torch.randn(n, C, 2, h, w)
+    D = torch.zeros(n, 9, dtype=torch.float64)
+    D[1, 2] = 0.02
+    xs, ys = torch.linspace(-1, 1, w, dtype=torch.float64), torch.linspace(-0.7, 0.7, h, dtype=torch.float64)
+    X, Y = xs.float() ** torch.arange(1, 5)[:, None], ys.float()[:, None] ** torch.arange(5)
+    torch.library.opcheck(torch.ops.gradcv.linearise_homography, (src, dst, grad, D, xs, ys, w / 2.0, h / 2.0, 4, 2, 1e-3, X, Y),
+                          test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
+
+
+def test_the_op_checks_its_arguments(crops):
+    """What the kernel would read wrongly or past its end is refused with a typed error
+    naming the argument."""
+    from gradcv.core_ops.errors import ArgumentValueError, DTypeError, ShapeError
+
+    src, dst = (x[:, :1].contiguous() for x in crops)
+    n, C, h, w = src.shape
+    ok = dict(src=src, dst=dst, grad=torch.zeros(n, C, 2, h, w), D=torch.zeros(n, 9, dtype=torch.float64),
+              xs=torch.zeros(w, dtype=torch.float64), ys=torch.zeros(h, dtype=torch.float64), scale_x=1.0, scale_y=1.0,
+              terms=2, loss=0, eps=1e-3, X=torch.zeros(4, w), Y=torch.zeros(h, 5))
+    op = torch.ops.gradcv.linearise_homography
+    op(**ok)
+    for change, error, name in [
+        (dict(dst=dst[..., :-1]), ShapeError, "dst"),
+        (dict(grad=torch.zeros(n, C, h, w)), ShapeError, "grad"),
+        (dict(xs=torch.zeros(w - 1, dtype=torch.float64)), ShapeError, "xs"),
+        (dict(X=torch.zeros(4, w, dtype=torch.float64)), DTypeError, "X"),
+        (dict(D=torch.zeros(n, 9)), DTypeError, "D"),
+        (dict(terms=1), ArgumentValueError, "terms"),
+        (dict(terms=5), ArgumentValueError, "terms"),
+        (dict(loss=3), ArgumentValueError, "loss"),
+    ]:
+        with pytest.raises(error, match=name):
+            op(**{**ok, **change})
 
 
 @pytest.mark.parametrize("loss", ["l2", "charbonnier"])
