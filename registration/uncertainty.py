@@ -9,8 +9,11 @@ would be ``σ² A⁻¹``; a misfit left by a wrong optimum is not independent bu
 covariance is taken *cluster-robust* (the sandwich ``A⁻¹ (Σ_b s_b s_bᵀ) A⁻¹`` over blocks
 ``b`` of :data:`BLOCK` x :data:`BLOCK` pixels, ``s_b = Σ_{p in b} J̃ w r``): equal to
 ``σ² A⁻¹`` for white noise, and as large as the misfit's spatial coherence makes it
-otherwise. Mapped to the four corners (pixels of the full image), its largest standard
-deviation is what :func:`corner_uncertainty` returns.
+otherwise. To it is added the white-noise covariance ``σ₀² A⁻¹`` of
+:data:`NOISE_FLOOR`, the least noise an image holds, so that a motion the data cannot see
+is undetermined even where the model fits exactly. Mapped to the four corners (pixels of
+the full image), its largest standard deviation is what :func:`corner_uncertainty`
+returns.
 
 That covariance describes a result *at* an optimum. The first-order solvers stop on a small
 step, which a decaying learning rate makes small anywhere: Adam under the cosine schedule
@@ -57,6 +60,15 @@ from gradcv.registration.second_order import _esm_gradient, _Moments, _products,
 
 #: Side, in pixels, of the blocks over which the residual may be correlated.
 BLOCK = 8
+#: The least noise the covariance assumes, in intensity units of images in [0, 1]: 8-bit
+#: quantisation's (1 / 255 / sqrt(12)). A pair whose model fits *exactly* along some
+#: motion (a ramp shifted along its slope, which the bias absorbs) leaves a residual of
+#: rounding noise, and the sandwich alone then scales that direction's infinite variance by
+#: ~0: the verdict depended on float rounding (a 32² ramp judged determined 2.6-16 px off).
+#: With ``σ₀² A⁻¹`` added the direction is undetermined whatever the rounding; on a
+#: textured pair it adds ~1e-3 px or less (a 128² patch of gradients 0.01 per pixel:
+#: 0.0009 px).
+NOISE_FLOOR = 1.0 / 255.0 / math.sqrt(12.0)
 # The per-pixel products are made for this many values (pairs x channels x h x w) at once,
 # so that they stay in cache (as the level solver's blocks).
 _CHUNK_ELEMENTS = 1 << 18
@@ -177,11 +189,12 @@ def _variances(
         A = A - coef @ cross.transpose(1, 2)
         s = s - _block_sums(sums[K:]) @ coef.transpose(1, 2)
     S = s.transpose(1, 2) @ s  # (B, P, P)
-    # inv(A) S inv(A) by two solves; a singular A (no texture along a direction) is inf.
+    # inv(A) S inv(A) + σ₀² inv(A) by two solves; a singular A (no texture along a
+    # direction) is inf, or, held finite by the ridge, σ₀² / ridge along that direction.
     eye = torch.eye(P, dtype=A.dtype, device=A.device)
     ridge = (1e-12 * A.diagonal(dim1=-2, dim2=-1).sum(-1) + 1e-300)[:, None, None] * eye
     Ainv_S = torch.linalg.solve(A + ridge, S)
-    cov = torch.linalg.solve(A + ridge, Ainv_S.transpose(1, 2))
+    cov = torch.linalg.solve(A + ridge, Ainv_S.transpose(1, 2) + NOISE_FLOOR**2 * eye)
     Jc = _corner_jacobian(G, corners, motion, grid)  # (B, 8, P), pixels per parameter
     var = (Jc @ cov @ Jc.transpose(1, 2)).diagonal(dim1=-2, dim2=-1)
     # J̃ᵀWr is the sum of the block sums

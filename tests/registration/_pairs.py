@@ -21,7 +21,10 @@ def uncertainty_at(src: torch.Tensor, dst: torch.Tensor, H: torch.Tensor, motion
     _, _, h, w = src.shape
     device, dtype = src.device, src.dtype
     A = frame_matrix(h, w, torch.float64, device)
-    G = (A @ torch.linalg.inv(H.to(device, torch.float64)) @ torch.linalg.inv(A)).to(dtype)
+    G = A @ torch.linalg.inv(H.to(device, torch.float64)) @ torch.linalg.inv(A)
+    # Scaled to G[2, 2] = 1 as the solver's matrices are: the inverse of a DeTone truth with
+    # det(H) < 0 has G[2, 2] < 0, which puts every point behind the camera (no pixel inside).
+    G = (G / G[..., 2:, 2:]).to(dtype)
     grid = LevelGrid(0, (h, w), (h, w), dtype, device)
     _, inside = grid.sample(src, G)
     return corner_uncertainty(grid, src, dst, G, inside, frame_corners(h, w, dtype, device), motion, photometric, loss=loss)
