@@ -126,7 +126,10 @@ def _load(
     expected = VERSION if expected is None else expected
     if version != expected:
         return None, f"not loaded: {path} is version {version}, this module needs {expected} (rebuild the package)"
-    (_declare if name == "_kernels" else _declare_registration)(lib)
+    try:  # a build of the right version without an entry point: not loaded, not a crash later
+        _DECLARATIONS[name](lib)
+    except AttributeError as ex:
+        return None, f"not loaded: {path}: {ex}"
     return lib, f"loaded {path}"
 
 
@@ -175,6 +178,10 @@ def _declare_registration(lib: ctypes.CDLL) -> None:
     lib.linearise_f32.restype = cint
     lib.linearise_shared_f32.argtypes = [ptr, ptr, ptr, ptr, ptr, ptr, ptr, dbl, dbl, i64, i64, i64, i64, i64, cint, dbl, ptr, ptr, ptr, ptr]
     lib.linearise_shared_f32.restype = cint
+
+
+#: Each library's ctypes declarations, by its name (see :func:`_load`).
+_DECLARATIONS = {"_kernels": _declare, "_registration": _declare_registration}
 
 
 def registration_library() -> Optional[ctypes.CDLL]:

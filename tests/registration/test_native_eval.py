@@ -214,6 +214,32 @@ def test_library_checks_and_switches(monkeypatch):
         assert _native.registration_library() is None and "disabled" in _native.registration_status()
 
 
+def test_the_second_library_is_refused_where_others_can_replace_it(tmp_path, monkeypatch):
+    """The filters' trust rules hold for the registration's library too (a directory others
+    may write is where they could plant one), and a build of the right version that lacks an
+    entry point is refused when loaded, not a crash at its first call."""
+    import shutil
+    from importlib.machinery import EXTENSION_SUFFIXES
+    from pathlib import Path
+
+    monkeypatch.delenv("GRADCV_NATIVE", raising=False)
+    here = Path(_native.__file__).parent
+    built = next(here / f"_registration{x}" for x in EXTENSION_SUFFIXES if (here / f"_registration{x}").is_file())
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    shutil.copy(built, shared / built.name)
+    lib, why = _native._load(shared, "_registration", "gradcv_registration_version", _native.REGISTRATION_VERSION)
+    assert lib is None and "writable by other users" in why
+    private = tmp_path / "private"
+    private.mkdir()
+    private.chmod(0o755)
+    kernels = next(here / f"_kernels{x}" for x in EXTENSION_SUFFIXES if (here / f"_kernels{x}").is_file())
+    shutil.copy(kernels, private / built.name)  # the filters' library under the registration's name
+    lib, why = _native._load(private, "_registration", "gradcv_native_version", _native.VERSION)
+    assert lib is None and "linearise" in why
+
+
 def test_threads_give_the_same_bits(crops):
     """Pairs are shared between threads whole, so two threads give one thread's numbers
     exactly (the OpenMP team's path where PyTorch has one)."""
