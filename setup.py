@@ -58,12 +58,13 @@ setup(
     package_data={
         "gradcv": ["conf/*.yaml", "conf/*/*.yaml", "conf/*/*/*.yaml"],
         "gradcv.experiments": ["photos/*.jpg", "photos/*.md"],
-        "gradcv.core_ops": ["_native/*.c"],
+        "gradcv.core_ops": ["_native/*.c", "_native/*.h"],
     },
     ext_modules=[
         Extension(
             "gradcv.core_ops._native._kernels",
             sources=["core_ops/_native/kernels.c"],
+            depends=["core_ops/_native/cpu_clones.h"],
             extra_compile_args=_flags,
             libraries=["m"] if not sysconfig.get_platform().startswith("win") else [],
             optional=True,
@@ -74,6 +75,7 @@ setup(
         Extension(
             "gradcv.core_ops._native._registration",
             sources=["core_ops/_native/registration.c"],
+            depends=["core_ops/_native/cpu_clones.h"],
             extra_compile_args=_flags + ([] if sysconfig.get_platform().startswith("win") else ["-fopenmp-simd"]),
             libraries=["m"] if not sysconfig.get_platform().startswith("win") else [],
             optional=True,

@@ -66,13 +66,7 @@ static int64_t source_index(int64_t i, int64_t n, int border) {
 
 int gradcv_native_version(void) { return 5; }
 
-/* GCC's function multi-versioning; target_clones needs ifunc support (glibc). */
-#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && defined(__x86_64__) && \
-    defined(__linux__)
-#define CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define CPU_CLONES
-#endif
+#include "cpu_clones.h" /* CPU_CLONES: one build, a clone per CPU level */
 
 #define DEFINE_KERNELS(T, SUFFIX, SQRT, FMA)                                                         \
                                                                                                 \

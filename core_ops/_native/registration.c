@@ -26,12 +26,7 @@
 
 int gradcv_registration_version(void) { return GRADCV_REGISTRATION_VERSION; }
 
-#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && defined(__x86_64__) && \
-    defined(__linux__)
-#define CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define CPU_CLONES
-#endif
+#include "cpu_clones.h" /* CPU_CLONES: one build, a clone per CPU level */
 
 #if !(defined(__GNUC__) || defined(__clang__))
 #error "the linearisation's threads share their pairs through GCC/clang atomics"
