@@ -365,23 +365,19 @@ static int linearise_pair(struct linearise_job *j, int64_t i, float *scratch) {
         for (int64_t q = 0; q < K; q++) {
             const float *p = prod + q * w;
             float *cm = colm + q * 5 * w;
-            if (q < 3) {
+#pragma omp simd
+            for (int64_t x = 0; x < w; x++) {
+                float v = p[x];
+                cm[x] += v;
+                cm[w + x] += v * y1;
+                cm[2 * w + x] += v * y2;
+            }
+            if (q < 3) { /* a second pass over the row, still in L1 */
 #pragma omp simd
                 for (int64_t x = 0; x < w; x++) {
                     float v = p[x];
-                    cm[x] += v;
-                    cm[w + x] += v * y1;
-                    cm[2 * w + x] += v * y2;
                     cm[3 * w + x] += v * y3;
                     cm[4 * w + x] += v * y4;
-                }
-            } else {
-#pragma omp simd
-                for (int64_t x = 0; x < w; x++) {
-                    float v = p[x];
-                    cm[x] += v;
-                    cm[w + x] += v * y1;
-                    cm[2 * w + x] += v * y2;
                 }
             }
         }
