@@ -145,6 +145,8 @@ def bench_warp(cfg: DictConfig) -> None:
     M = random_homographies(conf, gen)
     x, M = x.to(device), M.to(device)
     notes: list[str] = [] if device.type == "cpu" else [f"Kornia and gradcv on {device}, OpenCV on the CPU"]
+    notes.append("forward + backward rows set the leaf's .grad to None before each call (optimizer.zero_grad()'s default), "
+                 "for every library; before commit af35c4b the gradient accumulated across repetitions")
     rows = _rows(conf, x, M, notes)
     results = time_rows(rows, conf.threads, conf.warmup, device=device, notes=notes)
     out = run_dir()

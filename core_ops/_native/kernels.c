@@ -1149,10 +1149,12 @@ int warp_bilinear_backward_##SUFFIX(                                            
     T *wts = malloc(sizeof(T) * 14 * (wo + 1));                                                   \
     double *pos = malloc(sizeof(double) * 7 * (wo + 1));                                           \
     int32_t *ends = grad_img ? malloc(sizeof(int32_t) * (wo + 16)) : NULL;                          \
-    /* 2 to 4 channels: through a packed plane (scatter_packed_) up to 2^20 pixels (16 MiB a   \
+    /* 3 or 4 channels: through a packed plane (scatter_packed_) up to 2^20 pixels (16 MiB a   \
      * thread; larger planes, whose packed plane is far out of the caches, were slower: 2048^2     \
-     * 77 -> 105 ms, where 1024^2 went 9.4 -> 7.7 ms), else (or without the memory) in place */    \
-    V4_##SUFFIX *pk = grad_img && channels >= 2 && channels <= 4 && HAVE_PACKED_##SUFFIX           \
+     * 77 -> 105 ms, where 1024^2 went 9.4 -> 7.7 ms with several images a thread), else (or       \
+     * without the memory) in place. Two channels fill half of each 4-lane vector: packed, they    \
+     * measured 1.02-1.52x the in-place time (8 x 256^2 to 1 x 1024^2), so they stay in place. */  \
+    V4_##SUFFIX *pk = grad_img && channels >= 3 && channels <= 4 && HAVE_PACKED_##SUFFIX           \
                       && h * w <= ((int64_t)1 << 20) ? calloc((size_t)(h * w), sizeof(V4_##SUFFIX)) : NULL; \
     const int packed = pk != NULL;                                                                 \
     T *sbuf = grad_img ? malloc(sizeof(T) * 24 * (wo + 1)) : NULL;                                 \

@@ -198,7 +198,7 @@ def test_the_image_gradient_alone_is_the_one_beside_the_matrix_gradient(dtype):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_each_channel_of_the_image_gradient_is_its_gradient_alone(dtype):
-    """Two to four channels of a float32 image gradient are summed in one packed plane (a
+    """Three or four channels of a float32 image gradient are summed in one packed plane (a
     vector of four per pixel, on CPUs with AVX-512), one channel alone in its own plane: every
     channel's gradient is the same bits either way, for 2 to 5 channels, every padding, on
     warps that magnify, shrink, turn by 80 degrees (each source row then gets the top of some
@@ -220,3 +220,19 @@ def test_each_channel_of_the_image_gradient_is_its_gradient_alone(dtype):
                 plane = image[:, c : c + 1].detach().requires_grad_(True)
                 (alone,) = torch.autograd.grad((warp_bilinear_matrix(plane, matrix, (ho, wo), padding) * weights[:, c : c + 1]).sum(), (plane,))
                 torch.testing.assert_close(whole[:, c : c + 1], alone, rtol=0, atol=0)
+
+
+def test_a_plane_too_large_to_pack_gives_each_channel_its_gradient_alone():
+    """Above 2^20 source pixels the three channels are scattered in place, not packed: each
+    channel's gradient is still its gradient alone, bit for bit (a small output, so cheap)."""
+    gen = torch.Generator().manual_seed(5)
+    h, w = 1024, 1025
+    image = torch.rand(1, 3, h, w, generator=gen).requires_grad_(True)
+    matrix = torch.tensor([[[3.9, 0.3, 20.0], [-0.2, 4.1, 11.0], [0.0, 0.0, 1.0]]], dtype=torch.float64)
+    weights = torch.randn(1, 3, 40, 56, generator=gen)
+    (whole,) = torch.autograd.grad((warp_bilinear_matrix(image, matrix, (40, 56), "zeros") * weights).sum(), (image,))
+    assert whole.abs().sum() > 0
+    for c in range(3):
+        plane = image[:, c : c + 1].detach().requires_grad_(True)
+        (alone,) = torch.autograd.grad((warp_bilinear_matrix(plane, matrix, (40, 56), "zeros") * weights[:, c : c + 1]).sum(), (plane,))
+        torch.testing.assert_close(whole[:, c : c + 1], alone, rtol=0, atol=0)
