@@ -78,14 +78,20 @@ def linearise_homography(
     if lib is None:
         raise RuntimeError("gradcv::linearise_homography: the native registration library is not loaded")
     if n:
-        threads = min(torch.get_num_threads(), n) if n * C * h * w >= _PARALLEL_MIN_VALUES else 1
+        threads = torch.get_num_threads() if n * C * h * w >= _PARALLEL_MIN_VALUES else 1
         gomp = _native._gomp_parallel() if threads > 1 else None
         args = (
             src.data_ptr(), dst.data_ptr(), grad.data_ptr(), D.data_ptr(), xs.data_ptr(), ys.data_ptr(), scale_x, scale_y,
             n, C, h, w, terms, loss, eps, X.data_ptr(), Y.data_ptr(), moments.data_ptr(), stats.data_ptr(),
         )
         if threads > 1 and gomp is None:  # no OpenMP team to run on: the module's pool
-            _native._run_shared(lib.linearise_shared_f32, (), args, threads)
+            size = lib.linearise_workspace_bytes(n, C, h, w, terms) if n < threads else 0
+            if size:  # fewer pairs than threads, of several blocks each: the phases, joined
+                work = torch.empty(size, dtype=torch.uint8)
+                for phase in range(5):
+                    _native._run_shared(lib.linearise_shared_f32, (), (phase, work.data_ptr(), *args), threads if phase < 4 else 1)
+            else:
+                _native._run_shared(lib.linearise_shared_f32, (), (-1, None, *args), min(threads, n))
         elif lib.linearise_f32(gomp, threads, *args):
             raise MemoryError("gradcv::linearise_homography: out of memory for its scratch planes")
     return moments, stats

@@ -22,7 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define GRADCV_REGISTRATION_VERSION 2
+#define GRADCV_REGISTRATION_VERSION 3
 
 int gradcv_registration_version(void) { return GRADCV_REGISTRATION_VERSION; }
 
@@ -51,9 +51,36 @@ struct linearise_job {
     const float *X, *Y; /* (4, w): x^1..x^4 of the columns; (h, 5): y^0..y^4 of the rows */
     double *moments;    /* (n, 5 + 2 terms, 5, 5): each product's sum_n S(n) y^a x^b */
     double *stats; /* (n, STATS) */
-    int64_t *next; /* the next pair to take, shared by the call's threads */
-    int failed;
+    int64_t *next; /* the next pair (or block) to take, shared by the call's threads */
+    int64_t block, blocks; /* rows per block, blocks per pair (block_rows) */
+    char *work;            /* the phased evaluation's planes and partial sums (workspace_bytes) */
+    int phase, failed;
 };
+
+/* Rows per block of a pair's plane. A pair's sums are made block by block (each block's in
+ * double, from zero) and the blocks' added in block order, so the numbers depend on the
+ * sizes only: the same whether one thread runs the blocks in turn or several share them
+ * (when a call has fewer pairs than threads). Planes under BLOCK_MIN_PIXELS are one block
+ * (the per-block double sums of the moments cost a pass over (5 + 2 terms) x 5 rows of
+ * the block's column sums). */
+#define BLOCK_PIXELS 16384
+#define BLOCK_MIN_PIXELS 65536
+static int64_t block_rows(int64_t h, int64_t w) {
+    if (h * w < BLOCK_MIN_PIXELS) return h;
+    int64_t r = (BLOCK_PIXELS + w - 1) / w;
+    return r < h ? r : h;
+}
+
+/* Per block, in double: the fit's Gram sums (10) and right-hand side (4); the residual
+ * pass's loss numerator, inside count, relaxation numerator, Gram sums and right-hand side
+ * (17). Beside them, in float, the block's column sums of the products times y^a
+ * (colm_floats): added in block order, then summed over x into the moments in double. */
+#define PART_GRAM 0
+#define PART_RES 14
+#define PART 31
+static int64_t colm_floats(int64_t w, int64_t terms) { return (5 + 2 * terms) * 5 * w; }
+/* The floats of one thread's row temporaries (see the phases' layouts). */
+static int64_t row_floats(int64_t w, int64_t terms) { return (16 + 5 + 2 * terms) * w + 16; }
 
 /* Solves the k x k system (M + ridge I) c = e by Gaussian elimination with partial
  * pivoting (photometric_solve's numbers to rounding); c = 0 where not finite. */
@@ -112,25 +139,32 @@ static inline void columns_row(const float *up, const float *row, const float *d
     }
 }
 
+/* A pair's planes: warped (C, h, w), fitted (C, h, w; warped itself without a
+ * photometric model), inside (h, w). */
+struct planes {
+    float *warped, *fitted, *inside;
+};
+
+static struct planes pair_planes(const struct linearise_job *j, float *base) {
+    const int64_t hw = j->h * j->w;
+    struct planes p = {base, j->terms ? base + j->channels * hw : base, base + 2 * j->channels * hw};
+    return p;
+}
+
+/* 1. rows y0..y1 of warped = src at G p (bilinear, border clamp), inside = the position
+ * lies in the image */
 CPU_CLONES
-static int linearise_pair(struct linearise_job *j, int64_t i, float *scratch) {
-    const int64_t C = j->channels, h = j->h, w = j->w, hw = h * w, k = j->terms;
-    const int64_t K = 5 + 2 * k;
-    const int robust = j->loss != LOSS_L2;
-    float *warped = scratch, *fitted = k ? scratch + C * hw : warped, *inside = scratch + 2 * C * hw;
-    float *rows = inside + hw; /* row temporaries, w each */
-    float *phi0 = rows, *phi2 = rows + w, *phi3 = rows + 2 * w, *wx = rows + 3 * w, *wy = rows + 4 * w;
+static void sample_rows(const struct linearise_job *j, int64_t i, int64_t y0, int64_t y1, struct planes P, float *rows) {
+    const int64_t C = j->channels, h = j->h, w = j->w, hw = h * w;
+    float *warped = P.warped, *inside = P.inside;
+    float *wx = rows + 3 * w, *wy = rows + 4 * w;
     int32_t *o00 = (int32_t *)(rows + 5 * w), *dx1 = (int32_t *)(rows + 6 * w), *dy1 = (int32_t *)(rows + 7 * w);
-    float *lap = rows + 8 * w; /* w + 2 */
     const double *D = j->D + 9 * i;
-    const float *src = j->src + i * C * hw, *dst = j->dst + i * C * hw, *grad = j->grad + i * C * 2 * hw;
-    double *stats = j->stats + i * STATS;
+    const float *src = j->src + i * C * hw;
     const double cx = 0.5 * (double)(w - 1), cy = 0.5 * (double)(h - 1);
     const double lastx = (double)(w - 1), lasty = (double)(h - 1), right = (double)w - 0.5, bottom = (double)h - 0.5;
     const double scale_x = j->scale_x, scale_y = j->scale_y;
-
-    /* 1. warped = src at G p (bilinear, border clamp), inside = the position lies in the image */
-    for (int64_t y = 0; y < h; y++) {
+    for (int64_t y = y0; y < y1; y++) {
         const double py = j->ys[y];
         const double ry0 = py * D[1], ry1 = py * D[4], ry2 = py * D[7];
 #pragma omp simd
@@ -173,70 +207,113 @@ static int linearise_pair(struct linearise_job *j, int64_t i, float *scratch) {
         }
     }
 
-    /* 2. the photometric fit on the inside pixels: ΦᵀMΦ c = ΦᵀM (dst - warped) */
-    double Dm[16] = {0}, e[4] = {0}, coef[4] = {0};
-    if (k) {
-        double s00 = 0, s01 = 0, s02 = 0, s03 = 0, s11 = 0, s12 = 0, s13 = 0, s22 = 0, s23 = 0, s33 = 0;
-        double e0 = 0, e1 = 0, e2 = 0, e3 = 0;
-        for (int64_t c = 0; c < C; c++) {
-            const float *plane = warped + c * hw;
-            for (int64_t y = 0; y < h; y++) {
-                const float *row = plane + y * w;
-                columns_row(plane + (y > 0 ? y - 1 : 0) * w, row, plane + (y < h - 1 ? y + 1 : h - 1) * w, w, k, phi0, phi2, phi3, lap);
-                const float *m = inside + y * w, *t = dst + c * hw + y * w;
-                if (k == 2) {
-#pragma omp simd reduction(+ : s00, s01, s11, e0, e1)
-                    for (int64_t x = 0; x < w; x++) {
-                        double mm = m[x], p0 = phi0[x], rd = (double)(t[x] - row[x]);
-                        s00 += mm * p0 * p0; s01 += mm * p0; s11 += mm;
-                        e0 += mm * p0 * rd; e1 += mm * rd;
-                    }
-                } else if (k == 3) {
-#pragma omp simd reduction(+ : s00, s01, s02, s11, s12, s22, e0, e1, e2)
-                    for (int64_t x = 0; x < w; x++) {
-                        double mm = m[x], p0 = phi0[x], p2 = phi2[x], rd = (double)(t[x] - row[x]);
-                        double m0 = mm * p0, m2 = mm * p2;
-                        s00 += m0 * p0; s01 += m0; s02 += m0 * p2; s11 += mm; s12 += m2; s22 += m2 * p2;
-                        e0 += m0 * rd; e1 += mm * rd; e2 += m2 * rd;
-                    }
-                } else {
-#pragma omp simd reduction(+ : s00, s01, s02, s03, s11, s12, s13, s22, s23, s33, e0, e1, e2, e3)
-                    for (int64_t x = 0; x < w; x++) {
-                        double mm = m[x], p0 = phi0[x], p2 = phi2[x], p3 = phi3[x], rd = (double)(t[x] - row[x]);
-                        double m0 = mm * p0, m2 = mm * p2, m3 = mm * p3;
-                        s00 += m0 * p0; s01 += m0; s02 += m0 * p2; s03 += m0 * p3;
-                        s11 += mm; s12 += m2; s13 += m3;
-                        s22 += m2 * p2; s23 += m2 * p3; s33 += m3 * p3;
-                        e0 += m0 * rd; e1 += mm * rd; e2 += m2 * rd; e3 += m3 * rd;
-                    }
-                }
-            }
-        }
-        double sym[16] = {s00, s01, s02, s03, s01, s11, s12, s13, s02, s12, s22, s23, s03, s13, s23, s33};
-        memcpy(Dm, sym, sizeof sym);
-        e[0] = e0; e[1] = e1; e[2] = e2; e[3] = e3;
-        photometric_solve(Dm, e, k, coef);
+}
 
-        /* 3. fitted = warped + sum_j c_j phi_j (apply_photometric's order, in float) */
-        const float c0 = (float)coef[0], c1 = (float)coef[1], c2 = (float)coef[2], c3 = (float)coef[3];
-        for (int64_t c = 0; c < C; c++) {
-            const float *plane = warped + c * hw;
-            for (int64_t y = 0; y < h; y++) {
-                const float *row = plane + y * w;
-                columns_row(plane + (y > 0 ? y - 1 : 0) * w, row, plane + (y < h - 1 ? y + 1 : h - 1) * w, w, k, phi0, phi2, phi3, lap);
-                float *out = fitted + c * hw + y * w;
-#pragma omp simd
+/* 2. rows y0..y1's share of the photometric fit on the inside pixels, ΦᵀMΦ and
+ * ΦᵀM (dst - warped): g[0..9] the Gram's upper triangle, g[10..13] the right-hand side */
+CPU_CLONES
+static void gram_rows(const struct linearise_job *j, int64_t i, int64_t y0, int64_t y1, struct planes P, float *rows, double *g) {
+    const int64_t C = j->channels, h = j->h, w = j->w, hw = h * w, k = j->terms;
+    const float *warped = P.warped, *inside = P.inside, *dst = j->dst + i * C * hw;
+    float *phi0 = rows, *phi2 = rows + w, *phi3 = rows + 2 * w, *lap = rows + 8 * w;
+    double s00 = 0, s01 = 0, s02 = 0, s03 = 0, s11 = 0, s12 = 0, s13 = 0, s22 = 0, s23 = 0, s33 = 0;
+    double e0 = 0, e1 = 0, e2 = 0, e3 = 0;
+    for (int64_t c = 0; c < C; c++) {
+        const float *plane = warped + c * hw;
+        for (int64_t y = y0; y < y1; y++) {
+            const float *row = plane + y * w;
+            columns_row(plane + (y > 0 ? y - 1 : 0) * w, row, plane + (y < h - 1 ? y + 1 : h - 1) * w, w, k, phi0, phi2, phi3, lap);
+            const float *m = inside + y * w, *t = dst + c * hw + y * w;
+            if (k == 2) {
+#pragma omp simd reduction(+ : s00, s01, s11, e0, e1)
                 for (int64_t x = 0; x < w; x++) {
-                    float s = c0 * phi0[x];
-                    s = s + c1;
-                    if (k > 2) s = s + c2 * phi2[x];
-                    if (k > 3) s = s + c3 * phi3[x];
-                    out[x] = row[x] + s;
+                    double mm = m[x], p0 = phi0[x], rd = (double)(t[x] - row[x]);
+                    s00 += mm * p0 * p0; s01 += mm * p0; s11 += mm;
+                    e0 += mm * p0 * rd; e1 += mm * rd;
+                }
+            } else if (k == 3) {
+#pragma omp simd reduction(+ : s00, s01, s02, s11, s12, s22, e0, e1, e2)
+                for (int64_t x = 0; x < w; x++) {
+                    double mm = m[x], p0 = phi0[x], p2 = phi2[x], rd = (double)(t[x] - row[x]);
+                    double m0 = mm * p0, m2 = mm * p2;
+                    s00 += m0 * p0; s01 += m0; s02 += m0 * p2; s11 += mm; s12 += m2; s22 += m2 * p2;
+                    e0 += m0 * rd; e1 += mm * rd; e2 += m2 * rd;
+                }
+            } else {
+#pragma omp simd reduction(+ : s00, s01, s02, s03, s11, s12, s13, s22, s23, s33, e0, e1, e2, e3)
+                for (int64_t x = 0; x < w; x++) {
+                    double mm = m[x], p0 = phi0[x], p2 = phi2[x], p3 = phi3[x], rd = (double)(t[x] - row[x]);
+                    double m0 = mm * p0, m2 = mm * p2, m3 = mm * p3;
+                    s00 += m0 * p0; s01 += m0; s02 += m0 * p2; s03 += m0 * p3;
+                    s11 += mm; s12 += m2; s13 += m3;
+                    s22 += m2 * p2; s23 += m2 * p3; s33 += m3 * p3;
+                    e0 += m0 * rd; e1 += mm * rd; e2 += m2 * rd; e3 += m3 * rd;
                 }
             }
         }
     }
+    g[0] = s00; g[1] = s01; g[2] = s02; g[3] = s03; g[4] = s11; g[5] = s12; g[6] = s13; g[7] = s22; g[8] = s23; g[9] = s33;
+    g[10] = e0; g[11] = e1; g[12] = e2; g[13] = e3;
+}
 
+/* The blocks' sums q0..q0+count of a pair's partials (blocks of PART each), added in
+ * block order. */
+static void add_blocks(const struct linearise_job *j, const double *part, int64_t q0, int64_t count, double *out) {
+    const int64_t stride = PART;
+    for (int64_t q = 0; q < count; q++) out[q] = part[q0 + q];
+    for (int64_t b = 1; b < j->blocks; b++)
+        for (int64_t q = 0; q < count; q++) out[q] += part[b * stride + q0 + q];
+}
+
+/* The pair's photometric fit from its blocks' Gram sums: Dm the Gram matrix (4 x 4), coef
+ * the coefficients (zeros without a photometric model). */
+static void solve_pair(const struct linearise_job *j, const double *part, double *Dm, double *coef) {
+    memset(Dm, 0, 16 * sizeof(double));
+    memset(coef, 0, 4 * sizeof(double));
+    if (!j->terms) return;
+    double g[14];
+    add_blocks(j, part, PART_GRAM, 14, g);
+    double sym[16] = {g[0], g[1], g[2], g[3], g[1], g[4], g[5], g[6], g[2], g[5], g[7], g[8], g[3], g[6], g[8], g[9]};
+    memcpy(Dm, sym, sizeof sym);
+    photometric_solve(Dm, g + 10, j->terms, coef);
+}
+
+/* 3. rows y0..y1 of fitted = warped + sum_j c_j phi_j (apply_photometric's order, in float) */
+CPU_CLONES
+static void fitted_rows(const struct linearise_job *j, int64_t y0, int64_t y1, struct planes P, const double *coef, float *rows) {
+    const int64_t C = j->channels, h = j->h, w = j->w, hw = h * w, k = j->terms;
+    const float *warped = P.warped;
+    float *fitted = P.fitted;
+    float *phi0 = rows, *phi2 = rows + w, *phi3 = rows + 2 * w, *lap = rows + 8 * w;
+    const float c0 = (float)coef[0], c1 = (float)coef[1], c2 = (float)coef[2], c3 = (float)coef[3];
+    for (int64_t c = 0; c < C; c++) {
+        const float *plane = warped + c * hw;
+        for (int64_t y = y0; y < y1; y++) {
+            const float *row = plane + y * w;
+            columns_row(plane + (y > 0 ? y - 1 : 0) * w, row, plane + (y < h - 1 ? y + 1 : h - 1) * w, w, k, phi0, phi2, phi3, lap);
+            float *out = fitted + c * hw + y * w;
+#pragma omp simd
+            for (int64_t x = 0; x < w; x++) {
+                float s = c0 * phi0[x];
+                s = s + c1;
+                if (k > 2) s = s + c2 * phi2[x];
+                if (k > 3) s = s + c3 * phi3[x];
+                out[x] = row[x] + s;
+            }
+        }
+    }
+}
+
+/* 4. rows y0..y1's share of the residual, loss, robust weights, ESM gradient and the
+ * products' moments, a row at a time in simple loops over row buffers (each vectorises):
+ * the 17 sums at part + PART_RES, the column sums into colm (colm_floats). */
+CPU_CLONES
+static void residual_rows(const struct linearise_job *j, int64_t i, int64_t y0, int64_t y1, struct planes P, float *rows, double *part, float *colm) {
+    const int64_t C = j->channels, h = j->h, w = j->w, hw = h * w, k = j->terms;
+    const int64_t K = 5 + 2 * k;
+    const float *warped = P.warped, *fitted = P.fitted, *inside = P.inside;
+    const float *dst = j->dst + i * C * hw, *grad = j->grad + i * C * 2 * hw;
+    float *phi0 = rows, *phi2 = rows + w, *phi3 = rows + 2 * w, *lap = rows + 8 * w;
     /* 4. residual, loss, robust weights, ESM gradient and the products' planes, a row at a
      * time in simple loops over row buffers (each vectorises). */
     double loss_num = 0, total = 0, relax = 0;
@@ -246,9 +323,9 @@ static int linearise_pair(struct linearise_job *j, int64_t i, float *scratch) {
     float *fp = rows + 9 * w + 3; /* fitted's row with its replicated ends at -1 and w */
     float *rr = fp + w + 1, *gxr = rr + w, *gyr = gxr + w, *wtr = gyr + w, *wgxr = wtr + w, *wgyr = wgxr + w;
     float *prod = wgyr + w;               /* (K, w): the row's products, summed over channels */
-    float *colm = prod + K * w;           /* (K, 5, w): sum over rows of y^a times the products */
+    /* colm (K, 5, w): the block's sum over rows of y^a times the products */
     memset(colm, 0, sizeof(float) * (size_t)(K * 5 * w));
-    for (int64_t y = 0; y < h; y++) {
+    for (int64_t y = y0; y < y1; y++) {
         for (int64_t c = 0; c < C; c++) {
             const float *fplane = fitted + c * hw, *wplane = warped + c * hw;
             const float *f = fplane + y * w, *fu = fplane + (y > 0 ? y - 1 : 0) * w, *fd = fplane + (y < h - 1 ? y + 1 : h - 1) * w;
@@ -382,6 +459,23 @@ static int linearise_pair(struct linearise_job *j, int64_t i, float *scratch) {
             }
         }
     }
+    double *r = part + PART_RES;
+    r[0] = loss_num; r[1] = total; r[2] = relax;
+    r[3] = s00; r[4] = s01; r[5] = s02; r[6] = s03; r[7] = s11; r[8] = s12; r[9] = s13; r[10] = s22; r[11] = s23; r[12] = s33;
+    r[13] = e0; r[14] = e1; r[15] = e2; r[16] = e3;
+}
+
+/* dst += src, count floats (a block's column sums added to the pair's) */
+CPU_CLONES
+static void add_colm(float *dst, const float *src, int64_t count) {
+#pragma omp simd
+    for (int64_t x = 0; x < count; x++) dst[x] += src[x];
+}
+
+/* The pair's moments sum_n S(n) y^a x^b from its column sums. */
+CPU_CLONES
+static void reduce_moments(const struct linearise_job *j, int64_t i, const float *colm) {
+    const int64_t w = j->w, K = 5 + 2 * j->terms;
     double *moments = j->moments + i * K * 25;
     for (int64_t q = 0; q < K; q++)
         for (int64_t a = 0; a < 5; a++) {
@@ -395,37 +489,128 @@ static int linearise_pair(struct linearise_job *j, int64_t i, float *scratch) {
             double *o = moments + q * 25 + a * 5;
             o[0] = m0; o[1] = m1; o[2] = m2; o[3] = m3; o[4] = m4;
         }
-    stats[0] = loss_num;
-    stats[1] = total;
-    stats[2] = relax;
-    if (robust) { /* the reweighted Gram matrix; least squares keeps the fit's (the same weights) */
-        double sym[16] = {s00, s01, s02, s03, s01, s11, s12, s13, s02, s12, s22, s23, s03, s13, s23, s33};
+}
+
+/* The pair's moments and statistics from its blocks' sums and its column sums colm (Dm:
+ * the fit's Gram matrix). */
+static void finish_pair(const struct linearise_job *j, int64_t i, const double *part, const double *Dm, const float *colm) {
+    double r[17];
+    add_blocks(j, part, PART_RES, 17, r);
+    reduce_moments(j, i, colm);
+    double *stats = j->stats + i * STATS;
+    stats[0] = r[0];
+    stats[1] = r[1];
+    stats[2] = r[2];
+    if (j->loss != LOSS_L2) { /* the reweighted Gram matrix; least squares keeps the fit's (the same weights) */
+        double sym[16] = {r[3], r[4], r[5], r[6], r[4], r[7], r[8], r[9], r[5], r[8], r[10], r[11], r[6], r[9], r[11], r[12]};
         memcpy(stats + 3, sym, sizeof sym);
     } else {
-        memcpy(stats + 3, Dm, sizeof Dm);
+        memcpy(stats + 3, Dm, 16 * sizeof(double));
     }
-    stats[19] = e0; stats[20] = e1; stats[21] = e2; stats[22] = e3;
-    return 0;
+    stats[19] = r[13]; stats[20] = r[14]; stats[21] = r[15]; stats[22] = r[16];
+}
+
+static int64_t block_end(const struct linearise_job *j, int64_t b) {
+    int64_t y1 = (b + 1) * j->block;
+    return y1 < j->h ? y1 : j->h;
+}
+
+/* One pair on this thread, its blocks in turn, on scratch: its blocks' partial sums, its
+ * planes, the row temporaries, the pair's column sums and a block's. */
+static void linearise_pair(struct linearise_job *j, int64_t i, double *part, float *planes, float *rows, float *colm, float *block_colm) {
+    const int64_t stride = PART;
+    struct planes P = pair_planes(j, planes);
+    double Dm[16], coef[4];
+    for (int64_t b = 0; b < j->blocks; b++) sample_rows(j, i, b * j->block, block_end(j, b), P, rows);
+    if (j->terms)
+        for (int64_t b = 0; b < j->blocks; b++) gram_rows(j, i, b * j->block, block_end(j, b), P, rows, part + b * stride + PART_GRAM);
+    solve_pair(j, part, Dm, coef);
+    if (j->terms)
+        for (int64_t b = 0; b < j->blocks; b++) fitted_rows(j, b * j->block, block_end(j, b), P, coef, rows);
+    for (int64_t b = 0; b < j->blocks; b++) {
+        residual_rows(j, i, b * j->block, block_end(j, b), P, rows, part + b * stride, b ? block_colm : colm);
+        if (b) add_colm(colm, block_colm, colm_floats(j->w, j->terms));
+    }
+    finish_pair(j, i, part, Dm, colm);
 }
 
 /* The working set's pairs, taken one at a time from the job's counter until none is left
  * (every thread of a call runs this). Returns 1 when its scratch could not be allocated. */
 static int linearise_member(struct linearise_job *j) {
-    const int64_t hw = j->h * j->w;
-    float *scratch = malloc(sizeof(float) * (size_t)((2 * j->channels + 1) * hw + (16 + 6 * (5 + 2 * j->terms)) * j->w + 16));
+    const int64_t hw = j->h * j->w, parts = j->blocks * PART, cf = colm_floats(j->w, j->terms);
+    const int64_t floats = (2 * j->channels + 1) * hw + row_floats(j->w, j->terms) + (j->blocks > 1 ? 2 : 1) * cf;
+    double *scratch = malloc(sizeof(double) * (size_t)parts + sizeof(float) * (size_t)floats);
     if (!scratch) return 1;
+    float *planes = (float *)(scratch + parts), *rows = planes + (2 * j->channels + 1) * hw;
+    float *colm = rows + row_floats(j->w, j->terms), *block_colm = colm + cf;
     for (;;) {
         int64_t i = __atomic_fetch_add(j->next, 1, __ATOMIC_RELAXED);
         if (i >= j->n) break;
-        linearise_pair(j, i, scratch);
+        linearise_pair(j, i, scratch, planes, rows, colm, block_colm);
     }
     free(scratch);
     return 0;
 }
 
+/* The phased evaluation's workspace: every pair's blocks' partial sums, planes and column
+ * sums. */
+static int64_t workspace(const struct linearise_job *j, double **part, float **planes, float **colm) {
+    const int64_t parts = j->n * j->blocks * PART, plane_floats = j->n * (2 * j->channels + 1) * j->h * j->w;
+    if (part) {
+        *part = (double *)j->work;
+        *planes = (float *)(j->work + sizeof(double) * (size_t)parts);
+        *colm = *planes + plane_floats;
+    }
+    return (int64_t)sizeof(double) * parts + (int64_t)sizeof(float) * (plane_floats + j->n * j->blocks * colm_floats(j->w, j->terms));
+}
+
+/* One phase of the phased evaluation, for when a call has fewer pairs than threads: the
+ * (pair, block) units of phases 0 (sample), 1 (fit's sums), 2 (fitted) and 3 (residual and
+ * moments), or the pairs of phase 4 (the blocks' sums added), taken from the job's counter.
+ * Each phase reads what the one before wrote of neighbouring blocks (the Laplacian and the
+ * ESM gradient read the rows above and below), so the caller joins the threads between
+ * phases. Returns 1 when its row temporaries could not be allocated. */
+static int linearise_phase_member(struct linearise_job *j) {
+    const int64_t stride = PART, units = j->phase == 4 ? j->n : j->n * j->blocks;
+    const int64_t pair_floats = (2 * j->channels + 1) * j->h * j->w, cf = colm_floats(j->w, j->terms);
+    double *part;
+    float *planes, *colms;
+    workspace(j, &part, &planes, &colms);
+    if (!j->terms && (j->phase == 1 || j->phase == 2)) return 0;
+    float *rows = j->phase == 4 ? NULL : malloc(sizeof(float) * (size_t)row_floats(j->w, j->terms));
+    if (j->phase != 4 && !rows) return 1;
+    for (;;) {
+        int64_t u = __atomic_fetch_add(j->next, 1, __ATOMIC_RELAXED);
+        if (u >= units) break;
+        double Dm[16], coef[4];
+        if (j->phase == 4) {
+            float *colm = colms + u * j->blocks * cf;
+            for (int64_t b = 1; b < j->blocks; b++) add_colm(colm, colm + b * cf, cf);
+            solve_pair(j, part + u * j->blocks * stride, Dm, coef);
+            finish_pair(j, u, part + u * j->blocks * stride, Dm, colm);
+            continue;
+        }
+        const int64_t i = u / j->blocks, b = u % j->blocks, y0 = b * j->block, y1 = block_end(j, b);
+        struct planes P = pair_planes(j, planes + i * pair_floats);
+        double *pp = part + i * j->blocks * stride;
+        if (j->phase == 0) {
+            sample_rows(j, i, y0, y1, P, rows);
+        } else if (j->phase == 1) {
+            gram_rows(j, i, y0, y1, P, rows, pp + b * stride + PART_GRAM);
+        } else if (j->phase == 2) {
+            solve_pair(j, pp, Dm, coef);
+            fitted_rows(j, y0, y1, P, coef, rows);
+        } else {
+            residual_rows(j, i, y0, y1, P, rows, pp + b * stride, colms + u * cf);
+        }
+    }
+    free(rows);
+    return 0;
+}
+
 static void linearise_team_member(void *data) {
     struct linearise_job *j = data;
-    if (linearise_member(j)) __atomic_store_n(&j->failed, 1, __ATOMIC_RELAXED);
+    if ((j->work ? linearise_phase_member(j) : linearise_member(j))) __atomic_store_n(&j->failed, 1, __ATOMIC_RELAXED);
 }
 
 typedef void (*gomp_parallel_fn)(void (*)(void *), void *, unsigned, unsigned);
@@ -442,12 +627,24 @@ static int check(int64_t n, int64_t h, int64_t w, int64_t terms) {
     j.src = src; j.dst = dst; j.grad = grad; j.D = D; j.xs = xs; j.ys = ys;                        \
     j.scale_x = scale_x; j.scale_y = scale_y; j.n = n; j.channels = channels; j.h = h; j.w = w;    \
     j.terms = terms; j.loss = loss; j.eps = (float)eps; j.X = X; j.Y = Y; j.moments = moments;     \
-    j.stats = stats
+    j.stats = stats; j.block = block_rows(h, w); j.blocks = (h + j.block - 1) / j.block
+
+/* The bytes of workspace linearise_shared_f32's phases need for these sizes, or 0 where a
+ * pair is one block (only whole pairs are shared between threads then). */
+int64_t linearise_workspace_bytes(int64_t n, int64_t channels, int64_t h, int64_t w, int64_t terms) {
+    if (check(n, h, w, terms)) return 0;
+    struct linearise_job j = {0};
+    j.n = n; j.channels = channels; j.h = h; j.w = w; j.terms = terms;
+    j.block = block_rows(h, w);
+    j.blocks = (h + j.block - 1) / j.block;
+    return j.blocks > 1 ? workspace(&j, NULL, NULL, NULL) : 0;
+}
 
 /* The evaluation of n pairs (see struct linearise_job for the arguments), on `threads`
  * threads of PyTorch's OpenMP team when gomp_parallel (GOMP_parallel) is given, else on
- * this thread alone. Returns 1 when a thread ran out of memory for its scratch planes (or
- * the sizes are invalid). */
+ * this thread alone: whole pairs per thread, or, with fewer pairs than threads and pairs
+ * of several blocks, the phases of linearise_phase_member, one team per phase. Returns 1
+ * when a thread ran out of memory for its scratch planes (or the sizes are invalid). */
 int linearise_f32(void *gomp_parallel, int64_t threads, const float *src, const float *dst, const float *grad,
                   const double *D, const double *xs, const double *ys, double scale_x, double scale_y,
                   int64_t n, int64_t channels, int64_t h, int64_t w, int64_t terms, int loss, double eps,
@@ -457,21 +654,41 @@ int linearise_f32(void *gomp_parallel, int64_t threads, const float *src, const 
     int64_t next = 0;
     FILL_JOB;
     j.next = &next;
-    if (gomp_parallel && threads > 1) {
-        ((gomp_parallel_fn)gomp_parallel)(linearise_team_member, &j, (unsigned)threads, 0);
+    if (!gomp_parallel || threads <= 1) return linearise_member(&j);
+    if (n >= threads || j.blocks == 1) {
+        ((gomp_parallel_fn)gomp_parallel)(linearise_team_member, &j, (unsigned)(threads < n ? threads : n), 0);
         return j.failed;
     }
-    return linearise_member(&j);
+    j.work = malloc((size_t)workspace(&j, NULL, NULL, NULL));
+    if (!j.work) return 1;
+    const int64_t units = n * j.blocks;
+    for (j.phase = 0; j.phase < 4 && !j.failed; j.phase++) {
+        if (!terms && (j.phase == 1 || j.phase == 2)) continue;
+        next = 0;
+        ((gomp_parallel_fn)gomp_parallel)(linearise_team_member, &j, (unsigned)(threads < units ? threads : units), 0);
+    }
+    if (!j.failed) {
+        next = 0;
+        linearise_phase_member(&j); /* phase 4, on this thread: n additions of a few hundred sums */
+    }
+    free(j.work);
+    return j.failed;
 }
 
 /* The same, as one of the threads of the caller's pool: every thread calls it with the
- * same arguments and the same counter `next` (starting at 0), and takes pairs from it. */
-int linearise_shared_f32(int64_t *next, const float *src, const float *dst, const float *grad,
+ * same arguments and the same counter `next` (starting at 0), and takes whole pairs from
+ * it (phase -1, work NULL), or the units of one phase of linearise_phase_member, on the
+ * workspace `work` of linearise_workspace_bytes (the caller runs phases 0 to 4 in turn,
+ * joining the threads between them). */
+int linearise_shared_f32(int64_t *next, int phase, void *work, const float *src, const float *dst, const float *grad,
                          const double *D, const double *xs, const double *ys, double scale_x, double scale_y,
                          int64_t n, int64_t channels, int64_t h, int64_t w, int64_t terms, int loss, double eps,
                          const float *X, const float *Y, double *moments, double *stats) {
-    if (check(n, h, w, terms)) return 1;
+    if (check(n, h, w, terms) || phase < -1 || phase > 4 || (phase >= 0 && !work)) return 1;
     FILL_JOB;
     j.next = next;
-    return linearise_member(&j);
+    if (phase < 0) return linearise_member(&j);
+    j.work = work;
+    j.phase = phase;
+    return linearise_phase_member(&j);
 }

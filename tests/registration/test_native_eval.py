@@ -240,38 +240,74 @@ def test_the_second_library_is_refused_where_others_can_replace_it(tmp_path, mon
     assert lib is None and "linearise" in why
 
 
-def test_threads_give_the_same_bits(crops):
-    """Pairs are shared between threads whole, so two threads give one thread's numbers
-    exactly (the OpenMP team's path where PyTorch has one)."""
+@pytest.fixture(scope="module")
+def large(photos):
+    """One grayscale pair of 261 x 263 pixels: planes of several row blocks (registration.c's
+    block_rows: 63 rows, the last block 9), the destination brighter, shifted."""
+    image = to_tensor(photos[0])[:, :1]  # 600 x 512
+    src = image[..., 100:361, 90:353].contiguous()
+    dst = (image[..., 103:364, 88:351] * 1.1 - 0.03).contiguous()
+    return src, dst
+
+
+@pytest.mark.parametrize("photometric", ["none", "exposure"])
+def test_a_pair_of_several_blocks_equals_torch(large, photometric):
+    """A pair whose sums are made block by block and the blocks' added (at 2 threads, the
+    blocks shared by the threads): the PyTorch path's numbers."""
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        (loss1, A1, b1), (loss2, A2, b2) = _both(*large, _warps(3)[2:3], RegistrationConfig(photometric=photometric))
+    finally:
+        torch.set_num_threads(before)
+    _close(loss1[:, None], loss2[:, None], 1e-5)
+    _close(A1, A2, 1e-4)
+    _close(b1, b2, 1e-4)
+
+
+def _at_threads(threads: int, *args) -> tuple:
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        return _linearise(*args)[1]
+    finally:
+        torch.set_num_threads(before)
+
+
+def _same(one: tuple, two: tuple) -> None:
+    for a, b in zip(one, two):
+        assert torch.equal(a, b)
+
+
+def test_threads_give_the_same_bits(crops, large):
+    """Two threads give one thread's numbers exactly (the OpenMP team's path where PyTorch
+    has one): small pairs are shared whole; a single pair of several row blocks has its
+    blocks shared (the sums are per block, added in block order at any thread count), and
+    gives the numbers it has in a batch of two, whose pairs are shared whole."""
     src, dst = (x.expand(8, -1, -1, -1).contiguous() for x in crops)
     G = _warps(4).repeat(2, 1, 1)
     config = RegistrationConfig()
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        one = _linearise(src, dst, G, config)[1]
-        torch.set_num_threads(2)
-        two = _linearise(src, dst, G, config)[1]
-    finally:
-        torch.set_num_threads(before)
-    for a, b in zip(one, two):
-        assert torch.equal(a, b)
+    _same(_at_threads(1, src, dst, G, config), _at_threads(2, src, dst, G, config))
+    src, dst = large
+    G = _warps(3)[1:]
+    config = RegistrationConfig(photometric="exposure")
+    two = _at_threads(2, src, dst, G[:1], config)  # first: its planes not the same call's leftovers
+    one = _at_threads(1, src, dst, G[:1], config)
+    _same(one, two)
+    both = _at_threads(2, src.expand(2, -1, -1, -1).contiguous(), dst.expand(2, -1, -1, -1).contiguous(), G, config)
+    _same(one, (x[:1] for x in both))
 
 
-def test_threads_of_the_pool_give_the_same_bits(crops, monkeypatch):
-    """Without PyTorch's OpenMP team (a forked child, a build without OpenMP) the pairs are
-    shared by the module's pool: the same bits again."""
+def test_threads_of_the_pool_give_the_same_bits(crops, large, monkeypatch):
+    """Without PyTorch's OpenMP team (a forked child, a build without OpenMP) the pairs, or
+    a single pair's row blocks, are shared by the module's pool: the same bits again."""
     src, dst = (x.expand(8, -1, -1, -1).contiguous() for x in crops)
     G = _warps(4).repeat(2, 1, 1)
     config = RegistrationConfig(loss="l1", photometric="tone")
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        one = _linearise(src, dst, G, config)[1]
-        torch.set_num_threads(2)
-        monkeypatch.setattr(_native, "_gomp_parallel", lambda: None)
-        two = _linearise(src, dst, G, config)[1]
-    finally:
-        torch.set_num_threads(before)
-    for a, b in zip(one, two):
-        assert torch.equal(a, b)
+    large_config = RegistrationConfig(loss="l2", photometric="none")
+    with monkeypatch.context() as patch:
+        patch.setattr(_native, "_gomp_parallel", lambda: None)
+        two = _at_threads(2, src, dst, G, config)
+        large_two = _at_threads(2, *large, _warps(3)[2:3], large_config)
+    _same(_at_threads(1, src, dst, G, config), two)
+    _same(_at_threads(1, *large, _warps(3)[2:3], large_config), large_two)
