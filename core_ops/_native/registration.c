@@ -57,17 +57,29 @@ struct linearise_job {
     int phase, failed;
 };
 
-/* Rows per block of a pair's plane. A pair's sums are made block by block (each block's in
- * double, from zero) and the blocks' added in block order, so the numbers depend on the
- * sizes only: the same whether one thread runs the blocks in turn or several share them
- * (when a call has fewer pairs than threads). Planes under BLOCK_MIN_PIXELS are one block
- * (the per-block double sums of the moments cost a pass over (5 + 2 terms) x 5 rows of
- * the block's column sums). */
+/* Rows per block of a pair's plane. A pair's sums are made block by block (each block's
+ * from zero) and the blocks' added in block order, so the numbers depend on the sizes only:
+ * the same whether one thread runs the blocks in turn or several share them (when a call
+ * has fewer pairs than threads). Planes under BLOCK_MIN_PIXELS are one block; larger ones
+ * are cut in blocks of about BLOCK_PIXELS, at least 4 of them, of at least BLOCK_MIN_ROWS
+ * rows (each block's column sums of the products, colm_floats, are added to the pair's:
+ * about 1 / rows of the block's own work on them). Measured (one evaluation, charbonnier,
+ * exposure, B = 1): 192 x 192 planes (4 blocks) took 0.78 ms whole and 0.56 ms in blocks
+ * at 2 threads; 512 x 512 ones (16 blocks) 3.36 ms whole and 3.37 ms in blocks at 1 thread
+ * (the C call alone). Smaller planes are one block, as the call's threads are one below
+ * 2^15 values (registration/_native_eval.py). */
+#ifndef BLOCK_PIXELS
 #define BLOCK_PIXELS 16384
-#define BLOCK_MIN_PIXELS 65536
+#endif
+#ifndef BLOCK_MIN_PIXELS
+#define BLOCK_MIN_PIXELS 32768
+#endif
+#define BLOCK_MIN_ROWS 16
 static int64_t block_rows(int64_t h, int64_t w) {
     if (h * w < BLOCK_MIN_PIXELS) return h;
-    int64_t r = (BLOCK_PIXELS + w - 1) / w;
+    int64_t r = (BLOCK_PIXELS + w - 1) / w, quarter = (h + 3) / 4;
+    r = r < quarter ? r : quarter;
+    r = r > BLOCK_MIN_ROWS ? r : BLOCK_MIN_ROWS;
     return r < h ? r : h;
 }
 
@@ -77,8 +89,11 @@ static int64_t block_rows(int64_t h, int64_t w) {
  * (colm_floats): added in block order, then summed over x into the moments in double. */
 #define PART_GRAM 0
 #define PART_RES 14
-#define PART 31
-static int64_t colm_floats(int64_t w, int64_t terms) { return (5 + 2 * terms) * 5 * w; }
+#define PART 32 /* 31 used; 32 keeps the planes after them 16-byte aligned, as malloc gives */
+static int64_t colm_floats(int64_t w, int64_t terms) { return (15 + 3 * (2 + 2 * terms)) * w; }
+/* The first of product q's rows in the column sums: 5 row powers (y^0..y^4) for the
+ * products of two gradients (q < 3), 3 (y^0..y^2) for the others (see residual_rows). */
+static inline int64_t colm_row(int64_t q) { return q < 3 ? 5 * q : 15 + 3 * (q - 3); }
 /* The floats of one thread's row temporaries (see the phases' layouts). */
 static int64_t row_floats(int64_t w, int64_t terms) { return (16 + 5 + 2 * terms) * w + 16; }
 
@@ -323,8 +338,7 @@ static void residual_rows(const struct linearise_job *j, int64_t i, int64_t y0, 
     float *fp = rows + 9 * w + 3; /* fitted's row with its replicated ends at -1 and w */
     float *rr = fp + w + 1, *gxr = rr + w, *gyr = gxr + w, *wtr = gyr + w, *wgxr = wtr + w, *wgyr = wgxr + w;
     float *prod = wgyr + w;               /* (K, w): the row's products, summed over channels */
-    /* colm (K, 5, w): the block's sum over rows of y^a times the products */
-    memset(colm, 0, sizeof(float) * (size_t)(K * 5 * w));
+    /* colm (colm_floats): the block's sum over rows of y^a times the products, set by its first row */
     for (int64_t y = y0; y < y1; y++) {
         for (int64_t c = 0; c < C; c++) {
             const float *fplane = fitted + c * hw, *wplane = warped + c * hw;
@@ -441,7 +455,25 @@ static void residual_rows(const struct linearise_job *j, int64_t i, int64_t y0, 
         const float y1 = Y[1], y2 = Y[2], y3 = Y[3], y4 = Y[4];
         for (int64_t q = 0; q < K; q++) {
             const float *p = prod + q * w;
-            float *cm = colm + q * 5 * w;
+            float *cm = colm + colm_row(q) * w;
+            if (y == y0) {
+#pragma omp simd
+                for (int64_t x = 0; x < w; x++) {
+                    float v = p[x];
+                    cm[x] = v;
+                    cm[w + x] = v * y1;
+                    cm[2 * w + x] = v * y2;
+                }
+                if (q < 3) {
+#pragma omp simd
+                    for (int64_t x = 0; x < w; x++) {
+                        float v = p[x];
+                        cm[3 * w + x] = v * y3;
+                        cm[4 * w + x] = v * y4;
+                    }
+                }
+                continue;
+            }
 #pragma omp simd
             for (int64_t x = 0; x < w; x++) {
                 float v = p[x];
@@ -479,14 +511,18 @@ static void reduce_moments(const struct linearise_job *j, int64_t i, const float
     double *moments = j->moments + i * K * 25;
     for (int64_t q = 0; q < K; q++)
         for (int64_t a = 0; a < 5; a++) {
-            const float *cm = colm + (q * 5 + a) * w;
+            double *o = moments + q * 25 + a * 5;
+            if (q >= 3 && a >= 3) { /* not made (see residual_rows) */
+                o[0] = o[1] = o[2] = o[3] = o[4] = 0.0;
+                continue;
+            }
+            const float *cm = colm + (colm_row(q) + a) * w;
             double m0 = 0, m1 = 0, m2 = 0, m3 = 0, m4 = 0;
 #pragma omp simd reduction(+ : m0, m1, m2, m3, m4)
             for (int64_t x = 0; x < w; x++) {
                 double v = cm[x];
                 m0 += v; m1 += v * j->X[x]; m2 += v * j->X[w + x]; m3 += v * j->X[2 * w + x]; m4 += v * j->X[3 * w + x];
             }
-            double *o = moments + q * 25 + a * 5;
             o[0] = m0; o[1] = m1; o[2] = m2; o[3] = m3; o[4] = m4;
         }
 }
@@ -654,8 +690,9 @@ int linearise_f32(void *gomp_parallel, int64_t threads, const float *src, const 
     int64_t next = 0;
     FILL_JOB;
     j.next = &next;
-    if (!gomp_parallel || threads <= 1) return linearise_member(&j);
-    if (n >= threads || j.blocks == 1) {
+    const int whole = n >= threads || j.blocks == 1;
+    if (!gomp_parallel || threads <= 1 || (whole && n == 1)) return linearise_member(&j);
+    if (whole) {
         ((gomp_parallel_fn)gomp_parallel)(linearise_team_member, &j, (unsigned)(threads < n ? threads : n), 0);
         return j.failed;
     }
