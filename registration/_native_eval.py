@@ -13,6 +13,14 @@ elimination of the photometric coefficients, the relaxation) stays in PyTorch. D
 CUDA, masks, float64, ``GRADCV_NATIVE=0`` and a build without the library take the
 PyTorch code.
 
+Threads: a call's pairs are shared whole by its threads (PyTorch's OpenMP team, or this
+package's pool where there is none); with fewer pairs than threads (one pair, the common
+call) a pair of 2^15 pixels or more is cut into row blocks that the threads share, in
+phases joined between them (sampling and the photometric fit's sums; the fit; residual and
+moments, whose gradient and Laplacian read the neighbouring blocks' rows). The blocks'
+size depends on the plane's size only, and their sums are added in block order, so every
+thread count, and either way of running them, gives the same bits.
+
 "To float rounding" has two limits: a pixel exactly on the inside rule's border (a source
 position of exactly -0.5 or ``w - 0.5`` level pixels) may be counted inside by one path
 and outside by the other, since the C decides in double what PyTorch decides in float32;
@@ -88,7 +96,7 @@ def linearise_homography(
             size = lib.linearise_workspace_bytes(n, C, h, w, terms) if n < threads else 0
             if size:  # fewer pairs than threads, of several blocks each: the phases, joined
                 work = torch.empty(size, dtype=torch.uint8)
-                for phase in range(5):
+                for phase in (0, 1, 2, 3, 4) if terms else (0, 3, 4):  # 1 and 2: the photometric fit
                     _native._run_shared(lib.linearise_shared_f32, (), (phase, work.data_ptr(), *args), threads if phase < 4 else 1)
             else:
                 _native._run_shared(lib.linearise_shared_f32, (), (-1, None, *args), min(threads, n))

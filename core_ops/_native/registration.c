@@ -15,7 +15,8 @@
  * loaded with ctypes by core_ops/_native/__init__.py (registration_library()) under the same
  * checks as the filters' kernels. The pairs are taken from a shared counter by the threads
  * of PyTorch's OpenMP team (linearise_f32, given GOMP_parallel) or by the caller's own pool
- * (linearise_shared_f32).
+ * (linearise_shared_f32); when a call has fewer pairs than threads, the row blocks of its
+ * pairs (block_rows) are, phase by phase (linearise_phase_member).
  */
 #include <math.h>
 #include <stdint.h>
