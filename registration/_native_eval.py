@@ -14,12 +14,14 @@ CUDA, masks, float64, ``GRADCV_NATIVE=0`` and a build without the library take t
 PyTorch code.
 
 Threads: a call's pairs are shared whole by its threads (PyTorch's OpenMP team, or this
-package's pool where there is none); with fewer pairs than threads (one pair, the common
-call) a pair of 2^15 pixels or more is cut into row blocks that the threads share, in
-phases joined between them (sampling and the photometric fit's sums; the fit; residual and
-moments, whose gradient and Laplacian read the neighbouring blocks' rows). The blocks'
-size depends on the plane's size only, and their sums are added in block order, so every
-thread count, and either way of running them, gives the same bits.
+package's pool where there is none). With fewer pairs than threads (one pair, the common
+call) on PyTorch's OpenMP team, a pair's plane of 2^15 pixels or more (and more than 16
+rows) is cut into row blocks that the threads share, in phases joined between them
+(sampling and the photometric fit's sums; the fit; residual and moments, whose gradient
+and Laplacian read the neighbouring blocks' rows). The pool does not split a pair: its
+hand-offs made one pair on two threads no faster than on one. The blocks' size depends on
+the plane's size only, and a pair's sums are added in block order however its blocks are
+run, so every thread count, on the team or the pool, gives the same bits.
 
 "To float rounding" has two limits: a pixel exactly on the inside rule's border (a source
 position of exactly -0.5 or ``w - 0.5`` level pixels) may be counted inside by one path
@@ -92,14 +94,11 @@ def linearise_homography(
             src.data_ptr(), dst.data_ptr(), grad.data_ptr(), D.data_ptr(), xs.data_ptr(), ys.data_ptr(), scale_x, scale_y,
             n, C, h, w, terms, loss, eps, X.data_ptr(), Y.data_ptr(), moments.data_ptr(), stats.data_ptr(),
         )
-        if threads > 1 and gomp is None:  # no OpenMP team to run on: the module's pool
-            size = lib.linearise_workspace_bytes(n, C, h, w, terms) if n < threads else 0
-            if size:  # fewer pairs than threads, of several blocks each: the phases, joined
-                work = torch.empty(size, dtype=torch.uint8)
-                for phase in (0, 1, 2, 3, 4) if terms else (0, 3, 4):  # 1 and 2: the photometric fit
-                    _native._run_shared(lib.linearise_shared_f32, (), (phase, work.data_ptr(), *args), threads if phase < 4 else 1)
-            else:
-                _native._run_shared(lib.linearise_shared_f32, (), (-1, None, *args), min(threads, n))
+        if threads > 1 and gomp is None:  # no OpenMP team to run on: the module's pool, whole pairs
+            if n > 1:
+                _native._run_shared(lib.linearise_shared_f32, (), args, min(threads, n))
+            elif lib.linearise_f32(None, 1, *args):
+                raise MemoryError("gradcv::linearise_homography: out of memory for its scratch planes")
         elif lib.linearise_f32(gomp, threads, *args):
             raise MemoryError("gradcv::linearise_homography: out of memory for its scratch planes")
     return moments, stats
@@ -124,6 +123,8 @@ def _check_arguments(
             raise DTypeError(name, wanted, t.dtype)
         if t.device.type != "cpu":
             raise DeviceError(name, "cpu", t.device)
+    if C < 1:
+        raise ShapeError("src", ("n", "C >= 1", "h", "w"), tuple(src.shape))
     if terms not in TERMS:
         raise ArgumentValueError("terms", TERMS, terms)
     if loss not in LOSSES.values():

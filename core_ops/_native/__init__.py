@@ -67,7 +67,7 @@ import torch.autograd.forward_ad as _forward_ad
 #: The ABI of ``kernels.c`` this module calls (its ``gradcv_native_version()``).
 VERSION = 5
 #: The ABI of ``registration.c`` (its ``gradcv_registration_version()``).
-REGISTRATION_VERSION = 3
+REGISTRATION_VERSION = 4
 _HERE = Path(__file__).resolve().parent
 # Below this many output values per thread, a second thread costs more than it saves:
 # waking an idle worker costs tens of microseconds (more on a virtual machine's idle
@@ -176,7 +176,7 @@ def _declare_registration(lib: ctypes.CDLL) -> None:
     i64, ptr, dbl, cint = ctypes.c_int64, ctypes.c_void_p, ctypes.c_double, ctypes.c_int
     lib.linearise_f32.argtypes = [ptr, i64, ptr, ptr, ptr, ptr, ptr, ptr, dbl, dbl, i64, i64, i64, i64, i64, cint, dbl, ptr, ptr, ptr, ptr]
     lib.linearise_f32.restype = cint
-    lib.linearise_shared_f32.argtypes = [ptr, cint, ptr, ptr, ptr, ptr, ptr, ptr, ptr, dbl, dbl, i64, i64, i64, i64, i64, cint, dbl, ptr, ptr, ptr, ptr]
+    lib.linearise_shared_f32.argtypes = [ptr, ptr, ptr, ptr, ptr, ptr, ptr, dbl, dbl, i64, i64, i64, i64, i64, cint, dbl, ptr, ptr, ptr, ptr]
     lib.linearise_shared_f32.restype = cint
     lib.linearise_workspace_bytes.argtypes = [i64, i64, i64, i64, i64]
     lib.linearise_workspace_bytes.restype = i64

@@ -15,15 +15,15 @@
  * loaded with ctypes by core_ops/_native/__init__.py (registration_library()) under the same
  * checks as the filters' kernels. The pairs are taken from a shared counter by the threads
  * of PyTorch's OpenMP team (linearise_f32, given GOMP_parallel) or by the caller's own pool
- * (linearise_shared_f32); when a call has fewer pairs than threads, the row blocks of its
- * pairs (block_rows) are, phase by phase (linearise_phase_member).
+ * (linearise_shared_f32); when a call has fewer pairs than threads, the team shares the
+ * row blocks of its pairs (block_rows) instead, phase by phase (linearise_phase_member).
  */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define GRADCV_REGISTRATION_VERSION 3
+#define GRADCV_REGISTRATION_VERSION 4
 
 int gradcv_registration_version(void) { return GRADCV_REGISTRATION_VERSION; }
 
@@ -62,8 +62,9 @@ struct linearise_job {
  * from zero) and the blocks' added in block order, so the numbers depend on the sizes only:
  * the same whether one thread runs the blocks in turn or several share them (when a call
  * has fewer pairs than threads). Planes under BLOCK_MIN_PIXELS are one block; larger ones
- * are cut in blocks of about BLOCK_PIXELS, at least 4 of them, of at least BLOCK_MIN_ROWS
- * rows (each block's column sums of the products, colm_floats, are added to the pair's:
+ * are cut in blocks of about BLOCK_PIXELS, of at least BLOCK_MIN_ROWS rows, and of at most
+ * a quarter of the rows (so at least 4 blocks where the plane has 4 * BLOCK_MIN_ROWS rows,
+ * fewer on shorter ones: 20 x 3000 is 2 blocks, a plane of BLOCK_MIN_ROWS rows or fewer one) (each block's column sums of the products, colm_floats, are added to the pair's:
  * about 1 / rows of the block's own work on them). Measured (one evaluation, charbonnier,
  * exposure, B = 1): 192 x 192 planes (4 blocks) took 0.78 ms whole and 0.56 ms in blocks
  * at 2 threads; 512 x 512 ones (16 blocks) 3.36 ms whole and 3.37 ms in blocks at 1 thread
@@ -653,10 +654,10 @@ static void linearise_team_member(void *data) {
 typedef void (*gomp_parallel_fn)(void (*)(void *), void *, unsigned, unsigned);
 
 /* 1 for sizes the kernel cannot take: a model of one column (the Gram's branches are for
- * 0, 2, 3 and 4), empty planes, or planes of 2^31 values or more (int32 offsets). The
+ * 0, 2, 3 and 4), no channel (the moments would be read from unwritten rows), empty planes, or planes of 2^31 values or more (int32 offsets). The
  * caller (registration/_native_eval.py) refuses them with typed errors before this. */
-static int check(int64_t n, int64_t h, int64_t w, int64_t terms) {
-    return terms < 0 || terms == 1 || terms > 4 || h <= 0 || w <= 0 || n < 0 || h * w >= 2147483648LL;
+static int check(int64_t n, int64_t channels, int64_t h, int64_t w, int64_t terms) {
+    return terms < 0 || terms == 1 || terms > 4 || channels < 1 || h <= 0 || w <= 0 || n < 0 || h * w >= 2147483648LL;
 }
 
 #define FILL_JOB                                                                                   \
@@ -666,10 +667,11 @@ static int check(int64_t n, int64_t h, int64_t w, int64_t terms) {
     j.terms = terms; j.loss = loss; j.eps = (float)eps; j.X = X; j.Y = Y; j.moments = moments;     \
     j.stats = stats; j.block = block_rows(h, w); j.blocks = (h + j.block - 1) / j.block
 
-/* The bytes of workspace linearise_shared_f32's phases need for these sizes, or 0 where a
- * pair is one block (only whole pairs are shared between threads then). */
+/* The bytes of workspace linearise_f32's phases take for these sizes, or 0 where a pair is
+ * one block (only whole pairs are shared between threads then): what a test reads to know
+ * that a plane is cut in blocks. */
 int64_t linearise_workspace_bytes(int64_t n, int64_t channels, int64_t h, int64_t w, int64_t terms) {
-    if (check(n, h, w, terms)) return 0;
+    if (check(n, channels, h, w, terms)) return 0;
     struct linearise_job j = {0};
     j.n = n; j.channels = channels; j.h = h; j.w = w; j.terms = terms;
     j.block = block_rows(h, w);
@@ -686,7 +688,7 @@ int linearise_f32(void *gomp_parallel, int64_t threads, const float *src, const 
                   const double *D, const double *xs, const double *ys, double scale_x, double scale_y,
                   int64_t n, int64_t channels, int64_t h, int64_t w, int64_t terms, int loss, double eps,
                   const float *X, const float *Y, double *moments, double *stats) {
-    if (check(n, h, w, terms)) return 1;
+    if (check(n, channels, h, w, terms)) return 1;
     if (n == 0) return 0;
     int64_t next = 0;
     FILL_JOB;
@@ -715,18 +717,16 @@ int linearise_f32(void *gomp_parallel, int64_t threads, const float *src, const 
 
 /* The same, as one of the threads of the caller's pool: every thread calls it with the
  * same arguments and the same counter `next` (starting at 0), and takes whole pairs from
- * it (phase -1, work NULL), or the units of one phase of linearise_phase_member, on the
- * workspace `work` of linearise_workspace_bytes (the caller runs phases 0 to 4 in turn,
- * joining the threads between them). */
-int linearise_shared_f32(int64_t *next, int phase, void *work, const float *src, const float *dst, const float *grad,
+ * it. The pool does not share a pair's blocks: run as five phases, each a hand-off to the
+ * pool and a join, one pair on two threads measured no faster than on one (512^2 and
+ * 1024^2), and slower below (192^2: +15-20 %); the blocks' arithmetic is the same, so the
+ * bits are the team's. */
+int linearise_shared_f32(int64_t *next, const float *src, const float *dst, const float *grad,
                          const double *D, const double *xs, const double *ys, double scale_x, double scale_y,
                          int64_t n, int64_t channels, int64_t h, int64_t w, int64_t terms, int loss, double eps,
                          const float *X, const float *Y, double *moments, double *stats) {
-    if (check(n, h, w, terms) || phase < -1 || phase > 4 || (phase >= 0 && !work)) return 1;
+    if (check(n, channels, h, w, terms)) return 1;
     FILL_JOB;
     j.next = next;
-    if (phase < 0) return linearise_member(&j);
-    j.work = work;
-    j.phase = phase;
-    return linearise_phase_member(&j);
+    return linearise_member(&j);
 }

@@ -171,6 +171,7 @@ def test_the_op_checks_its_arguments(crops):
         (dict(terms=1), ArgumentValueError, "terms"),
         (dict(terms=5), ArgumentValueError, "terms"),
         (dict(loss=3), ArgumentValueError, "loss"),
+        (dict(src=src[:, :0], dst=dst[:, :0], grad=torch.zeros(n, 0, 2, h, w)), ShapeError, "src"),
     ]:
         with pytest.raises(error, match=name):
             op(**{**ok, **change})
@@ -289,6 +290,8 @@ def test_threads_give_the_same_bits(crops, large):
     config = RegistrationConfig()
     _same(_at_threads(1, src, dst, G, config), _at_threads(2, src, dst, G, config))
     src, dst = large
+    # the pair really is cut in blocks (else this would compare two one-thread runs)
+    assert _native.registration_library().linearise_workspace_bytes(1, 1, *src.shape[-2:], 4) > 0
     G = _warps(3)[1:]
     config = RegistrationConfig(photometric="exposure")
     two = _at_threads(2, src, dst, G[:1], config)  # first: its planes not the same call's leftovers
@@ -299,15 +302,17 @@ def test_threads_give_the_same_bits(crops, large):
 
 
 def test_threads_of_the_pool_give_the_same_bits(crops, large, monkeypatch):
-    """Without PyTorch's OpenMP team (a forked child, a build without OpenMP) the pairs, or
-    a single pair's row blocks, are shared by the module's pool: the same bits again."""
+    """Without PyTorch's OpenMP team (a forked child, a build without OpenMP) the pairs are
+    shared whole by the module's pool (a single pair runs on one thread there, its blocks in
+    turn): the same bits again, and the team's for the pair of several blocks."""
     src, dst = (x.expand(8, -1, -1, -1).contiguous() for x in crops)
     G = _warps(4).repeat(2, 1, 1)
     config = RegistrationConfig(loss="l1", photometric="tone")
-    large_config = RegistrationConfig(loss="l2", photometric="none")
+    large_config = RegistrationConfig(loss="l2", photometric="exposure")
     with monkeypatch.context() as patch:
         patch.setattr(_native, "_gomp_parallel", lambda: None)
         two = _at_threads(2, src, dst, G, config)
         large_two = _at_threads(2, *large, _warps(3)[2:3], large_config)
     _same(_at_threads(1, src, dst, G, config), two)
     _same(_at_threads(1, *large, _warps(3)[2:3], large_config), large_two)
+    _same(_at_threads(2, *large, _warps(3)[2:3], large_config), large_two)  # the team, its blocks shared
