@@ -6,10 +6,11 @@ Metadata lives in ``pyproject.toml``; this file only says what setuptools cannot
   installed they are ``gradcv.core_ops``, ``gradcv.optim``, …: ``gradcv`` maps to the
   repository root (a namespace package: the root holds no ``__init__.py``, so pytest and
   a checkout keep working as before), and only the listed folders are packages of it.
-- ``core_ops/_native/kernels.c`` (and ``registration.c``, likewise) is compiled here, at build or install time, into a plain
-  C shared library (no Python or torch headers are used) that ``gradcv.core_ops._native``
-  loads with ctypes. The extension is optional: without a compiler the install still
-  succeeds and every operator runs its PyTorch code (``_native.status()`` says so).
+- ``core_ops/_native/kernels.c`` and ``registration.c`` are compiled here, at build or
+  install time, into plain C shared libraries (no Python or torch headers are used) that
+  ``gradcv.core_ops._native`` loads with ctypes. The extensions are optional: without a
+  compiler the install still succeeds and every operator runs its PyTorch code
+  (``_native.status()`` and ``registration_status()`` say so).
 """
 
 from __future__ import annotations

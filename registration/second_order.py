@@ -65,8 +65,8 @@ import torch.nn.functional as F
 
 from gradcv.core_ops.filters import spatial_gradient
 from gradcv.optim import PerSampleStopping, ProgressCallback, StoppingCriteria, WorkingSet, pad_history
-from gradcv.registration.config import RegistrationConfig
 from gradcv.registration import _native_eval
+from gradcv.registration.config import RegistrationConfig
 from gradcv.registration.motion import generators, motion_matrix, motion_parameters
 from gradcv.registration.objective import (
     PHOTOMETRIC_TERMS,
@@ -272,7 +272,6 @@ class _Linearisation:
             b = b * _relaxation(cfg, robust, wg2, moments[:, 0] + moments[:, 50])[:, None]
         return loss, A, b
 
-
     def _fused(self, G: torch.Tensor, work: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """:meth:`_block`'s numbers (to float rounding) with its per-pixel work in C, all
         pairs in one call: the products' moments and the per-pair sums come from the
@@ -282,7 +281,7 @@ class _Linearisation:
         src = work["src"]
         n = G.shape[0]
         k = len(PHOTOMETRIC_TERMS[cfg.photometric])
-        D = (G - torch.eye(3, dtype=G.dtype)).to(torch.float64).reshape(n, 9).contiguous()
+        D = (G - torch.eye(3, dtype=G.dtype, device=G.device)).to(torch.float64).reshape(n, 9).contiguous()
         moments, stats = _native_eval.linearise_homography(
             src, work["dst"], work["grad"], D, *self.frame, *self.scale, k, _native_eval.LOSSES[cfg.loss],
             cfg.charbonnier_eps, *self.powers,
