@@ -170,12 +170,20 @@ def photometric_gram(phi: torch.Tensor, weight: torch.Tensor, r: torch.Tensor) -
     return (PW @ P.transpose(1, 2)).to(torch.float64), (PW @ r.reshape(B, N, 1))[..., 0].to(torch.float64)
 
 
-def photometric_solve(D: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
-    """``D^-1 e`` per pair, lightly regularised (a column without support, the blur's on a
-    flat image, gets 0); 0 where not finite. A zero ``e`` gives exactly 0."""
+def ridged(D: torch.Tensor) -> torch.Tensor:
+    """The photometric Gram matrices ``D (B, k, k)`` lightly regularised for a solve:
+    ``D + (1e-9 trace(D) + 1e-30) I``, so that a column without support (the blur's on a
+    flat image) gets 0 instead of a singular system. Every solve with ``D`` uses it (the
+    fit, the solver's elimination, the uncertainty's projection)."""
     k = D.shape[-1]
     ridge = 1e-9 * D.diagonal(dim1=-2, dim2=-1).sum(-1, keepdim=True) + 1e-30
-    c = torch.linalg.solve(D + ridge[..., None] * torch.eye(k, dtype=D.dtype, device=D.device), e[..., None])[..., 0]
+    return D + ridge[..., None] * torch.eye(k, dtype=D.dtype, device=D.device)
+
+
+def photometric_solve(D: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+    """``D^-1 e`` per pair, lightly regularised (:func:`ridged`: a column without support,
+    the blur's on a flat image, gets 0); 0 where not finite. A zero ``e`` gives exactly 0."""
+    c = torch.linalg.solve(ridged(D), e[..., None])[..., 0]
     return torch.where(torch.isfinite(c), c, torch.zeros_like(c))
 
 

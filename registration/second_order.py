@@ -79,6 +79,7 @@ from gradcv.registration.objective import (
     photometric_gram,
     photometric_solve,
     residual_loss,
+    ridged,
 )
 from gradcv.registration.sampling import LevelGrid, project_corners
 
@@ -346,10 +347,9 @@ def _eliminate_photometric(
     """The motion's normal equations with the photometric coefficients solved for jointly:
     the Schur complement ``A - C D^-1 Cᵀ``, ``b - C D^-1 e`` of their block, where
     ``C = JᵀWΦ (n, P, k)``, ``D = ΦᵀWΦ (n, k, k)`` and ``e = ΦᵀWr (n, k)`` (the model's
-    columns Φ are the Jacobian of the residual in its coefficients)."""
-    k = D.shape[-1]
-    ridge = 1e-9 * D.diagonal(dim1=-2, dim2=-1).sum(-1, keepdim=True) + 1e-30
-    D = D + ridge[..., None] * torch.eye(k, dtype=D.dtype, device=D.device)
+    columns Φ are the Jacobian of the residual in its coefficients; ``D`` regularised as
+    every photometric solve is, :func:`~gradcv.registration.objective.ridged`)."""
+    D = ridged(D)
     P = C.shape[1]
     solved = C @ torch.linalg.solve(D, torch.cat([C.transpose(1, 2), e[..., None]], -1))  # (n, P, P + 1)
     A_s, b_s = A - solved[..., :P], b - solved[..., P]

@@ -54,6 +54,7 @@ from gradcv.registration.objective import (
     residual_loss,
     photometric_gram,
     photometric_solve,
+    ridged,
 )
 from gradcv.registration.sampling import LevelGrid
 from gradcv.registration.second_order import _esm_gradient, _Moments, _products, central_differences
@@ -142,10 +143,11 @@ def _uncertainty(
 def _variances(
     grid: LevelGrid, src: torch.Tensor, dst: torch.Tensor, G: torch.Tensor, weight: torch.Tensor,
     corners: torch.Tensor, motion: str, photometric: str, step: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
-    """``(var (B, 8), step (B, 8) or None, singular (B,), r)``: the corners' variances, with
-    ``step`` the Gauss-Newton step ``A⁻¹ J̃ᵀWr`` mapped to them, whether ``A`` is not finite,
-    and the residual. Nothing of size (pixels x parameters) is made: the per-pixel Jacobian is ``J = gx Cx
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """``(var (B, 8), None, singular (B,), r)``: the corners' variances, whether ``A`` is
+    not finite, and the residual; with ``step``, ``(None, step (B, 8), singular, r)``
+    instead: the Gauss-Newton step ``A⁻¹ J̃ᵀWr`` mapped to the corners (the first-order
+    judgement reweights for it, and needs no second covariance). Nothing of size (pixels x parameters) is made: the per-pixel Jacobian is ``J = gx Cx
     m + gy Cy m`` with the monomials ``m = (1, x, y, x², xy, y²)`` of the frame point (the
     level solver's :class:`gradcv.registration.second_order._Moments`), so ``A``, the
     photometric cross terms ``JᵀWΦ`` and the block sums ``s_b`` are moments of a few
@@ -184,22 +186,22 @@ def _variances(
     P = A.shape[-1]
     if phi is not None:  # project the photometric columns out (their Schur complement)
         cross = (moments[:, m.gather_photometric[: 12 * k]].to(torch.float64).view(B, k, 12) @ m.C2.T).transpose(1, 2)
-        D = D + (1e-9 * D.diagonal(dim1=-2, dim2=-1).sum(-1) + 1e-30)[:, None, None] * torch.eye(k, dtype=D.dtype, device=D.device)
-        coef = torch.linalg.solve(D, cross.transpose(1, 2)).transpose(1, 2)  # (B, P, k): J̃ = J - coef Φ
+        coef = torch.linalg.solve(ridged(D), cross.transpose(1, 2)).transpose(1, 2)  # (B, P, k): J̃ = J - coef Φ
         A = A - coef @ cross.transpose(1, 2)
         s = s - _block_sums(sums[K:]) @ coef.transpose(1, 2)
+    eye = torch.eye(P, dtype=A.dtype, device=A.device)
+    ridge = (1e-12 * A.diagonal(dim1=-2, dim2=-1).sum(-1) + 1e-300)[:, None, None] * eye
+    Jc = _corner_jacobian(G, corners, motion, grid)  # (B, 8, P), pixels per parameter
+    singular = ~torch.isfinite(A).flatten(1).all(1)
+    if step:  # J̃ᵀWr is the sum of the block sums; the covariance is the other call's
+        return None, (Jc @ torch.linalg.solve(A + ridge, s.sum(1)[..., None]))[..., 0], singular, r
     S = s.transpose(1, 2) @ s  # (B, P, P)
     # inv(A) S inv(A) + σ₀² inv(A) by two solves; a singular A (no texture along a
     # direction) is inf, or, held finite by the ridge, σ₀² / ridge along that direction.
-    eye = torch.eye(P, dtype=A.dtype, device=A.device)
-    ridge = (1e-12 * A.diagonal(dim1=-2, dim2=-1).sum(-1) + 1e-300)[:, None, None] * eye
     Ainv_S = torch.linalg.solve(A + ridge, S)
     cov = torch.linalg.solve(A + ridge, Ainv_S.transpose(1, 2) + NOISE_FLOOR**2 * eye)
-    Jc = _corner_jacobian(G, corners, motion, grid)  # (B, 8, P), pixels per parameter
     var = (Jc @ cov @ Jc.transpose(1, 2)).diagonal(dim1=-2, dim2=-1)
-    # J̃ᵀWr is the sum of the block sums
-    corner_step = (Jc @ torch.linalg.solve(A + ridge, s.sum(1)[..., None]))[..., 0] if step else None
-    return var, corner_step, ~torch.isfinite(A).flatten(1).all(1), r
+    return var, None, singular, r
 
 
 def _padded(fields: torch.Tensor) -> torch.Tensor:
