@@ -304,10 +304,11 @@ def _check_target(target: object, batch: int, device: torch.device) -> torch.Ten
 def _pair_chunks(pairs: int, pixels: int, device: torch.device) -> list[slice]:
     """The pairs of one step in the slices the CPU works through one at a time (all at once
     on a GPU): as many pairs as :data:`CPU_CHUNK_PIXELS` holds images, at least one."""
-    from gradcv.core_ops.features.integrated import CPU_CHUNK_PIXELS
+    from gradcv.core_ops.features.integrated import cpu_chunks
 
-    step = pairs if device.type != "cpu" else max(1, CPU_CHUNK_PIXELS // (2 * pixels))
-    return [slice(i, min(i + step, pairs)) for i in range(0, pairs, max(step, 1))]
+    if device.type != "cpu":
+        return [slice(0, pairs)] if pairs else []
+    return cpu_chunks(pairs, 2 * pixels)
 
 
 def _step_loss(x: torch.Tensor, base: torch.Tensor, target: torch.Tensor, feature: Any, config: AttackConfig, sigma: float,

@@ -265,11 +265,10 @@ def _features(feature: LocalFeature, images: torch.Tensor) -> tuple[torch.Tensor
     it would work through one after another (:data:`CPU_CHUNK_PIXELS`) go side by side
     instead, one intra-op thread each (:func:`~gradcv.matching._threads.run_pieces`):
     the same values, each chunk's those of a 1-thread run."""
-    from gradcv.core_ops.features.integrated import CPU_CHUNK_PIXELS
+    from gradcv.core_ops.features.integrated import cpu_chunks
 
     h, w = images.shape[-2:]
-    step = max(1, CPU_CHUNK_PIXELS // (h * w))
-    chunks = [slice(i, min(i + step, images.shape[0])) for i in range(0, images.shape[0], step)]
+    chunks = cpu_chunks(images.shape[0], h * w)
     if side_by_side_count(len(chunks), images.device) == 0:
         return feature.detect_and_describe(images)
     parts = run_pieces(feature.detect_and_describe, [(images[c],) for c in chunks], images.device)

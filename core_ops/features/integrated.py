@@ -56,6 +56,14 @@ MIN_IMAGE_SIZE = 41
 CPU_CHUNK_PIXELS = 1 << 17
 
 
+def cpu_chunks(count: int, pixels: int) -> list[slice]:
+    """The slices of ``count`` items of ``pixels`` input pixels each that the CPU works
+    through one at a time: as many items as :data:`CPU_CHUNK_PIXELS` holds, at least one
+    (the feature batch here, the matching pipeline's and the attack's pairs)."""
+    step = max(1, CPU_CHUNK_PIXELS // max(pixels, 1))
+    return [slice(i, min(i + step, count)) for i in range(0, count, step)]
+
+
 def _check_module(module: object, name: str) -> nn.Module:
     if not isinstance(module, nn.Module):
         raise ArgumentTypeError(name, nn.Module, type(module), f"{name}: expected a torch.nn.Module, got {type(module).__name__}")
@@ -121,16 +129,16 @@ class LocalFeature(nn.Module):
         self._check_input(img, mask)
         assert isinstance(img, torch.Tensor)
         b, _, h, w = img.shape
-        step = max(1, CPU_CHUNK_PIXELS // (h * w))
-        if img.device.type == "cpu" and b > step and not torch.compiler.is_compiling():
+        slices = cpu_chunks(b, h * w)
+        if img.device.type == "cpu" and len(slices) > 1 and not torch.compiler.is_compiling():
             # On the CPU, a big batch in one pass makes every scale-space and patch temporary
             # a fresh block of hundreds of MB (page faults, cache misses): 8 images of 400 x 300
             # took 1.6x the time per image of 2, 2 images 1.07x that of 1. Images are
             # independent: chunks of CPU_CHUNK_PIXELS.
-            def part(i: int) -> Optional[torch.Tensor]:
-                return None if mask is None else (mask if mask.shape[0] == 1 else mask[i:i + step])
+            def part(c: slice) -> Optional[torch.Tensor]:
+                return None if mask is None else (mask if mask.shape[0] == 1 else mask[c])
 
-            chunks = [self._detect_and_describe(img[i:i + step], part(i)) for i in range(0, b, step)]
+            chunks = [self._detect_and_describe(img[c], part(c)) for c in slices]
             return tuple(torch.cat(t, 0) for t in zip(*chunks))  # type: ignore[return-value]
         return self._detect_and_describe(img, mask)
 
