@@ -459,6 +459,13 @@ class HomographyRegistration:
             return theta, stopped, overlap, uncertainty, torch.zeros_like(redo, dtype=torch.bool)
         masks = None if mask_pyr is None else tuple(m[redo] for m in mask_pyr[0])
         found_h, found = feature_homography(src[redo], dst[redo], cfg.feature_start, masks)
+        # Only the pairs whose features found a homography are refined (the others could not
+        # be taken): one look at the host, after RANSAC's, which looks every round.
+        hit = found.nonzero().squeeze(1)
+        none = torch.zeros_like(redo, dtype=torch.bool)
+        if hit.numel() == 0:
+            return theta, stopped, overlap, uncertainty, none
+        redo, found_h = redo[hit], found_h[hit]
         A = frame_matrix(H, W, torch.float64, src.device)
         # inv_ex: no error check, so no look at the host (found_h is checked invertible)
         G = A @ torch.linalg.inv_ex(found_h)[0] @ torch.linalg.inv_ex(A)[0]
@@ -474,7 +481,7 @@ class HomographyRegistration:
             c1 = project_corners(motion_matrix(cfg.motion, refined, corners).to(torch.float64), corners.to(torch.float64))
             moved = (c1 - c0).abs().flatten(1).amax(1) * (max(H, W) / 2.0)
             take = (
-                found & (moved < FEATURE_AGREEMENT) & (ov >= floor[redo]) & torch.isfinite(refined).all(1)
+                (moved < FEATURE_AGREEMENT) & (ov >= floor[redo]) & torch.isfinite(refined).all(1)
                 & (un <= RESCUE_ACCEPT * cfg.max_uncertainty) & ((un < uncertainty[redo]) | sliver[redo])
             )
             # written back without a look at the host (boolean indexing would be one)
@@ -483,7 +490,7 @@ class HomographyRegistration:
             stopped = torch.where(taken, stopped.index_copy(0, redo, outcomes[-1].stopped), stopped)
             overlap = torch.where(taken, overlap.index_copy(0, redo, ov.to(overlap.dtype)), overlap)
             uncertainty = torch.where(taken, uncertainty.index_copy(0, redo, un.to(uncertainty.dtype)), uncertainty)
-        return theta, stopped, overlap, uncertainty, take
+        return theta, stopped, overlap, uncertainty, none.index_put((hit,), take)
 
 
 def _undetermined(

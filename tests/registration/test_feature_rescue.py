@@ -140,3 +140,25 @@ def test_the_switch_is_validated(value, error):
         RegistrationConfig(feature_start=value)
     assert RegistrationConfig(feature_start=0).feature_start == 0
     assert RegistrationConfig(feature_start=16).feature_start == 16
+
+
+def test_only_rows_whose_features_found_a_homography_are_refined(rocket, monkeypatch):
+    """The two undetermined rows get features; where they find nothing the row is not solved
+    again from the identity (it could not be taken), and the grid takes it up."""
+    real_features, real_solve = solver.feature_homography, solver.HomographyRegistration._solve
+    refined = []
+
+    def half(src, *args, **kwargs):
+        H, found = real_features(src, *args, **kwargs)
+        return H, found & (torch.arange(found.shape[0]) == 0)  # only the first finds one
+
+    def counted(*args, levels=None, **kwargs):
+        if levels is not None:  # the feature start's refinement (the main solve has no levels)
+            refined.append(args[1].shape[0])
+        return real_solve(*args, levels=levels, **kwargs)
+
+    monkeypatch.setattr(solver, "feature_homography", half)
+    monkeypatch.setattr(solver.HomographyRegistration, "_solve", staticmethod(counted))
+    src, dst, _ = (x[[HARD, HARD2]] for x in rocket)
+    result = register_homography(src, dst)
+    assert refined[0] == 1 and torch.isfinite(result.homography).all()
