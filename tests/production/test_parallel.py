@@ -43,10 +43,26 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _spawn_two(tmp_path) -> None:
+    """Two worker processes, run again once from scratch (a fresh port and file) if one
+    was aborted: gloo can abort a process as it tears its connections down, with C++'s
+    "terminate called without an active exception" from a transport thread still running
+    after the last barrier (once in a loaded CI run; 12 of 12 runs alone passed). The
+    results are checked on the run that completed, as they would be on the first."""
+    for attempt in range(2):
+        try:
+            mp.spawn(_ddp.worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+            return
+        except mp.ProcessExitedException as ex:
+            if attempt or ex.signal_name != "SIGABRT":
+                raise
+            (tmp_path / "rank0.pt").unlink(missing_ok=True)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="torch.distributed with gloo is not built")
 def test_two_gloo_processes_equal_one(tmp_path):
-    mp.spawn(_ddp.worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    _spawn_two(tmp_path)
     result = torch.load(tmp_path / "rank0.pt")
     x = _ddp.batch()
     torch.testing.assert_close(result["figure2"], figure2()(x), atol=0, rtol=0)
