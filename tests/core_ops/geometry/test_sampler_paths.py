@@ -1,8 +1,9 @@
 """The sampler's fast paths (``core_ops/_native/kernels.c``): pieces of rows whose 2 x 2
-blocks all lie inside the image skip padding and masks, float32 rows are read by AVX-512
-gathers where the CPU has them (the forward from a matrix with zeros or border padding
+blocks all lie inside the image skip padding and masks, float32 rows are read 16 outputs at a
+time where the CPU has AVX-512 (by permutes of a few windows of plain loads where the blocks lie
+close together, else by gathers; the forward from a matrix with zeros or border padding
 computes positions, taps and samples 16 outputs at a time in one pass; the backward finds its
-taps, and gathers the blocks for the position gradients, 16 at a time), the matrix gradient
+taps, and reads the blocks for the position gradients, 16 at a time), the matrix gradient
 sums eight lanes at a time, the image gradient sums each block's shared column before scattering
 it (2 to 4 float32 channels into one packed plane, a vector of four per pixel), a broadcast
 output gradient (``sum()``'s) is read in place, and threads share the work in pieces.
@@ -236,3 +237,51 @@ def test_a_plane_too_large_to_pack_gives_each_channel_its_gradient_alone():
         plane = image[:, c : c + 1].detach().requires_grad_(True)
         (alone,) = torch.autograd.grad((warp_bilinear_matrix(plane, matrix, (40, 56), "zeros") * weights[:, c : c + 1]).sum(), (plane,))
         torch.testing.assert_close(whole[:, c : c + 1], alone, rtol=0, atol=0)
+
+
+def _windows_needed(m: torch.Tensor, h: int, w: int, ho: int, wo: int) -> torch.Tensor:
+    """For each 16 outputs of a row (float32 AVX-512 paths), how many windows of 31 plane values
+    hold their blocks' top-left corners (kernels.c's windows16, greedy from the smallest), or 0
+    where a window would cross the plane's end; every output clamped inside, as the taps are."""
+    pos = _positions(m, ho, wo)
+    fx = pos[..., 0].clamp(0, w - 2).floor().long()
+    fy = pos[..., 1].clamp(0, h - 2).floor().long()
+    corners = (fy * w + fx)[..., : wo - wo % 16].reshape(-1, 16)
+    counts = []
+    for row in corners.tolist():
+        left, n = sorted(row), 0
+        while left:
+            if left[0] + w + 32 > h * w:
+                n = 0
+                break
+            left, n = [v for v in left if v - left[0] > 30], n + 1
+        counts.append(n)
+    return torch.tensor(counts)
+
+
+def test_blocks_read_by_windows_and_by_gathers_match_the_pytorch_path():
+    # rotations from none to steep (one to four windows of 31 values per 16 outputs, then
+    # gathers) and a 2.5x zoom out (16 outputs span more than 31 columns: gathers), on an
+    # output whose last rows read the image's last rows (a window there would cross the plane)
+    b, h, w, ho, wo = 5, 64, 96, 64, 96
+    image = _photo(b, torch.float32, h=h, w=w).requires_grad_(True)
+    m = torch.eye(3, dtype=torch.float64).repeat(b, 1, 1)
+    for k, deg in enumerate([0.0, 4.0, 12.0, 40.0]):
+        t = torch.tensor(deg * torch.pi / 180, dtype=torch.float64)
+        m[k, :2, :2] = torch.stack([torch.stack([t.cos(), -t.sin()]), torch.stack([t.sin(), t.cos()])])
+        m[k, :2, 2] = torch.tensor([0.3 + 0.1 * k, 0.6])
+    m[4, 0, 0] = 2.5
+    counts = _windows_needed(m, h, w, ho, wo)
+    assert {0, 1, 2, 3, 4} <= set(counts.tolist())
+    matrix = m.clone().requires_grad_(True)
+    weights = torch.rand(b, 3, ho, wo, generator=torch.Generator().manual_seed(2))
+
+    def run():
+        out = warp_bilinear_matrix(image, matrix, (ho, wo), "zeros")
+        return (out.detach(),) + torch.autograd.grad((out * weights).sum(), (image, matrix))
+
+    native = run()
+    with _native.disabled():
+        reference = run()
+    for a, r in zip(native, reference):
+        torch.testing.assert_close(a, r, atol=10 * TOL[torch.float32] * max(1.0, r.abs().max().item()), rtol=0)
