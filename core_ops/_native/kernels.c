@@ -844,6 +844,56 @@ static int take_piece(int64_t *next, int64_t k, int64_t images, int64_t ho, int6
     return 1;
 }
 
+/* The image gradient's packed plane, kept by each thread between calls (where POSIX threads
+ * are): allocating it afresh each call (1 MiB for a 256^2 image) faulted its pages in every
+ * time (about 230 page faults a call at 256^2). The block is all zeros between calls: every
+ * image's unpack_ zeroes what the scatter wrote (the whole plane, and nothing beyond it is
+ * written). Blocks up to KEEP_BYTES are kept (a 512^2 plane); larger ones are allocated and
+ * freed per call. A thread's block is freed when the thread ends. */
+#define KEEP_BYTES ((size_t)4 << 20)
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+struct kept_block { void *mem; size_t bytes; };
+static pthread_key_t kept_key;
+static pthread_once_t kept_once = PTHREAD_ONCE_INIT;
+static int kept_ready;
+static void kept_free(void *p) {
+    struct kept_block *k = p;
+    free(k->mem);
+    free(k);
+}
+static void kept_init(void) { kept_ready = pthread_key_create(&kept_key, kept_free) == 0; }
+/* bytes of zeros: the calling thread's kept block (grown as needed) when bytes <= KEEP_BYTES,
+ * else (or without threads' keys) a new one to give to zeroed_release; NULL: out of memory */
+static void *zeroed_take(size_t bytes) {
+    if (bytes > KEEP_BYTES) return calloc(bytes, 1);
+    pthread_once(&kept_once, kept_init);
+    if (!kept_ready) return calloc(bytes, 1);
+    struct kept_block *k = pthread_getspecific(kept_key);
+    if (!k) {
+        k = calloc(1, sizeof *k);
+        if (!k) return NULL;
+        if (pthread_setspecific(kept_key, k)) {
+            free(k);
+            return calloc(bytes, 1);
+        }
+    }
+    if (k->bytes < bytes) {
+        free(k->mem);
+        k->mem = calloc(bytes, 1);
+        k->bytes = k->mem ? bytes : 0;
+    }
+    return k->mem;
+}
+/* gives back zeroed_take(bytes)'s block, all zeros again */
+static void zeroed_release(void *mem, size_t bytes) {
+    if (bytes > KEEP_BYTES || !kept_ready) free(mem);
+}
+#else
+static void *zeroed_take(size_t bytes) { return calloc(bytes, 1); }
+static void zeroed_release(void *mem, size_t bytes) { (void)bytes; free(mem); }
+#endif
+
 /* Four values of a pixel (the packed plane of the image gradient: GCC's and clang's vector types,
  * lane-wise IEEE arithmetic on every architecture), at the alignment of one value. */
 typedef float V4_f32 __attribute__((vector_size(4 * sizeof(float)), aligned(sizeof(float))));
@@ -1208,12 +1258,14 @@ int warp_bilinear_backward_##SUFFIX(                                            
      * 77 -> 105 ms, where 1024^2 went 9.4 -> 7.7 ms with several images a thread), else (or       \
      * without the memory) in place. Two channels fill half of each 4-lane vector: packed, they    \
      * measured 1.02-1.52x the in-place time (8 x 256^2 to 1 x 1024^2), so they stay in place. */  \
+    const size_t pk_bytes = (size_t)(h * w) * sizeof(V4_##SUFFIX);                                 \
     V4_##SUFFIX *pk = grad_img && channels >= 3 && channels <= 4 && HAVE_PACKED_##SUFFIX           \
-                      && h * w <= ((int64_t)1 << 20) ? calloc((size_t)(h * w), sizeof(V4_##SUFFIX)) : NULL; \
+                      && h * w <= ((int64_t)1 << 20) ? zeroed_take(pk_bytes) : NULL;               \
     const int packed = pk != NULL;                                                                 \
     T *sbuf = grad_img ? malloc(sizeof(T) * 24 * (wo + 1)) : NULL;                                 \
     if (!base || !wts || !pos || (grad_img && (!ends || !sbuf))) {                                 \
-        free(base); free(wts); free(pos); free(ends); free(sbuf); free(pk);                        \
+        free(base); free(wts); free(pos); free(ends); free(sbuf);                                  \
+        if (pk) zeroed_release(pk, pk_bytes);                                                      \
         return 1;                                                                                  \
     }                                                                                              \
     const T *wx0 = wts, *wx1 = wts + wo, *wy0 = wts + 2 * wo, *wy1 = wts + 3 * wo;                 \
@@ -1357,7 +1409,7 @@ int warp_bilinear_backward_##SUFFIX(                                            
             else unpack_##SUFFIX(pk, gi, h * w, 4);                                                \
         }                                                                                          \
     }                                                                                              \
-    free(pk);                                                                                      \
+    if (pk) zeroed_release(pk, pk_bytes);                                                          \
     free(base);                                                                                    \
     free(wts);                                                                                     \
     free(pos);                                                                                     \

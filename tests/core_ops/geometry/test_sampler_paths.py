@@ -285,3 +285,19 @@ def test_blocks_read_by_windows_and_by_gathers_match_the_pytorch_path():
         reference = run()
     for a, r in zip(native, reference):
         torch.testing.assert_close(a, r, atol=10 * TOL[torch.float32] * max(1.0, r.abs().max().item()), rtol=0)
+
+
+def test_the_kept_packed_plane_carries_nothing_between_calls():
+    # each thread keeps the image gradient's packed plane between calls (kernels.c's
+    # zeroed_take): a call after larger, smaller and 4-channel ones gives its own first result
+    def image_gradient(c: int, h: int, w: int) -> torch.Tensor:
+        image = _photo(2, torch.float32, h=h, w=w)[:, :1].repeat(1, c, 1, 1).requires_grad_(True)
+        matrix = _matrices(2, h, w)
+        out = warp_bilinear_matrix(image, matrix, (h, w), "zeros")
+        weights = torch.rand(out.shape, generator=torch.Generator().manual_seed(c * h * w))
+        return torch.autograd.grad((out * weights).sum(), image)[0]
+
+    first = image_gradient(3, 41, 70)
+    for c, h, w in [(3, 97, 130), (4, 41, 70), (3, 20, 33), (4, 150, 90)]:
+        image_gradient(c, h, w)
+    assert torch.equal(image_gradient(3, 41, 70), first)
