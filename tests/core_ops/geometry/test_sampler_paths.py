@@ -242,7 +242,8 @@ def test_a_plane_too_large_to_pack_gives_each_channel_its_gradient_alone():
 def _windows_needed(m: torch.Tensor, h: int, w: int, ho: int, wo: int) -> torch.Tensor:
     """For each 16 outputs of a row (float32 AVX-512 paths), how many windows of 31 plane values
     hold their blocks' top-left corners (kernels.c's windows16, greedy from the smallest), or 0
-    where a window would cross the plane's end; every output clamped inside, as the taps are."""
+    (gathers) where more than four are needed, the corners lie more than 3 rows + 30 values
+    apart, or a window would cross the plane's end; every output clamped inside, as the taps are."""
     pos = _positions(m, ho, wo)
     fx = pos[..., 0].clamp(0, w - 2).floor().long()
     fy = pos[..., 1].clamp(0, h - 2).floor().long()
@@ -250,12 +251,15 @@ def _windows_needed(m: torch.Tensor, h: int, w: int, ho: int, wo: int) -> torch.
     counts = []
     for row in corners.tolist():
         left, n = sorted(row), 0
+        if left[-1] - left[0] > 3 * w + 30:
+            counts.append(0)
+            continue
         while left:
             if left[0] + w + 32 > h * w:
                 n = 0
                 break
             left, n = [v for v in left if v - left[0] > 30], n + 1
-        counts.append(n)
+        counts.append(n if n <= 4 else 0)
     return torch.tensor(counts)
 
 
