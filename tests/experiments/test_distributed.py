@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -34,6 +35,20 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, *args], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=120)
 
 
+def _run_two(args: list[str], out: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``args`` on two gloo processes writing into ``out``, run again once from scratch if a
+    process was aborted as gloo tore its connections down (C++'s "terminate called without an
+    active exception" from a transport thread, after the outputs were written: seen in loaded
+    full-suite runs, in this test and in test_parallel's; alone they pass). Any other failure is
+    returned as it is."""
+    for attempt in range(2):
+        pair = _run([*TORCHRUN, *args, f"hydra.run.dir={out}"], cwd)
+        if attempt or pair.returncode == 0 or "terminate called without an active exception" not in pair.stderr:
+            return pair
+        shutil.rmtree(out, ignore_errors=True)
+    return pair
+
+
 def _csv_without_seconds(path: Path) -> list[dict]:
     with open(path, newline="") as f:
         return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(f)]
@@ -45,7 +60,7 @@ def test_two_gloo_processes_write_the_single_process_metrics(tmp_path):
     work.mkdir()
     single = _run(["-m", "gradcv.experiments.bench_depth", *TINY, f"hydra.run.dir={one}"], work)
     assert single.returncode == 0, single.stderr
-    pair = _run([*TORCHRUN, "-m", "gradcv.experiments.bench_depth", *TINY, f"hydra.run.dir={two}"], work)
+    pair = _run_two(["-m", "gradcv.experiments.bench_depth", *TINY], two, work)
     assert pair.returncode == 0, pair.stdout + pair.stderr
 
     a = json.loads((one / "metrics.json").read_text())
@@ -75,7 +90,7 @@ def _alone_and_on_two_processes(app: str, args: list[str], tmp_path) -> tuple[di
     one, two = tmp_path / "one", tmp_path / "two"
     single = _run(["-m", f"gradcv.experiments.{app}", *args, f"hydra.run.dir={one}"], tmp_path)
     assert single.returncode == 0, single.stderr
-    pair = _run([*TORCHRUN, "-m", f"gradcv.experiments.{app}", *args, f"hydra.run.dir={two}"], tmp_path)
+    pair = _run_two(["-m", f"gradcv.experiments.{app}", *args], two, tmp_path)
     assert pair.returncode == 0, pair.stdout + pair.stderr
     a, b = (json.loads((d / "metrics.json").read_text()) for d in (one, two))
     assert b["launch"] == {"world_size": 2, "backend": "gloo"}
