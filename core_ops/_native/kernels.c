@@ -896,9 +896,11 @@ static void *zeroed_take(size_t bytes) {
     }
     return k->mem;
 }
-/* gives back zeroed_take(bytes)'s block, all zeros again */
+/* gives back zeroed_take(bytes)'s block, all zeros again: kept if it is the thread's kept
+ * block, else freed (a block zeroed_take made because the thread's could not be kept) */
 static void zeroed_release(void *mem, size_t bytes) {
-    if (bytes > KEEP_BYTES || !kept_ready) free(mem);
+    struct kept_block *k = bytes > KEEP_BYTES || !kept_ready ? NULL : pthread_getspecific(kept_key);
+    if (!k || k->mem != mem) free(mem);
 }
 #else
 static void *zeroed_take(size_t bytes) { return calloc(bytes, 1); }
