@@ -241,8 +241,8 @@ static inline ALWAYS_INLINE double reflect_coord(double x, int64_t n, double *si
 /* The per-channel reads of a row, shared by both precisions: out (channels planes of oplane
  * values) at [xa, xb) from the 2 x 2 blocks at base with separable weights; and the four values
  * of each block into contiguous rows (for the position gradient). Plain loops; float32 has
- * AVX-512 versions below (permutes or gathers), picked at run time, and so has the whole forward from a
- * matrix with zeros or border padding (fused_mat_f32_avx512). */
+ * AVX-512 versions below (permutes or gathers), picked at run time, and so has the whole
+ * forward from a matrix with zeros or border padding (fused_mat_f32_avx512). */
 #define DEFINE_GATHERS(T, SUFFIX)                                                                  \
 static void sample_rows_##SUFFIX##_plain(                                                          \
     const T *img, T *out, int64_t channels, int64_t plane, int64_t oplane, int64_t w, int64_t wo,  \
@@ -1364,7 +1364,7 @@ int warp_bilinear_backward_##SUFFIX(                                            
                     const T *src = img + (p * channels + c) * h * w;                               \
                     const T *gr = grad + p * gsb + c * gsc + yo * gsy + x0;                         \
                     /* the 2 x 2 blocks into contiguous rows first: the arithmetic vectorises */  \
-                    BLOCKS_##SUFFIX(src, h * w, w, n0, base + x0, q00, q01, q10, q11);                    \
+                    BLOCKS_##SUFFIX(src, h * w, w, n0, base + x0, q00, q01, q10, q11);             \
                     gradient_row_##SUFFIX(n0, q00, q01, q10, q11, gr, wx0 + x0, wx1 + x0, wy0 + x0, \
                                           wy1 + x0, dx0 + x0, dx1 + x0, dy0 + x0, dy1 + x0, gxs + x0, \
                                           gys + x0);                                               \
