@@ -1,6 +1,6 @@
 """The second-order solver's fused C evaluation (registration/_native_eval.py) against its
-PyTorch path in float64: the same loss and normal equations to float32 rounding on real photographs,
-every loss and photometric model, and the same registrations."""
+PyTorch path in float64: the same loss and normal equations to float32 rounding on real
+photographs, every loss and photometric model, and the same registrations."""
 
 from __future__ import annotations
 
