@@ -240,8 +240,9 @@ static inline ALWAYS_INLINE double reflect_coord(double x, int64_t n, double *si
 
 /* The per-channel reads of a row, shared by both precisions: out (channels planes of oplane
  * values) at [xa, xb) from the 2 x 2 blocks at base with separable weights; and the four values
- * of each block into contiguous rows (for the position gradient). Plain loops; float32 has
- * AVX-512 versions below (permutes or gathers), picked at run time, and so has the whole
+ * of each block into contiguous rows (for the position gradient: the row's last wo % 16
+ * outputs where grad_rows_f32_avx512 does the rest). Plain loops; the float32 samples have an
+ * AVX-512 version below (permutes or gathers), picked at run time, and so has the whole
  * forward from a matrix with zeros or border padding (fused_mat_f32_avx512). */
 #define DEFINE_GATHERS(T, SUFFIX)                                                                  \
 static void sample_rows_##SUFFIX##_plain(                                                          \
@@ -257,10 +258,9 @@ static void sample_rows_##SUFFIX##_plain(                                       
         }                                                                                          \
     }                                                                                              \
 }                                                                                                  \
-static void blocks_##SUFFIX##_plain(                                                               \
-    const T *src, int64_t plane, int64_t w, int64_t wo, const int32_t *base, T *restrict q00,      \
-    T *restrict q01, T *restrict q10, T *restrict q11) {                                           \
-    (void)plane;                                                                                   \
+static void blocks_##SUFFIX(                                                                       \
+    const T *src, int64_t w, int64_t wo, const int32_t *base, T *restrict q00, T *restrict q01,    \
+    T *restrict q10, T *restrict q11) {                                                            \
     for (int64_t x = 0; x < wo; ++x) {                                                             \
         const T *s = src + base[x];                                                                \
         q00[x] = s[0];                                                                             \
@@ -415,24 +415,6 @@ __attribute__((target("avx512f"))) static void sample_rows_f32_avx512(
                                   wx1 + x, wy0 + x, wy1 + x);
 }
 
-/* the same values as blocks_f32_plain, read as corners16_f32_avx512 reads them; plane: the
- * values of src's plane (the windows' bound) */
-__attribute__((target("avx512f"))) static void blocks_f32_avx512(
-    const float *src, int64_t plane, int64_t w, int64_t wo, const int32_t *base, float *q00, float *q01, float *q10,
-    float *q11) {
-    int64_t x = 0;
-    for (; x + 16 <= wo; x += 16) {
-        __m256i i0 = _mm256_loadu_si256((const __m256i *)(base + x)), i1 = _mm256_loadu_si256((const __m256i *)(base + x + 8));
-        const Windows16 win = windows16(join16(i0, i1), w, plane);
-        __m512 v[4];
-        corners16_f32_avx512(src, w, &win, i0, i1, v);
-        _mm512_storeu_ps(q00 + x, v[0]);
-        _mm512_storeu_ps(q01 + x, v[1]);
-        _mm512_storeu_ps(q10 + x, v[2]);
-        _mm512_storeu_ps(q11 + x, v[3]);
-    }
-    if (x < wo) blocks_f32_plain(src, plane, w, wo - x, base + x, q00 + x, q01 + x, q10 + x, q11 + x);
-}
 /* The first wo - wo % 8 outputs of the backward's matrix-gradient sums (warp_bilinear_backward_f32)
  * in eight lanes, lane k adding the outputs x = k mod 8 as acc[j][k] does there: the same
  * operations in the same order (the negation flips the sign bit, as C's does), so the same bits.
@@ -785,7 +767,6 @@ __attribute__((target("avx512f"))) static int64_t row_ends_avx512(const int32_t 
 #define TAPS_MAT_F32(m, yo, xa, xb, h, w, padding, base, wts, wo)                                     \
     (have_avx512vl() ? fused_mat_f32_avx512(m, yo, xa, xb, h, w, padding, NULL, NULL, 0, 0, wo, base, wts) : -1)
 #define SAMPLE_ROWS_F32(...) (have_avx512() ? sample_rows_f32_avx512(__VA_ARGS__) : sample_rows_f32_plain(__VA_ARGS__))
-#define BLOCKS_F32(...) (have_avx512() ? blocks_f32_avx512(__VA_ARGS__) : blocks_f32_plain(__VA_ARGS__))
 #else
 #define SAMPLE_ROWS_F32(...) sample_rows_f32_plain(__VA_ARGS__)
 #define MAT_SUMS_F32(...) ((int64_t)0)
@@ -794,7 +775,6 @@ __attribute__((target("avx512f"))) static int64_t row_ends_avx512(const int32_t 
 #define DERIV16_F32(...) 0
 #define HAVE_DERIV16_F32 0
 #define GRAD_ROWS_F32(...) ((int64_t)0)
-#define BLOCKS_F32(...) blocks_f32_plain(__VA_ARGS__)
 #define HAVE_PACKED_F32 0
 #define ROW_ENDS(...) row_ends_plain(__VA_ARGS__)
 #define PRODUCTS_PACKED_F32(...) ((int64_t)0)
@@ -810,7 +790,6 @@ __attribute__((target("avx512f"))) static int64_t row_ends_avx512(const int32_t 
 #define DERIV16_F64(...) 0
 #define GRAD_ROWS_F64(...) ((int64_t)0)
 #define HAVE_DERIV16_F64 0
-#define BLOCKS_F64(...) blocks_f64_plain(__VA_ARGS__)
 
 /* Per output row, per pixel x (buffers of wo values each):
  *   pos:  sx, sy (source position before padding, NaN when undefined), 1 / d (matrix, else 0)
@@ -1364,7 +1343,7 @@ int warp_bilinear_backward_##SUFFIX(                                            
                     const T *src = img + (p * channels + c) * h * w;                               \
                     const T *gr = grad + p * gsb + c * gsc + yo * gsy + x0;                         \
                     /* the 2 x 2 blocks into contiguous rows first: the arithmetic vectorises */  \
-                    BLOCKS_##SUFFIX(src, h * w, w, n0, base + x0, q00, q01, q10, q11);             \
+                    blocks_##SUFFIX(src, w, n0, base + x0, q00, q01, q10, q11);                    \
                     gradient_row_##SUFFIX(n0, q00, q01, q10, q11, gr, wx0 + x0, wx1 + x0, wy0 + x0, \
                                           wy1 + x0, dx0 + x0, dx1 + x0, dy0 + x0, dy1 + x0, gxs + x0, \
                                           gys + x0);                                               \
@@ -1443,10 +1422,8 @@ int warp_bilinear_backward_##SUFFIX(                                            
 #define HAVE_DERIV16_f32 HAVE_DERIV16_F32
 #define HAVE_DERIV16_f64 HAVE_DERIV16_F64
 #define SAMPLE_ROWS_f64 SAMPLE_ROWS_F64
-#define BLOCKS_f32 BLOCKS_F32
 #define MAT_SUMS_f32 MAT_SUMS_F32
 #define MAT_SUMS_f64 MAT_SUMS_F64
-#define BLOCKS_f64 BLOCKS_F64
 #define HAVE_PACKED_f32 HAVE_PACKED_F32
 #define PRODUCTS_PACKED_f32 PRODUCTS_PACKED_F32
 #define PRODUCTS_PACKED_f64 PRODUCTS_PACKED_F64
