@@ -65,7 +65,7 @@ import torch
 import torch.autograd.forward_ad as _forward_ad
 
 #: The ABI of ``kernels.c`` this module calls (its ``gradcv_native_version()``).
-VERSION = 5
+VERSION = 6
 #: The ABI of ``registration.c`` (its ``gradcv_registration_version()``).
 REGISTRATION_VERSION = 4
 _HERE = Path(__file__).resolve().parent
@@ -157,6 +157,8 @@ def _declare(lib: ctypes.CDLL) -> None:
         fn = getattr(lib, f"warp_bilinear_backward_team_{suffix}")
         fn.argtypes = [ptr, i64, ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i64, i64, i64, i64, ptr, ptr, cint, i64, i64, i64]
         fn.restype = cint
+    lib.sampling_matrices.argtypes = [ptr, i64, i64, i64, ptr, ptr]
+    lib.sampling_matrices.restype = None
 
 
 def library() -> Optional[ctypes.CDLL]:
@@ -259,6 +261,21 @@ def needs_decomposition() -> bool:
 
     differentiating = (torch._C._functorch.TransformType.Grad, torch._C._functorch.TransformType.Jvp)
     return any(i.key() in differentiating for i in retrieve_all_functorch_interpreters())
+
+
+def eager_cpu(*tensors: torch.Tensor) -> bool:
+    """Whether a kernel may be called directly, without the dispatcher: every tensor is a
+    plain CPU tensor with data (no subclass, fake or functional tensor) and nothing
+    intercepts ops (no compile, export, functorch transform, forward-mode AD, torch
+    function or dispatch mode). The dispatcher's path through a custom op costs tens of
+    microseconds a call; callers take it still whenever autograd must record the op."""
+    if torch.compiler.is_compiling() or torch.compiler.is_exporting() or _forward_ad._current_level >= 0:
+        return False
+    if torch._C._len_torch_dispatch_stack() or torch._C._is_torch_function_mode_enabled():
+        return False
+    if torch._C._functorch.peek_interpreter_stack() is not None:
+        return False
+    return all(type(t) is torch.Tensor and t.is_cpu for t in tensors)
 
 
 def batch_first_vmap(op: Callable[..., torch.Tensor]) -> Callable[..., tuple[torch.Tensor, int | None]]:
@@ -450,6 +467,21 @@ def warp_bilinear(
     return True
 
 
+def sampling_matrices(mats: torch.Tensor, height: int, width: int) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+    """The bilinear warps' sampling matrices ``(B, 3, 3)`` and their mask ``(B,)`` (bool)
+    from the source-to-destination matrices ``mats`` (float64 CPU ``(B, 3, 3)``) of a
+    ``height x width`` source (``sampling_matrices`` in ``kernels.c``), or ``None`` when
+    the PyTorch path must compute them."""
+    lib = library()
+    if lib is None:
+        return None
+    m = mats.contiguous()
+    a = torch.empty_like(m)
+    ok = torch.empty(m.shape[0], dtype=torch.bool)
+    lib.sampling_matrices(m.data_ptr(), m.shape[0], height, width, a.data_ptr(), ok.data_ptr())
+    return a, ok
+
+
 def warp_bilinear_backward(
     grad: torch.Tensor, image: torch.Tensor, grad_image: Optional[torch.Tensor], grad_grid: Optional[torch.Tensor],
     grad_mats: Optional[torch.Tensor], grid: Optional[torch.Tensor], mats: Optional[torch.Tensor], padding_mode: str,
@@ -534,4 +566,4 @@ def weighted_sum3(image: torch.Tensor, weights: tuple[float, float, float], reve
     return out
 
 
-__all__ = ["BORDERS", "PADDINGS", "REGISTRATION_VERSION", "VERSION", "batch_first_vmap", "cpu_kernel", "disabled", "library", "needs_decomposition", "registration_library", "registration_status", "status"]
+__all__ = ["BORDERS", "PADDINGS", "REGISTRATION_VERSION", "VERSION", "batch_first_vmap", "cpu_kernel", "disabled", "eager_cpu", "library", "needs_decomposition", "registration_library", "registration_status", "sampling_matrices", "status"]

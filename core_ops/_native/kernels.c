@@ -64,7 +64,40 @@ static int64_t source_index(int64_t i, int64_t n, int border) {
     }
 }
 
-int gradcv_native_version(void) { return 5; }
+int gradcv_native_version(void) { return 6; }
+
+/* The bilinear warps' sampling matrices a (n x 9 doubles) from the source-to-destination pixel
+ * matrices m: each inverse by cofactors (row i of the cofactors is row i + 1 x row i + 2, the
+ * determinant row 0 . cofactor row 0), ok[i] = 1 where the determinant is non-zero and finite
+ * and the inverse finite; elsewhere ok[i] = 0 and a matrix sending every pixel far outside an
+ * h x w source: x = y = -2 (h + w) - 4. One call in place of the two dozen small PyTorch ops of
+ * the same arithmetic (the PyTorch path: imgwarp._bilinear_matrices). */
+void sampling_matrices(const double *m, int64_t n, int64_t h, int64_t w, double *a, uint8_t *ok) {
+    for (int64_t b = 0; b < n; ++b, m += 9, a += 9) {
+        double cof[9];
+        for (int i = 0; i < 3; ++i) {
+            const double *r1 = m + 3 * ((i + 1) % 3), *r2 = m + 3 * ((i + 2) % 3);
+            cof[3 * i] = r1[1] * r2[2] - r1[2] * r2[1];
+            cof[3 * i + 1] = r1[2] * r2[0] - r1[0] * r2[2];
+            cof[3 * i + 2] = r1[0] * r2[1] - r1[1] * r2[0];
+        }
+        const double det = (m[0] * cof[0] + m[1] * cof[1]) + m[2] * cof[2];
+        int good = (det != 0.0) & (det - det == 0.0);
+        const double d = good ? det : 1.0;
+        for (int i = 0; i < 3; ++i)
+            for (int j = 0; j < 3; ++j) {
+                a[3 * i + j] = cof[3 * j + i] / d;
+                good &= a[3 * i + j] - a[3 * i + j] == 0.0;
+            }
+        if (!good) {
+            const double far = -2.0 * (double)(h + w) - 4.0;
+            for (int k = 0; k < 9; ++k) a[k] = 0.0;
+            a[2] = a[5] = far;
+            a[8] = 1.0;
+        }
+        ok[b] = (uint8_t)good;
+    }
+}
 
 #include "cpu_clones.h" /* CPU_CLONES: one build, a clone per CPU level */
 

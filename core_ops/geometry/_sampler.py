@@ -472,4 +472,6 @@ def warp_bilinear_matrix(
         _check_matrix(image, matrix, height, width)
         _check_padding(padding_mode)
         return _warp_torch(image, matrix, height, width, padding_mode)
+    if not (torch.is_grad_enabled() and (image.requires_grad or matrix.requires_grad)) and _native.eager_cpu(image, matrix):
+        return _warp_cpu(image, matrix, height, width, padding_mode)  # the op's CPU kernel, without the dispatcher
     return _warp_op(image, matrix, height, width, padding_mode)

@@ -41,6 +41,7 @@ from typing import Callable
 
 import torch
 
+from gradcv.core_ops import _native
 from gradcv.core_ops._checks import check_choice, check_floating, check_image, check_same_device, check_shape, check_tensor
 from gradcv.core_ops.errors import ArgumentTypeError, ArgumentValueError, ShapeError
 from gradcv.core_ops.geometry._sampler import warp_bilinear_matrix
@@ -251,9 +252,11 @@ def _warp_by_inverse(
         # W = 600), and CPU grid_sample in half precision is wrong from ~128 px up.
         src = src.float()
     height, width = src.shape[-2:]
-    minv, ok = _inverse3x3(M.to(work_dtype(src.device)))
+    M = M.to(work_dtype(src.device))
     if mode == "bilinear":
-        return _warp_bilinear(src, minv, ok, dsize, padding_mode, fill_value, projective).to(out_dtype)
+        A, ok = _bilinear_matrices(M, height, width)
+        return _warp_bilinear(src, A, ok, dsize, padding_mode, fill_value, projective).to(out_dtype)
+    minv, ok = _inverse3x3(M)
     A = _edge_matrix(minv, height, width)
     ok = ok & torch.isfinite(A).flatten(1).all(1)
     A = torch.where(ok[:, None, None], A, _far_matrix(A))
@@ -288,19 +291,55 @@ def _padded(
     return out
 
 
-def _warp_bilinear(
-    src: torch.Tensor, minv: torch.Tensor, ok: torch.Tensor, dsize: tuple[int, int], padding_mode: str,
-    fill_value: torch.Tensor | None, projective: bool,
-) -> torch.Tensor:
-    """Bilinear warps by the pixel matrices ``minv`` (destination to source), in pixel
-    coordinates (:mod:`core_ops.geometry._sampler`: positions in float64, exact for the
-    identity); matrices that are not ``ok`` or not finite send every pixel far outside."""
-    height, width = src.shape[-2:]
+def _bilinear_matrices(M: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The bilinear warps' sampling matrices ``M^-1`` (destination to source pixels) and the
+    mask of the matrices that have a finite inverse; the others are replaced by a matrix
+    sending every pixel far outside the ``height x width`` source.
+
+    On the CPU one native call (:func:`core_ops._native.sampling_matrices`, the same
+    cofactors) replaces the two dozen small ops of the PyTorch code below, which cost
+    more than the sampling of a small image and, right after a large warp has flushed
+    the caches, about a tenth of a 8x3x256x256 one; differentiable through
+    :class:`_SamplingMatrices`.
+    """
+    if _native.eager_cpu(M) and _native.library() is not None:
+        if _needs_grad(M):
+            return _SamplingMatrices.apply(M, height, width)
+        return _native.sampling_matrices(M, height, width)  # type: ignore[return-value]
+    minv, ok = _inverse3x3(M)
     ok = ok & torch.isfinite(minv).flatten(1).all(1)
     far = torch.zeros_like(minv)
     far[:, :2, 2] = -2.0 * (height + width) - 4.0
     far[:, 2, 2] = 1.0
-    A = torch.where(ok[:, None, None], minv, far)
+    return torch.where(ok[:, None, None], minv, far), ok
+
+
+class _SamplingMatrices(torch.autograd.Function):
+    """The native :func:`_bilinear_matrices` with the inverse's derivative:
+    ``d(M^-1) = -M^-1 dM M^-1``, so ``dL/dM = -A^T (dL/dA) A^T`` where ``ok`` (0 elsewhere:
+    the far matrix is a constant)."""
+
+    @staticmethod
+    def forward(ctx, M, height, width):  # type: ignore[override]
+        A, ok = _native.sampling_matrices(M.detach(), height, width)  # type: ignore[misc]
+        ctx.save_for_backward(A, ok)
+        ctx.mark_non_differentiable(ok)
+        return A, ok
+
+    @staticmethod
+    def backward(ctx, grad_A, grad_ok):  # type: ignore[override]
+        A, ok = ctx.saved_tensors
+        At = A.transpose(-1, -2)
+        return -(At @ grad_A @ At) * ok[:, None, None].to(A.dtype), None, None
+
+
+def _warp_bilinear(
+    src: torch.Tensor, A: torch.Tensor, ok: torch.Tensor, dsize: tuple[int, int], padding_mode: str,
+    fill_value: torch.Tensor | None, projective: bool,
+) -> torch.Tensor:
+    """Bilinear warps by the pixel matrices ``A`` (destination to source; from
+    :func:`_bilinear_matrices`), in pixel coordinates (:mod:`core_ops.geometry._sampler`:
+    positions in float64, exact for the identity)."""
     if A.shape[0] != src.shape[0]:
         A = A.expand(src.shape[0], -1, -1)
     return _padded(lambda image, padding: warp_bilinear_matrix(image, A, dsize, padding), src, A, ok, dsize, padding_mode,

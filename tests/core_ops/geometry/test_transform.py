@@ -55,6 +55,7 @@ from gradcv.core_ops.geometry.transform import (
     warp_affine,
     warp_perspective,
 )
+from gradcv.core_ops import _native
 from tests.helpers import assert_standard, ignore_compile_warnings, noncontiguous, to_numpy, to_tensor
 from tests._kernel_check import check_kernel
 from tests.core_ops.geometry import _kernel_samples as samples
@@ -777,6 +778,76 @@ def test_bad_input_raises(call, error, argument):
     with pytest.raises(error, match=rf"^{argument}:") as info:
         call()
     assert isinstance(info.value, GradcvError), type(info.value)  # one family a caller can catch
+
+
+# =============================================== the bilinear warp's eager CPU shortcuts
+def _awkward_matrices() -> torch.Tensor:
+    """Invertible homographies beside a singular one, one with a NaN, one with an infinity
+    and one whose inverse overflows."""
+    M = homography_batch(3, 19, 23, seed=7).double()
+    singular = torch.tensor([[1.0, 2.0, 3.0], [2.0, 4.0, 6.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    nan = M[0].clone()
+    nan[1, 2] = float("nan")
+    inf = M[1].clone()
+    inf[0, 0] = float("inf")
+    tiny = torch.diag(torch.tensor([1e-300, 1e-300, 1.0], dtype=torch.float64))
+    return torch.cat((M, torch.stack((singular, nan, inf, tiny))))
+
+
+@pytest.mark.skipif(_native.library() is None, reason="needs the native kernels")
+def test_native_sampling_matrices_are_the_pytorch_codes():
+    from gradcv.core_ops.geometry.imgwarp import _bilinear_matrices
+
+    M = _awkward_matrices()
+    A, ok = _bilinear_matrices(M, 19, 23)
+    with _native.disabled():
+        A_ref, ok_ref = _bilinear_matrices(M, 19, 23)
+    assert ok.tolist() == ok_ref.tolist() == [True, True, True, False, False, False, False]
+    torch.testing.assert_close(A, A_ref, rtol=1e-13, atol=0)
+    far = torch.tensor([[0.0, 0.0, -2.0 * (19 + 23) - 4.0], [0.0, 0.0, -2.0 * (19 + 23) - 4.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    assert torch.equal(A[3:], far.expand(4, 3, 3))
+    torch.testing.assert_close(A[:3] @ M[:3], torch.eye(3, dtype=torch.float64).expand(3, 3, 3), rtol=0, atol=1e-12)
+
+
+@pytest.mark.skipif(_native.library() is None, reason="needs the native kernels")
+def test_native_sampling_matrices_gradcheck():
+    from gradcv.core_ops.geometry.imgwarp import _bilinear_matrices
+
+    M = _awkward_matrices()[[0, 1, 2, 3]].requires_grad_(True)
+    # finite differences of the singular matrix would leave it; it is checked alone below
+    assert torch.autograd.gradcheck(lambda m: _bilinear_matrices(m, 19, 23)[0], (M[:3].detach().requires_grad_(True),))
+    (g,) = torch.autograd.grad(_bilinear_matrices(M, 19, 23)[0].sum(), M)
+    assert torch.isfinite(g).all() and torch.equal(g[3], torch.zeros(3, 3, dtype=torch.float64))  # the far matrix is constant
+
+
+@pytest.mark.skipif(_native.library() is None, reason="needs the native kernels")
+def test_an_eager_cpu_warp_skips_the_dispatcher_only_without_autograd(monkeypatch, batch):
+    from gradcv.core_ops.geometry import _sampler
+
+    M = homography_batch(3, 19, 23, seed=95)
+    want = warp_perspective(batch, M, (17, 21))
+    calls: list[int] = []
+    op = _sampler._warp_op
+
+    def counted(*args):
+        calls.append(1)
+        return op(*args)
+
+    monkeypatch.setattr(_sampler, "_warp_op", counted)
+    got = warp_perspective(batch, M, (17, 21))
+    assert torch.equal(got, want) and calls == []  # no autograd: the kernel directly
+    x = batch.clone().requires_grad_(True)
+    assert torch.equal(warp_perspective(x, M, (17, 21)), want) and calls == [1]  # autograd records the op
+    with torch.no_grad():
+        assert torch.equal(warp_perspective(x, M, (17, 21)), want) and calls == [1]
+    # a tracer's tensors and vmap's batched ones go through the dispatcher
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode() as mode:
+        fake = warp_perspective(mode.from_tensor(batch), mode.from_tensor(M), (17, 21))
+    assert fake.shape == want.shape and len(calls) == 2
+    got = torch.vmap(lambda x, m: warp_perspective(x[None], m[None], (17, 21))[0])(batch, M)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
 
 
 # ==================================================================== torch.compile
