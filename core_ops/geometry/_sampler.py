@@ -417,7 +417,11 @@ def _warp_backward(ctx, grad):  # type: ignore[no-untyped-def]
     image_grad, matrix_grad = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
     if not (image_grad or matrix_grad):
         return None, None, None, None, None
-    gi, gm = _warp_backward_op(grad, image, matrix, ctx.padding_mode, image_grad, matrix_grad)
+    if not torch.is_grad_enabled() and _native.eager_cpu(grad, image, matrix):
+        # no graph to record (not create_graph): the op's CPU kernel without the dispatcher
+        gi, gm = _warp_backward_cpu(grad, image, matrix, ctx.padding_mode, image_grad, matrix_grad)
+    else:
+        gi, gm = _warp_backward_op(grad, image, matrix, ctx.padding_mode, image_grad, matrix_grad)
     return (gi if image_grad else None), (gm if matrix_grad else None), None, None, None
 
 

@@ -837,15 +837,30 @@ def test_an_eager_cpu_warp_skips_the_dispatcher_only_without_autograd(monkeypatc
     got = warp_perspective(batch, M, (17, 21))
     assert torch.equal(got, want) and calls == []  # no autograd: the kernel directly
     x = batch.clone().requires_grad_(True)
-    assert torch.equal(warp_perspective(x, M, (17, 21)), want) and calls == [1]  # autograd records the op
+    backward_calls: list[int] = []
+    backward_op = _sampler._warp_backward_op
+
+    def counted_backward(*args):
+        backward_calls.append(1)
+        return backward_op(*args)
+
+    monkeypatch.setattr(_sampler, "_warp_backward_op", counted_backward)
+    y = warp_perspective(x, M, (17, 21))
+    assert torch.equal(y, want) and calls == [1]  # autograd records the op
+    (g,) = torch.autograd.grad(y.sum(), x)
+    assert backward_calls == []  # its backward, recording nothing, calls the kernel directly
+    with _native.disabled():
+        (g_ref,) = torch.autograd.grad(warp_perspective(x, M, (17, 21)).sum(), x)
+    torch.testing.assert_close(g, g_ref, rtol=0, atol=1e-5)
+    calls.clear()
     with torch.no_grad():
-        assert torch.equal(warp_perspective(x, M, (17, 21)), want) and calls == [1]
+        assert torch.equal(warp_perspective(x, M, (17, 21)), want) and calls == []
     # a tracer's tensors and vmap's batched ones go through the dispatcher
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     with FakeTensorMode() as mode:
         fake = warp_perspective(mode.from_tensor(batch), mode.from_tensor(M), (17, 21))
-    assert fake.shape == want.shape and len(calls) == 2
+    assert fake.shape == want.shape and calls == [1]
     got = torch.vmap(lambda x, m: warp_perspective(x[None], m[None], (17, 21))[0])(batch, M)
     torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
 
