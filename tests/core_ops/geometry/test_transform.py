@@ -826,25 +826,23 @@ def test_an_eager_cpu_warp_skips_the_dispatcher_only_without_autograd(monkeypatc
 
     M = homography_batch(3, 19, 23, seed=95)
     want = warp_perspective(batch, M, (17, 21))
-    calls: list[int] = []
-    op = _sampler._warp_op
+    def count(name: str) -> list[int]:
+        """Replace ``_sampler.<name>`` by a wrapper that counts its calls."""
+        calls: list[int] = []
+        op = getattr(_sampler, name)
 
-    def counted(*args):
-        calls.append(1)
-        return op(*args)
+        def counted(*args):
+            calls.append(1)
+            return op(*args)
 
-    monkeypatch.setattr(_sampler, "_warp_op", counted)
+        monkeypatch.setattr(_sampler, name, counted)
+        return calls
+
+    calls = count("_warp_op")
     got = warp_perspective(batch, M, (17, 21))
     assert torch.equal(got, want) and calls == []  # no autograd: the kernel directly
     x = batch.clone().requires_grad_(True)
-    backward_calls: list[int] = []
-    backward_op = _sampler._warp_backward_op
-
-    def counted_backward(*args):
-        backward_calls.append(1)
-        return backward_op(*args)
-
-    monkeypatch.setattr(_sampler, "_warp_backward_op", counted_backward)
+    backward_calls = count("_warp_backward_op")
     y = warp_perspective(x, M, (17, 21))
     assert torch.equal(y, want) and calls == [1]  # autograd records the op
     (g,) = torch.autograd.grad(y.sum(), x)
