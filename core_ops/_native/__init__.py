@@ -266,10 +266,13 @@ def needs_decomposition() -> bool:
 def eager_cpu(*tensors: torch.Tensor) -> bool:
     """Whether a kernel may be called directly, without the dispatcher: every tensor is a
     plain CPU tensor with data (no subclass, fake or functional tensor) and nothing
-    intercepts ops (no compile, export, functorch transform, forward-mode AD, torch
-    function or dispatch mode). The dispatcher's path through a custom op costs tens of
-    microseconds a call; callers take it still whenever autograd must record the op."""
+    intercepts ops (no compile, export, ``torch.jit.trace``, functorch transform,
+    forward-mode AD, torch function or dispatch mode). The dispatcher's path through a
+    custom op costs tens of microseconds a call; callers take it still whenever autograd
+    must record the op."""
     if torch.compiler.is_compiling() or torch.compiler.is_exporting() or _forward_ad._current_level >= 0:
+        return False
+    if torch._C._get_tracing_state() is not None:  # a TorchScript trace records ops through the dispatcher
         return False
     if torch._C._len_torch_dispatch_stack() or torch._C._is_torch_function_mode_enabled():
         return False
