@@ -302,7 +302,7 @@ def _bilinear_matrices(M: torch.Tensor, height: int, width: int) -> tuple[torch.
     the caches, about a tenth of a 8x3x256x256 one; differentiable through
     :class:`_SamplingMatrices`.
     """
-    if _native.eager_cpu(M) and _native.library() is not None:
+    if M.dtype == torch.float64 and _native.eager_cpu(M) and _native.library() is not None:
         if _needs_grad(M):
             return _SamplingMatrices.apply(M, height, width)
         return _native.sampling_matrices(M, height, width)  # type: ignore[return-value]
