@@ -414,6 +414,16 @@ __attribute__((target("avx512f"))) static inline __m512i join16(__m256i i0, __m2
     return _mm512_inserti64x4(_mm512_castsi256_si512(i0), i1, 1);
 }
 
+/* out[0 .. 16) from the four corners v00 (top left), v01, v10, v11 of 16 blocks: horizontal
+ * weights a0, a1, vertical c0, c1; the plain loop's arithmetic, lane by lane (no fused
+ * multiply-adds). */
+__attribute__((target("avx512f"))) static inline void store_blend16_f32_avx512(
+    float *out, __m512 a0, __m512 a1, __m512 c0, __m512 c1, __m512 v00, __m512 v01, __m512 v10, __m512 v11) {
+    __m512 top = _mm512_add_ps(_mm512_mul_ps(a0, v00), _mm512_mul_ps(a1, v01));
+    __m512 bot = _mm512_add_ps(_mm512_mul_ps(a0, v10), _mm512_mul_ps(a1, v11));
+    _mm512_storeu_ps(out, _mm512_add_ps(_mm512_mul_ps(c0, top), _mm512_mul_ps(c1, bot)));
+}
+
 /* out[c * oplane + (0 .. 16)] for every channel from the 2 x 2 blocks whose top-left corners are
  * at the indices i0, i1 (8 each) of planes of w values a row; horizontal weights a0, a1,
  * vertical c0, c1; the plain loop's arithmetic, lane by lane (no fused multiply-adds). */
@@ -424,9 +434,7 @@ __attribute__((target("avx512f"))) static inline void blend16_f32_avx512(
     for (int64_t c = 0; c < channels; ++c) {
         __m512 v[4];
         corners16_f32_avx512(img + c * plane, w, &win, i0, i1, v);
-        __m512 top = _mm512_add_ps(_mm512_mul_ps(a0, v[0]), _mm512_mul_ps(a1, v[1]));
-        __m512 bot = _mm512_add_ps(_mm512_mul_ps(a0, v[2]), _mm512_mul_ps(a1, v[3]));
-        _mm512_storeu_ps(out + c * oplane, _mm512_add_ps(_mm512_mul_ps(c0, top), _mm512_mul_ps(c1, bot)));
+        store_blend16_f32_avx512(out + c * oplane, a0, a1, c0, c1, v[0], v[1], v[2], v[3]);
     }
 }
 
@@ -457,9 +465,7 @@ __attribute__((target("avx512f"))) static inline ALWAYS_INLINE void rows_blend_f
                 v1 = _mm512_mask_mov_ps(v1, m[j], right);
             }
         }
-        __m512 top = _mm512_add_ps(_mm512_mul_ps(a0, v0), _mm512_mul_ps(a1, v1));
-        __m512 bot = _mm512_add_ps(_mm512_mul_ps(a0, v2), _mm512_mul_ps(a1, v3));
-        _mm512_storeu_ps(out + c * oplane, _mm512_add_ps(_mm512_mul_ps(c0, top), _mm512_mul_ps(c1, bot)));
+        store_blend16_f32_avx512(out + c * oplane, a0, a1, c0, c1, v0, v1, v2, v3);
     }
 }
 
@@ -494,8 +500,7 @@ __attribute__((target("avx512f"))) static inline void blend16_rows_f32_avx512(
         return;
     }
     const __m512i k1 = _mm512_add_epi32(k, _mm512_set1_epi32(1));
-    __mmask16 m[MAX_WINDOWS];
-    m[0] = 0;
+    __mmask16 m[MAX_WINDOWS]; /* m[j]: the lanes whose block's top row is ymin + j (m[0] unused) */
     for (int64_t j = 1; j < MAX_WINDOWS; ++j) m[j] = _mm512_cmpeq_epi32_mask(r, _mm512_set1_epi32((int32_t)j));
     const float *t = img + ymin * w + xmin;
     switch (n) { /* a constant n in each: the channels' loop has no branch */
