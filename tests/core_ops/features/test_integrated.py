@@ -221,3 +221,39 @@ def test_descriptor_patch_size_samples_the_same_window(crop, device):
     assert cosine.median() > 0.9
     with pytest.raises(ArgumentValueError, match="^descriptor_patch_size"):
         SIFTFeature(num_features=8, descriptor_patch_size=4)
+
+
+def test_scale_smoothing_describes_what_opencv_describes(device):
+    """OpenCV's SIFT describes the Gaussian level of each keypoint (the image blurred by the
+    detection's sigma). With ``scale_smoothing`` SIFTFeature smooths its patches to that
+    scale: at OpenCV's own keypoints of a photograph its Lowe descriptors lie much closer to
+    OpenCV's than the default unsmoothed ones (measured median unit distance 0.116 against
+    0.384 on this crop)."""
+    cv2 = pytest.importorskip("cv2")
+    import matplotlib.cbook as cbook
+    import matplotlib.image as mpimg
+
+    from gradcv.core_ops.features.siftdesc import convert_sift_descriptor_layout
+    from tests.core_ops.features.test_siftdesc import keypoints_to_lafs
+
+    with cbook.get_sample_data("grace_hopper.jpg") as f:
+        rgb = mpimg.imread(f, format="jpg")
+    u8 = cv2.cvtColor(np.ascontiguousarray(rgb[60:360, 60:460, :3]), cv2.COLOR_RGB2GRAY)
+    kps, ref = cv2.SIFT_create().detectAndCompute(u8, None)
+    assert len(kps) > 100
+    ref_t = torch.from_numpy(ref).double()
+    ref_t = ref_t / ref_t.norm(dim=1, keepdim=True)
+    img = torch.from_numpy(u8 / 255.0).float()[None, None].to(device)
+    lafs = keypoints_to_lafs(kps, 7.5).to(device)
+
+    def distance(**options) -> torch.Tensor:
+        sift = SIFTFeature(num_features=8, rootsift=False, **options).to(device)
+        ours = convert_sift_descriptor_layout(sift.descriptor(img, lafs)[0].cpu().double(), "kornia", "opencv")
+        return (ours / ours.norm(dim=1, keepdim=True) - ref_t).norm(dim=1).median()
+
+    smoothed, raw = distance(scale_smoothing=True), distance()
+    assert not SIFTFeature(num_features=8).scale_smoothing and not HessianSIFT(num_features=8).scale_smoothing
+    assert smoothed < 0.2 and smoothed < 0.5 * raw, (smoothed, raw)
+    assert HessianSIFT(num_features=8, scale_smoothing=True).scale_smoothing
+    with pytest.raises(ArgumentTypeError, match="^scale_smoothing"):
+        SIFTFeature(num_features=8, scale_smoothing=1)
