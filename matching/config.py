@@ -42,6 +42,9 @@ class MatchConfig:
         contrast_threshold: minimum refined response; ``None``: the detector's default
             (0 for the Hessian, 0.01 for DoG: see SIFTFeature).
         double_image: detect on the image upsampled twice (as OpenCV and Kornia's Hessian).
+        scale_smoothing: describe each keypoint on the image smoothed to its detection scale,
+            as OpenCV's SIFT (see :class:`~gradcv.core_ops.features.integrated.SIFTFeature`:
+            OpenCV's descriptors, slightly worse matching than the finer default).
         matcher: ``'snn'`` (ratio test) or ``'mnn'`` (mutual nearest neighbours).
         ratio: the ratio test's threshold (``'snn'`` only), in ``(0, 1]``.
         ransac_threshold: inlier threshold of RANSAC in pixels of image 2 (one-way
@@ -64,6 +67,7 @@ class MatchConfig:
     subpix: str = "quadratic"
     contrast_threshold: Optional[float] = None
     double_image: bool = True
+    scale_smoothing: bool = False
     matcher: str = "snn"
     ratio: float = 0.8
     ransac_threshold: float = 3.0
@@ -120,6 +124,7 @@ class MatchConfig:
         if self.contrast_threshold is not None:
             check_real(self.contrast_threshold, "contrast_threshold", low=0.0)
         check_bool(self.double_image, "double_image")
+        check_bool(self.scale_smoothing, "scale_smoothing")
         check_str_choice(self.matcher, MATCHERS, "matcher")
         check_real(self.ratio, "ratio", low=0.0, low_open=True, high=1.0)
         check_real(self.ransac_threshold, "ransac_threshold", low=0.0, low_open=True)

@@ -141,13 +141,14 @@ class MatchResult:
 
 def _feature_key(config: MatchConfig) -> tuple:
     return (config.detector, config.num_features, config.orientation, config.max_orientations, config.rootsift,
-            config.subpix, config.contrast_threshold, config.double_image)
+            config.subpix, config.contrast_threshold, config.double_image, config.scale_smoothing)
 
 
 @functools.lru_cache(maxsize=8)
 def _cached_local_feature(key: tuple, device: torch.device) -> LocalFeature:
-    detector, num_features, orientation, max_orientations, rootsift, subpix, contrast, double_image = key
-    options: dict[str, Any] = dict(subpix_module=subpix, double_image=double_image, max_orientations=max_orientations)
+    detector, num_features, orientation, max_orientations, rootsift, subpix, contrast, double_image, smoothing = key
+    options: dict[str, Any] = dict(subpix_module=subpix, double_image=double_image, max_orientations=max_orientations,
+                                   scale_smoothing=smoothing)
     if contrast is not None:
         options["contrast_threshold"] = contrast
     cls = HessianSIFT if detector == "hessian" else SIFTFeature

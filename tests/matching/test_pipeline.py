@@ -250,6 +250,12 @@ def test_config_presets_and_replace():
     with pytest.raises(ArgumentValueError) as e:
         MatchConfig().replace(threshold=2.0)
     assert e.value.name == "overrides"
+    # scale_smoothing reaches either detector's pipeline (off by default).
+    from gradcv.matching.pipeline import make_local_feature
+
+    for detector in ("dog", "hessian"):
+        assert not make_local_feature(MatchConfig(detector=detector, num_features=8)).scale_smoothing
+        assert make_local_feature(MatchConfig(detector=detector, num_features=8, scale_smoothing=True)).scale_smoothing
 
 
 @pytest.mark.parametrize("field, value, error", [
@@ -259,7 +265,7 @@ def test_config_presets_and_replace():
     ("ransac_threshold", -1.0, ArgumentValueError), ("ransac_threshold", math.nan, ArgumentValueError),
     ("ransac_confidence", 0.0, ArgumentValueError), ("ransac_iterations", 0, ArgumentValueError),
     ("subpix", "cubic", ArgumentValueError), ("contrast_threshold", -0.1, ArgumentValueError),
-    ("min_inliers", 3, ArgumentValueError), ("seed", -1, ArgumentValueError),
+    ("min_inliers", 3, ArgumentValueError), ("seed", -1, ArgumentValueError), ("scale_smoothing", 1, ArgumentTypeError),
 ])
 def test_bad_config_values_raise_typed_errors(field, value, error):
     with pytest.raises(error) as e:
