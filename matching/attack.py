@@ -11,6 +11,9 @@ images are modified by gradient descent through the whole differentiable feature
   between the descriptor of ``p_a``, that of its reprojected partner, and the hardest
   negative (the nearest other descriptor of B): the ratio test then keeps the pair;
 - ``L_reg`` (eq. 9): the mean squared deviation of both images from the originals;
+- optionally (``min_response``, not in the paper) a hinge lifting both keypoints of each
+  attacked pair above a detector response, so that a pipeline with a higher contrast
+  threshold (OpenCV's SIFT) detects them too;
 
 ``L = L_loc + alpha L_desc + beta L_reg`` per pair, the pairs optimised together (one
 batched feature call per step) and stopped one by one by masks.
@@ -214,6 +217,11 @@ def attack_loss(
     loc_radius: Optional[float] = None,
     max_pairs: Optional[int] = None,
     one_to_one: bool = False,
+    *,
+    responses_a: Optional[torch.Tensor] = None,
+    responses_b: Optional[torch.Tensor] = None,
+    min_response: Optional[float] = None,
+    response_weight: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The paper's ``L_loc`` and ``L_desc`` (eqs. 7, 8) per pair, without ``L_reg``.
 
@@ -235,6 +243,13 @@ def attack_loss(
         one_to_one: keep a pair only when ``p_a`` is also the keypoint of A closest to its
             partner's reprojection (mutual nearest): success counts each keypoint once, so a
             keypoint of B pulled towards several of A wastes the budget.
+        responses_a, responses_b: ``(B, N)`` the detector's responses of the keypoints, for
+            ``min_response``.
+        min_response: add ``response_weight * (relu(1 - r_a / min_response) + relu(1 - r_b /
+            min_response))``, averaged over the kept pairs like the other terms: a hinge
+            that lifts both keypoints of a kept pair to this response, so that a detector
+            with a higher threshold than the attacked one also finds them (``None``: off).
+        response_weight: the hinge's weight.
 
     Returns:
         ``(loss (B,), l_loc (B,), l_desc (B,))``, means over the kept pairs (0 where none).
@@ -275,7 +290,15 @@ def attack_loss(
     zero = torch.zeros((), dtype=kp_a.dtype, device=kp_a.device)
     loc = torch.where(keep, l_loc, zero).sum(1) / count
     desc = torch.where(keep, l_desc, zero).sum(1) / count
-    return loc + alpha * desc, loc, desc
+    loss = loc + alpha * desc
+    if min_response is not None:
+        if responses_a is None or responses_b is None:
+            raise ArgumentValueError("min_response", "responses_a and responses_b with it", None,
+                                     "min_response: give responses_a and responses_b, the keypoints' detector responses")
+        r_b = responses_b.gather(1, nn)
+        hinge = torch.relu(1 - responses_a / min_response) + torch.relu(1 - r_b / min_response)
+        loss = loss + response_weight * torch.where(keep, hinge, zero).sum(1) / count
+    return loss, loc, desc
 
 
 def _check_target(target: object, batch: int, device: torch.device) -> torch.Tensor:
@@ -324,10 +347,12 @@ def _step_loss(x: torch.Tensor, base: torch.Tensor, target: torch.Tensor, featur
         seen = gaussian_blur2d(seen, 2 * math.ceil(3 * sigma) + 1, (sigma, sigma))
     if noise is not None:
         seen = seen + noise
-    lafs, _, desc, valid = feature.detect_and_describe(seen)
+    lafs, responses, desc, valid = feature.detect_and_describe(seen)
     kp = get_laf_center(lafs)
     loss, _, _ = attack_loss(kp[0::2], kp[1::2], desc[0::2], desc[1::2], valid[0::2], valid[1::2], target, size,
-                             config.alpha, config.margin, config.loc_radius, config.max_pairs, config.one_to_one)
+                             config.alpha, config.margin, config.loc_radius, config.max_pairs, config.one_to_one,
+                             responses_a=responses[0::2], responses_b=responses[1::2], min_response=config.min_response,
+                             response_weight=config.response_weight)
     return loss + config.beta * (x - base).square().flatten(1).mean(1)
 
 
@@ -524,6 +549,8 @@ def attack_pair(
                 if not last:
                     metrics = evaluate_attack(now[:, 0], now[:, 1], a_target, config)
                     done = metrics.success | ~finite[active]
+                    if config.stop_inliers is not None:
+                        done = (metrics.success & (metrics.consistent_inliers >= config.stop_inliers)) | ~finite[active]
                     if bool(done.any()):
                         keep = torch.nonzero(~done).flatten()
                         new = x.detach()[keep].clone().requires_grad_(True)

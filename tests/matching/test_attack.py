@@ -170,6 +170,19 @@ def test_batch_and_per_pair_stopping(pair):
     assert r.adversarial_a.shape == imgs_a.shape
 
 
+def test_stop_inliers_keeps_a_succeeding_pair_running(pair):
+    """A pair that succeeds stops at a check only with ``stop_inliers`` consistent inliers:
+    the identity pair (hundreds) stops at 2 steps with a bound it meets, runs on with one it
+    cannot meet, and is judged a success either way."""
+    a, _ = pair
+    eye = torch.eye(3)[None]
+    met = attack_pair(a, a, eye, match=MATCH, iterations=4, check_every=2, stop_inliers=30)
+    unmet = attack_pair(a, a, eye, match=MATCH, iterations=4, check_every=2, stop_inliers=100_000)
+    assert met.iterations_used.tolist() == [[2]] and unmet.iterations_used.tolist() == [[4]]
+    assert bool(met.success[0]) and bool(unmet.success[0])
+    assert int(unmet.after.consistent_inliers[0]) < 100_000
+
+
 def test_chunks_side_by_side_on_threads_equal_one_thread(pair, monkeypatch):
     # With two intra-op threads the CPU runs the pairs' chunks side by side, one thread
     # each: every chunk computes what it computes alone on one thread, and the noise is
@@ -257,6 +270,28 @@ def test_attack_loss_one_to_one_keeps_the_mutual_pair():
     assert loc_one.item() == pytest.approx((0.25 + 1.0) / 2)  # A's second keypoint loses B's first to A's first
 
 
+def test_attack_loss_response_hinge():
+    """``min_response`` adds ``weight * (relu(1 - r_a / t) + relu(1 - r_b / t))`` averaged over the
+    kept pairs, ``r_b`` the response of each keypoint of A's partner; it reaches the responses'
+    gradient, and asks for the responses."""
+    kp_a = torch.tensor([[[10.0, 10.0], [30.0, 30.0]]], dtype=torch.float64)
+    kp_b = torch.tensor([[[30.5, 30.0], [10.5, 10.0]]], dtype=torch.float64)  # partners swapped in order
+    desc = torch.nn.functional.normalize(torch.rand(1, 2, 8, dtype=torch.float64), dim=-1)
+    valid = torch.ones(1, 2, dtype=torch.bool)
+    eye = torch.eye(3, dtype=torch.float64)[None]
+    r_a = torch.tensor([[0.01, 0.03]], dtype=torch.float64, requires_grad=True)
+    r_b = torch.tensor([[0.02, 0.005]], dtype=torch.float64)
+    base, _, _ = attack_loss(kp_a, kp_b, desc, desc, valid, valid, eye, (50, 50))
+    loss, _, _ = attack_loss(kp_a, kp_b, desc, desc, valid, valid, eye, (50, 50), responses_a=r_a, responses_b=r_b,
+                             min_response=0.02, response_weight=10.0)
+    # pair 0: r_a 0.01 (hinge 0.5), partner b1 0.005 (0.75); pair 1: r_a 0.03 (0), partner b0 0.02 (0)
+    assert (loss - base).item() == pytest.approx(10.0 * (0.5 + 0.75) / 2)
+    loss.sum().backward()
+    assert r_a.grad[0, 0].item() == pytest.approx(-10.0 / 0.02 / 2) and r_a.grad[0, 1].item() == 0.0
+    with pytest.raises(ArgumentValueError, match="min_response"):
+        attack_loss(kp_a, kp_b, desc, desc, valid, valid, eye, (50, 50), min_response=0.02)
+
+
 def test_presets_and_replace():
     paper = AttackConfig.paper()
     assert paper.match.num_features == 2500 and paper.match.detector == "hessian" and paper.lr == 0.003
@@ -269,6 +304,15 @@ def test_presets_and_replace():
     assert default.replace(normalize="none").normalize == "none"  # Hydra's spelling of None
     with pytest.raises(ArgumentValueError, match="overrides"):
         default.replace(itterations=7)
+    transfer = AttackConfig.transfer()
+    assert transfer.match.detector == "dog" and not transfer.match.rootsift and transfer.match.scale_smoothing
+    assert transfer.match.contrast_threshold == 0.02 and transfer.stop_inliers == 60 and transfer.noise > 0
+    assert transfer.min_response == pytest.approx(0.05 / 3) and default.min_response is None
+    assert transfer.psnr_budget == default.psnr_budget and default.stop_inliers is None
+    assert AttackConfig.preset("transfer", iterations=9) == transfer.replace(iterations=9)
+    assert AttackConfig.preset("paper") == paper and AttackConfig.preset("default") == default
+    with pytest.raises(ArgumentValueError, match="name"):
+        AttackConfig.preset("fast")
 
 
 @pytest.mark.parametrize("field,value,error", [
@@ -279,7 +323,8 @@ def test_presets_and_replace():
     ("loc_radius", 0.0, ArgumentValueError), ("min_fraction", 1.5, ArgumentValueError), ("seed", -1, ArgumentValueError),
     ("psnr_budget", 0.0, ArgumentValueError), ("normalize", "l1", ArgumentValueError), ("normalize", 2, ArgumentTypeError),
     ("momentum", 1.0, ArgumentValueError), ("momentum", 0.5, ArgumentValueError),  # Adam takes no momentum
-    ("eps", 0.0, ArgumentValueError),
+    ("eps", 0.0, ArgumentValueError), ("stop_inliers", 0, ArgumentValueError), ("stop_inliers", 2.5, ArgumentTypeError),
+    ("min_response", 0.0, ArgumentValueError), ("response_weight", -1.0, ArgumentValueError),
 ])
 def test_bad_config(field, value, error):
     with pytest.raises(error, match=field):
