@@ -14,8 +14,8 @@ homography to T, PSNR and L-infinity of each perturbation); when OpenCV is insta
 runs OpenCV's SIFT (``SIFT_create``, ratio 0.8, ``findHomography`` RANSAC 3 px) on the
 same 8-bit images and reports the same figures: does the attack transfer?
 
-Config (``conf/attack.yaml``): ``preset`` (``default`` or ``paper``:
-:meth:`AttackConfig.default` / :meth:`AttackConfig.paper`), ``attack.<field>`` for any
+Config (``conf/attack.yaml``): ``preset`` (``default``, ``transfer`` or ``paper``:
+:meth:`AttackConfig.default` / :meth:`AttackConfig.transfer` / :meth:`AttackConfig.paper`), ``attack.<field>`` for any
 :class:`~gradcv.matching.AttackConfig` field but ``match`` and ``seed`` (the top-level
 ``seed``), ``match.<field>`` for any :class:`~gradcv.matching.MatchConfig` field of the
 attacked pipeline; ``data`` (two bundled photographs by name, or two image files, and the
@@ -54,7 +54,7 @@ from gradcv.experiments._cli import (
     set_fields,
     write_metrics,
 )
-from gradcv.matching.attack_config import AttackConfig
+from gradcv.matching.attack_config import PRESETS, AttackConfig
 from gradcv.matching.config import MatchConfig
 
 if TYPE_CHECKING:
@@ -63,7 +63,6 @@ if TYPE_CHECKING:
     from gradcv.matching import AttackMetrics, AttackResult
 
 APP = "attack"
-PRESETS = ("default", "paper")
 # Not ``attack.<field>``: the pipeline has its own node, the seed is the app's.
 _NOT_ATTACK_FIELDS = frozenset({"match", "seed"})
 
@@ -120,7 +119,7 @@ def attack_config(conf: AttackAppConfig) -> AttackConfig:
 
     if conf.preset not in PRESETS:
         raise ExperimentError(f"preset: expected one of {', '.join(PRESETS)}, got {conf.preset!r}")
-    base = AttackConfig.paper() if conf.preset == "paper" else AttackConfig.default()
+    base = AttackConfig.preset(conf.preset)
     try:
         match = base.match.replace(**set_fields(conf.match))
         return base.replace(match=match, seed=conf.seed, **set_fields(conf.attack))
@@ -325,10 +324,13 @@ def _describe_config(config: AttackConfig, preset: str) -> str:
         step += f", momentum {config.momentum:g}"
     eot = [f"noise {config.noise:g}"] * (config.noise > 0) + [f"blur <= {config.blur:g} px"] * (config.blur > 0)
     m = config.match
+    extra = f", responses lifted to {config.min_response:.4g}" if config.min_response is not None else ""
+    if config.stop_inliers is not None:
+        extra += f", a pair stops at {config.stop_inliers} consistent inliers"
     return (f"preset {preset}: {m.detector} + {'RootSIFT' if m.rootsift else 'SIFT'}, top {m.num_features}, "
             f"{step} (lr {config.lr:g}) for at most {config.iterations} steps, alpha {config.alpha:g}, "
             f"beta {config.beta:g}, {budget}{', 8-bit steps' if config.quantize else ''}"
-            f"{(', EOT ' + ' and '.join(eot)) if eot else ''}")
+            f"{(', EOT ' + ' and '.join(eot)) if eot else ''}{extra}")
 
 
 class _StepBar:

@@ -1,7 +1,7 @@
 """Attack benchmark: the targeted attack on two-view matching over seeded unrelated pairs,
 white-box and transferred to OpenCV's SIFT (issue 13).
 
-    python -m gradcv.experiments.bench_attack                           # 10 pairs, default and paper
+    python -m gradcv.experiments.bench_attack                           # 10 pairs, default, transfer and paper
     python -m gradcv.experiments.bench_attack pairs=20 presets=[default]
     python -m gradcv.experiments.bench_attack attack.budget=0.03 attack.noise=0.01 match.detector=dog
 
@@ -11,8 +11,8 @@ cut to ``height x width``) and a target from :func:`gradcv.matching.targets.rand
 (rotation ≤ ``target.max_rotation`` degrees, scale log-uniform in ``target.scale``, corners
 moved up to ``target.jitter`` of the size).
 
-Each preset in ``presets`` (``default``, ``paper``: :class:`gradcv.matching.AttackConfig`, with the
-``attack.*`` and ``match.*`` overrides applied to both) attacks the pairs in batches of ``batch``
+Each preset in ``presets`` (``default``, ``transfer``, ``paper``: :class:`gradcv.matching.AttackConfig`,
+with the ``attack.*`` and ``match.*`` overrides applied to each) attacks the pairs in batches of ``batch``
 (one :func:`gradcv.matching.attack_pair` call each, per-pair stopping), at most ``iterations``
 steps. The paper preset has no early stop and 2500 features: it runs on the first
 ``paper_pairs`` pairs only. Every pair is judged as the issue defines success, on the images
@@ -24,9 +24,10 @@ Time: each pair's share of its batch's wall clock (``threads`` intra-op threads)
 (no success checks), ``timing_repeats`` times in turn: median seconds per pair-step, batched and
 alone, of whole calls and of the steps only.
 
-The summary checks the issue's targets on the ``default`` preset: ≥ 90 % of pairs succeed
-within 500 iterations with mean PSNR ≥ 35 dB; no pair succeeds before the attack; transfer to
-OpenCV on ≥ 30 % of pairs (an aim); batched faster per pair than one at a time.
+The summary checks the issue's targets: the ``default`` preset's ≥ 90 % of pairs succeeding
+within 500 iterations with mean PSNR ≥ 35 dB; no pair succeeds before the attack (any preset);
+transfer to OpenCV on ≥ 30 % of pairs (an aim; the best preset, each preset's rate and PSNR
+given); batched faster per pair than one at a time.
 
 Outputs (in the Hydra run folder): ``pairs.csv`` (one row per pair and preset), then
 ``metrics.json`` (last), both written atomically, and a table on stdout. Under ``torchrun
@@ -58,10 +59,9 @@ from gradcv.experiments.attack import (
     opencv_transfer,
     to_uint8,
 )
-from gradcv.matching.attack_config import AttackConfig
+from gradcv.matching.attack_config import PRESETS, AttackConfig
 
 APP = "bench_attack"
-PRESETS = ("default", "paper")
 
 
 @dataclass
@@ -73,7 +73,7 @@ class BenchAttackConfig:
     photographs: list[str] | None = None
     height: int = 300
     width: int = 400
-    presets: list[str] = field(default_factory=lambda: ["default", "paper"])
+    presets: list[str] = field(default_factory=lambda: ["default", "transfer", "paper"])
     iterations: int = 500
     paper_pairs: int = 2
     batch: int = 5
@@ -119,7 +119,7 @@ def preset_configs(conf: BenchAttackConfig) -> dict[str, AttackConfig]:
 
     configs = {}
     for preset in conf.presets:
-        base = AttackConfig.paper() if preset == "paper" else AttackConfig.default()
+        base = AttackConfig.preset(preset)
         try:
             match = base.match.replace(**set_fields(conf.match))
             configs[preset] = base.replace(match=match, iterations=conf.iterations, seed=conf.seed, **set_fields(conf.attack))
@@ -256,16 +256,21 @@ def check_targets(summary: dict[str, dict], timing: dict[str, Any] | None, itera
     d = summary.get("default")
     if d is None:
         add("white-box success >= 90 % within 500 iterations, mean PSNR >= 35 dB", None, "the default preset did not run")
-        return targets
-    within = iterations <= 500
-    add("white-box success >= 90 % within 500 iterations, mean PSNR >= 35 dB",
-        bool(within and d["success_rate"] >= 0.9 and d["mean_psnr"] >= 35),
-        f"{100 * d['success_rate']:.0f} % of {d['pairs']} pairs at <= {iterations} iterations, mean PSNR {d['mean_psnr']:.1f} dB")
+    else:
+        within = iterations <= 500
+        add("white-box success >= 90 % within 500 iterations, mean PSNR >= 35 dB",
+            bool(within and d["success_rate"] >= 0.9 and d["mean_psnr"] >= 35),
+            f"{100 * d['success_rate']:.0f} % of {d['pairs']} pairs at <= {iterations} iterations, mean PSNR {d['mean_psnr']:.1f} dB")
     before = sum(s["success_before"] + s.get("opencv_success_before", 0) for s in summary.values())
     add("no pair succeeds before the attack", before == 0, f"{before} successes before (white-box and OpenCV, every preset)")
-    if "opencv_success_rate" in d:
-        add("transfer to OpenCV's SIFT >= 30 % (aim)", d["opencv_success_rate"] >= 0.3,
-            f"{100 * d['opencv_success_rate']:.0f} % of pairs, {d['opencv_mean_consistent_inliers']:.1f} consistent inliers on average")
+    judged = {name: s for name, s in summary.items() if "opencv_success_rate" in s}
+    if judged:
+        # The aim is met by a preset, the transfer one being built for it; each preset's rate
+        # is given with its PSNR, since a transfer bought with a larger change is worth less.
+        add("transfer to OpenCV's SIFT >= 30 % (aim)", max(s["opencv_success_rate"] for s in judged.values()) >= 0.3,
+            "; ".join(f"{name}: {100 * s['opencv_success_rate']:.0f} % of {s['pairs']} pairs, "
+                      f"{s['opencv_mean_consistent_inliers']:.1f} consistent inliers on average, mean PSNR {s['mean_psnr']:.1f} dB"
+                      for name, s in judged.items()))
     else:
         add("transfer to OpenCV's SIFT >= 30 % (aim)", None, "OpenCV not installed or opencv=false")
     if timing is None:

@@ -125,7 +125,8 @@ def test_one_line_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path, arg
 
 
 def test_bench_attack_tiny(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    """Two pairs in one batch, the paper preset on one: rows, summary and every target line."""
+    """Two pairs in one batch for the default and transfer presets, the paper preset on one: rows,
+    summary and every target line."""
     out = tmp_path / "bench"
     status, stdout, err = run_inprocess(
         capsys, "bench_attack", "pairs=2", "iterations=2", "paper_pairs=1", "batch=2", "timing_steps=2", "timing_batch=2", "timing_repeats=2",
@@ -133,8 +134,9 @@ def test_bench_attack_tiny(capsys: pytest.CaptureFixture[str], tmp_path: Path) -
     assert status == 0, err
     assert_metrics_last(out)
     m = json.loads((out / "metrics.json").read_text())
-    assert [(r["preset"], r["pair"]) for r in m["rows"]] == [("default", 0), ("default", 1), ("paper", 0)]
-    assert m["summary"]["default"]["pairs"] == 2 and m["summary"]["paper"]["pairs"] == 1
+    assert [(r["preset"], r["pair"]) for r in m["rows"]] == [("default", 0), ("default", 1), ("transfer", 0), ("transfer", 1),
+                                                             ("paper", 0)]
+    assert m["summary"]["default"]["pairs"] == 2 and m["summary"]["transfer"]["pairs"] == 2 and m["summary"]["paper"]["pairs"] == 1
     assert len(m["targets"]) == 4 and m["batching"]["pairs"] == 2
     timing = m["batching"]
     assert len(timing["batched_runs"]) == len(timing["alone_runs"]) == timing["repeats"] == 2
@@ -142,7 +144,10 @@ def test_bench_attack_tiny(capsys: pytest.CaptureFixture[str], tmp_path: Path) -
     assert 0 < timing["batched_step_s_per_pair_step"] and 0 < timing["alone_step_s_per_pair_step"]
     assert all(r["steps"] == 2 and r["before"]["success"] is False for r in m["rows"])
     lines = (out / "pairs.csv").read_text().splitlines()
-    assert len(lines) == 4 and lines[0].startswith("preset,pair,a,b")
+    assert len(lines) == 6 and lines[0].startswith("preset,pair,a,b")
+    transfer = next(t for t in m["targets"] if t["target"].startswith("transfer"))
+    if transfer["passed"] is not None:  # OpenCV installed: every preset's rate and PSNR
+        assert all(f"{name}: " in transfer["detail"] for name in ("default", "transfer", "paper"))
     assert "[PASS] no pair succeeds before the attack" in stdout
     status, _, err = run_inprocess(capsys, "bench_attack", "presets=[fast]", out=tmp_path / "bad")
     assert status in (1, 2) and "presets" in _one_line(err, "bench_attack")
@@ -169,6 +174,9 @@ def test_none_switches_off_an_optional_field_and_null_keeps_the_preset() -> None
     off = _composed("attack.psnr_budget=none", "attack.budget=none", "attack.normalize=none", "match.contrast_threshold=none")
     assert off.psnr_budget is None and off.budget is None and off.normalize is None and off.match.contrast_threshold is None
     assert _composed("attack.psnr_budget=30").psnr_budget == 30.0
+    assert _composed("preset=transfer") == AttackConfig.transfer()
+    plain = _composed("preset=transfer", "attack.min_response=none", "match.scale_smoothing=false")
+    assert plain.min_response is None and not plain.match.scale_smoothing and plain.stop_inliers == 60
 
 
 def test_a_bad_value_of_an_optional_field_is_named() -> None:
