@@ -183,6 +183,17 @@ def test_stop_inliers_keeps_a_succeeding_pair_running(pair):
     assert int(unmet.after.consistent_inliers[0]) < 100_000
 
 
+def test_min_response_reaches_the_step_loss(pair):
+    """``min_response`` in the config adds the hinge to the loss the steps minimise (the
+    responses of the attacked pipeline reach it): a threshold above every response raises
+    the first step's loss by up to ``2 * response_weight``."""
+    a, b = pair
+    plain = attack_pair(a, b, TARGET, match=MATCH, iterations=1, check_every=0)
+    lifted = attack_pair(a, b, TARGET, match=MATCH, iterations=1, check_every=0, min_response=1e6, response_weight=7.0)
+    extra = float(lifted.loss_history[0][0, 0] - plain.loss_history[0][0, 0])
+    assert 7.0 < extra <= 14.0, extra
+
+
 def test_chunks_side_by_side_on_threads_equal_one_thread(pair, monkeypatch):
     # With two intra-op threads the CPU runs the pairs' chunks side by side, one thread
     # each: every chunk computes what it computes alone on one thread, and the noise is
