@@ -548,9 +548,10 @@ def attack_pair(
                 current[active] = now.detach()
                 if not last:
                     metrics = evaluate_attack(now[:, 0], now[:, 1], a_target, config)
-                    done = metrics.success | ~finite[active]
+                    stop = metrics.success
                     if config.stop_inliers is not None:
-                        done = (metrics.success & (metrics.consistent_inliers >= config.stop_inliers)) | ~finite[active]
+                        stop = stop & (metrics.consistent_inliers >= config.stop_inliers)
+                    done = stop | ~finite[active]
                     if bool(done.any()):
                         keep = torch.nonzero(~done).flatten()
                         new = x.detach()[keep].clone().requires_grad_(True)

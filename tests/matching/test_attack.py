@@ -180,7 +180,6 @@ def test_stop_inliers_keeps_a_succeeding_pair_running(pair):
     unmet = attack_pair(a, a, eye, match=MATCH, iterations=4, check_every=2, stop_inliers=100_000)
     assert met.iterations_used.tolist() == [[2]] and unmet.iterations_used.tolist() == [[4]]
     assert bool(met.success[0]) and bool(unmet.success[0])
-    assert int(unmet.after.consistent_inliers[0]) < 100_000
 
 
 def test_min_response_reaches_the_step_loss(pair):
